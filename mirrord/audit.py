@@ -1,0 +1,142 @@
+"""The bucket against the hash file: ``verify`` finds where they disagree, ``rebuild-hash``
+writes the hash file anew from the objects' own metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+
+from mirrord.errors import HashFileError
+from mirrord.hashfile import HashFile, dumps, parse, utc_now
+from mirrord.models import NAME_RE, SHA256_RE, TAG_RE, VERSION_RE, HashEntry, ObjectInfo
+from mirrord.s3 import S3Store
+
+log = structlog.get_logger("mirrord.audit")
+_BOTTLE_KEY = re.compile(r"^(\d{4}-\d{2}-\d{2})/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def _bounded(items: Iterable[T], fn: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(item: T) -> R:
+        async with gate:
+            return await fn(item)
+
+    return list(await asyncio.gather(*(run(i) for i in items)))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str  # missing | orphaned | size | metadata | sha256
+    key: str  # hash key, or the S3 key for orphans
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    entries: int
+    objects: int
+    checked_deep: int
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify(
+    store: S3Store, hf: HashFile, *, deep: bool = False, concurrency: int = 16
+) -> VerifyReport:
+    listing = {o.key: o async for o in store.list_objects()}
+    problems: list[Problem] = []
+    present: list[tuple[str, HashEntry]] = []
+    for key, entry in sorted(hf.bottles.items()):
+        obj = listing.get(entry.s3_key)
+        if obj is None:
+            problems.append(Problem("missing", key, f"no object {entry.s3_key}"))
+        elif entry.file_size is not None and obj.size != entry.file_size:
+            problems.append(Problem("size", key, f"object {obj.size} bytes, file {entry.file_size}"))
+        else:
+            present.append((key, entry))
+    referenced = {e.s3_key for e in hf.bottles.values()}
+    problems += [
+        Problem("orphaned", k, "bottle object not in the hash file")
+        for k in sorted(listing) if _BOTTLE_KEY.match(k) and k not in referenced
+    ]
+
+    async def check(item: tuple[str, HashEntry]) -> Problem | None:
+        key, entry = item
+        head = await store.head(entry.s3_key)
+        if head is None:
+            return Problem("missing", key, f"no object {entry.s3_key}")
+        if head.metadata.get("sha256") != entry.sha256:
+            return Problem("metadata", key, f"object sha256 metadata {head.metadata.get('sha256')!r}")
+        if deep:
+            digest = hashlib.sha256()
+            async for chunk in store.stream(entry.s3_key):
+                digest.update(chunk)
+            if digest.hexdigest() != entry.sha256:
+                return Problem("sha256", key, f"bytes hash to {digest.hexdigest()}")
+        return None
+
+    found = await _bounded(present, check, concurrency)
+    problems += [p for p in found if p is not None]
+    return VerifyReport(len(hf.bottles), len(listing), len(present) if deep else 0, tuple(problems))
+
+
+def entry_from_object(obj: ObjectInfo) -> tuple[str, HashEntry] | None:
+    """An object written by mirrord names itself in its metadata; anything else → None."""
+    match = _BOTTLE_KEY.match(obj.key)
+    meta = obj.metadata
+    name, version, tag, sha = (meta.get(k, "") for k in ("formula", "version", "platform", "sha256"))
+    if not (match and NAME_RE.fullmatch(name) and VERSION_RE.fullmatch(version)
+            and TAG_RE.fullmatch(tag) and SHA256_RE.fullmatch(sha)):
+        return None
+    return f"{name}-{version}-{tag}", HashEntry(sha, match.group(1), obj.size, obj.key)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    objects: int
+    entries: int
+    unrecognised: tuple[str, ...]
+    replaced_corrupt: bool
+
+
+async def rebuild_hash(store: S3Store, hash_key: str, *, concurrency: int = 16) -> RebuildReport:
+    """Rewrite the hash file from object metadata. The one command that may replace a
+    corrupt file — deliberately, and still with a conditional write."""
+    keys = [o.key async for o in store.list_objects() if _BOTTLE_KEY.match(o.key)]
+    heads = await _bounded(keys, store.head, concurrency)
+    entries: dict[str, HashEntry] = {}
+    unrecognised: list[str] = []
+    for key, head in zip(keys, heads, strict=True):
+        found = entry_from_object(head) if head is not None else None
+        if found is None:
+            unrecognised.append(key)
+            continue
+        name, entry = found
+        current = entries.get(name)
+        if current is None or current.download_date < entry.download_date:
+            entries[name] = entry
+    existing = await store.get(hash_key)
+    corrupt = False
+    if existing is not None:
+        try:
+            parse(existing[0])
+        except HashFileError:
+            corrupt = True
+    body = dumps(HashFile(entries, utc_now()))
+    await store.put_if(hash_key, body, etag=existing[1] if existing else None,
+                       content_type="application/json")
+    log.info("hash_rebuilt", objects=len(keys), entries=len(entries),
+             unrecognised=len(unrecognised), replaced_corrupt=corrupt)
+    return RebuildReport(len(keys), len(entries), tuple(unrecognised), corrupt)

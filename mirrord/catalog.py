@@ -1,0 +1,260 @@
+"""formula.json → frozen formulae, and brew's choice of bottle for each target machine.
+
+Pure: bytes in, records out. A malformed formula is rejected on its own (the rest go on);
+only a catalog that is not a JSON list of objects as a whole raises ``CatalogError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from mirrord.errors import CatalogError, FormulaError, SettingsError
+from mirrord.models import (
+    MAX_NAME_LEN,
+    MAX_VERSION_LEN,
+    NAME_RE,
+    SHA256_RE,
+    TAG_RE,
+    VERSION_RE,
+    Bottle,
+    BottleFile,
+    Formula,
+)
+
+# DESIGN.md §3. Codenames before big_sur only ever appear as fallbacks in old data.
+MACOS_RELEASES: Mapping[str, float] = {
+    "golden_gate": 27,
+    "tahoe": 26,
+    "sequoia": 15,
+    "sonoma": 14,
+    "ventura": 13,
+    "monterey": 12,
+    "big_sur": 11,
+    "catalina": 10.15,
+    "mojave": 10.14,
+    "high_sierra": 10.13,
+    "sierra": 10.12,
+    "el_capitan": 10.11,
+    "yosemite": 10.10,
+}
+OLDEST_TARGET = 10.15  # catalina; older codenames are only ever fallbacks
+FIRST_APPLE_SILICON = 11.0  # big_sur
+LAST_INTEL = 26.0  # tahoe
+AUTO_RELEASES = 3
+LINUX_TAGS = frozenset({"x86_64_linux", "arm64_linux"})
+
+Arch = Literal["arm64", "x86_64"]
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """What a bottle tag means: a macOS release on one architecture, Linux, or ``all``."""
+
+    tag: str
+    os: Literal["macos", "linux", "all", "unknown"]
+    arch: Arch | None = None
+    release: float = 0.0
+
+
+def parse_tag(tag: str) -> Platform:
+    if tag == "all":
+        return Platform(tag, "all")
+    if tag in LINUX_TAGS:
+        return Platform(tag, "linux", "arm64" if tag.startswith("arm64") else "x86_64")
+    arch: Arch = "x86_64"
+    codename = tag
+    if tag.startswith("arm64_"):
+        arch, codename = "arm64", tag.removeprefix("arm64_")
+    release = MACOS_RELEASES.get(codename)
+    if release is None:
+        return Platform(tag, "unknown")
+    return Platform(tag, "macos", arch, release)
+
+
+def is_machine(p: Platform) -> bool:
+    """True for tags that name a machine that exists (no arm64 catalina, no Intel 27)."""
+    if p.os == "linux":
+        return True
+    if p.os != "macos" or p.release < OLDEST_TARGET:
+        return False
+    if p.arch == "arm64":
+        return p.release >= FIRST_APPLE_SILICON
+    return p.release <= LAST_INTEL
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    formulae: tuple[Formula, ...]
+    rejected: tuple[FormulaError, ...] = ()
+
+
+def parse_catalog(raw: bytes) -> Catalog:
+    """Parse formula.json; bad entries go to ``rejected`` with the reason."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CatalogError(
+            f"formula.json is not valid JSON ({len(raw)} bytes; truncated?): {exc}"
+        ) from exc
+    if not isinstance(data, list):
+        raise CatalogError(f"formula.json must be a JSON list, got {type(data).__name__}")
+    formulae: list[Formula] = []
+    rejected: list[FormulaError] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(data):
+        try:
+            formula = formula_from_api(entry, index)
+        except FormulaError as exc:
+            rejected.append(exc)
+            continue
+        if formula.name in seen:
+            rejected.append(FormulaError(formula.name, "listed twice; first entry kept"))
+            continue
+        seen.add(formula.name)
+        formulae.append(formula)
+    if data and not formulae:
+        raise CatalogError(f"formula.json has {len(data)} entries and none is usable")
+    return Catalog(tuple(formulae), tuple(rejected))
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type, where: str, label: str) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise FormulaError(label, f"{where}{name} must be {kind.__name__}, got {value!r:.60}")
+    return value
+
+
+def formula_from_api(entry: Any, index: int = 0) -> Formula:
+    """One formula.json entry → ``Formula``; raises ``FormulaError`` naming the field."""
+    if not isinstance(entry, dict):
+        raise FormulaError(f"#{index}", f"entry must be an object, got {type(entry).__name__}")
+    raw_name = entry.get("name")
+    label = raw_name if isinstance(raw_name, str) else f"#{index}"
+    name = _field(entry, "name", str, "", label)
+    if len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+        raise FormulaError(label[:MAX_NAME_LEN], "name has characters outside [A-Za-z0-9@+._-]")
+    versions = _field(entry, "versions", dict, "", name)
+    version = _field(versions, "stable", str, "versions.", name)
+    if len(version) > MAX_VERSION_LEN or not VERSION_RE.fullmatch(version):
+        raise FormulaError(name, f"versions.stable {version!r:.60} is not a safe version")
+    revision = entry.get("revision", 0)
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise FormulaError(name, f"revision must be a non-negative int, got {revision!r:.60}")
+
+    bottle = entry.get("bottle") or {}
+    if not isinstance(bottle, dict):
+        raise FormulaError(name, "bottle must be an object")
+    stable = bottle.get("stable")
+    if not stable:
+        return Formula(name, version, revision)
+    if not isinstance(stable, dict):
+        raise FormulaError(name, "bottle.stable must be an object")
+    rebuild = stable.get("rebuild", 0)
+    if not isinstance(rebuild, int) or isinstance(rebuild, bool) or rebuild < 0:
+        raise FormulaError(name, f"bottle.stable.rebuild must be a non-negative int, got {rebuild!r:.60}")
+    files_raw = _field(stable, "files", dict, "bottle.stable.", name)
+    files: list[BottleFile] = []
+    for tag, spec in files_raw.items():  # dict order is the catalog's order: keep it
+        where = f"bottle.stable.files.{tag}."
+        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+            raise FormulaError(name, f"bottle tag {tag!r:.60} is not a valid tag")
+        if not isinstance(spec, dict):
+            raise FormulaError(name, f"{where[:-1]} must be an object")
+        url = _field(spec, "url", str, where, name)
+        if not url.startswith(("https://", "http://")):
+            raise FormulaError(name, f"{where}url must be http(s), got {url!r:.60}")
+        sha256 = _field(spec, "sha256", str, where, name)
+        if not SHA256_RE.fullmatch(sha256):
+            raise FormulaError(name, f"{where}sha256 is not 64 lowercase hex digits")
+        cellar = spec.get("cellar", "")
+        files.append(BottleFile(tag, url, sha256, cellar if isinstance(cellar, str) else ""))
+    return Formula(name, version, revision, rebuild, tuple(files))
+
+
+def auto_targets(formulae: Iterable[Formula]) -> tuple[str, ...]:
+    """The three newest macOS releases seen in the catalog, as machine tags.
+
+    Apple Silicon for each, Intel too where that release runs on Intel.
+    """
+    releases: set[float] = set()
+    for formula in formulae:
+        for file in formula.files:
+            platform = parse_tag(file.tag)
+            if platform.os == "macos" and platform.release >= OLDEST_TARGET:
+                releases.add(platform.release)
+    codename = {release: name for name, release in MACOS_RELEASES.items()}
+    targets: list[str] = []
+    for release in sorted(releases, reverse=True)[:AUTO_RELEASES]:
+        for tag in (f"arm64_{codename[release]}", codename[release]):
+            if is_machine(parse_tag(tag)):
+                targets.append(tag)
+    return tuple(targets)
+
+
+def validate_targets(tags: Sequence[str]) -> tuple[str, ...]:
+    """Explicit target tags must name real machines; raises ``SettingsError``."""
+    if not tags:
+        raise SettingsError("MIRRORD_PLATFORMS: no platform given")
+    for tag in tags:
+        if not is_machine(parse_tag(tag)):
+            raise SettingsError(
+                f"MIRRORD_PLATFORMS: {tag!r} is not a machine tag "
+                "(e.g. arm64_tahoe, sequoia, x86_64_linux)"
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+def select_file(formula: Formula, target: str) -> BottleFile | None:
+    """The bottle brew installs on ``target``: exact tag, else ``all``, else the first
+    tag in files order of the same architecture for an older macOS release."""
+    by_tag = {f.tag: f for f in formula.files}
+    if target in by_tag:
+        return by_tag[target]
+    if "all" in by_tag:
+        return by_tag["all"]
+    want = parse_tag(target)
+    if want.os != "macos":
+        return None
+    for file in formula.files:
+        have = parse_tag(file.tag)
+        if have.os == "macos" and have.arch == want.arch and have.release < want.release:
+            return file
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    bottles: tuple[Bottle, ...]  # unique by hash key, in catalog order
+    no_bottle: int  # (formula, target) pairs with nothing for brew to pour
+
+
+def select_bottles(formulae: Iterable[Formula], targets: Sequence[str]) -> Selection:
+    """Every bottle the targets need; several targets sharing one file yield it once."""
+    chosen: dict[str, Bottle] = {}
+    no_bottle = 0
+    for formula in formulae:
+        for target in targets:
+            file = select_file(formula, target)
+            if file is None:
+                no_bottle += 1
+                continue
+            bottle = Bottle(
+                formula.name, formula.pkg_version, file.tag, formula.rebuild, file.sha256, file.url
+            )
+            chosen.setdefault(bottle.hash_key, bottle)
+    return Selection(tuple(chosen.values()), no_bottle)
+
+
+def filter_formulae(catalog: Catalog, names: Sequence[str] | None) -> tuple[Formula, ...]:
+    """Restrict to ``names`` (None = all); an unknown name is a usage error."""
+    if names is None:
+        return catalog.formulae
+    by_name = {f.name: f for f in catalog.formulae}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SettingsError(f"--formula: not in the catalog: {', '.join(sorted(unknown))}")
+    return tuple(by_name[n] for n in dict.fromkeys(names))

@@ -1,0 +1,214 @@
+"""``mirrord sync | plan | verify | rebuild-hash`` (also ``python -m mirrord``).
+
+stdout carries results only (the ``--json`` report is the one line there); logs are JSON
+lines on stderr. Exit status: 0 all planned bottles stored, 1 some failed (or a peer or
+an input was unusable), 2 bad settings or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from mirrord import __version__
+from mirrord.app import App, configure_logging, open_app
+from mirrord.audit import rebuild_hash, verify
+from mirrord.errors import MirrordError, SettingsError
+from mirrord.pipeline import Job, Tuning, load_hashfile, prepare, run_sync
+from mirrord.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, progress_for
+from mirrord.settings import Settings, from_env
+from mirrord.upstream import fetch_catalog
+
+log = structlog.get_logger("mirrord.cli")
+
+
+def _date(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat() if len(text) == 10 else _bad_date(text)
+    except ValueError:
+        return _bad_date(text)
+
+
+def _bad_date(text: str) -> str:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mirrord", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mirrord {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bucket", help="the mirror's bucket (MIRRORD_BUCKET)")
+        p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    def job_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--date", type=_date, help="job date folder (default: today, UTC)")
+        p.add_argument("--formula", action="append", metavar="NAME", help="only these formulae")
+        p.add_argument("--platform", action="append", metavar="TAG",
+                       help="target tags, repeat or comma-separate (MIRRORD_PLATFORMS)")
+        p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
+
+    sync = sub.add_parser("sync", help="fetch every missing bottle into the bucket")
+    common(sync)
+    job_flags(sync)
+    sync.add_argument("--job-id", help="id in logs and the report (default: <date>-cli)")
+    sync.add_argument("--concurrency", help="bottles in flight (MIRRORD_CONCURRENCY)")
+    sync.add_argument("--part-size", help="multipart part size, e.g. 16MiB (MIRRORD_PART_SIZE)")
+    sync.add_argument("--batch-size", help="bottles per checkpoint (MIRRORD_BATCH_SIZE)")
+
+    plan = sub.add_parser("plan", help="what a sync would fetch; writes nothing")
+    common(plan)
+    job_flags(plan)
+
+    ver = sub.add_parser("verify", help="the hash file against the bucket")
+    common(ver)
+    ver.add_argument("--deep", action="store_true", help="re-hash every object's bytes")
+
+    rebuild = sub.add_parser("rebuild-hash", help="rewrite the hash file from object metadata")
+    common(rebuild)
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    platforms = getattr(args, "platform", None)
+    flags = {
+        "MIRRORD_BUCKET": args.bucket,
+        "MIRRORD_API_URL": getattr(args, "api_url", None),
+        "MIRRORD_PLATFORMS": ",".join(platforms) if platforms else None,
+        "MIRRORD_CONCURRENCY": getattr(args, "concurrency", None),
+        "MIRRORD_PART_SIZE": getattr(args, "part_size", None),
+        "MIRRORD_BATCH_SIZE": getattr(args, "batch_size", None),
+    }
+    return from_env(env, flags)
+
+
+def _job(args: argparse.Namespace, settings: Settings) -> Job:
+    day = args.date or datetime.now(UTC).date().isoformat()
+    return Job(
+        job_id=getattr(args, "job_id", None) or f"{day}-cli",
+        date=day,
+        platforms=settings.platforms,
+        formulae=tuple(args.formula) if args.formula else None,
+    )
+
+
+def _emit(args: argparse.Namespace, body: dict[str, Any], human: str) -> None:
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
+    else:
+        sys.stdout.write(human + "\n")
+    sys.stdout.flush()
+
+
+async def cmd_sync(args: argparse.Namespace, app: App) -> int:
+    s = app.settings
+    job = _job(args, s)
+    with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+        catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+        report = await run_sync(
+            job, catalog, app.store, app.registry,
+            Tuning(s.concurrency, s.part_size, s.batch_size, s.checkpoint_seconds),
+            hash_key=s.hash_key, default_platforms=s.platforms,
+            progress=progress_for(sys.stderr),
+        )
+    failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
+    _emit(args, report.to_dict(),
+          f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
+          f"{report.skipped} already mirrored, {len(report.failed)} failed of "
+          f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
+          f" → s3://{s.bucket}/{report.date}/{failed}")
+    return report.exit_code
+
+
+async def cmd_plan(args: argparse.Namespace, app: App) -> int:
+    s = app.settings
+    job = _job(args, s)
+    catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+    hf, _ = await load_hashfile(app.store, s.hash_key)
+    targets, plan = prepare(catalog, hf, job, s.platforms)
+    body = {
+        "date": plan.date, "platforms": list(targets), "transfers": len(plan.transfers),
+        "links": len(plan.links), "skipped": plan.skipped, "no_bottle": plan.no_bottle,
+        "known_bytes": plan.known_bytes,
+        "unknown_size": sum(1 for t in plan.transfers if not t.size_hint),
+        "rejected": [{"name": r.name, "error": r.reason} for r in catalog.rejected],
+        "bottles": [{"key": t.key, "url": t.bottle.url, "sha256": t.bottle.sha256,
+                     "size_hint": t.size_hint or None} for t in plan.transfers],
+    }
+    lines = [f"  {t.key}" for t in plan.transfers[:20]]
+    more = len(plan.transfers) - len(lines)
+    _emit(args, body,
+          f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
+          f"({plan.known_bytes / 1e6:,.1f} MB known), {len(plan.links)} to link, "
+          f"{plan.skipped} already mirrored, {plan.no_bottle} without bottle\n"
+          + "\n".join(lines) + (f"\n  … and {more} more" if more > 0 else ""))
+    return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace, app: App) -> int:
+    hf, _ = await load_hashfile(app.store, app.settings.hash_key)
+    result = await verify(app.store, hf, deep=args.deep, concurrency=app.settings.concurrency)
+    problems = [{"kind": p.kind, "key": p.key, "detail": p.detail} for p in result.problems]
+    _emit(args, {"entries": result.entries, "objects": result.objects,
+                 "checked_deep": result.checked_deep, "problems": problems},
+          f"{result.entries} entries, {result.objects} objects, {len(problems)} problems"
+          + "".join(f"\n  {p['kind']:9} {p['key']}: {p['detail']}" for p in problems))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
+    result = await rebuild_hash(app.store, app.settings.hash_key,
+                                concurrency=app.settings.concurrency)
+    _emit(args, {"objects": result.objects, "entries": result.entries,
+                 "unrecognised": list(result.unrecognised),
+                 "replaced_corrupt": result.replaced_corrupt},
+          f"{result.entries} entries from {result.objects} objects; "
+          f"{len(result.unrecognised)} objects without mirrord metadata")
+    return EXIT_OK
+
+
+COMMANDS = {"sync": cmd_sync, "plan": cmd_plan, "verify": cmd_verify, "rebuild-hash": cmd_rebuild}
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_app(settings) as app:
+        return await COMMANDS[args.command](args, app)
+
+
+def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; asyncio's loop works, slower
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if env is None else env
+    try:
+        settings = settings_from(args, env)
+    except SettingsError as exc:
+        print(f"mirrord: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level)
+    try:
+        return _event_loop_run(_run(args, settings))
+    except SettingsError as exc:
+        print(f"mirrord: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MirrordError as exc:
+        log.error("command_failed", command=args.command, error=str(exc), kind=type(exc).__name__)
+        print(f"mirrord: {args.command} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,98 @@
+"""The one exception tree of mirrord.
+
+Every adapter translates the exceptions of its library (aiohttp, botocore) into these,
+once, with ``raise … from exc``; nothing above the adapters catches a foreign exception.
+``asyncio.CancelledError`` is never caught by these classes and never swallowed.
+
+    MirrordError
+    ├── SettingsError          a bad setting or flag (exit 2)
+    ├── InputError             bad input from outside; names what was wrong
+    │   ├── CatalogError       formula.json unreadable or of the wrong shape
+    │   ├── FormulaError       one formula entry rejected (the rest go on)
+    │   └── HashFileError      bottles_hash.json corrupt: never silently replaced
+    ├── UpstreamError          Homebrew API / GHCR / blob storage
+    │   ├── RetryableError     worth another attempt (5xx, 408, 429, cut, timeout)
+    │   └── FatalUpstreamError not worth another attempt (404, other 4xx)
+    ├── IntegrityError         bytes do not match the catalog's sha256 or size
+    └── StoreError             S3
+        └── PreconditionFailed a conditional write lost (412)
+"""
+
+from __future__ import annotations
+
+
+class MirrordError(Exception):
+    """Base of every error mirrord raises on purpose."""
+
+
+class SettingsError(MirrordError):
+    """A setting or flag is invalid; the message names it."""
+
+
+class InputError(MirrordError):
+    """Input from outside the program is malformed."""
+
+
+class CatalogError(InputError):
+    """The formula catalog as a whole cannot be used."""
+
+
+class FormulaError(InputError):
+    """One formula entry cannot be used; carries the formula's name when known."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"formula {name!r}: {message}")
+        self.name = name
+        self.reason = message
+
+
+class HashFileError(InputError):
+    """The hash file exists but is not a valid v1 or v2 file."""
+
+
+class UpstreamError(MirrordError):
+    """A download from the Homebrew API, the registry or blob storage failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: int | None = None,
+        attempt: int = 0,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.attempt = attempt
+        self.retry_after = retry_after
+
+
+class RetryableError(UpstreamError):
+    """Transient: a timeout, a cut connection, 5xx, 408 or 429."""
+
+
+class FatalUpstreamError(UpstreamError):
+    """Permanent for this run: 404 and other 4xx, a redirect without Location."""
+
+
+class IntegrityError(MirrordError):
+    """Downloaded bytes do not hash to the catalog's sha256, or the size is wrong."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class StoreError(MirrordError):
+    """An S3 request failed after the SDK's own retries."""
+
+    def __init__(self, message: str, *, key: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.code = code
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write (If-Match / If-None-Match) was refused with 412."""

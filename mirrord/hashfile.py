@@ -1,0 +1,133 @@
+"""``bottles_hash.json``: the model, v1→v2 migration, merge and serialisation. No I/O.
+
+Entries are facts ("this object holds these bytes"), so concurrent writers merge by union;
+when two writers disagree about one key the later ``download_date`` wins, then the larger
+sha256, so every writer reaches the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from mirrord.errors import HashFileError
+from mirrord.models import DATE_RE, SHA256_RE, HashEntry
+
+VERSION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HashFile:
+    bottles: Mapping[str, HashEntry] = field(default_factory=dict)
+    last_updated: str = ""
+    migrated_from: int | None = None  # 1 when read from a v1 file
+
+    def by_sha256(self) -> dict[str, HashEntry]:
+        """sha256 → an entry whose object already holds those bytes (first seen wins)."""
+        index: dict[str, HashEntry] = {}
+        for entry in self.bottles.values():
+            index.setdefault(entry.sha256, entry)
+        return index
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _v1_key(key: str, date: str) -> str:
+    # v1 entries carry no s3_key. The hash key is "<name>-<pkg_version>-<tag>" and tags
+    # hold no '-', so the file name is recoverable but for the rebuild, which v1 never had.
+    prefix, _, tag = key.rpartition("-")
+    return f"{date}/{prefix}.{tag}.bottle.tar.gz"
+
+
+def _entry(key: str, raw: Any, version: int) -> HashEntry:
+    where = f"bottles[{key!r:.80}]"
+    if not isinstance(raw, dict):
+        raise HashFileError(f"{where} must be an object")
+    sha256 = raw.get("sha256")
+    if not isinstance(sha256, str) or not SHA256_RE.fullmatch(sha256):
+        raise HashFileError(f"{where}.sha256 is not 64 lowercase hex digits")
+    date = raw.get("download_date")
+    if not isinstance(date, str) or not DATE_RE.fullmatch(date):
+        raise HashFileError(f"{where}.download_date must be YYYY-MM-DD")
+    size = raw.get("file_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise HashFileError(f"{where}.file_size must be a non-negative integer")
+    s3_key = raw.get("s3_key")
+    if s3_key is None and version == 1:
+        s3_key = _v1_key(key, date)
+    if not isinstance(s3_key, str) or not s3_key or s3_key.startswith("/") or ".." in s3_key:
+        raise HashFileError(f"{where}.s3_key must be a relative key inside the bucket")
+    if size is None and version >= 2:
+        raise HashFileError(f"{where}.file_size is required in a version 2 file")
+    return HashEntry(sha256, date, size, s3_key)
+
+
+def parse(raw: bytes, *, source: str = "bottles_hash.json") -> HashFile:
+    """Read a v1 or v2 file; anything else is a ``HashFileError`` naming the problem."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HashFileError(f"{source}: not valid JSON ({len(raw)} bytes): {exc}") from exc
+    if not isinstance(data, dict):
+        raise HashFileError(f"{source}: top level must be an object")
+    version = data.get("version", 1)
+    if version not in (1, VERSION):
+        raise HashFileError(f"{source}: unsupported version {version!r:.20}")
+    bottles = data.get("bottles")
+    if bottles is None and version == 1:
+        # The oldest scripts wrote the entries at the top level.
+        bottles = {k: v for k, v in data.items() if k != "last_updated"}
+    if not isinstance(bottles, dict):
+        raise HashFileError(f"{source}: bottles must be an object")
+    try:
+        entries = {str(k): _entry(k, v, version) for k, v in bottles.items()}
+    except HashFileError as exc:
+        raise HashFileError(f"{source}: {exc}") from None
+    last = data.get("last_updated", "")
+    return HashFile(entries, last if isinstance(last, str) else "", 1 if version == 1 else None)
+
+
+def dumps(hf: HashFile) -> bytes:
+    body = {
+        "version": VERSION,
+        "last_updated": hf.last_updated or utc_now(),
+        "bottles": {
+            key: {
+                "sha256": e.sha256,
+                "download_date": e.download_date,
+                "file_size": e.file_size,
+                "s3_key": e.s3_key,
+            }
+            for key, e in sorted(hf.bottles.items())
+        },
+    }
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _winner(a: HashEntry, b: HashEntry) -> HashEntry:
+    if a == b:
+        return a
+    rank_a = (a.download_date, a.sha256, a.file_size is not None, a.s3_key)
+    rank_b = (b.download_date, b.sha256, b.file_size is not None, b.s3_key)
+    return a if rank_a >= rank_b else b
+
+
+def merge(base: HashFile, *others: Mapping[str, HashEntry], now: str | None = None) -> HashFile:
+    """Union of entries; a key both sides hold resolves the same way on every writer."""
+    merged = dict(base.bottles)
+    for entries in others:
+        for key, entry in entries.items():
+            current = merged.get(key)
+            merged[key] = entry if current is None else _winner(current, entry)
+    return HashFile(merged, now or utc_now())
+
+
+def missing_from(hf: HashFile, entries: Mapping[str, HashEntry]) -> dict[str, HashEntry]:
+    """The entries ``hf`` does not already hold exactly (what a save still has to add)."""
+    return {k: e for k, e in entries.items() if hf.bottles.get(k) != e}

@@ -1,0 +1,241 @@
+"""A sync job: catalog → plan → bounded concurrent transfers → checkpoints → report.
+
+One failure never stops the others. Progress reaches the hash file after every
+``batch_size`` bottles or ``checkpoint_seconds``, whichever comes first, and at the end,
+so a crash loses at most one batch plus the transfers in flight — and those are adopted
+by the next run's HEAD without downloading again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+
+import structlog
+
+from mirrord.catalog import Catalog, auto_targets, filter_formulae, select_bottles
+from mirrord.errors import (
+    IntegrityError,
+    MirrordError,
+    PreconditionFailed,
+    StoreError,
+    UpstreamError,
+)
+from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
+from mirrord.models import HashEntry
+from mirrord.plan import Plan, Transfer, make_plan
+from mirrord.report import Failure, LogProgress, Progress, Report
+from mirrord.s3 import S3Store
+from mirrord.transfer import Source, transfer
+
+log = structlog.get_logger("mirrord.pipeline")
+SAVE_ATTEMPTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    date: str
+    platforms: tuple[str, ...] | None = None  # None: the configured default
+    formulae: tuple[str, ...] | None = None  # None: all
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    concurrency: int
+    part_size: int
+    batch_size: int
+    checkpoint_seconds: float
+
+
+async def load_hashfile(store: S3Store, key: str) -> tuple[HashFile, str | None]:
+    """The hash file and its ETag; an empty file and None when there is none yet."""
+    found = await store.get(key)
+    if found is None:
+        return HashFile(), None
+    raw, etag = found
+    return parse(raw, source=f"s3://{store.bucket}/{key}"), etag
+
+
+class Checkpointer:
+    """Collects new entries and writes them with conditional writes; on 412 it reloads,
+    merges (union) and writes again, so no writer ever loses another's entries."""
+
+    def __init__(
+        self, store: S3Store, key: str, hf: HashFile, etag: str | None, batch_size: int
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._hf = hf
+        self._etag = etag
+        self._batch = batch_size
+        self._pending: dict[str, HashEntry] = {}
+        self._lock = asyncio.Lock()
+        self.saves = 0
+
+    @property
+    def current(self) -> HashFile:
+        return self._hf
+
+    def add(self, entries: Mapping[str, HashEntry]) -> bool:
+        """Queue entries; True when a batch is full and should be flushed."""
+        self._pending.update(entries)
+        return len(self._pending) >= self._batch
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._pending:
+                return
+            snapshot = dict(self._pending)
+            pending = snapshot
+            for _ in range(SAVE_ATTEMPTS):
+                merged = merge(self._hf, pending)
+                try:
+                    etag = await self._store.put_if(
+                        self._key, dumps(merged), etag=self._etag, content_type="application/json"
+                    )
+                except PreconditionFailed:
+                    # Another writer got there first: take its file and merge into it.
+                    self._hf, self._etag = await load_hashfile(self._store, self._key)
+                    pending = missing_from(self._hf, pending)
+                    log.info("hashfile_conflict", key=self._key, pending=len(pending))
+                    if not pending:
+                        break
+                    continue
+                self._hf, self._etag = merged, etag
+                self.saves += 1
+                break
+            else:
+                raise StoreError(f"{self._key}: lost {SAVE_ATTEMPTS} write races in a row")
+            # Entries added while we were writing stay queued for the next flush.
+            for k, entry in snapshot.items():
+                if self._pending.get(k) == entry:
+                    del self._pending[k]
+            log.info("checkpoint", key=self._key, entries=len(self._hf.bottles))
+
+
+def prepare(
+    catalog: Catalog,
+    hf: HashFile,
+    job: Job,
+    default_platforms: Sequence[str] | None,
+) -> tuple[tuple[str, ...], Plan]:
+    """Pure: which targets, and what to fetch for them."""
+    formulae = filter_formulae(catalog, job.formulae)
+    targets = tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
+    selection = select_bottles(formulae, targets)
+    return targets, make_plan(selection.bottles, hf, job.date, selection.no_bottle)
+
+
+def _entries(t: Transfer, date: str, size: int) -> dict[str, HashEntry]:
+    entry = HashEntry(t.bottle.sha256, date, size, t.key)
+    return {b.hash_key: entry for b in (t.bottle, *t.aliases)}
+
+
+async def run_sync(
+    job: Job,
+    catalog: Catalog,
+    store: S3Store,
+    source: Source,
+    tuning: Tuning,
+    *,
+    hash_key: str,
+    default_platforms: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Report:
+    started = clock()
+    progress = progress or LogProgress()
+    hf, etag = await load_hashfile(store, hash_key)
+    targets, plan = prepare(catalog, hf, job, default_platforms)
+    log.info(
+        "plan", job_id=job.job_id, date=job.date, platforms=list(targets),
+        transfers=len(plan.transfers), links=len(plan.links), skipped=plan.skipped,
+        no_bottle=plan.no_bottle, rejected=len(catalog.rejected),
+    )
+    checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size)
+    checkpoints.add(plan.links)
+
+    queue: asyncio.Queue[Transfer] = asyncio.Queue()
+    for t in plan.transfers:
+        queue.put_nowait(t)
+    counts = {"downloaded": 0, "adopted": 0, "bytes": 0}
+    failures: list[Failure] = []
+    progress.start(len(plan.transfers))
+
+    async def one(t: Transfer) -> None:
+        head = await store.head(t.key)
+        if head is not None and head.metadata.get("sha256") == t.bottle.sha256:
+            # Stored by a run that died before its checkpoint: adopt, do not refetch.
+            counts["adopted"] += 1
+            size = head.size
+        else:
+            size = await transfer(
+                t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes
+            )
+            counts["downloaded"] += 1
+            counts["bytes"] += size
+        if checkpoints.add(_entries(t, job.date, size)):
+            await flush_quietly()
+
+    async def flush_quietly() -> None:
+        # A failed checkpoint is not a failed bottle: its entries stay queued and the
+        # next flush (at the latest the final one, which does raise) writes them.
+        try:
+            await checkpoints.flush()
+        except (StoreError, MirrordError) as exc:
+            log.warning("checkpoint_failed", error=str(exc))
+
+    async def worker() -> None:
+        while True:
+            try:
+                t = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            ok = False
+            try:
+                await one(t)
+                ok = True
+            except (UpstreamError, IntegrityError, StoreError) as exc:
+                failures.append(Failure(t.bottle.hash_key, str(exc), t.bottle.url))
+                log.warning("bottle_failed", key=t.bottle.hash_key, error=str(exc),
+                            kind=type(exc).__name__)
+            progress.done(ok)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(tuning.checkpoint_seconds)
+            await flush_quietly()
+
+    tick = asyncio.create_task(ticker())
+    try:
+        workers = [asyncio.create_task(worker()) for _ in range(tuning.concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        tick.cancel()
+        with suppress(asyncio.CancelledError):
+            await tick
+        progress.close()
+        # Also on the way out of a failure: what is stored must be recorded.
+        await checkpoints.flush()
+
+    report = Report(
+        job_id=job.job_id, date=job.date, planned=len(plan.transfers),
+        downloaded=counts["downloaded"], adopted=counts["adopted"], skipped=plan.skipped,
+        failed=tuple(failures), bytes=counts["bytes"], duration_s=clock() - started,
+        platforms=targets, no_bottle=plan.no_bottle,
+        rejected=tuple({"name": r.name, "error": r.reason} for r in catalog.rejected),
+        checkpoints=checkpoints.saves,
+    )
+    log.info("sync_done", **{k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")},
+             failed=len(failures), rejected=len(catalog.rejected))
+    return report
+

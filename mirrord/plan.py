@@ -1,0 +1,83 @@
+"""Selected bottles × hash file → what to fetch, what to link, what to skip. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mirrord.hashfile import HashFile
+from mirrord.models import Bottle, HashEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One download. ``aliases`` are other hash keys with the same bytes: they are
+    recorded pointing at this object once it is stored, never fetched again."""
+
+    bottle: Bottle
+    key: str
+    size_hint: int = 0
+    aliases: tuple[Bottle, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    date: str
+    transfers: tuple[Transfer, ...]  # largest known first
+    links: Mapping[str, HashEntry] = field(default_factory=dict)
+    skipped: int = 0  # bottles whose sha256 the hash file already holds (links included)
+    no_bottle: int = 0
+
+    @property
+    def known_bytes(self) -> int:
+        return sum(t.size_hint for t in self.transfers)
+
+
+def _size_hints(hf: HashFile) -> dict[tuple[str, str], int]:
+    """(``<name>`` candidate, tag) → newest known size, from previous versions' entries.
+
+    Hash keys are ``<name>-<pkg_version>-<tag>``; names and versions may both hold '-',
+    so every split is indexed and the lookup by the real name picks the right one.
+    """
+    newest: dict[tuple[str, str], tuple[str, int]] = {}
+    for key, entry in hf.bottles.items():
+        if entry.file_size is None:
+            continue
+        prefix, _, tag = key.rpartition("-")
+        start = 0
+        while (cut := prefix.find("-", start)) > 0:
+            index = (prefix[:cut], tag)
+            if index not in newest or newest[index][0] < entry.download_date:
+                newest[index] = (entry.download_date, entry.file_size)
+            start = cut + 1
+    return {k: size for k, (_, size) in newest.items()}
+
+
+def make_plan(
+    bottles: tuple[Bottle, ...], hf: HashFile, date: str, no_bottle: int = 0
+) -> Plan:
+    stored = hf.by_sha256()
+    hints = _size_hints(hf)
+    links: dict[str, HashEntry] = {}
+    skipped = 0
+    primaries: dict[str, Bottle] = {}
+    aliases: dict[str, list[Bottle]] = {}
+    for bottle in bottles:
+        entry = hf.bottles.get(bottle.hash_key)
+        if entry is not None and entry.sha256 == bottle.sha256:
+            skipped += 1
+        elif bottle.sha256 in stored:
+            links[bottle.hash_key] = stored[bottle.sha256]
+            skipped += 1
+        elif bottle.sha256 in primaries:
+            aliases[bottle.sha256].append(bottle)
+        else:
+            primaries[bottle.sha256] = bottle
+            aliases[bottle.sha256] = []
+    transfers = [
+        Transfer(b, b.s3_key(date), hints.get((b.name, b.tag), 0), tuple(aliases[sha]))
+        for sha, b in primaries.items()
+    ]
+    # Largest first, so the long transfers do not start last and stretch the run.
+    transfers.sort(key=lambda t: t.size_hint, reverse=True)
+    return Plan(date, tuple(transfers), links, skipped, no_bottle)

@@ -1,0 +1,128 @@
+"""The job report (DESIGN.md §6) and how progress is shown while a job runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TextIO
+
+import structlog
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    key: str  # the hash-file key, <name>-<pkg_version>-<tag>
+    error: str
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    job_id: str
+    date: str
+    planned: int
+    downloaded: int = 0
+    adopted: int = 0
+    skipped: int = 0
+    failed: tuple[Failure, ...] = ()
+    bytes: int = 0
+    duration_s: float = 0.0
+    platforms: tuple[str, ...] = ()
+    no_bottle: int = 0
+    rejected: tuple[dict[str, str], ...] = field(default_factory=tuple)  # formulae refused
+    checkpoints: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["duration_s"] = round(self.duration_s, 3)
+        return body
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def add_bytes(self, n: int) -> None: ...
+    def done(self, ok: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+class LogProgress:
+    """Structured progress lines for daemons and pipes: one every ``every`` seconds."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = structlog.get_logger("mirrord.progress")
+        self._every = every
+        self._clock = clock
+        self._total = self._done = self._failed = self._bytes = 0
+        self._started = self._last = clock()
+
+    def start(self, total: int) -> None:
+        self._total = total
+        self._started = self._last = self._clock()
+
+    def add_bytes(self, n: int) -> None:
+        self._bytes += n
+
+    def done(self, ok: bool) -> None:
+        self._done += 1
+        self._failed += not ok
+        now = self._clock()
+        if now - self._last >= self._every or self._done == self._total:
+            self._last = now
+            self._emit(now)
+
+    def _emit(self, now: float) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        rate = self._done / elapsed
+        left = self._total - self._done
+        self._log.info(
+            "progress", done=self._done, total=self._total, failed=self._failed,
+            bytes=self._bytes, mb_per_s=round(self._bytes / elapsed / 1e6, 2),
+            eta_s=round(left / rate, 1) if rate else None,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress:
+    """A terminal progress bar: bottles, bytes, rate, ETA."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        from tqdm import tqdm  # only a terminal needs it
+
+        self._bar = tqdm(total=0, unit="bottle", file=stream, dynamic_ncols=True, leave=True)
+        self._bytes = 0
+        self._failed = 0
+        self._started = time.monotonic()
+
+    def start(self, total: int) -> None:
+        self._bar.reset(total=total)
+        self._started = time.monotonic()
+
+    def add_bytes(self, n: int) -> None:
+        self._bytes += n
+
+    def done(self, ok: bool) -> None:
+        self._failed += not ok
+        rate = self._bytes / max(time.monotonic() - self._started, 1e-9) / 1e6
+        self._bar.set_postfix_str(
+            f"{self._bytes / 1e6:,.1f} MB, {rate:,.1f} MB/s, {self._failed} failed", refresh=False
+        )
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def progress_for(stream: TextIO) -> Progress:
+    return BarProgress(stream) if stream.isatty() else LogProgress()

@@ -1,0 +1,160 @@
+"""The bucket: every S3 call mirrord makes, with botocore's errors translated once.
+
+Takes an aiobotocore S3 client built by the composition root; works with any
+S3-compatible endpoint (``AWS_ENDPOINT_URL``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import botocore.exceptions
+from botocore.exceptions import ClientError
+
+from mirrord.errors import PreconditionFailed, StoreError
+from mirrord.models import ObjectInfo
+
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+_BOTO_ERRORS = (ClientError, botocore.exceptions.BotoCoreError)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _error(exc: Exception, op: str, key: str) -> StoreError:
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        if _status(exc) == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return PreconditionFailed(f"{op} {key}: precondition failed", key=key, code=code)
+        return StoreError(f"{op} {key}: {code}: {exc}", key=key, code=code)
+    return StoreError(f"{op} {key}: {type(exc).__name__}: {exc}", key=key)
+
+
+def b64_sha256(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+class S3Store:
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._client = client
+        self.bucket = bucket
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            r = await self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING or _status(exc) == 404:
+                return None
+            raise _error(exc, "HeadObject", key) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _error(exc, "HeadObject", key) from exc
+        return ObjectInfo(key, int(r["ContentLength"]), r.get("ETag", ""), dict(r.get("Metadata", {})))
+
+    async def get(self, key: str) -> tuple[bytes, str] | None:
+        """The whole object and its ETag, or None when absent."""
+        try:
+            r = await self._client.get_object(Bucket=self.bucket, Key=key)
+            async with r["Body"] as body:
+                data = await body.read()
+        except ClientError as exc:
+            if _code(exc) in _MISSING or _status(exc) == 404:
+                return None
+            raise _error(exc, "GetObject", key) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _error(exc, "GetObject", key) from exc
+        return bytes(data), r.get("ETag", "")
+
+    async def stream(self, key: str, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+        try:
+            r = await self._client.get_object(Bucket=self.bucket, Key=key)
+            async with r["Body"] as body:
+                while data := await body.read(chunk):
+                    yield data
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "GetObject", key) from exc
+
+    async def put_if(self, key: str, body: bytes, *, etag: str | None, content_type: str) -> str:
+        """Conditional write: ``If-Match`` the ETag we read, or ``If-None-Match: *``
+        when we read nothing. Raises ``PreconditionFailed`` when another writer won."""
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            r = await self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **condition
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "PutObject", key) from exc
+        return str(r.get("ETag", ""))
+
+    async def put_verified(
+        self, key: str, body: bytes, sha256_hex: str, metadata: Mapping[str, str]
+    ) -> None:
+        """Single PutObject carrying ChecksumSHA256: S3 checks the whole object."""
+        try:
+            await self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=b64_sha256(sha256_hex),
+                Metadata=dict(metadata), ContentType="application/gzip",
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "PutObject", key) from exc
+
+    async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
+        try:
+            r = await self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, Metadata=dict(metadata),
+                ContentType="application/gzip", ChecksumAlgorithm="CRC32",
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "CreateMultipartUpload", key) from exc
+        return str(r["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        """One part with the SDK's CRC32 (cheap transport check; the sha256 is ours)."""
+        try:
+            r = await self._client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+                ChecksumAlgorithm="CRC32",
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, f"UploadPart #{number}", key) from exc
+        part = {"PartNumber": number, "ETag": r["ETag"]}
+        if "ChecksumCRC32" in r:
+            part["ChecksumCRC32"] = r["ChecksumCRC32"]
+        return part
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        try:
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "CompleteMultipartUpload", key) from exc
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "AbortMultipartUpload", key) from exc
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], int(item["Size"]), item.get("ETag", ""))
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "ListObjectsV2", prefix) from exc
+
+    async def open_uploads(self) -> list[tuple[str, str]]:
+        """(key, upload id) of multipart uploads still open: each one costs storage."""
+        try:
+            r = await self._client.list_multipart_uploads(Bucket=self.bucket)
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "ListMultipartUploads", "") from exc
+        return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]

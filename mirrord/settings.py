@@ -1,0 +1,155 @@
+"""Settings decided once at start: flag > environment > default. Pure.
+
+Every environment name lives in this file. A bad value raises ``SettingsError`` with one
+line naming the variable, so the program stops before doing anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from mirrord.catalog import validate_targets
+from mirrord.errors import SettingsError
+
+MiB = 2**20
+S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
+S3_MAX_PART = 5 * 2**30
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "k": 2**10, "m": 2**20, "g": 2**30}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str, name: str) -> int:
+    """``16777216``, ``16MiB``, ``16MB`` → bytes."""
+    match = _SIZE_RE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise SettingsError(f"{name}: {text!r} is not a size (e.g. 16MiB or 16777216)")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def _int(text: str, name: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{name}: {text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _float(text: str, name: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}: {text!r} is not a number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def parse_platforms(text: str, name: str = "MIRRORD_PLATFORMS") -> tuple[str, ...] | None:
+    """``auto`` → None (decided from the catalog); else validated machine tags."""
+    if text.strip().lower() == "auto":
+        return None
+    tags = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return validate_targets(tags)
+    except SettingsError as exc:
+        raise SettingsError(str(exc).replace("MIRRORD_PLATFORMS", name, 1)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bucket: str
+    api_url: str = "https://formulae.brew.sh/api/formula.json"
+    platforms: tuple[str, ...] | None = None  # None = auto
+    concurrency: int = 16
+    part_size: int = 16 * MiB
+    batch_size: int = 100
+    checkpoint_seconds: float = 60.0
+    hash_key: str = "bottles_hash.json"
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0  # longest silence between two reads of a body
+    max_attempts: int = 5
+    log_level: str = "info"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# variable → (field, parser). Parsers take (text, variable name).
+_ENV: dict[str, tuple[str, Any]] = {
+    "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
+    "MIRRORD_API_URL": ("api_url", lambda t, n: _url(t, n)),
+    "MIRRORD_PLATFORMS": ("platforms", parse_platforms),
+    "MIRRORD_CONCURRENCY": ("concurrency", lambda t, n: _int(t, n, 1, 256)),
+    "MIRRORD_PART_SIZE": ("part_size", lambda t, n: _part_size(parse_size(t, n), n)),
+    "MIRRORD_BATCH_SIZE": ("batch_size", lambda t, n: _int(t, n, 1, 100_000)),
+    "MIRRORD_CHECKPOINT_SECONDS": ("checkpoint_seconds", lambda t, n: _float(t, n, 0.1, 3600)),
+    "MIRRORD_HASH_KEY": ("hash_key", lambda t, n: _key(t, n)),
+    "MIRRORD_CONNECT_TIMEOUT": ("connect_timeout", lambda t, n: _float(t, n, 0.1, 600)),
+    "MIRRORD_READ_TIMEOUT": ("read_timeout", lambda t, n: _float(t, n, 0.1, 3600)),
+    "MIRRORD_MAX_ATTEMPTS": ("max_attempts", lambda t, n: _int(t, n, 1, 20)),
+    "MIRRORD_LOG_LEVEL": ("log_level", lambda t, n: _choice(t, n, ("debug", "info", "warning", "error"))),
+}
+ENV_NAMES = tuple(_ENV)
+assert {f for f, _ in _ENV.values()} == {f.name for f in fields(Settings)}
+
+
+def _bucket(text: str, name: str) -> str:
+    # S3's bucket naming rules, loosely: refuse what would break a URL or a key.
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", text):
+        raise SettingsError(f"{name}: {text!r} is not a valid S3 bucket name")
+    return text
+
+
+def _url(text: str, name: str) -> str:
+    if not text.startswith(("https://", "http://")):
+        raise SettingsError(f"{name}: {text!r} must be an http(s) URL")
+    return text
+
+
+def _key(text: str, name: str) -> str:
+    if not text or text.startswith("/") or ".." in text or len(text) > 512:
+        raise SettingsError(f"{name}: {text!r} is not a key inside the bucket")
+    return text
+
+
+def _part_size(value: int, name: str) -> int:
+    if not S3_MIN_PART <= value <= S3_MAX_PART:
+        raise SettingsError(f"{name}: {value} bytes is outside S3's 5MiB..5GiB part sizes")
+    return value
+
+
+def _choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
+    if text.lower() not in allowed:
+        raise SettingsError(f"{name}: {text!r} is not one of {', '.join(allowed)}")
+    return text.lower()
+
+
+def parse_value(variable: str, text: str) -> Any:
+    """Parse one value as if it came from ``variable`` (flags reuse the env parsers)."""
+    return _ENV[variable][1](text, variable)
+
+
+def from_env(env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:
+    """Build Settings; ``flags`` maps variable names to flag values (None = not given)."""
+    values: dict[str, Any] = {}
+    for variable, (field_name, parser) in _ENV.items():
+        text = (flags or {}).get(variable)
+        source = variable
+        if text is None:
+            text = env.get(variable)
+        else:
+            source = f"--{field_name.replace('_', '-')}"
+        if text is None or text == "":
+            continue
+        values[field_name] = parser(text, source)
+    if "bucket" not in values:
+        raise SettingsError("MIRRORD_BUCKET: required (the mirror's S3 bucket)")
+    return Settings(**values)

@@ -1,0 +1,140 @@
+"""One bottle: upstream stream → SHA-256 → S3, committed only when the digest matches.
+
+No temporary files. A bottle that fits one part is buffered and sent as one PutObject
+carrying ``ChecksumSHA256``. A larger one becomes a multipart upload whose part N uploads
+while part N+1 is read (at most two parts held per transfer); it is completed only when
+the running SHA-256 equals the catalog's, and aborted otherwise, on any error, and on
+cancellation. A corrupt or truncated bottle is never visible in the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from mirrord.errors import IntegrityError, StoreError
+from mirrord.models import Bottle
+from mirrord.s3 import S3Store
+
+# Below this, hashing on the event loop is cheaper than a hop to a thread.
+THREAD_HASH_MIN = 1 << 20
+
+log = structlog.get_logger("mirrord.transfer")
+
+
+class Source(Protocol):
+    def stream(self, url: str) -> AsyncIterator[bytes]: ...
+
+
+def object_metadata(bottle: Bottle) -> dict[str, str]:
+    """Enough to rebuild the hash file from the bucket alone (DESIGN.md §2)."""
+    return {
+        "sha256": bottle.sha256,
+        "formula": bottle.name,
+        "version": bottle.pkg_version,
+        "platform": bottle.tag,
+        "source-url": bottle.url,
+    }
+
+
+def _take(chunks: list[bytes], size: int) -> bytes:
+    """Remove exactly ``size`` leading bytes from ``chunks`` and return them joined:
+    one copy of the part, plus a copy of the tail of the one chunk that straddles."""
+    taken = 0
+    for index, chunk in enumerate(chunks):
+        if taken + len(chunk) >= size:
+            cut = size - taken
+            head = [*chunks[:index], chunk[:cut]]
+            rest = chunk[cut:]
+            chunks[: index + 1] = [rest] if rest else []
+            return b"".join(head)
+        taken += len(chunk)
+    raise ValueError("not enough buffered bytes")
+
+
+async def _hash(hasher: Any, data: bytes) -> None:
+    # hashlib releases the GIL on large buffers: a thread keeps the loop responsive and
+    # lets two transfers hash on two cores.
+    if len(data) >= THREAD_HASH_MIN:
+        await asyncio.to_thread(hasher.update, data)
+    else:
+        hasher.update(data)
+
+
+def _check(key: str, bottle: Bottle, hasher: Any, size: int) -> None:
+    digest = hasher.hexdigest()
+    if digest != bottle.sha256:
+        raise IntegrityError(
+            key, f"sha256 mismatch: expected {bottle.sha256}, got {digest} ({size} bytes)"
+        )
+
+
+async def transfer(
+    bottle: Bottle,
+    key: str,
+    source: Source,
+    store: S3Store,
+    part_size: int,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Store ``bottle`` at ``key``; return its size. Raises ``IntegrityError`` when the
+    bytes do not match, ``UpstreamError``/``StoreError`` when a peer fails."""
+    metadata = object_metadata(bottle)
+    hasher = hashlib.sha256()
+    chunks: list[bytes] = []
+    buffered = size = 0
+    upload_id: str | None = None
+    parts: list[dict[str, Any]] = []
+    pending: asyncio.Task[dict[str, Any]] | None = None
+    next_part = 1
+    try:
+        async for chunk in source.stream(bottle.url):
+            chunks.append(chunk)
+            buffered += len(chunk)
+            size += len(chunk)
+            on_bytes(len(chunk))
+            # Strictly more than a part: now we know the bottle needs a multipart upload.
+            while buffered > part_size:
+                part = _take(chunks, part_size)
+                buffered -= part_size
+                await _hash(hasher, part)
+                if upload_id is None:
+                    upload_id = await store.create_multipart(key, metadata)
+                if pending is not None:
+                    parts.append(await pending)
+                pending = asyncio.create_task(store.upload_part(key, upload_id, next_part, part))
+                next_part += 1
+        tail = b"".join(chunks)
+        chunks.clear()
+        await _hash(hasher, tail)
+        if upload_id is None:
+            _check(key, bottle, hasher, size)
+            await store.put_verified(key, tail, bottle.sha256, metadata)
+            return size
+        if pending is not None:
+            parts.append(await pending)
+            pending = None
+        if tail:
+            parts.append(await store.upload_part(key, upload_id, next_part, tail))
+        _check(key, bottle, hasher, size)
+        await store.complete_multipart(key, upload_id, parts)
+        upload_id = None
+        return size
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        if upload_id is not None:
+            # Also on cancellation: an open upload is invisible but billed until aborted.
+            await asyncio.shield(_abort(store, key, upload_id))
+
+
+async def _abort(store: S3Store, key: str, upload_id: str) -> None:
+    try:
+        await store.abort_multipart(key, upload_id)
+    except StoreError as exc:  # the original error matters more; the lifecycle rule cleans up
+        log.warning("abort_failed", key=key, upload_id=upload_id, error=str(exc))
