@@ -63,13 +63,16 @@ async def verify(
         if obj is None:
             problems.append(Problem("missing", key, f"no object {entry.s3_key}"))
         elif entry.file_size is not None and obj.size != entry.file_size:
-            problems.append(Problem("size", key, f"object {obj.size} bytes, file {entry.file_size}"))
+            problems.append(
+                Problem("size", key, f"object {obj.size} bytes, file {entry.file_size}")
+            )
         else:
             present.append((key, entry))
     referenced = {e.s3_key for e in hf.bottles.values()}
     problems += [
         Problem("orphaned", k, "bottle object not in the hash file")
-        for k in sorted(listing) if _BOTTLE_KEY.match(k) and k not in referenced
+        for k in sorted(listing)
+        if _BOTTLE_KEY.match(k) and k not in referenced
     ]
 
     async def check(item: tuple[str, HashEntry]) -> Problem | None:
@@ -78,7 +81,9 @@ async def verify(
         if head is None:
             return Problem("missing", key, f"no object {entry.s3_key}")
         if head.metadata.get("sha256") != entry.sha256:
-            return Problem("metadata", key, f"object sha256 metadata {head.metadata.get('sha256')!r}")
+            return Problem(
+                "metadata", key, f"object sha256 metadata {head.metadata.get('sha256')!r}"
+            )
         if deep:
             digest = hashlib.sha256()
             async for chunk in store.stream(entry.s3_key):
@@ -96,9 +101,16 @@ def entry_from_object(obj: ObjectInfo) -> tuple[str, HashEntry] | None:
     """An object written by mirrord names itself in its metadata; anything else → None."""
     match = _BOTTLE_KEY.match(obj.key)
     meta = obj.metadata
-    name, version, tag, sha = (meta.get(k, "") for k in ("formula", "version", "platform", "sha256"))
-    if not (match and NAME_RE.fullmatch(name) and VERSION_RE.fullmatch(version)
-            and TAG_RE.fullmatch(tag) and SHA256_RE.fullmatch(sha)):
+    name, version, tag, sha = (
+        meta.get(k, "") for k in ("formula", "version", "platform", "sha256")
+    )
+    if not (
+        match
+        and NAME_RE.fullmatch(name)
+        and VERSION_RE.fullmatch(version)
+        and TAG_RE.fullmatch(tag)
+        and SHA256_RE.fullmatch(sha)
+    ):
         return None
     return f"{name}-{version}-{tag}", HashEntry(sha, match.group(1), obj.size, obj.key)
 
@@ -135,8 +147,14 @@ async def rebuild_hash(store: S3Store, hash_key: str, *, concurrency: int = 16) 
         except HashFileError:
             corrupt = True
     body = dumps(HashFile(entries, utc_now()))
-    await store.put_if(hash_key, body, etag=existing[1] if existing else None,
-                       content_type="application/json")
-    log.info("hash_rebuilt", objects=len(keys), entries=len(entries),
-             unrecognised=len(unrecognised), replaced_corrupt=corrupt)
+    await store.put_if(
+        hash_key, body, etag=existing[1] if existing else None, content_type="application/json"
+    )
+    log.info(
+        "hash_rebuilt",
+        objects=len(keys),
+        entries=len(entries),
+        unrecognised=len(unrecognised),
+        replaced_corrupt=corrupt,
+    )
     return RebuildReport(len(keys), len(entries), tuple(unrecognised), corrupt)

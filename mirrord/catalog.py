@@ -155,7 +155,9 @@ def formula_from_api(entry: Any, index: int = 0) -> Formula:
         raise FormulaError(name, "bottle.stable must be an object")
     rebuild = stable.get("rebuild", 0)
     if not isinstance(rebuild, int) or isinstance(rebuild, bool) or rebuild < 0:
-        raise FormulaError(name, f"bottle.stable.rebuild must be a non-negative int, got {rebuild!r:.60}")
+        raise FormulaError(
+            name, f"bottle.stable.rebuild must be a non-negative int, got {rebuild!r:.60}"
+        )
     files_raw = _field(stable, "files", dict, "bottle.stable.", name)
     files: list[BottleFile] = []
     for tag, spec in files_raw.items():  # dict order is the catalog's order: keep it

@@ -53,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     def job_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--date", type=_date, help="job date folder (default: today, UTC)")
         p.add_argument("--formula", action="append", metavar="NAME", help="only these formulae")
-        p.add_argument("--platform", action="append", metavar="TAG",
-                       help="target tags, repeat or comma-separate (MIRRORD_PLATFORMS)")
+        p.add_argument(
+            "--platform",
+            action="append",
+            metavar="TAG",
+            help="target tags, repeat or comma-separate (MIRRORD_PLATFORMS)",
+        )
         p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
 
     sync = sub.add_parser("sync", help="fetch every missing bottle into the bucket")
@@ -115,17 +119,24 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
         catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
         report = await run_sync(
-            job, catalog, app.store, app.registry,
+            job,
+            catalog,
+            app.store,
+            app.registry,
             Tuning(s.concurrency, s.part_size, s.batch_size, s.checkpoint_seconds),
-            hash_key=s.hash_key, default_platforms=s.platforms,
+            hash_key=s.hash_key,
+            default_platforms=s.platforms,
             progress=progress_for(sys.stderr),
         )
     failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
-    _emit(args, report.to_dict(),
-          f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
-          f"{report.skipped} already mirrored, {len(report.failed)} failed of "
-          f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
-          f" → s3://{s.bucket}/{report.date}/{failed}")
+    _emit(
+        args,
+        report.to_dict(),
+        f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
+        f"{report.skipped} already mirrored, {len(report.failed)} failed of "
+        f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
+        f" → s3://{s.bucket}/{report.date}/{failed}",
+    )
     return report.exit_code
 
 
@@ -136,21 +147,36 @@ async def cmd_plan(args: argparse.Namespace, app: App) -> int:
     hf, _ = await load_hashfile(app.store, s.hash_key)
     targets, plan = prepare(catalog, hf, job, s.platforms)
     body = {
-        "date": plan.date, "platforms": list(targets), "transfers": len(plan.transfers),
-        "links": len(plan.links), "skipped": plan.skipped, "no_bottle": plan.no_bottle,
+        "date": plan.date,
+        "platforms": list(targets),
+        "transfers": len(plan.transfers),
+        "links": len(plan.links),
+        "skipped": plan.skipped,
+        "no_bottle": plan.no_bottle,
         "known_bytes": plan.known_bytes,
         "unknown_size": sum(1 for t in plan.transfers if not t.size_hint),
         "rejected": [{"name": r.name, "error": r.reason} for r in catalog.rejected],
-        "bottles": [{"key": t.key, "url": t.bottle.url, "sha256": t.bottle.sha256,
-                     "size_hint": t.size_hint or None} for t in plan.transfers],
+        "bottles": [
+            {
+                "key": t.key,
+                "url": t.bottle.url,
+                "sha256": t.bottle.sha256,
+                "size_hint": t.size_hint or None,
+            }
+            for t in plan.transfers
+        ],
     }
     lines = [f"  {t.key}" for t in plan.transfers[:20]]
     more = len(plan.transfers) - len(lines)
-    _emit(args, body,
-          f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
-          f"({plan.known_bytes / 1e6:,.1f} MB known), {len(plan.links)} to link, "
-          f"{plan.skipped} already mirrored, {plan.no_bottle} without bottle\n"
-          + "\n".join(lines) + (f"\n  … and {more} more" if more > 0 else ""))
+    _emit(
+        args,
+        body,
+        f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
+        f"({plan.known_bytes / 1e6:,.1f} MB known), {len(plan.links)} to link, "
+        f"{plan.skipped} already mirrored, {plan.no_bottle} without bottle\n"
+        + "\n".join(lines)
+        + (f"\n  … and {more} more" if more > 0 else ""),
+    )
     return EXIT_OK
 
 
@@ -158,21 +184,35 @@ async def cmd_verify(args: argparse.Namespace, app: App) -> int:
     hf, _ = await load_hashfile(app.store, app.settings.hash_key)
     result = await verify(app.store, hf, deep=args.deep, concurrency=app.settings.concurrency)
     problems = [{"kind": p.kind, "key": p.key, "detail": p.detail} for p in result.problems]
-    _emit(args, {"entries": result.entries, "objects": result.objects,
-                 "checked_deep": result.checked_deep, "problems": problems},
-          f"{result.entries} entries, {result.objects} objects, {len(problems)} problems"
-          + "".join(f"\n  {p['kind']:9} {p['key']}: {p['detail']}" for p in problems))
+    _emit(
+        args,
+        {
+            "entries": result.entries,
+            "objects": result.objects,
+            "checked_deep": result.checked_deep,
+            "problems": problems,
+        },
+        f"{result.entries} entries, {result.objects} objects, {len(problems)} problems"
+        + "".join(f"\n  {p['kind']:9} {p['key']}: {p['detail']}" for p in problems),
+    )
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
-    result = await rebuild_hash(app.store, app.settings.hash_key,
-                                concurrency=app.settings.concurrency)
-    _emit(args, {"objects": result.objects, "entries": result.entries,
-                 "unrecognised": list(result.unrecognised),
-                 "replaced_corrupt": result.replaced_corrupt},
-          f"{result.entries} entries from {result.objects} objects; "
-          f"{len(result.unrecognised)} objects without mirrord metadata")
+    result = await rebuild_hash(
+        app.store, app.settings.hash_key, concurrency=app.settings.concurrency
+    )
+    _emit(
+        args,
+        {
+            "objects": result.objects,
+            "entries": result.entries,
+            "unrecognised": list(result.unrecognised),
+            "replaced_corrupt": result.replaced_corrupt,
+        },
+        f"{result.entries} entries from {result.objects} objects; "
+        f"{len(result.unrecognised)} objects without mirrord metadata",
+    )
     return EXIT_OK
 
 

@@ -63,8 +63,6 @@ def _entry(key: str, raw: Any, version: int) -> HashEntry:
         s3_key = _v1_key(key, date)
     if not isinstance(s3_key, str) or not s3_key or s3_key.startswith("/") or ".." in s3_key:
         raise HashFileError(f"{where}.s3_key must be a relative key inside the bucket")
-    if size is None and version >= 2:
-        raise HashFileError(f"{where}.file_size is required in a version 2 file")
     return HashEntry(sha256, date, size, s3_key)
 
 

@@ -152,9 +152,15 @@ async def run_sync(
     hf, etag = await load_hashfile(store, hash_key)
     targets, plan = prepare(catalog, hf, job, default_platforms)
     log.info(
-        "plan", job_id=job.job_id, date=job.date, platforms=list(targets),
-        transfers=len(plan.transfers), links=len(plan.links), skipped=plan.skipped,
-        no_bottle=plan.no_bottle, rejected=len(catalog.rejected),
+        "plan",
+        job_id=job.job_id,
+        date=job.date,
+        platforms=list(targets),
+        transfers=len(plan.transfers),
+        links=len(plan.links),
+        skipped=plan.skipped,
+        no_bottle=plan.no_bottle,
+        rejected=len(catalog.rejected),
     )
     checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size)
     checkpoints.add(plan.links)
@@ -201,8 +207,9 @@ async def run_sync(
                 ok = True
             except (UpstreamError, IntegrityError, StoreError) as exc:
                 failures.append(Failure(t.bottle.hash_key, str(exc), t.bottle.url))
-                log.warning("bottle_failed", key=t.bottle.hash_key, error=str(exc),
-                            kind=type(exc).__name__)
+                log.warning(
+                    "bottle_failed", key=t.bottle.hash_key, error=str(exc), kind=type(exc).__name__
+                )
             progress.done(ok)
 
     async def ticker() -> None:
@@ -228,14 +235,24 @@ async def run_sync(
         await checkpoints.flush()
 
     report = Report(
-        job_id=job.job_id, date=job.date, planned=len(plan.transfers),
-        downloaded=counts["downloaded"], adopted=counts["adopted"], skipped=plan.skipped,
-        failed=tuple(failures), bytes=counts["bytes"], duration_s=clock() - started,
-        platforms=targets, no_bottle=plan.no_bottle,
+        job_id=job.job_id,
+        date=job.date,
+        planned=len(plan.transfers),
+        downloaded=counts["downloaded"],
+        adopted=counts["adopted"],
+        skipped=plan.skipped,
+        failed=tuple(failures),
+        bytes=counts["bytes"],
+        duration_s=clock() - started,
+        platforms=targets,
+        no_bottle=plan.no_bottle,
         rejected=tuple({"name": r.name, "error": r.reason} for r in catalog.rejected),
         checkpoints=checkpoints.saves,
     )
-    log.info("sync_done", **{k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")},
-             failed=len(failures), rejected=len(catalog.rejected))
+    log.info(
+        "sync_done",
+        **{k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")},
+        failed=len(failures),
+        rejected=len(catalog.rejected),
+    )
     return report
-

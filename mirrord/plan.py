@@ -53,9 +53,7 @@ def _size_hints(hf: HashFile) -> dict[tuple[str, str], int]:
     return {k: size for k, (_, size) in newest.items()}
 
 
-def make_plan(
-    bottles: tuple[Bottle, ...], hf: HashFile, date: str, no_bottle: int = 0
-) -> Plan:
+def make_plan(bottles: tuple[Bottle, ...], hf: HashFile, date: str, no_bottle: int = 0) -> Plan:
     stored = hf.by_sha256()
     hints = _size_hints(hf)
     links: dict[str, HashEntry] = {}

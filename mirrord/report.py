@@ -85,8 +85,12 @@ class LogProgress:
         rate = self._done / elapsed
         left = self._total - self._done
         self._log.info(
-            "progress", done=self._done, total=self._total, failed=self._failed,
-            bytes=self._bytes, mb_per_s=round(self._bytes / elapsed / 1e6, 2),
+            "progress",
+            done=self._done,
+            total=self._total,
+            failed=self._failed,
+            bytes=self._bytes,
+            mb_per_s=round(self._bytes / elapsed / 1e6, 2),
             eta_s=round(left / rate, 1) if rate else None,
         )
 

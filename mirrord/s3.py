@@ -55,7 +55,9 @@ class S3Store:
             raise _error(exc, "HeadObject", key) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise _error(exc, "HeadObject", key) from exc
-        return ObjectInfo(key, int(r["ContentLength"]), r.get("ETag", ""), dict(r.get("Metadata", {})))
+        return ObjectInfo(
+            key, int(r["ContentLength"]), r.get("ETag", ""), dict(r.get("Metadata", {}))
+        )
 
     async def get(self, key: str) -> tuple[bytes, str] | None:
         """The whole object and its ETag, or None when absent."""
@@ -98,8 +100,12 @@ class S3Store:
         """Single PutObject carrying ChecksumSHA256: S3 checks the whole object."""
         try:
             await self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=b64_sha256(sha256_hex),
-                Metadata=dict(metadata), ContentType="application/gzip",
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ChecksumSHA256=b64_sha256(sha256_hex),
+                Metadata=dict(metadata),
+                ContentType="application/gzip",
             )
         except _BOTO_ERRORS as exc:
             raise _error(exc, "PutObject", key) from exc
@@ -107,18 +113,27 @@ class S3Store:
     async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
         try:
             r = await self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, Metadata=dict(metadata),
-                ContentType="application/gzip", ChecksumAlgorithm="CRC32",
+                Bucket=self.bucket,
+                Key=key,
+                Metadata=dict(metadata),
+                ContentType="application/gzip",
+                ChecksumAlgorithm="CRC32",
             )
         except _BOTO_ERRORS as exc:
             raise _error(exc, "CreateMultipartUpload", key) from exc
         return str(r["UploadId"])
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes
+    ) -> dict[str, Any]:
         """One part with the SDK's CRC32 (cheap transport check; the sha256 is ours)."""
         try:
             r = await self._client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
                 ChecksumAlgorithm="CRC32",
             )
         except _BOTO_ERRORS as exc:
@@ -128,7 +143,9 @@ class S3Store:
             part["ChecksumCRC32"] = r["ChecksumCRC32"]
         return part
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[dict[str, Any]]
+    ) -> None:
         try:
             await self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -138,7 +155,9 @@ class S3Store:
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
-            await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            await self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
         except _BOTO_ERRORS as exc:
             raise _error(exc, "AbortMultipartUpload", key) from exc
 

@@ -18,8 +18,19 @@ MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
 S3_MAX_PART = 5 * 2**30
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "k": 2**10, "m": 2**20, "g": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 
 
@@ -95,7 +106,10 @@ _ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_CONNECT_TIMEOUT": ("connect_timeout", lambda t, n: _float(t, n, 0.1, 600)),
     "MIRRORD_READ_TIMEOUT": ("read_timeout", lambda t, n: _float(t, n, 0.1, 3600)),
     "MIRRORD_MAX_ATTEMPTS": ("max_attempts", lambda t, n: _int(t, n, 1, 20)),
-    "MIRRORD_LOG_LEVEL": ("log_level", lambda t, n: _choice(t, n, ("debug", "info", "warning", "error"))),
+    "MIRRORD_LOG_LEVEL": (
+        "log_level",
+        lambda t, n: _choice(t, n, ("debug", "info", "warning", "error")),
+    ),
 }
 ENV_NAMES = tuple(_ENV)
 assert {f for f, _ in _ENV.values()} == {f.name for f in fields(Settings)}

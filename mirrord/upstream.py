@@ -95,7 +95,9 @@ class Registry:
             await self._backoff.pause(failures, error)
 
     @asynccontextmanager
-    async def _open(self, url: str, offset: int) -> AsyncIterator[tuple[aiohttp.ClientResponse, int]]:
+    async def _open(
+        self, url: str, offset: int
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, int]]:
         """One attempt: registry → (token) → redirect → the response carrying the body,
         and how many leading bytes of it to drop (when the server ignored Range)."""
         # identity: the sha256 is of the bytes as stored, never of a re-encoding.
@@ -113,7 +115,8 @@ class Registry:
                 location = response.headers.get("Location")
                 if not location or hops > MAX_REDIRECTS:
                     raise FatalUpstreamError(
-                        f"redirect {response.status} without usable Location", url=url,
+                        f"redirect {response.status} without usable Location",
+                        url=url,
                         status=response.status,
                     )
                 response.release()
@@ -201,7 +204,9 @@ async def fetch_bytes(
                     raise _status_error(response, url)
                 length = response.content_length
                 if length is not None and length > limit:
-                    raise FatalUpstreamError(f"{length} bytes is over the {limit}-byte cap", url=url)
+                    raise FatalUpstreamError(
+                        f"{length} bytes is over the {limit}-byte cap", url=url
+                    )
                 body = bytearray()
                 async for chunk in response.content.iter_chunked(CHUNK):
                     body += chunk
@@ -225,6 +230,11 @@ async def fetch_catalog(
     """formula.json from the Homebrew API (about 30 MB in 2026)."""
     raw = await fetch_bytes(session, url, backoff, limit=limit)
     catalog = parse_catalog(raw)
-    log.info("catalog_loaded", url=url, bytes=len(raw), formulae=len(catalog.formulae),
-             rejected=len(catalog.rejected))
+    log.info(
+        "catalog_loaded",
+        url=url,
+        bytes=len(raw),
+        formulae=len(catalog.formulae),
+        rejected=len(catalog.rejected),
+    )
     return catalog

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from typing import Any
 
 import orjson
 import pytest
-import urllib.request
 
 from mirrord.app import App, configure_logging, open_app
 from mirrord.settings import Settings
@@ -37,13 +37,14 @@ def moto_url() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()  # noqa: S310
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -73,10 +74,17 @@ def bucket_name() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def make_settings(bucket: str, api_url: str = "http://127.0.0.1:1/api/formula.json", **kw: Any) -> Settings:
+def make_settings(
+    bucket: str, api_url: str = "http://127.0.0.1:1/api/formula.json", **kw: Any
+) -> Settings:
     base: dict[str, Any] = {
-        "bucket": bucket, "api_url": api_url, "part_size": 5 * 2**20, "max_attempts": 4,
-        "read_timeout": 2.0, "connect_timeout": 2.0, "concurrency": 4,
+        "bucket": bucket,
+        "api_url": api_url,
+        "part_size": 5 * 2**20,
+        "max_attempts": 4,
+        "read_timeout": 2.0,
+        "connect_timeout": 2.0,
+        "concurrency": 4,
     }
     base.update(kw)
     return Settings(**base)
@@ -113,9 +121,14 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
     """``python -m mirrord`` as a separate process; the event loop keeps serving the
     emulator meanwhile, so in-process peers and the CLI talk over real sockets."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mirrord", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})}, cwd=ROOT,
+        sys.executable,
+        "-m",
+        "mirrord",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None

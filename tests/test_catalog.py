@@ -25,24 +25,48 @@ def sha(n: int) -> str:
     return f"{n:064x}"
 
 
-def entry(name: str, version: str, tags: list[str], *, revision: int = 0, rebuild: int = 0,
-          image: str | None = None, shas: dict[str, int] | None = None) -> dict[str, Any]:
+def entry(
+    name: str,
+    version: str,
+    tags: list[str],
+    *,
+    revision: int = 0,
+    rebuild: int = 0,
+    image: str | None = None,
+    shas: dict[str, int] | None = None,
+) -> dict[str, Any]:
     image = image or name.replace("@", "/").replace("+", "x")
     files = {}
     for i, tag in enumerate(tags):
         digest = sha((shas or {}).get(tag, hash((name, tag)) % 10**12 + i))
-        files[tag] = {"cellar": ":any", "url": f"{GHCR}/{image}/blobs/sha256:{digest}", "sha256": digest}
+        files[tag] = {
+            "cellar": ":any",
+            "url": f"{GHCR}/{image}/blobs/sha256:{digest}",
+            "sha256": digest,
+        }
     return {
-        "name": name, "full_name": name, "tap": "homebrew/core", "desc": "d",
+        "name": name,
+        "full_name": name,
+        "tap": "homebrew/core",
+        "desc": "d",
         "versions": {"stable": version, "head": None, "bottle": True},
-        "revision": revision, "version_scheme": 0,
-        "bottle": {"stable": {"rebuild": rebuild, "root_url": GHCR, "files": files}} if tags else {},
+        "revision": revision,
+        "version_scheme": 0,
+        "bottle": {"stable": {"rebuild": rebuild, "root_url": GHCR, "files": files}}
+        if tags
+        else {},
     }
 
 
-JQ = entry("jq", "1.7.1", ["arm64_tahoe", "arm64_sequoia", "arm64_sonoma", "sonoma",
-                           "arm64_linux", "x86_64_linux"], revision=1)
-OPENSSL = entry("openssl@3", "3.4.0", ["arm64_tahoe", "arm64_sequoia", "tahoe", "sequoia"], rebuild=1)
+JQ = entry(
+    "jq",
+    "1.7.1",
+    ["arm64_tahoe", "arm64_sequoia", "arm64_sonoma", "sonoma", "arm64_linux", "x86_64_linux"],
+    revision=1,
+)
+OPENSSL = entry(
+    "openssl@3", "3.4.0", ["arm64_tahoe", "arm64_sequoia", "tahoe", "sequoia"], rebuild=1
+)
 CERTS = entry("ca-certificates", "2026-09-23", ["all"])
 OLD = entry("oldie", "1.0", ["arm64_big_sur", "big_sur", "catalina", "mojave"])
 LINUX = entry("linux-only", "2.0", ["x86_64_linux", "arm64_linux"])
@@ -55,7 +79,8 @@ def test_parse_keeps_fields_and_file_order() -> None:
     jq = cat.formulae[0]
     assert jq.pkg_version == "1.7.1_1"
     assert [f.tag for f in jq.files] == list(JQ["bottle"]["stable"]["files"])
-    assert cat.formulae[1].rebuild == 1 and cat.formulae[1].pkg_version == "3.4.0"
+    assert cat.formulae[1].rebuild == 1
+    assert cat.formulae[1].pkg_version == "3.4.0"
     assert cat.formulae[3].files == ()
     assert cat.rejected == ()
 
@@ -94,10 +119,23 @@ def test_auto_targets_three_newest_releases_with_intel_where_it_runs() -> None:
     """auto = Apple Silicon for the three newest releases seen, Intel up to tahoe."""
     cat = parse_catalog(orjson.dumps([JQ, OPENSSL, OLD]))
     assert auto_targets(cat.formulae) == (
-        "arm64_tahoe", "tahoe", "arm64_sequoia", "sequoia", "arm64_sonoma", "sonoma")
-    future = parse_catalog(orjson.dumps([entry("f", "1", ["arm64_golden_gate", "arm64_tahoe", "sequoia"])]))
+        "arm64_tahoe",
+        "tahoe",
+        "arm64_sequoia",
+        "sequoia",
+        "arm64_sonoma",
+        "sonoma",
+    )
+    future = parse_catalog(
+        orjson.dumps([entry("f", "1", ["arm64_golden_gate", "arm64_tahoe", "sequoia"])])
+    )
     assert auto_targets(future.formulae) == (
-        "arm64_golden_gate", "arm64_tahoe", "tahoe", "arm64_sequoia", "sequoia")
+        "arm64_golden_gate",
+        "arm64_tahoe",
+        "tahoe",
+        "arm64_sequoia",
+        "sequoia",
+    )
     only_old = parse_catalog(orjson.dumps([OLD]))
     # No arm64 catalina; mojave is only ever a fallback, never a target.
     assert auto_targets(only_old.formulae) == ("arm64_big_sur", "big_sur", "catalina")
@@ -108,7 +146,10 @@ def test_shared_bottles_are_selected_once() -> None:
     cat = parse_catalog(orjson.dumps([CERTS, OLD]))
     sel = select_bottles(cat.formulae, ("arm64_tahoe", "arm64_sequoia", "sonoma"))
     assert [b.hash_key for b in sel.bottles] == [
-        "ca-certificates-2026-09-23-all", "oldie-1.0-arm64_big_sur", "oldie-1.0-big_sur"]
+        "ca-certificates-2026-09-23-all",
+        "oldie-1.0-arm64_big_sur",
+        "oldie-1.0-big_sur",
+    ]
     assert sel.no_bottle == 0
 
 
@@ -116,7 +157,8 @@ def test_no_bottle_counted_not_failed() -> None:
     """A formula without a bottle for a target counts as no_bottle."""
     cat = parse_catalog(orjson.dumps([NONE, LINUX]))
     sel = select_bottles(cat.formulae, ("arm64_tahoe", "sonoma"))
-    assert sel.bottles == () and sel.no_bottle == 4
+    assert sel.bottles == ()
+    assert sel.no_bottle == 4
 
 
 def test_bottle_names_follow_brew() -> None:
@@ -129,25 +171,36 @@ def test_bottle_names_follow_brew() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["../../x", "a b", "/etc", "x/y", "", ".hidden", "a%2Fb",
-                                  "nul\x00", "ｊｑ", "a" * 10_000])
+@pytest.mark.parametrize(
+    "name",
+    ["../../x", "a b", "/etc", "x/y", "", ".hidden", "a%2Fb", "nul\x00", "ｊｑ", "a" * 10_000],
+)
 def test_unsafe_names_rejected_rest_kept(name: str) -> None:
     """A name that could shape a key or path is rejected and reported; others go on."""
     cat = parse_catalog(orjson.dumps([entry(name, "1.0", ["arm64_tahoe"], image="x"), JQ]))
     assert [f.name for f in cat.formulae] == ["jq"]
-    assert len(cat.rejected) == 1 and "name" in str(cat.rejected[0])
+    assert len(cat.rejected) == 1
+    assert "name" in str(cat.rejected[0])
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda e: e.pop("versions"), "versions"),
-    (lambda e: e["versions"].update(stable=7), "versions.stable"),
-    (lambda e: e["versions"].update(stable="1.0/../../x"), "versions.stable"),
-    (lambda e: e.update(revision=-1), "revision"),
-    (lambda e: e["bottle"]["stable"].update(rebuild="1"), "rebuild"),
-    (lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(sha256="zz"), "sha256"),
-    (lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(url="file:///etc/passwd"), "url"),
-    (lambda e: e["bottle"]["stable"]["files"].update({"../x": {}}), "tag"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e.pop("versions"), "versions"),
+        (lambda e: e["versions"].update(stable=7), "versions.stable"),
+        (lambda e: e["versions"].update(stable="1.0/../../x"), "versions.stable"),
+        (lambda e: e.update(revision=-1), "revision"),
+        (lambda e: e["bottle"]["stable"].update(rebuild="1"), "rebuild"),
+        (lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(sha256="zz"), "sha256"),
+        (
+            lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(
+                url="file:///etc/passwd"
+            ),
+            "url",
+        ),
+        (lambda e: e["bottle"]["stable"]["files"].update({"../x": {}}), "tag"),
+    ],
+)
 def test_malformed_entry_names_the_field(mutate: Any, field: str) -> None:
     """Each malformed field gives a FormulaError that names it."""
     bad = orjson.loads(orjson.dumps(JQ))
@@ -156,7 +209,7 @@ def test_malformed_entry_names_the_field(mutate: Any, field: str) -> None:
         formula_from_api(bad)
 
 
-@pytest.mark.parametrize("raw", [b"", b"[{\"name\": \"jq\"", b"{}", b"\"x\"", b"[1, 2]"])
+@pytest.mark.parametrize("raw", [b"", b'[{"name": "jq"', b"{}", b'"x"', b"[1, 2]"])
 def test_unusable_catalog_is_one_clear_error(raw: bytes) -> None:
     """Truncated, non-list or all-garbage formula.json raises CatalogError."""
     with pytest.raises(CatalogError):
@@ -166,7 +219,8 @@ def test_unusable_catalog_is_one_clear_error(raw: bytes) -> None:
 def test_duplicate_formula_rejected() -> None:
     """A formula listed twice keeps its first entry and reports the second."""
     cat = parse_catalog(orjson.dumps([JQ, JQ]))
-    assert len(cat.formulae) == 1 and "twice" in str(cat.rejected[0])
+    assert len(cat.formulae) == 1
+    assert "twice" in str(cat.rejected[0])
 
 
 def test_targets_and_filter_validation() -> None:

@@ -1,0 +1,97 @@
+"""python -m mirrord.emulator: serve a catalog until SIGTERM/SIGINT.
+
+Prints one JSON line with the urls once both origins listen, so a parent process can read
+where to point the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from mirrord.emulator.content import (
+    EmulatorCatalog,
+    catalog_from_entries,
+    sample_catalog,
+    synthetic_catalog,
+)
+from mirrord.emulator.server import Emulator, faults_from_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mirrord.emulator", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="registry/api port (0: any free)")
+    p.add_argument("--blob-port", type=int, default=0, help="blob storage port (0: any free)")
+    p.add_argument("--auth", choices=("anonymous", "challenge"), default="anonymous")
+    p.add_argument("--seed", type=int, default=0)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--synthetic", type=int, metavar="N", help="N synthetic formulae")
+    source.add_argument(
+        "--catalog", type=Path, metavar="FILE", help="JSON list of formula.json entries"
+    )
+    p.add_argument("--large-every", type=int, default=0, metavar="K")
+    p.add_argument("--large-size", type=int, default=150 * 2**20, metavar="BYTES")
+    p.add_argument(
+        "--default-size",
+        type=int,
+        default=200_000,
+        metavar="BYTES",
+        help="bottle size for --catalog",
+    )
+    p.add_argument("--faults", help='JSON {"<sha256>": [fault, ...]} to set at start')
+    return p
+
+
+def _catalog(args: argparse.Namespace) -> EmulatorCatalog:
+    if args.synthetic is not None:
+        return synthetic_catalog(
+            args.synthetic, seed=args.seed, large_every=args.large_every, large_size=args.large_size
+        )
+    if args.catalog is not None:
+        entries = orjson.loads(args.catalog.read_bytes())
+        return catalog_from_entries(entries, seed=args.seed, default_size=args.default_size)
+    return sample_catalog(seed=args.seed)
+
+
+async def _serve(args: argparse.Namespace, catalog: EmulatorCatalog) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Emulator(
+        catalog, host=args.host, port=args.port, blob_port=args.blob_port, auth=args.auth
+    ) as emulator:
+        for sha256, faults in faults_from_json(orjson.loads(args.faults or "{}")).items():
+            emulator.set_faults(sha256, faults)
+        ready = {
+            "api_url": emulator.api_url,
+            "registry_url": emulator.registry_url,
+            "blob_url": emulator.blob_url,
+            "formulae": len(catalog.formulae),
+            "blobs": len(catalog.blobs),
+            "bytes": catalog.total_size,
+        }
+        sys.stdout.buffer.write(orjson.dumps(ready) + b"\n")
+        sys.stdout.flush()
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        catalog = _catalog(args)
+        asyncio.run(_serve(args, catalog))
+    except (OSError, ValueError) as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Deterministic bottle bytes and formula catalogs for the upstream emulator.
+
+Pure apart from reading the packaged sample catalog. Everything derives from integer seeds, so the same arguments always give the
+same bytes, digests and formula.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+
+REGISTRY = "{registry}"
+_POOL = 1 << 16
+
+
+def blob_bytes(seed: int, size: int) -> bytes:
+    """Return `size` pseudo-random bytes determined by `seed`.
+
+    Python's generator only makes ~150 MB/s, so only a 64 KiB pool is drawn from it and the
+    rest is made of rotations of that pool at random offsets (~600 MB/s). The result is
+    still incompressible for gzip-sized windows and differs for every seed.
+    """
+    rng = random.Random(seed)  # noqa: S311 - test data, not crypto
+    pool = rng.randbytes(min(size, _POOL))
+    if size <= _POOL:
+        return pool
+    doubled = pool + pool
+    full, rest = divmod(size - _POOL, _POOL)
+    parts = [pool]
+    parts += [doubled[k : k + _POOL] for k in (rng.randrange(_POOL) for _ in range(full))]
+    if rest:
+        k = rng.randrange(_POOL)
+        parts.append(doubled[k : k + rest])
+    return b"".join(parts)
+
+
+def derive_seed(seed: int, name: str, tag: str) -> int:
+    # Not hash(): that is salted per process, and digests must be stable across runs.
+    material = f"{seed}\0{name}\0{tag}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big")
+
+
+def image_name(name: str) -> str:
+    """GHCR repository name of a formula: openssl@3 → openssl/3, libxml++ → libxmlxx."""
+    return name.replace("@", "/").replace("+", "x")
+
+
+def blob_url(name: str, sha256: str) -> str:
+    return f"{REGISTRY}/v2/homebrew/core/{image_name(name)}/blobs/sha256:{sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    name: str  # formula that first listed it
+    tag: str
+    size: int
+    seed: int
+    sha256: str
+
+    @property
+    def data(self) -> bytes:
+        """The content, regenerated on each access; use EmulatorCatalog.data to cache."""
+        return blob_bytes(self.seed, self.size)
+
+
+@dataclass
+class EmulatorCatalog:
+    formulae: list[dict[str, Any]]
+    blobs: dict[str, Blob]
+    # Bounds memory for catalogs larger than RAM; evicted blobs are regenerated on demand.
+    cache_limit: int = 1 << 30
+    _cache: OrderedDict[str, bytes] = field(
+        default_factory=OrderedDict, init=False, repr=False, compare=False
+    )
+    _cached_bytes: int = field(default=0, init=False, repr=False, compare=False)
+    # The server generates blobs in worker threads so a 1 GiB blob does not stall the loop.
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    @property
+    def total_size(self) -> int:
+        return sum(blob.size for blob in self.blobs.values())
+
+    def data(self, sha256: str) -> bytes:
+        """The blob's bytes; KeyError for an unknown digest."""
+        with self._lock:
+            hit = self._cache.get(sha256)
+            if hit is not None:
+                self._cache.move_to_end(sha256)
+                return hit
+        blob = self.blobs[sha256]
+        data = blob_bytes(blob.seed, blob.size)
+        self._remember(sha256, data)
+        return data
+
+    def add_blob(self, name: str, tag: str, size: int, seed: int) -> Blob:
+        """Generate, hash and register a blob; identical content yields the existing Blob."""
+        data = blob_bytes(seed, size)
+        sha256 = hashlib.sha256(data).hexdigest()
+        blob = self.blobs.setdefault(sha256, Blob(name, tag, size, seed, sha256))
+        self._remember(sha256, data)
+        return blob
+
+    def _remember(self, sha256: str, data: bytes) -> None:
+        with self._lock:
+            if sha256 in self._cache:
+                return
+            self._cache[sha256] = data
+            self._cached_bytes += len(data)
+            # Always keep the newest entry, even when it alone exceeds the limit.
+            while self._cached_bytes > self.cache_limit and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= len(old)
+
+
+# Tag sets in brew's `files` order (newest first); the order drives brew's fallback.
+_FULL = ("arm64_tahoe", "arm64_sequoia", "arm64_sonoma", "sonoma", "arm64_linux", "x86_64_linux")
+_STALE = ("arm64_sequoia", "arm64_sonoma", "sonoma", "ventura")
+_SHARED = (
+    "arm64_tahoe",
+    "arm64_sequoia",
+    "arm64_sonoma",
+    "arm64_ventura",
+    "sonoma",
+    "x86_64_linux",
+)
+_WORDS = (
+    "curl", "zstd", "lua", "ruby", "node", "gnutls", "libpng", "libyaml", "pcre", "sqlite",
+    "gettext", "readline", "ncurses", "glib", "cairo", "harfbuzz", "ffmpeg", "protobuf", "boost",
+    "llvm", "cmake", "ninja", "meson", "pkgconf", "xz", "lz4", "brotli", "icu4c", "nettle", "gmp",
+)  # fmt: skip
+
+
+def _cellar(tag: str, portable: bool) -> str:
+    if portable or tag == "all":
+        return ":any_skip_relocation" if tag == "all" else ":any"
+    if tag.endswith("_linux"):
+        return "/home/linuxbrew/.linuxbrew/Cellar"
+    return "/opt/homebrew/Cellar" if tag.startswith("arm64_") else "/usr/local/Cellar"
+
+
+def _synthetic_name(i: int, rng: random.Random) -> str:
+    base = f"{rng.choice(_WORDS)}{i}"  # the index keeps names unique
+    if i % 16 == 5:
+        return f"{base}@{1 + i % 4}"  # like openssl@3
+    if i % 16 == 9:
+        return f"{base}@3.{i % 14}"  # like python@3.13
+    if i % 25 == 13:
+        return f"lib{base}++"  # like libxml++
+    return base
+
+
+def synthetic_catalog(
+    n: int,
+    *,
+    seed: int = 0,
+    large_every: int = 0,
+    large_size: int = 150 * 2**20,
+    sizes: tuple[int, int] = (100_000, 5_000_000),
+) -> EmulatorCatalog:
+    """`n` formulae shaped like formula.json, bottle sizes log-uniform within `sizes`.
+
+    The mix of shapes follows the index (not the seed) so even a small catalog has all of
+    them: 3% without bottle, 10% `all` only, 10% stale tags only, 2% with one blob under two
+    tags; every `large_every`-th formula has bottles of `large_size`.
+    """
+    rng = random.Random(seed)  # noqa: S311 - test data, not crypto
+    catalog = EmulatorCatalog([], {})
+    lo, hi = math.log(max(sizes[0], 1)), math.log(max(sizes[1], sizes[0], 1))
+    for i in range(n):
+        name = _synthetic_name(i, rng)
+        version = f"{rng.randint(0, 12)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}"
+        revision = 1 + i % 3 if i % 7 == 2 else 0
+        rebuild = 1 + i % 2 if i % 11 == 4 else 0
+        portable = rng.random() < 0.4
+        large = large_every > 0 and i % large_every == large_every - 1
+        if i % 33 == 32:
+            tags: tuple[str, ...] = ()
+        elif i % 10 == 3:
+            tags = ("all",)
+        elif i % 10 == 6:
+            tags = _STALE
+        elif i % 50 == 21:
+            tags = _SHARED
+        else:
+            tags = _FULL
+        files: dict[str, dict[str, str]] = {}
+        for tag in tags:
+            if tag == "arm64_ventura":  # same bottle as arm64_sonoma, as real catalogs have
+                files[tag] = {**files["arm64_sonoma"], "cellar": _cellar(tag, portable)}
+                continue
+            size = large_size if large else int(math.exp(rng.uniform(lo, hi)))
+            blob = catalog.add_blob(name, tag, size, derive_seed(seed, name, tag))
+            files[tag] = {
+                "cellar": _cellar(tag, portable),
+                "url": blob_url(name, blob.sha256),
+                "sha256": blob.sha256,
+            }
+        bottle = (
+            {
+                "stable": {
+                    "rebuild": rebuild,
+                    "root_url": f"{REGISTRY}/v2/homebrew/core",
+                    "files": files,
+                }
+            }
+            if files
+            else {}
+        )
+        catalog.formulae.append(
+            {
+                "name": name,
+                "full_name": name,
+                "tap": "homebrew/core",
+                "oldnames": [],
+                "aliases": [],
+                "desc": f"Synthetic formula number {i}",
+                "license": "MIT",
+                "homepage": f"https://example.invalid/{image_name(name)}",
+                "versions": {"stable": version, "head": None, "bottle": bool(files)},
+                "revision": revision,
+                "version_scheme": 0,
+                "bottle": bottle,
+                "keg_only": False,
+                "dependencies": [],
+                "deprecated": False,
+                "disabled": False,
+            }
+        )
+    return catalog
+
+
+def _bottle_files(entry: Any) -> dict[Any, Any] | None:
+    if not isinstance(entry, dict):
+        return None
+    bottle = entry.get("bottle")
+    stable = bottle.get("stable") if isinstance(bottle, dict) else None
+    files = stable.get("files") if isinstance(stable, dict) else None
+    return files if isinstance(files, dict) else None
+
+
+def catalog_from_entries(
+    entries: list[dict[str, Any]],
+    *,
+    seed: int = 0,
+    size_of: Callable[[str, str], int] | None = None,
+    default_size: int = 200_000,
+) -> EmulatorCatalog:
+    """Serve real-shaped formula.json entries with generated bottles.
+
+    Urls and sha256 are rewritten to point at the emulator; everything else, malformed or
+    not, passes through untouched so the client under test sees it as given.
+    """
+    catalog = EmulatorCatalog(copy.deepcopy(entries), {})
+    by_original: dict[str, Blob] = {}
+    for entry in catalog.formulae:
+        files = _bottle_files(entry)
+        if files is None:
+            continue
+        raw_name = entry.get("name")
+        name = raw_name if isinstance(raw_name, str) else str(raw_name)
+        stable = entry["bottle"]["stable"]
+        if "root_url" in stable:
+            stable["root_url"] = f"{REGISTRY}/v2/homebrew/core"
+        for tag, file in files.items():
+            if not isinstance(file, dict):
+                continue
+            tag_str = str(tag)
+            original = file.get("sha256")
+            blob = by_original.get(original) if isinstance(original, str) else None
+            if blob is None:
+                size = size_of(name, tag_str) if size_of is not None else default_size
+                blob = catalog.add_blob(name, tag_str, size, derive_seed(seed, name, tag_str))
+                if isinstance(original, str):
+                    by_original[original] = blob
+            file["url"] = blob_url(name, blob.sha256)
+            file["sha256"] = blob.sha256
+    return catalog
+
+
+SAMPLE_LARGE = ("python@3.13", "arm64_tahoe")  # ~20 MiB so run-local exercises multipart
+
+
+def sample_catalog(*, seed: int = 0) -> EmulatorCatalog:
+    """The packaged sample_catalog.json (real formulae), one bottle large."""
+    text = resources.files(__package__).joinpath("sample_catalog.json").read_bytes()
+    return catalog_from_entries(
+        orjson.loads(text),
+        seed=seed,
+        size_of=lambda name, tag: 20 * 2**20 if (name, tag) == SAMPLE_LARGE else 200_000,
+    )

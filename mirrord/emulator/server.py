@@ -1,0 +1,437 @@
+"""Offline formulae.brew.sh + ghcr.io + blob storage over real HTTP on loopback.
+
+Two servers, because GHCR redirects blob downloads to storage on another origin and a
+client must drop its Authorization header on the way there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
+
+import orjson
+from aiohttp import web
+
+from mirrord.emulator.content import EmulatorCatalog
+
+FaultKind = Literal[
+    "status", "throttle", "cut", "corrupt", "trickle", "stall", "wrong_length",
+    "expire_token", "dead_redirect",
+]  # fmt: skip
+Origin = Literal["registry", "blob"]
+
+_REGISTRY_ONLY = frozenset({"expire_token", "dead_redirect"})
+_EITHER = frozenset({"status", "throttle"})  # registry by default
+_FOREVER_BY_DEFAULT = frozenset({"corrupt", "trickle"})
+_DEFAULT = -1  # sentinel: "use the kind's default", resolved in __post_init__
+_CHUNK = 256 * 1024
+_URL_TTL = 1200  # seconds a signed blob url stays valid, like GHCR's storage links
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One misbehaviour for one digest. JSON: {"kind": "cut", "after": 1000, "times": 2}.
+
+    times: requests it hits (None = every request; omitted = 1, corrupt/trickle: None).
+    seconds: Retry-After for throttle (default 1, sent rounded to whole seconds), silence for
+    stall (default 3600; the rest of the body follows it).
+    after: body bytes sent before cut/stall. extra: wrong_length's surplus Content-Length.
+    origin: where status/throttle apply ("registry" by default, or "blob").
+    """
+
+    kind: FaultKind
+    times: int | None = _DEFAULT
+    status: int = 503
+    seconds: float = _DEFAULT
+    after: int = 0
+    bytes_per_s: int = 64 * 1024
+    extra: int = 1
+    origin: Origin | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(FaultKind):
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+        if self.times == _DEFAULT:
+            object.__setattr__(self, "times", None if self.kind in _FOREVER_BY_DEFAULT else 1)
+        if self.seconds == _DEFAULT:
+            object.__setattr__(self, "seconds", 1.0 if self.kind == "throttle" else 3600.0)
+        natural: Origin = "registry" if self.kind in _REGISTRY_ONLY | _EITHER else "blob"
+        if self.origin is None:
+            object.__setattr__(self, "origin", natural)
+        elif self.origin not in get_args(Origin):
+            raise ValueError(f"unknown fault origin {self.origin!r}")
+        elif self.origin != natural and self.kind not in _EITHER:
+            raise ValueError(f"fault {self.kind!r} cannot apply at the {self.origin}")
+        if self.bytes_per_s <= 0 or self.after < 0 or self.extra < 1:
+            raise ValueError("bytes_per_s and extra must be positive, after non-negative")
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Fault:
+        """Parse a fault object; ValueError naming the problem."""
+        if not isinstance(obj, Mapping) or "kind" not in obj:
+            raise ValueError(f"a fault is an object with a 'kind', got {obj!r}")
+        unknown = set(obj) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown fault fields {sorted(unknown)}")
+        for key, value in obj.items():
+            if key not in ("kind", "origin", "times") and not isinstance(value, int | float):
+                raise ValueError(f"fault field {key!r} must be a number")
+        if obj.get("times") is not None and not isinstance(obj["times"], int):
+            raise ValueError("fault field 'times' must be an integer or null")
+        return cls(**obj)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def faults_from_json(obj: Any) -> dict[str, list[Fault]]:
+    """Parse {"<sha256>": [fault, ...]}, as the admin endpoint and the CLI take it."""
+    if not isinstance(obj, dict):
+        raise ValueError("faults must be an object mapping sha256 to a list of faults")
+    out: dict[str, list[Fault]] = {}
+    for sha256, faults in obj.items():
+        if not isinstance(faults, list):
+            raise ValueError(f"faults for {sha256} must be a list")
+        out[sha256] = [Fault.from_json(f) for f in faults]
+    return out
+
+
+@dataclass
+class BlobStats:
+    requests: int = 0  # at the blob origin
+    bytes_sent: int = 0  # body bytes handed to the transport
+    registry_requests: int = 0
+
+
+class _Armed:
+    __slots__ = ("fault", "remaining")
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+        self.remaining = fault.times
+
+
+def _oci_error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = orjson.dumps({"errors": [{"code": code, "message": message}]})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _json(obj: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
+    """Half-open byte span asked for, None for the whole body (as RFC 9110 says to do
+    with a header it cannot parse); raises 416 for a range outside the body."""
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # suffix: the last N bytes
+        start, end = max(0, total - int(last)), total
+        if int(last) == 0 or total == 0:
+            start = end = total
+    else:
+        start = int(first)
+        if last != "" and int(last) < start:
+            return None
+        end = total if last == "" else min(int(last) + 1, total)
+    if start >= total:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{total}"})
+    return start, end
+
+
+class Emulator:
+    """Registry origin (api + /v2 + /token + /_emulator admin) and blob origin."""
+
+    def __init__(
+        self,
+        catalog: EmulatorCatalog,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        blob_port: int = 0,
+        auth: Literal["anonymous", "challenge"] = "anonymous",
+        raw_api: bytes | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.host = host
+        self.auth = auth
+        self._ports = (port, blob_port)
+        self._raw_api = raw_api
+        self._api_body = b""
+        self._faults: dict[str, list[_Armed]] = {}
+        self._stats: defaultdict[str, BlobStats] = defaultdict(BlobStats)
+        self._tokens: dict[str, str] = {}  # token → scope
+        self._secret = secrets.token_bytes(16)
+        self._runners: list[web.AppRunner] = []
+        self._dead: socket.socket | None = None
+        self.registry_url = self.api_url = self.blob_url = self._dead_url = ""
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        registry = web.Application()
+        registry.router.add_get("/api/formula.json", self._api)
+        registry.router.add_get("/token", self._token)
+        registry.router.add_get(
+            "/v2/homebrew/core/{image:.+}/blobs/sha256:{digest}", self._registry_blob
+        )
+        registry.router.add_post("/_emulator/faults", self._admin_faults)
+        registry.router.add_post("/_emulator/reset", self._admin_reset)
+        registry.router.add_get("/_emulator/stats", self._admin_stats)
+        storage = web.Application()
+        storage.router.add_get("/blobs/sha256:{digest}", self._blob)
+        try:
+            ports = [
+                await self._serve(app, port)
+                for app, port in zip((registry, storage), self._ports, strict=True)
+            ]
+            # Bound but never listening: connecting is refused, and no one else can take
+            # the port while we hold it.
+            self._dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._dead.bind((self.host, 0))
+        except BaseException:
+            await self.close()
+            raise
+        self.registry_url = f"http://{self.host}:{ports[0]}"
+        self.api_url = f"{self.registry_url}/api/formula.json"
+        self.blob_url = f"http://{self.host}:{ports[1]}"
+        self._dead_url = f"http://{self.host}:{self._dead.getsockname()[1]}"
+        # A plain byte replace is safe: the url holds nothing JSON would escape.
+        self._api_body = (
+            self._raw_api
+            if self._raw_api is not None
+            else orjson.dumps(self.catalog.formulae).replace(
+                b"{registry}", self.registry_url.encode()
+            )
+        )
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        # handler_cancellation: a stalled or trickling handler ends when its client leaves.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.25
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        await web.TCPSite(runner, self.host, port).start()
+        return int(runner.addresses[0][1])
+
+    async def close(self) -> None:
+        while self._runners:
+            await self._runners.pop().cleanup()
+        if self._dead is not None:
+            self._dead.close()
+            self._dead = None
+
+    # --- control -------------------------------------------------------------------------
+
+    def set_faults(self, sha256: str, faults: list[Fault]) -> None:
+        """Replace the faults of one digest; they are used up in list order."""
+        self._faults[sha256] = [_Armed(f) for f in faults]
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def stats(self, sha256: str) -> BlobStats:
+        """A snapshot of the counters for one digest."""
+        current = self._stats.get(sha256)
+        return BlobStats(**asdict(current)) if current is not None else BlobStats()
+
+    def reset_stats(self) -> None:
+        self._stats.clear()
+
+    def total_bytes_sent(self) -> int:
+        return sum(s.bytes_sent for s in self._stats.values())
+
+    def _take(self, sha256: str, origin: Origin) -> Fault | None:
+        for armed in self._faults.get(sha256, ()):
+            if armed.fault.origin != origin or armed.remaining == 0:
+                continue
+            if armed.remaining is not None:
+                armed.remaining -= 1
+            return armed.fault
+        return None
+
+    # --- registry origin -----------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._api_body, content_type="application/json")
+
+    async def _token(self, request: web.Request) -> web.Response:
+        # Anonymous, like ghcr.io for public images: no credentials needed.
+        token = secrets.token_urlsafe(24)
+        self._tokens[token] = request.query.get("scope", "")
+        return _json({"token": token})
+
+    def _authorized(self, request: web.Request, scope: str) -> bool:
+        header = request.headers.get("Authorization", "")
+        if self.auth == "anonymous":
+            return header == "Bearer QQ=="
+        scheme, _, token = header.partition(" ")
+        return scheme == "Bearer" and self._tokens.get(token) == scope
+
+    def _unauthorized(self, scope: str) -> web.Response:
+        headers = {}
+        if self.auth == "challenge":
+            headers["WWW-Authenticate"] = (
+                f'Bearer realm="{self.registry_url}/token",service="ghcr.io",scope="{scope}"'
+            )
+        return _oci_error(401, "UNAUTHORIZED", "authentication required", headers)
+
+    async def _registry_blob(self, request: web.Request) -> web.Response:
+        image, digest = request.match_info["image"], request.match_info["digest"]
+        self._stats[digest].registry_requests += 1
+        scope = f"repository:homebrew/core/{image}:pull"
+        if not self._authorized(request, scope):
+            return self._unauthorized(scope)
+        fault = self._take(digest, "registry")
+        if fault is not None and fault.kind == "expire_token":
+            return self._unauthorized(scope)
+        response = _fault_response(fault) if fault is not None else None
+        if response is not None:
+            return response
+        if digest not in self.catalog.blobs:
+            return _oci_error(404, "BLOB_UNKNOWN", "blob unknown to registry")
+        dead = fault is not None and fault.kind == "dead_redirect"
+        base = self._dead_url if dead else self.blob_url
+        expiry = int(time.time()) + _URL_TTL
+        location = f"{base}/blobs/sha256:{digest}?se={expiry}&sig={self._sign(digest, expiry)}"
+        return web.Response(status=307, headers={"Location": location})
+
+    def _sign(self, digest: str, expiry: int) -> str:
+        mac = hmac.new(self._secret, f"{digest}:{expiry}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    # --- admin ---------------------------------------------------------------------------
+
+    async def _admin_faults(self, request: web.Request) -> web.Response:
+        try:
+            parsed = faults_from_json(orjson.loads(await request.read()))
+        except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+            return web.Response(status=400, text=str(exc))
+        for sha256, faults in parsed.items():
+            self.set_faults(sha256, faults)
+        return _json({"ok": True})
+
+    async def _admin_reset(self, request: web.Request) -> web.Response:
+        self.clear_faults()
+        self.reset_stats()
+        return _json({"ok": True})
+
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        blobs = {sha: asdict(s) for sha, s in self._stats.items()}
+        return _json({"total_bytes_sent": self.total_bytes_sent(), "blobs": blobs})
+
+    # --- blob origin ---------------------------------------------------------------------
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        stats = self._stats[digest]
+        stats.requests += 1
+        if "Authorization" in request.headers:
+            # Signed storage rejects a second credential, as real blob storage does.
+            return web.Response(
+                status=400,
+                text="InvalidAuthenticationInfo: Authorization header not allowed with a signed url",
+            )
+        try:
+            expiry = int(request.query.get("se", ""))
+        except ValueError:
+            expiry = 0
+        sig = request.query.get("sig", "")
+        if expiry < time.time() or not hmac.compare_digest(sig, self._sign(digest, expiry)):
+            return web.Response(
+                status=403, text="AuthenticationFailed: signature missing, invalid or expired"
+            )
+        blob = self.catalog.blobs.get(digest)
+        if blob is None:
+            return web.Response(status=404, text="BlobNotFound")
+        fault = self._take(digest, "blob")
+        response = _fault_response(fault) if fault is not None else None
+        if response is not None:
+            return response
+        span = parse_range(request.headers.get("Range"), blob.size)
+        start, end = span if span is not None else (0, blob.size)
+        # Generation can take seconds for a large evicted blob: keep the loop serving.
+        data = await asyncio.get_running_loop().run_in_executor(None, self.catalog.data, digest)
+        body = memoryview(data)[start:end]
+        resp = web.StreamResponse(status=200 if span is None else 206)
+        resp.content_type = "application/octet-stream"
+        resp.headers["Accept-Ranges"] = "bytes"
+        if span is not None:
+            resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+        lie = fault.extra if fault is not None and fault.kind == "wrong_length" else 0
+        resp.content_length = len(body) + lie
+        await resp.prepare(request)
+        try:
+            await _send(resp, body, fault, stats)
+        except ConnectionError:
+            return resp  # the client left; nothing to finish
+        if fault is not None and fault.kind in ("cut", "wrong_length") and request.transport:
+            request.transport.close()  # flushes what was written, then EOF mid-body
+        return resp
+
+
+def _fault_response(fault: Fault) -> web.Response | None:
+    if fault.kind == "status":
+        return _oci_error(fault.status, "UNAVAILABLE", "injected failure")
+    if fault.kind == "throttle":
+        retry = str(max(0, round(fault.seconds)))
+        return _oci_error(429, "TOOMANYREQUESTS", "slow down", {"Retry-After": retry})
+    return None
+
+
+async def _send(
+    resp: web.StreamResponse, body: memoryview, fault: Fault | None, stats: BlobStats
+) -> None:
+    limit, chunk_size = len(body), _CHUNK
+    stall_at, rate, corrupt = -1, 0, False
+    if fault is not None:
+        if fault.kind == "cut":
+            limit = min(fault.after, limit)
+        elif fault.kind == "stall":
+            stall_at = fault.after
+        elif fault.kind == "trickle":
+            rate = fault.bytes_per_s
+            chunk_size = max(1, min(_CHUNK, rate // 20))  # ~20 writes a second
+        corrupt = fault.kind == "corrupt"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pos = 0
+    while pos < limit:
+        if pos == stall_at and fault is not None:
+            await asyncio.sleep(fault.seconds)  # then resume: a link that came back
+        stop = min(pos + chunk_size, limit)
+        if pos < stall_at < stop:
+            stop = stall_at
+        chunk: bytes | memoryview = body[pos:stop]
+        if corrupt:  # one flipped byte per chunk: same length, wrong digest
+            chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+        await resp.write(chunk)
+        pos = stop
+        stats.bytes_sent += len(chunk)
+        if rate:
+            # Pace against the start time so per-write overhead does not add up.
+            delay = started + pos / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
