@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -41,28 +43,34 @@ def object_metadata(bottle: Bottle) -> dict[str, str]:
     }
 
 
-def _take(chunks: list[bytes], size: int) -> bytes:
-    """Remove exactly ``size`` leading bytes from ``chunks`` and return them joined:
-    one copy of the part, plus a copy of the tail of the one chunk that straddles."""
-    taken = 0
-    for index, chunk in enumerate(chunks):
-        if taken + len(chunk) >= size:
-            cut = size - taken
-            head = [*chunks[:index], chunk[:cut]]
-            rest = chunk[cut:]
-            chunks[: index + 1] = [rest] if rest else []
-            return b"".join(head)
-        taken += len(chunk)
-    raise ValueError("not enough buffered bytes")
+def _take(chunks: deque[memoryview], size: int) -> io.BytesIO:
+    """Move exactly ``size`` leading bytes of ``chunks`` into a buffer of their own.
+
+    One copy per byte. The buffer is a BytesIO that owns its memory: botocore streams it
+    as is, where bytes would be copied once more on the way to the socket.
+    """
+    out = io.BytesIO()
+    while size:
+        chunk = chunks[0]
+        if len(chunk) <= size:
+            out.write(chunks.popleft())
+            size -= len(chunk)
+        else:
+            out.write(chunk[:size])
+            chunks[0] = chunk[size:]
+            size = 0
+    out.seek(0)
+    return out
 
 
-async def _hash(hasher: Any, data: bytes) -> None:
-    # hashlib releases the GIL on large buffers: a thread keeps the loop responsive and
-    # lets two transfers hash on two cores.
-    if len(data) >= THREAD_HASH_MIN:
-        await asyncio.to_thread(hasher.update, data)
-    else:
-        hasher.update(data)
+async def _hash(hasher: Any, buffer: io.BytesIO) -> None:
+    with buffer.getbuffer() as view:
+        # hashlib releases the GIL on large buffers: a thread keeps the loop responsive
+        # and lets two transfers hash on two cores.
+        if view.nbytes >= THREAD_HASH_MIN:
+            await asyncio.to_thread(hasher.update, view)
+        else:
+            hasher.update(view)
 
 
 def _check(key: str, bottle: Bottle, hasher: Any, size: int) -> None:
@@ -85,7 +93,7 @@ async def transfer(
     bytes do not match, ``UpstreamError``/``StoreError`` when a peer fails."""
     metadata = object_metadata(bottle)
     hasher = hashlib.sha256()
-    chunks: list[bytes] = []
+    chunks: deque[memoryview] = deque()
     buffered = size = 0
     upload_id: str | None = None
     parts: list[dict[str, Any]] = []
@@ -93,23 +101,26 @@ async def transfer(
     next_part = 1
     try:
         async for chunk in source.stream(bottle.url):
-            chunks.append(chunk)
+            chunks.append(memoryview(chunk))
             buffered += len(chunk)
             size += len(chunk)
             on_bytes(len(chunk))
             # Strictly more than a part: now we know the bottle needs a multipart upload.
             while buffered > part_size:
+                # Part N must be sent before part N+1 is cut from the buffer: that keeps
+                # two parts per transfer in memory (one uploading, one being read).
+                if pending is not None:
+                    parts.append(await pending)
+                    pending = None
                 part = _take(chunks, part_size)
                 buffered -= part_size
                 await _hash(hasher, part)
                 if upload_id is None:
                     upload_id = await store.create_multipart(key, metadata)
-                if pending is not None:
-                    parts.append(await pending)
                 pending = asyncio.create_task(store.upload_part(key, upload_id, next_part, part))
+                del part
                 next_part += 1
-        tail = b"".join(chunks)
-        chunks.clear()
+        tail = _take(chunks, buffered)
         await _hash(hasher, tail)
         if upload_id is None:
             _check(key, bottle, hasher, size)
@@ -118,7 +129,7 @@ async def transfer(
         if pending is not None:
             parts.append(await pending)
             pending = None
-        if tail:
+        if buffered:
             parts.append(await store.upload_part(key, upload_id, next_part, tail))
         _check(key, bottle, hasher, size)
         await store.complete_multipart(key, upload_id, parts)
