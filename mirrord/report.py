@@ -45,6 +45,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["duration_s"] = round(self.duration_s, 3)
+        for name in ("failed", "platforms", "rejected"):
+            body[name] = list(body[name])
         return body
 
 

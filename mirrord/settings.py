@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 from mirrord.catalog import validate_targets
@@ -89,12 +89,9 @@ class Settings:
     max_attempts: int = 5
     log_level: str = "info"
 
-    def with_overrides(self, **overrides: Any) -> Settings:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
 
 # variable → (field, parser). Parsers take (text, variable name).
-_ENV: dict[str, tuple[str, Any]] = {
+ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
     "MIRRORD_API_URL": ("api_url", lambda t, n: _url(t, n)),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),
@@ -111,8 +108,6 @@ _ENV: dict[str, tuple[str, Any]] = {
         lambda t, n: _choice(t, n, ("debug", "info", "warning", "error")),
     ),
 }
-ENV_NAMES = tuple(_ENV)
-assert {f for f, _ in _ENV.values()} == {f.name for f in fields(Settings)}
 
 
 def _bucket(text: str, name: str) -> str:
@@ -146,15 +141,10 @@ def _choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
     return text.lower()
 
 
-def parse_value(variable: str, text: str) -> Any:
-    """Parse one value as if it came from ``variable`` (flags reuse the env parsers)."""
-    return _ENV[variable][1](text, variable)
-
-
 def from_env(env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:
     """Build Settings; ``flags`` maps variable names to flag values (None = not given)."""
     values: dict[str, Any] = {}
-    for variable, (field_name, parser) in _ENV.items():
+    for variable, (field_name, parser) in ENV.items():
         text = (flags or {}).get(variable)
         source = variable
         if text is None:

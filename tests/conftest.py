@@ -56,6 +56,72 @@ def moto_url() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers: up
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.2)
+
+
+def free_grpc_port() -> int:
+    """SeaweedFS listens on port+10000 for gRPC too: both must be free."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture(scope="session")
+def seaweed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SeaweedFS S3 gateway: unlike moto it checks ChecksumSHA256 and part CRCs."""
+    weed = Path(sys.executable).with_name("weed")
+    data = tmp_path_factory.mktemp("seaweed")
+    s3, master, volume, filer = (free_grpc_port() for _ in range(4))
+    proc = subprocess.Popen(
+        [
+            str(weed),
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            "-volume.max=4",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-metricsPort=0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{s3}"
+    _wait_http(f"{url}/", proc, "SeaweedFS")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # weed can linger in raft shutdown; its data is temporary
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> None:
     """No test sees the developer's AWS or MIRRORD settings; all point at moto."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
 from mirrord.models import Bottle, HashEntry
 from mirrord.plan import make_plan
 from mirrord.retry import RetryPolicy, is_retryable_status, parse_retry_after
-from mirrord.settings import from_env, parse_size
+from mirrord.settings import ENV, Settings, from_env, parse_size
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -260,3 +261,9 @@ def test_full_jitter_is_bounded_and_retry_after_wins() -> None:
     assert parse_retry_after("3", 0) == 3
     assert parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", 4.0) == 6.0
     assert parse_retry_after("soon", 0) is None
+
+
+def test_every_setting_has_one_environment_variable() -> None:
+    """The env table and the Settings fields stay in step (one name per field)."""
+    assert sorted(field for field, _ in ENV.values()) == sorted(f.name for f in fields(Settings))
+    assert all(name.startswith("MIRRORD_") for name in ENV)

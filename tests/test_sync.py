@@ -27,6 +27,7 @@ from mirrord.emulator import (
     sample_catalog,
     synthetic_catalog,
 )
+from mirrord.errors import StoreError
 from mirrord.hashfile import HashFile
 from mirrord.models import HashEntry
 from mirrord.pipeline import Checkpointer, Job, Tuning, load_hashfile, run_sync
@@ -289,6 +290,28 @@ async def test_memory_stays_within_two_parts_per_transfer(bucket_name: str) -> N
             tracemalloc.stop()
     assert report.downloaded == 4
     assert peak < concurrency * 3 * part, f"peak {peak / MiB:.1f} MiB"
+
+
+async def test_checksums_hold_against_a_checking_server(
+    seaweed_url: str, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against SeaweedFS, which verifies ChecksumSHA256 and part CRC32s: a whole sync
+    (multipart included) is accepted, and a wrong sha256 is refused by the server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweed_url)
+    async with (
+        Emulator(sample_catalog()) as emu,
+        open_app(make_settings(bucket_name, emu.api_url, max_attempts=1)) as app,
+    ):
+        await app.store._client.create_bucket(Bucket=bucket_name)
+        world = World(app, emu)
+        report = await world.sync()
+        assert report.exit_code == 0
+        assert report.downloaded > 5
+        for entry in (await world.hashfile()).bottles.values():
+            assert hashlib.sha256(await world.object(entry.s3_key)).hexdigest() == entry.sha256
+        with pytest.raises(StoreError, match="BadDigest"):
+            await app.store.put_verified("wrong.tar.gz", io.BytesIO(b"abc"), "0" * 64, {})
+        assert await app.store.head("wrong.tar.gz") is None
 
 
 # --- the command line -------------------------------------------------------------------
