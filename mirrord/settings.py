@@ -43,24 +43,23 @@ def parse_size(text: str, name: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
-def _int(text: str, name: str, low: int, high: int) -> int:
+def _number(text: str, name: str, kind: type[int] | type[float], low: float, high: float) -> Any:
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise SettingsError(f"{name}: {text!r} is not an integer") from None
+        what = "an integer" if kind is int else "a number"
+        raise SettingsError(f"{name}: {text!r} is not {what}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _int(text: str, name: str, low: int, high: int) -> int:
+    return int(_number(text, name, int, low, high))
 
 
 def _float(text: str, name: str, low: float, high: float) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{name}: {text!r} is not a number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}: {value} is outside {low}..{high}")
-    return value
+    return float(_number(text, name, float, low, high))
 
 
 def parse_platforms(text: str, name: str = "MIRRORD_PLATFORMS") -> tuple[str, ...] | None:

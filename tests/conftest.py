@@ -23,6 +23,20 @@ from mirrord.app import App, configure_logging, open_app
 from mirrord.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# DESIGN.md §6: the fields every `sync --json` report carries.
+REPORT_FIELDS = frozenset(
+    {
+        "job_id",
+        "date",
+        "planned",
+        "downloaded",
+        "adopted",
+        "skipped",
+        "failed",
+        "bytes",
+        "duration_s",
+    }
+)
 
 
 def free_port() -> int:
