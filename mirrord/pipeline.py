@@ -164,6 +164,7 @@ async def run_sync(
     )
     checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size)
     checkpoints.add(plan.links)
+    batch_full = asyncio.Event()
 
     queue: asyncio.Queue[Transfer] = asyncio.Queue()
     for t in plan.transfers:
@@ -185,15 +186,7 @@ async def run_sync(
             counts["downloaded"] += 1
             counts["bytes"] += size
         if checkpoints.add(_entries(t, job.date, size)):
-            await flush_quietly()
-
-    async def flush_quietly() -> None:
-        # A failed checkpoint is not a failed bottle: its entries stay queued and the
-        # next flush (at the latest the final one, which does raise) writes them.
-        try:
-            await checkpoints.flush()
-        except (StoreError, MirrordError) as exc:
-            log.warning("checkpoint_failed", error=str(exc))
+            batch_full.set()  # the writer below saves it; workers go on transferring
 
     async def worker() -> None:
         while True:
@@ -212,12 +205,20 @@ async def run_sync(
                 )
             progress.done(ok)
 
-    async def ticker() -> None:
+    async def checkpoint_writer() -> None:
+        """One writer: a full batch or the interval, whichever comes first."""
         while True:
-            await asyncio.sleep(tuning.checkpoint_seconds)
-            await flush_quietly()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(batch_full.wait(), tuning.checkpoint_seconds)
+            batch_full.clear()
+            try:
+                await checkpoints.flush()
+            except MirrordError as exc:
+                # A failed checkpoint is not a failed bottle: the entries stay queued
+                # for the next flush; the final one raises.
+                log.warning("checkpoint_failed", error=str(exc))
 
-    tick = asyncio.create_task(ticker())
+    writer = asyncio.create_task(checkpoint_writer())
     try:
         workers = [asyncio.create_task(worker()) for _ in range(tuning.concurrency)]
         try:
@@ -227,9 +228,9 @@ async def run_sync(
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
     finally:
-        tick.cancel()
+        writer.cancel()
         with suppress(asyncio.CancelledError):
-            await tick
+            await writer
         progress.close()
         # Also on the way out of a failure: what is stored must be recorded.
         await checkpoints.flush()

@@ -58,7 +58,7 @@ class World:
             await self.catalog(),
             self.store,
             self.app.registry,
-            Tuning(concurrency, kw.pop("part_size", 5 * MiB), batch, 60.0),
+            Tuning(concurrency, kw.pop("part_size", 5 * MiB), batch, kw.pop("interval", 60.0)),
             hash_key="bottles_hash.json",
             **kw,
         )
@@ -180,6 +180,67 @@ async def test_transient_faults_still_store_everything(world: World) -> None:
     assert (
         world.emu.stats(large.sha256).bytes_sent < 1.5 * world.emu.catalog.blobs[large.sha256].size
     )
+
+
+async def test_checkpoints_on_time_as_well_as_on_batch(world: World) -> None:
+    """With a batch larger than the job, the hash file is still written every
+    checkpoint interval while bottles complete, not only at the end."""
+    for sha in world.emu.catalog.blobs:
+        world.emu.set_faults(sha, [Fault("trickle", bytes_per_s=4 * MiB, times=None)])
+    report = await world.sync(batch=10_000, interval=0.3, concurrency=8)
+    assert report.exit_code == 0
+    assert report.checkpoints >= 3  # at least two on time, plus the final one
+
+
+async def test_unsafe_names_are_rejected_and_the_rest_synced(bucket_name: str) -> None:
+    """A catalog with `../../x` and `a b`: both reported as rejected, never shape a key;
+    every good formula is stored; exit 0."""
+    good = {
+        "name": "jq",
+        "versions": {"stable": "1.7.1"},
+        "revision": 1,
+        "bottle": {
+            "stable": {
+                "rebuild": 0,
+                "files": {
+                    "arm64_tahoe": {"cellar": ":any", "url": "https://x", "sha256": "1" * 64}
+                },
+            }
+        },
+    }
+    bad = [{**good, "name": name} for name in ("../../x", "a b")]
+    for i, entry in enumerate(bad):
+        entry["bottle"] = {
+            "stable": {
+                "rebuild": 0,
+                "files": {
+                    "arm64_tahoe": {"cellar": ":any", "url": "https://x", "sha256": f"{i + 2:064x}"}
+                },
+            }
+        }
+    catalog = catalog_from_entries([bad[0], good, bad[1]])
+    async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
+        await app.store._client.create_bucket(Bucket=bucket_name)
+        report = await World(app, emu).sync(platforms=("arm64_tahoe",))
+        keys = {o.key async for o in app.store.list_objects()}
+    assert report.exit_code == 0
+    assert sorted(r["name"] for r in report.rejected) == ["../../x", "a b"]
+    assert keys == {"bottles_hash.json", f"{DATE}/jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"}
+
+
+async def test_full_sync_through_a_token_challenge(bucket_name: str) -> None:
+    """A registry that answers 401 with a Bearer challenge: one token per repository,
+    every bottle stored."""
+    catalog = sample_catalog()
+    async with (
+        Emulator(catalog, auth="challenge") as emu,
+        open_app(make_settings(bucket_name, emu.api_url)) as app,
+    ):
+        await app.store._client.create_bucket(Bucket=bucket_name)
+        world = World(app, emu)
+        report = await world.sync()
+        assert report.exit_code == 0
+        assert report.downloaded == len({b.sha256 for b in world.expected().values()})
 
 
 async def test_adopts_stored_object_and_links_known_sha(world: World) -> None:
