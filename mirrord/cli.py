@@ -22,7 +22,8 @@ from mirrord import __version__
 from mirrord.app import App, configure_logging, open_app
 from mirrord.audit import rebuild_hash, verify
 from mirrord.errors import MirrordError, SettingsError
-from mirrord.pipeline import Job, Tuning, load_hashfile, prepare, run_sync
+from mirrord.jobs import Job
+from mirrord.pipeline import Tuning, load_hashfile, prepare, run_sync
 from mirrord.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, progress_for
 from mirrord.settings import Settings, from_env
 from mirrord.upstream import fetch_catalog

@@ -4,6 +4,10 @@ One failure never stops the others. Progress reaches the hash file after every
 ``batch_size`` bottles or ``checkpoint_seconds``, whichever comes first, and at the end,
 so a crash loses at most one batch plus the transfers in flight — and those are adopted
 by the next run's HEAD without downloading again.
+
+A ``stop`` event (SIGTERM, a Lambda deadline) ends the job early: no new transfer starts,
+those in flight get ``grace`` seconds to finish and are then cancelled (and aborted), and
+the final checkpoint still runs. The report then says ``stopped`` and how many remain.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from mirrord.errors import (
     UpstreamError,
 )
 from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
+from mirrord.jobs import Job
 from mirrord.models import HashEntry
 from mirrord.plan import Plan, Transfer, make_plan
 from mirrord.report import Failure, LogProgress, Progress, Report
@@ -33,14 +38,6 @@ from mirrord.transfer import Source, transfer
 
 log = structlog.get_logger("mirrord.pipeline")
 SAVE_ATTEMPTS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    job_id: str
-    date: str
-    platforms: tuple[str, ...] | None = None  # None: the configured default
-    formulae: tuple[str, ...] | None = None  # None: all
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +119,14 @@ def prepare(
     hf: HashFile,
     job: Job,
     default_platforms: Sequence[str] | None,
+    external: HashFile | None = None,
 ) -> tuple[tuple[str, ...], Plan]:
     """Pure: which targets, and what to fetch for them."""
     formulae = filter_formulae(catalog, job.formulae)
     targets = tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
     selection = select_bottles(formulae, targets)
-    return targets, make_plan(selection.bottles, hf, job.date, selection.no_bottle)
+    plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
+    return targets, plan
 
 
 def _entries(t: Transfer, date: str, size: int) -> dict[str, HashEntry]:
@@ -145,12 +144,16 @@ async def run_sync(
     hash_key: str,
     default_platforms: Sequence[str] | None = None,
     progress: Progress | None = None,
+    external: HashFile | None = None,
+    stop: asyncio.Event | None = None,
+    grace: float = 90.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Report:
     started = clock()
     progress = progress or LogProgress()
+    stop = stop or asyncio.Event()
     hf, etag = await load_hashfile(store, hash_key)
-    targets, plan = prepare(catalog, hf, job, default_platforms)
+    targets, plan = prepare(catalog, hf, job, default_platforms, external)
     log.info(
         "plan",
         job_id=job.job_id,
@@ -189,7 +192,7 @@ async def run_sync(
             batch_full.set()  # the writer below saves it; workers go on transferring
 
     async def worker() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 t = queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -218,23 +221,30 @@ async def run_sync(
                 # for the next flush; the final one raises.
                 log.warning("checkpoint_failed", error=str(exc))
 
+    async def stopper(workers: list[asyncio.Task[None]]) -> None:
+        await stop.wait()
+        log.warning("stopping", grace_s=grace, queued=queue.qsize())
+        _, pending = await asyncio.wait(workers, timeout=grace)
+        for w in pending:  # over the grace period: cancel, which aborts their uploads
+            w.cancel()
+
     writer = asyncio.create_task(checkpoint_writer())
+    workers = [asyncio.create_task(worker()) for _ in range(tuning.concurrency)]
+    watcher = asyncio.create_task(stopper(workers))
     try:
-        workers = [asyncio.create_task(worker()) for _ in range(tuning.concurrency)]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.wait(workers)
+        for w in workers:
+            if not w.cancelled() and w.exception() is not None:
+                raise w.exception()  # type: ignore[misc]  # a bug, not a bottle failure
     finally:
-        writer.cancel()
-        with suppress(asyncio.CancelledError):
-            await writer
+        for task in (watcher, writer, *workers):
+            task.cancel()
+        await asyncio.gather(watcher, writer, *workers, return_exceptions=True)
         progress.close()
         # Also on the way out of a failure: what is stored must be recorded.
         await checkpoints.flush()
 
+    finished = counts["downloaded"] + counts["adopted"] + len(failures)
     report = Report(
         job_id=job.job_id,
         date=job.date,
@@ -249,6 +259,9 @@ async def run_sync(
         no_bottle=plan.no_bottle,
         rejected=tuple({"name": r.name, "error": r.reason} for r in catalog.rejected),
         checkpoints=checkpoints.saves,
+        stopped=stop.is_set(),
+        remaining=len(plan.transfers) - finished,
+        estimated_bytes=job.estimated_bytes,
     )
     log.info(
         "sync_done",

@@ -53,8 +53,18 @@ def _size_hints(hf: HashFile) -> dict[tuple[str, str], int]:
     return {k: size for k, (_, size) in newest.items()}
 
 
-def make_plan(bottles: tuple[Bottle, ...], hf: HashFile, date: str, no_bottle: int = 0) -> Plan:
+def make_plan(
+    bottles: tuple[Bottle, ...],
+    hf: HashFile,
+    date: str,
+    no_bottle: int = 0,
+    *,
+    external: HashFile | None = None,
+) -> Plan:
+    """``external``: another mirror's hash file. Bottles it lists are skipped; they are
+    never linked, since their objects live in another bucket."""
     stored = hf.by_sha256()
+    elsewhere = {e.sha256 for e in external.bottles.values()} if external else set()
     hints = _size_hints(hf)
     links: dict[str, HashEntry] = {}
     skipped = 0
@@ -66,6 +76,8 @@ def make_plan(bottles: tuple[Bottle, ...], hf: HashFile, date: str, no_bottle: i
             skipped += 1
         elif bottle.sha256 in stored:
             links[bottle.hash_key] = stored[bottle.sha256]
+            skipped += 1
+        elif bottle.sha256 in elsewhere:
             skipped += 1
         elif bottle.sha256 in primaries:
             aliases[bottle.sha256].append(bottle)

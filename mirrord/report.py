@@ -37,10 +37,17 @@ class Report:
     no_bottle: int = 0
     rejected: tuple[dict[str, str], ...] = field(default_factory=tuple)  # formulae refused
     checkpoints: int = 0
+    stopped: bool = False  # ended early (SIGTERM, Lambda deadline); ``remaining`` not done
+    remaining: int = 0
+    estimated_bytes: int | None = None  # what the enqueuer expected to fetch
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.remaining
 
     @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return EXIT_OK if self.complete else EXIT_FAILED
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)

@@ -18,11 +18,13 @@ import pytest
 import pytest_asyncio
 
 from mirrord.emulator import (
+    INDEX_MEDIA_TYPE,
     Emulator,
     EmulatorCatalog,
     Fault,
     blob_bytes,
     catalog_from_entries,
+    image_index,
     synthetic_catalog,
 )
 
@@ -30,12 +32,19 @@ SIZE = 300_000  # > one 256 KiB write, so faults land mid-body
 ANON = {"Authorization": "Bearer QQ=="}
 
 
-def _entry(name: str, files: dict[str, str], rebuild: int = 0) -> dict[str, Any]:
+def _entry(
+    name: str,
+    files: dict[str, str],
+    rebuild: int = 0,
+    *,
+    version: str = "1.0",
+    revision: int = 0,
+) -> dict[str, Any]:
     return {
         "name": name,
         "full_name": name,
-        "versions": {"stable": "1.0", "head": None, "bottle": bool(files)},
-        "revision": 0,
+        "versions": {"stable": version, "head": None, "bottle": bool(files)},
+        "revision": revision,
         "bottle": {
             "stable": {
                 "rebuild": rebuild,
@@ -372,6 +381,7 @@ async def test_admin_endpoints_set_faults_report_and_reset(
     assert stats == {
         "total_bytes_sent": SIZE,
         "blobs": {sha: {"requests": 1, "bytes_sent": SIZE, "registry_requests": 1}},
+        "manifests": {},
     }
 
 
@@ -487,3 +497,210 @@ async def test_cli_prints_urls_serves_and_exits_on_sigterm(http: aiohttp.ClientS
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# --- OCI image indexes ----------------------------------------------------------------------
+
+INDEX_HEADERS = {**ANON, "Accept": INDEX_MEDIA_TYPE}
+INDEX_ENTRIES = [
+    _entry(
+        "jq",
+        {"arm64_tahoe": "1" * 64, "sonoma": "2" * 64, "x86_64_linux": "3" * 64},
+        version="1.7.1",
+        revision=1,
+    ),
+    _entry(
+        "openssl@3",
+        {"arm64_sequoia": "4" * 64, "arm64_sonoma": "4" * 64, "all": "5" * 64},
+        rebuild=1,
+        version="3.4.0",
+    ),
+    _entry("nobottle", {}),
+]
+
+
+@pytest_asyncio.fixture
+async def index_emu() -> AsyncIterator[Emulator]:
+    catalog = catalog_from_entries(INDEX_ENTRIES, seed=3, default_size=1000)
+    async with Emulator(catalog) as emulator:
+        yield emulator
+
+
+def _manifest_url(emu: Emulator, image: str, ref: str) -> str:
+    return f"{emu.registry_url}/v2/homebrew/core/{image}/manifests/{ref}"
+
+
+async def _index(
+    http: aiohttp.ClientSession, emu: Emulator, image: str, ref: str
+) -> dict[str, Any]:
+    async with http.get(_manifest_url(emu, image, ref), headers=INDEX_HEADERS) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == INDEX_MEDIA_TYPE
+        body = await resp.read()
+        assert resp.headers["Docker-Content-Digest"] == f"sha256:{hashlib.sha256(body).hexdigest()}"
+    index: dict[str, Any] = orjson.loads(body)
+    return index
+
+
+async def _manifest_status(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] = INDEX_HEADERS
+) -> int:
+    async with http.get(url, headers=headers) as resp:
+        if resp.status == 404:
+            assert (await resp.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        return resp.status
+
+
+@pytest.mark.asyncio
+async def test_index_served_at_pkg_version_and_rebuild_ref(
+    index_emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """The index lives at <stable>_<revision> and <version>-<rebuild>; other refs are 404."""
+    assert (await _index(http, index_emu, "jq", "1.7.1_1"))["schemaVersion"] == 2
+    index = await _index(http, index_emu, "openssl/3", "3.4.0-1")
+    assert index["annotations"] == {
+        "com.github.package.type": "homebrew_bottle",
+        "org.opencontainers.image.ref.name": "3.4.0-1",
+        "org.opencontainers.image.title": "openssl@3",
+        "org.opencontainers.image.version": "3.4.0",
+    }
+    for image, ref in [("jq", "1.7.1"), ("jq", "1.7.1_1-0"), ("openssl/3", "3.4.0"),
+                       ("openssl@3", "3.4.0-1"), ("nobottle", "1.0"), ("nope", "1.0")]:  # fmt: skip
+        assert await _manifest_status(http, _manifest_url(index_emu, image, ref)) == 404
+    async with http.head(_manifest_url(index_emu, "jq", "1.7.1_1"), headers=INDEX_HEADERS) as resp:
+        assert resp.status == 405
+
+
+@pytest.mark.asyncio
+async def test_index_describes_the_served_blobs(
+    index_emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """One manifest per tag in files order; digest and size annotations match the blobs."""
+    for i, (image, ref, rebuild) in enumerate(
+        [("jq", "1.7.1_1", ""), ("openssl/3", "3.4.0-1", ".1")]
+    ):
+        version = ref.split("-")[0]
+        files = index_emu.catalog.formulae[i]["bottle"]["stable"]["files"]
+        manifests = (await _index(http, index_emu, image, ref))["manifests"]
+        assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in manifests] == [
+            f"{version}.{tag}{rebuild}" for tag in files
+        ]
+        for manifest, (tag, file) in zip(manifests, files.items(), strict=True):
+            notes = manifest["annotations"]
+            assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", manifest["digest"])
+            assert notes["sh.brew.bottle.digest"] == file["sha256"]
+            data = await _download(http, _registry_url(index_emu, i, tag))
+            assert hashlib.sha256(data).hexdigest() == file["sha256"]
+            assert notes["sh.brew.bottle.size"] == str(len(data)) == "1000"
+            assert orjson.loads(notes["sh.brew.tab"])["built_as_bottle"] is True
+    jq = (await _index(http, index_emu, "jq", "1.7.1_1"))["manifests"]
+    assert [m["platform"] for m in jq] == [
+        {"architecture": "arm64", "os": "darwin", "os.version": "macOS 26"},
+        {"architecture": "amd64", "os": "darwin", "os.version": "macOS 14"},
+        {"architecture": "amd64", "os": "linux", "os.version": "Ubuntu 22.04"},
+    ]
+    assert len({m["digest"] for m in jq}) == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer QQ"}])
+async def test_manifest_anonymous_auth(
+    index_emu: Emulator, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    """Anonymous mode answers 401 to a manifest GET without Bearer QQ==."""
+    url = _manifest_url(index_emu, "jq", "1.7.1_1")
+    async with http.get(url, headers={**headers, "Accept": INDEX_MEDIA_TYPE}) as resp:
+        assert resp.status == 401
+        assert "WWW-Authenticate" not in resp.headers
+
+
+@pytest.mark.asyncio
+async def test_manifest_challenge_auth(http: aiohttp.ClientSession) -> None:
+    """Challenge mode: 401 with the image's scope, then its token fetches the index."""
+    catalog = catalog_from_entries(INDEX_ENTRIES, seed=3, default_size=1000)
+    async with Emulator(catalog, auth="challenge") as emu:
+        url = _manifest_url(emu, "openssl/3", "3.4.0-1")
+        async with http.get(url, headers=INDEX_HEADERS) as resp:
+            assert resp.status == 401
+            params = dict(re.findall(r'(\w+)="([^"]*)"', resp.headers["WWW-Authenticate"]))
+        assert params["scope"] == "repository:homebrew/core/openssl/3:pull"
+        async with http.get(params["realm"], params={"scope": params["scope"]}) as resp:
+            auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        assert await _manifest_status(http, url, {**auth, "Accept": INDEX_MEDIA_TYPE}) == 200
+        other = _manifest_url(emu, "jq", "1.7.1_1")
+        assert await _manifest_status(http, other, {**auth, "Accept": INDEX_MEDIA_TYPE}) == 401
+
+
+@pytest.mark.asyncio
+async def test_manifest_needs_the_index_accept_type(
+    index_emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """Like ghcr.io, an index is only handed to a client whose Accept names the index type."""
+    url = _manifest_url(index_emu, "jq", "1.7.1_1")
+    async with http.get(url, headers={**ANON, "Accept": "*/*"}) as resp:
+        assert resp.status == 404
+        assert "Accept header" in (await resp.json())["errors"][0]["message"]
+    accept = f"application/vnd.oci.image.manifest.v1+json, {INDEX_MEDIA_TYPE}; q=0.9"
+    assert await _manifest_status(http, url, {**ANON, "Accept": accept}) == 200
+
+
+@pytest.mark.asyncio
+async def test_hide_manifest_answers_404(index_emu: Emulator, http: aiohttp.ClientSession) -> None:
+    """hide_manifest makes that formula's index 404 and leaves the others and its blobs."""
+    index_emu.hide_manifest("openssl@3")
+    assert await _manifest_status(http, _manifest_url(index_emu, "openssl/3", "3.4.0-1")) == 404
+    assert await _manifest_status(http, _manifest_url(index_emu, "jq", "1.7.1_1")) == 200
+    await _download(http, _registry_url(index_emu, 1, "all"))
+
+
+@pytest.mark.asyncio
+async def test_manifest_faults_in_order_then_recover(
+    index_emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """status and throttle faults hit a formula's manifests in order, then it recovers."""
+    index_emu.set_manifest_faults("jq", [Fault("status"), Fault("throttle", seconds=2)])
+    url = _manifest_url(index_emu, "jq", "1.7.1_1")
+    seen = []
+    for _ in range(3):
+        async with http.get(url, headers=INDEX_HEADERS) as resp:
+            seen.append((resp.status, resp.headers.get("Retry-After")))
+    assert seen == [(503, None), (429, "2"), (200, None)]
+    assert await _manifest_status(http, _manifest_url(index_emu, "openssl/3", "3.4.0-1")) == 200
+    for bad in (Fault("cut"), Fault("status", origin="blob")):
+        with pytest.raises(ValueError, match="manifest"):
+            index_emu.set_manifest_faults("jq", [bad])
+
+
+@pytest.mark.asyncio
+async def test_manifest_requests_are_counted_per_formula(
+    index_emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """manifest_requests and the admin stats count every manifest GET, 401 and 404 included."""
+    jq = _manifest_url(index_emu, "jq", "1.7.1_1")
+    assert await _manifest_status(http, jq) == 200
+    assert await _manifest_status(http, jq, {}) == 401
+    assert await _manifest_status(http, _manifest_url(index_emu, "jq", "9")) == 404
+    assert await _manifest_status(http, _manifest_url(index_emu, "openssl/3", "3.4.0-1")) == 200
+    assert index_emu.manifest_requests("jq") == 3
+    assert index_emu.manifest_requests("openssl@3") == 1
+    assert index_emu.manifest_requests("nobottle") == 0
+    async with http.get(f"{index_emu.registry_url}/_emulator/stats") as resp:
+        assert (await resp.json())["manifests"] == {"jq": 3, "openssl@3": 1}
+    index_emu.reset_stats()
+    assert index_emu.manifest_requests("jq") == 0
+
+
+def test_image_index_none_without_bottle_or_when_malformed() -> None:
+    """Entries without a bottle or with a malformed shape have no index."""
+    good = _entry("x", {"sonoma": "6" * 64}, version="2.0", revision=2)
+    bad_rebuild = _entry("x", {"sonoma": "6" * 64}, rebuild=-1)
+    bad_version = {**_entry("x", {"sonoma": "6" * 64}), "versions": {"stable": None}}
+    bad_file = _entry("x", {"sonoma": "6" * 64})
+    bad_file["bottle"]["stable"]["files"]["arm64_tahoe"] = "not a dict"
+    entries: list[Any] = [good, bad_rebuild, bad_version, bad_file, _entry("y", {}), "junk"]
+    cat = catalog_from_entries(entries, size_of=lambda name, tag: 10)
+    found = image_index(cat.formulae[0], cat)
+    assert found is not None
+    assert found[0] == "2.0_2"
+    assert [image_index(entry, cat) for entry in cat.formulae[1:]] == [None] * 5

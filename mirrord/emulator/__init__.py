@@ -2,10 +2,12 @@
 benchmarks). Imports nothing from the rest of mirrord."""
 
 from mirrord.emulator.content import (
+    INDEX_MEDIA_TYPE,
     Blob,
     EmulatorCatalog,
     blob_bytes,
     catalog_from_entries,
+    image_index,
     image_name,
     sample_catalog,
     synthetic_catalog,
@@ -13,6 +15,7 @@ from mirrord.emulator.content import (
 from mirrord.emulator.server import BlobStats, Emulator, Fault, faults_from_json, parse_range
 
 __all__ = [
+    "INDEX_MEDIA_TYPE",
     "Blob",
     "BlobStats",
     "Emulator",
@@ -21,6 +24,7 @@ __all__ = [
     "blob_bytes",
     "catalog_from_entries",
     "faults_from_json",
+    "image_index",
     "image_name",
     "parse_range",
     "sample_catalog",

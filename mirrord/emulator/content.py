@@ -7,9 +7,11 @@ same bytes, digests and formula.json.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 import random
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -300,3 +302,139 @@ def sample_catalog(*, seed: int = 0) -> EmulatorCatalog:
         seed=seed,
         size_of=lambda name, tag: 20 * 2**20 if (name, tag) == SAMPLE_LARGE else 200_000,
     )
+
+
+# --- OCI image indexes, as `brew pr-upload` pushes them to ghcr.io --------------------------
+
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+_MANIFEST_SIZE = 2000  # the per-tag manifests are never served, so any plausible size does
+# Releases by number, as brew's MacOSVersion spells them in "os.version".
+_MACOS = {
+    "golden_gate": "27", "tahoe": "26", "sequoia": "15", "sonoma": "14", "ventura": "13",
+    "monterey": "12", "big_sur": "11", "catalina": "10.15", "mojave": "10.14",
+    "high_sierra": "10.13", "sierra": "10.12", "el_capitan": "10.11",
+}  # fmt: skip
+# brew's fallbacks when a tab does not say: OS::LINUX_CI_OS_VERSION, LINUX_GLIBC_CI_VERSION and
+# Hardware::CPU::INTEL_64BIT_OLDEST_CPU.
+_LINUX_OS_VERSION, _LINUX_GLIBC, _INTEL_CPU = "Ubuntu 22.04", "2.35", "core2"
+_INVALID_TAG_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
+_VALID_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+
+
+def _count(value: Any) -> int | None:
+    """A revision or rebuild: absent is 0; anything but a non-negative int is malformed."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _platform(tag: str) -> dict[str, str]:
+    """OCI platform of a bottle tag, as brew derives it from the bottle's tab.
+
+    `all` bottles are built on Homebrew's Apple Silicon CI, so their tab (and platform) says
+    arm64/darwin; which macOS built them is not knowable here, so "os.version" is left out,
+    as it is for codenames this table does not know.
+    """
+    arch = "arm64" if tag == "all" or tag.startswith("arm64_") else "amd64"
+    if tag.endswith("_linux"):
+        return {"architecture": arch, "os": "linux", "os.version": _LINUX_OS_VERSION}
+    platform = {"architecture": arch, "os": "darwin"}
+    release = _MACOS.get(tag.removeprefix("arm64_"))
+    if release is not None:
+        platform["os.version"] = f"macOS {release}"
+    return platform
+
+
+@functools.lru_cache(maxsize=256)
+def _tag_facts(tag: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(platform, annotations) that depend on the tag alone; cached, as catalogs repeat a
+    dozen tags tens of thousands of times."""
+    platform = _platform(tag)
+    linux = platform["os"] == "linux"
+    amd64 = platform["architecture"] == "amd64"
+    built_on = {"os": "Linux" if linux else "Macintosh"}
+    if "os.version" in platform:
+        built_on["os_version"] = platform["os.version"]
+    tab = {
+        "homebrew_version": "4.6.0",
+        "built_as_bottle": True,
+        "poured_from_bottle": False,
+        "arch": "x86_64" if amd64 else "arm64",
+        "built_on": built_on,
+    }
+    # brew drops blank annotations (compact_blank): cpu variant and glibc are Linux-only.
+    annotations = [("sh.brew.bottle.cpu.variant", _INTEL_CPU)] if linux and amd64 else []
+    if linux:
+        annotations.append(("sh.brew.bottle.glibc.version", _LINUX_GLIBC))
+    annotations.append(("sh.brew.tab", orjson.dumps(tab).decode()))
+    return tuple(platform.items()), tuple(annotations)
+
+
+def _descriptor(name: str, version: str, rebuild: int, tag: str, blob: Blob) -> dict[str, Any]:
+    ref_name = f"{version}.{tag}" + (f".{rebuild}" if rebuild else "")
+    platform, extra = _tag_facts(tag)
+    annotations = {
+        "org.opencontainers.image.ref.name": ref_name,
+        "sh.brew.bottle.digest": blob.sha256,
+        "sh.brew.bottle.size": str(blob.size),
+        **dict(extra),
+    }
+    # A stand-in for the digest of the per-tag manifest brew would have pushed: stable and
+    # distinct per (formula, tag, bottle), which is all a client can rely on.
+    material = f"{name}\0{ref_name}\0{blob.sha256}".encode("utf-8", "surrogatepass")
+    return {
+        "mediaType": _MANIFEST_MEDIA_TYPE,
+        "digest": f"sha256:{hashlib.sha256(material).hexdigest()}",
+        "size": _MANIFEST_SIZE,
+        "platform": dict(platform),
+        "annotations": annotations,
+    }
+
+
+def image_index(entry: Any, catalog: EmulatorCatalog) -> tuple[str, dict[str, Any]] | None:
+    """(ref, OCI image index) GHCR holds for this formula.json entry, or None if it has none.
+
+    ref is what brew puts in `…/<image>/manifests/<ref>`: pkg_version (stable, plus
+    `_<revision>` when revision > 0), plus `-<rebuild>` when rebuild > 0, with characters an
+    OCI tag cannot hold turned into "." as brew does. The index describes the catalog's
+    (rewritten) bottles, one manifest per tag in `files` order. An entry without a bottle or
+    of any malformed shape, including a file whose sha256 is not a catalog blob, has none.
+    """
+    files = _bottle_files(entry)
+    if not files:
+        return None
+    name, versions = entry.get("name"), entry.get("versions")
+    stable = versions.get("stable") if isinstance(versions, dict) else None
+    revision = _count(entry.get("revision"))
+    rebuild = _count(entry["bottle"]["stable"].get("rebuild"))
+    if not (isinstance(name, str) and name and isinstance(stable, str) and stable):
+        return None
+    if revision is None or rebuild is None:
+        return None
+    version = f"{stable}_{revision}" if revision else stable
+    version_rebuild = f"{version}-{rebuild}" if rebuild else version
+    manifests = []
+    for tag, file in files.items():
+        sha256 = file.get("sha256") if isinstance(file, dict) else None
+        blob = catalog.blobs.get(sha256) if isinstance(sha256, str) else None
+        if not isinstance(tag, str) or blob is None:
+            return None
+        manifests.append(_descriptor(name, version, rebuild, tag, blob))
+    ref = version_rebuild
+    if not _VALID_TAG.fullmatch(ref):
+        ref = _INVALID_TAG_CHARS.sub(".", ref)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": manifests,
+        "annotations": {
+            "com.github.package.type": "homebrew_bottle",
+            "org.opencontainers.image.ref.name": version_rebuild,
+            "org.opencontainers.image.title": name,
+            "org.opencontainers.image.version": version,
+        },
+    }
+    return ref, index

@@ -1,5 +1,8 @@
 """Offline formulae.brew.sh + ghcr.io + blob storage over real HTTP on loopback.
 
+The registry serves bottle blobs (as a redirect to storage) and each formula version's OCI
+image index, both behind GHCR's anonymous-token auth.
+
 Two servers, because GHCR redirects blob downloads to storage on another origin and a
 client must drop its Authorization header on the way there.
 """
@@ -13,15 +16,15 @@ import re
 import secrets
 import socket
 import time
-from collections import defaultdict
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 import orjson
 from aiohttp import web
 
-from mirrord.emulator.content import EmulatorCatalog
+from mirrord.emulator.content import INDEX_MEDIA_TYPE, EmulatorCatalog, image_index, image_name
 
 FaultKind = Literal[
     "status", "throttle", "cut", "corrupt", "trickle", "stall", "wrong_length",
@@ -30,7 +33,7 @@ FaultKind = Literal[
 Origin = Literal["registry", "blob"]
 
 _REGISTRY_ONLY = frozenset({"expire_token", "dead_redirect"})
-_EITHER = frozenset({"status", "throttle"})  # registry by default
+_EITHER = frozenset({"status", "throttle"})  # registry by default; the only manifest faults
 _FOREVER_BY_DEFAULT = frozenset({"corrupt", "trickle"})
 _DEFAULT = -1  # sentinel: "use the kind's default", resolved in __post_init__
 _CHUNK = 256 * 1024
@@ -127,6 +130,18 @@ def _oci_error(
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+def _manifest_unknown(message: str = "manifest unknown") -> web.Response:
+    return _oci_error(404, "MANIFEST_UNKNOWN", message)
+
+
+def _accepts_index(accept: str) -> bool:
+    """Whether an Accept header names the OCI index type. */* does not count: like
+    distribution-based registries, ghcr.io only hands out an index to a client that asks for
+    one, so a client that forgets the header must fail here too."""
+    types = (part.split(";")[0].strip().lower() for part in accept.split(","))
+    return INDEX_MEDIA_TYPE in types
+
+
 def _json(obj: Any) -> web.Response:
     return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
@@ -176,6 +191,12 @@ class Emulator:
         self._api_body = b""
         self._faults: dict[str, list[_Armed]] = {}
         self._stats: defaultdict[str, BlobStats] = defaultdict(BlobStats)
+        # Manifests are keyed by image (what the url names), reported by formula name.
+        self._indexes: dict[tuple[str, str], tuple[bytes, str]] = {}  # → (body, digest)
+        self._names: dict[str, str] = {}  # image → formula name
+        self._hidden: set[str] = set()
+        self._manifest_faults: dict[str, list[_Armed]] = {}
+        self._manifest_requests: Counter[str] = Counter()
         self._tokens: dict[str, str] = {}  # token → scope
         self._secret = secrets.token_bytes(16)
         self._runners: list[web.AppRunner] = []
@@ -195,6 +216,9 @@ class Emulator:
         registry.router.add_get("/token", self._token)
         registry.router.add_get(
             "/v2/homebrew/core/{image:.+}/blobs/sha256:{digest}", self._registry_blob
+        )
+        registry.router.add_get(
+            "/v2/homebrew/core/{image:.+}/manifests/{ref}", self._manifest, allow_head=False
         )
         registry.router.add_post("/_emulator/faults", self._admin_faults)
         registry.router.add_post("/_emulator/reset", self._admin_reset)
@@ -225,6 +249,25 @@ class Emulator:
                 b"{registry}", self.registry_url.encode()
             )
         )
+        self._index_manifests()
+
+    def _index_manifests(self) -> None:
+        # Encoded once: a client asks for the same few indexes over and over. Two names can
+        # share an image (foo+ and foox); the first in the catalog wins, as neither is real.
+        for entry in self.catalog.formulae:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str):
+                continue
+            image = image_name(name)
+            self._names.setdefault(image, name)
+            found = image_index(entry, self.catalog)
+            if found is None or (image, found[0]) in self._indexes:
+                continue
+            # Indented like the JSON.pretty_generate output brew pushes, so a client cannot
+            # come to rely on compact bodies.
+            body = orjson.dumps(found[1], option=orjson.OPT_INDENT_2)
+            digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+            self._indexes[(image, found[0])] = (body, digest)
 
     async def _serve(self, app: web.Application, port: int) -> int:
         # handler_cancellation: a stalled or trickling handler ends when its client leaves.
@@ -249,28 +292,44 @@ class Emulator:
         """Replace the faults of one digest; they are used up in list order."""
         self._faults[sha256] = [_Armed(f) for f in faults]
 
+    def set_manifest_faults(self, name: str, faults: list[Fault]) -> None:
+        """Replace the faults of one formula's image indexes (any ref), used in list order.
+
+        Only status and throttle at the registry make sense for a small JSON answer.
+        """
+        for fault in faults:
+            if fault.kind not in _EITHER or fault.origin != "registry":
+                raise ValueError(
+                    f"fault {fault.kind!r} at the {fault.origin} cannot hit a manifest"
+                )
+        self._manifest_faults[image_name(name)] = [_Armed(f) for f in faults]
+
+    def hide_manifest(self, name: str) -> None:
+        """Answer 404 for every index of this formula, as for one GHCR is missing."""
+        self._hidden.add(image_name(name))
+
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._manifest_faults.clear()
 
     def stats(self, sha256: str) -> BlobStats:
         """A snapshot of the counters for one digest."""
         current = self._stats.get(sha256)
         return BlobStats(**asdict(current)) if current is not None else BlobStats()
 
+    def manifest_requests(self, name: str) -> int:
+        """Manifest GETs for this formula's image, any ref and any answer (401 and 404 too)."""
+        return self._manifest_requests[image_name(name)]
+
     def reset_stats(self) -> None:
         self._stats.clear()
+        self._manifest_requests.clear()
 
     def total_bytes_sent(self) -> int:
         return sum(s.bytes_sent for s in self._stats.values())
 
     def _take(self, sha256: str, origin: Origin) -> Fault | None:
-        for armed in self._faults.get(sha256, ()):
-            if armed.fault.origin != origin or armed.remaining == 0:
-                continue
-            if armed.remaining is not None:
-                armed.remaining -= 1
-            return armed.fault
-        return None
+        return _take(self._faults.get(sha256, ()), origin)
 
     # --- registry origin -----------------------------------------------------------------
 
@@ -318,6 +377,28 @@ class Emulator:
         location = f"{base}/blobs/sha256:{digest}?se={expiry}&sig={self._sign(digest, expiry)}"
         return web.Response(status=307, headers={"Location": location})
 
+    async def _manifest(self, request: web.Request) -> web.Response:
+        image, ref = request.match_info["image"], request.match_info["ref"]
+        self._manifest_requests[image] += 1
+        scope = f"repository:homebrew/core/{image}:pull"
+        if not self._authorized(request, scope):
+            return self._unauthorized(scope)
+        fault = _take(self._manifest_faults.get(image, ()), "registry")
+        response = _fault_response(fault) if fault is not None else None
+        if response is not None:
+            return response
+        found = None if image in self._hidden else self._indexes.get((image, ref))
+        if found is None:
+            return _manifest_unknown()
+        if not _accepts_index(",".join(request.headers.getall("Accept", ()))):
+            return _manifest_unknown(
+                "OCI index found, but Accept header does not support OCI indexes"
+            )
+        body, digest = found
+        return web.Response(
+            body=body, content_type=INDEX_MEDIA_TYPE, headers={"Docker-Content-Digest": digest}
+        )
+
     def _sign(self, digest: str, expiry: int) -> str:
         mac = hmac.new(self._secret, f"{digest}:{expiry}".encode(), hashlib.sha256)
         return mac.hexdigest()[:32]
@@ -340,7 +421,12 @@ class Emulator:
 
     async def _admin_stats(self, request: web.Request) -> web.Response:
         blobs = {sha: asdict(s) for sha, s in self._stats.items()}
-        return _json({"total_bytes_sent": self.total_bytes_sent(), "blobs": blobs})
+        manifests = {
+            self._names.get(image, image): n for image, n in self._manifest_requests.items()
+        }
+        return _json(
+            {"total_bytes_sent": self.total_bytes_sent(), "blobs": blobs, "manifests": manifests}
+        )
 
     # --- blob origin ---------------------------------------------------------------------
 
@@ -390,6 +476,17 @@ class Emulator:
         if fault is not None and fault.kind in ("cut", "wrong_length") and request.transport:
             request.transport.close()  # flushes what was written, then EOF mid-body
         return resp
+
+
+def _take(armed_faults: Iterable[_Armed], origin: Origin) -> Fault | None:
+    """The first fault still armed for this origin, used up by one."""
+    for armed in armed_faults:
+        if armed.fault.origin != origin or armed.remaining == 0:
+            continue
+        if armed.remaining is not None:
+            armed.remaining -= 1
+        return armed.fault
+    return None
 
 
 def _fault_response(fault: Fault) -> web.Response | None:

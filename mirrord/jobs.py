@@ -1,0 +1,120 @@
+"""The job message (DESIGN.md §5): intent only, never a list of bottles. Pure.
+
+``{"v": 1, "job_id": "2026-11-22-weekly", "date": "2026-11-22",
+"platforms": ["arm64_tahoe"], "formulae": null, "reason": "schedule"}``
+
+Unknown fields are ignored, so a newer sender can add some; a bad body raises
+``JobError`` naming the field, and the daemon leaves such a message for the DLQ.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date as Date
+from typing import Any
+
+import orjson
+
+from mirrord.catalog import validate_targets
+from mirrord.errors import InputError, SettingsError
+from mirrord.models import MAX_NAME_LEN, NAME_RE
+
+VERSION = 1
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_BODY = 256 * 1024  # SQS's own cap
+
+
+class JobError(InputError):
+    """A job message that cannot be run as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    date: str
+    platforms: tuple[str, ...] | None = None  # None: the configured default
+    formulae: tuple[str, ...] | None = None  # None: all
+    reason: str = "manual"
+    estimated_bytes: int | None = None  # the enqueuer's estimate, for the report
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": VERSION,
+                "job_id": self.job_id,
+                "date": self.date,
+                "platforms": list(self.platforms) if self.platforms is not None else None,
+                "formulae": list(self.formulae) if self.formulae is not None else None,
+                "reason": self.reason,
+                "estimated_bytes": self.estimated_bytes,
+            }
+        )
+
+
+def _strings(data: dict[str, Any], field: str) -> list[str] | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise JobError(f"job.{field} must be null or a list of strings")
+    if not value:
+        raise JobError(f"job.{field} must not be empty (null means all)")
+    return value
+
+
+def parse_date(text: Any, field: str = "job.date") -> str:
+    if not isinstance(text, str) or len(text) != 10:
+        raise JobError(f"{field} must be a date YYYY-MM-DD")
+    try:
+        return Date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise JobError(f"{field} must be a date YYYY-MM-DD, got {text!r:.20}") from None
+
+
+def parse_job(raw: bytes | str) -> Job:
+    """An SQS body (or a Lambda event's JSON) → ``Job``; ``JobError`` names the field."""
+    if len(raw) > MAX_BODY:
+        raise JobError(f"job message of {len(raw)} bytes is over {MAX_BODY}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise JobError(f"job message is not JSON: {exc}") from None
+    return job_from_dict(data)
+
+
+def job_from_dict(data: Any) -> Job:
+    if not isinstance(data, dict):
+        raise JobError("job message must be a JSON object")
+    if data.get("v") != VERSION or isinstance(data.get("v"), bool):
+        raise JobError(f"job.v must be {VERSION}, got {data.get('v')!r:.20}")
+    job_id = data.get("job_id")
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+        raise JobError("job.job_id must be 1-128 characters of [A-Za-z0-9._:-]")
+    day = parse_date(data.get("date"))
+    platforms = _strings(data, "platforms")
+    if platforms is not None:
+        try:
+            platforms = list(validate_targets(platforms))
+        except SettingsError as exc:
+            raise JobError(str(exc).replace("MIRRORD_PLATFORMS", "job.platforms")) from None
+    formulae = _strings(data, "formulae")
+    for name in formulae or ():
+        if len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+            raise JobError(f"job.formulae: {name[:60]!r} is not a formula name")
+    reason = data.get("reason", "manual")
+    if not isinstance(reason, str) or len(reason) > 64:
+        raise JobError("job.reason must be a string of at most 64 characters")
+    estimate = data.get("estimated_bytes")
+    if estimate is not None and (
+        not isinstance(estimate, int) or isinstance(estimate, bool) or estimate < 0
+    ):
+        raise JobError("job.estimated_bytes must be null or a non-negative integer")
+    return Job(
+        job_id,
+        day,
+        tuple(platforms) if platforms is not None else None,
+        tuple(dict.fromkeys(formulae)) if formulae is not None else None,
+        reason,
+        estimate,
+    )

@@ -1,0 +1,678 @@
+"""Slack: job notifications through one incoming webhook.
+
+* The builders (``start_message`` … ``nothing_to_do_message``) are pure: facts in, a
+  :class:`Message` out — Block Kit blocks plus the plain-text ``text`` that Slack shows in
+  notifications. Everything that comes from outside (errors, keys, names) is escaped for
+  mrkdwn, so an error text cannot ping ``<!channel>`` or forge a link, and every text
+  object stays inside Slack's limits however many bottles failed.
+* :class:`Slack` posts a Message with a session it is handed (it owns none).
+* :func:`resolve_webhook` finds the URL: given directly, or in Secrets Manager.
+* :class:`SlackProgress` is a ``report.Progress`` that also posts progress while a job runs.
+
+Slack is a courtesy, never a dependency: every failure here is logged as a warning and
+swallowed (``asyncio.CancelledError`` excepted), so no sync fails because of Slack. The
+webhook URL is a secret: it appears in no log line, exception message or repr; logs name
+it only as ``"slack webhook"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mirrord.errors import InputError
+from mirrord.report import Failure, Progress, Report
+from mirrord.retry import parse_retry_after
+
+log = structlog.get_logger("mirrord.notify")
+
+TARGET = "slack webhook"  # how logs name the webhook: never its URL
+MAX_RETRY_AFTER = 5.0  # seconds we wait for a 429/5xx before the one retry
+DEFAULT_RETRY_DELAY = 1.0  # when a 429/5xx says nothing about when to come back
+LIST_MAX = 10  # failed bottles listed by name; the rest are counted
+
+# Block Kit limits (https://api.slack.com/reference/block-kit/blocks).
+_HEADER_MAX = 150
+_SECTION_MAX = 3000
+_FIELD_MAX = 2000
+_TEXT_MAX = 3000  # the fallback; Slack allows more, notifications show far less
+_ERROR_MAX = 1500  # a crash's error text inside the failure message
+_LINE_ERROR_MAX = 200  # one failed bottle's error
+_KEY_MAX = 200
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_SLACK_REASON = re.compile(r"[a-z_]{1,64}")  # Slack's error bodies: "no_service", …
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+# --- formatting (pure) ---------------------------------------------------------------
+
+
+def human_size(n: int) -> str:
+    """Bytes in decimal units, as people read them: ``1.2 GB``."""
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 999.95:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} PB"
+
+
+def human_duration(seconds: float) -> str:
+    """``4.2s``, ``45s``, ``3m 12s``, ``2h 5m``, ``1d 3h``."""
+    s = max(0.0, seconds)
+    if s < 9.95:
+        return f"{s:.1f}s"
+    total = round(s)
+    if total < 60:
+        return f"{total}s"
+    minutes, sec = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m {sec}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def estimate_line(estimated: int, actual: int) -> str:
+    """``estimate 1.2 GB vs actual 1.1 GB (-8.3 %)``: how far off the plan's guess was."""
+    line = f"estimate {human_size(estimated)} vs actual {human_size(actual)}"
+    if estimated > 0:
+        line += f" ({(actual - estimated) / estimated * 100:+.1f} %)"
+    return line
+
+
+def _esc(text: str, limit: int | None = None) -> str:
+    """Escape for Slack (``&``, ``<``, ``>``), cut to ``limit`` characters after escaping
+    without splitting an entity."""
+    escaped = "".join(_ESCAPES.get(ch, ch) for ch in text)
+    if limit is None or len(escaped) <= limit:
+        return escaped
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        piece = _ESCAPES.get(ch, ch)
+        if used + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out) + "…"
+
+
+def _code(text: str, limit: int = _KEY_MAX) -> str:
+    """Inline code: a backtick inside would end it early."""
+    inner = _esc(text.replace("`", "'"), limit)
+    return f"`{inner}`"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+# --- Block Kit (pure) ----------------------------------------------------------------
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": _clip(text, _HEADER_MAX), "emoji": True},
+    }
+
+
+def _section(mrkdwn: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(mrkdwn, _SECTION_MAX)}}
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A section of up to 10 labelled fields (label plain, value already mrkdwn)."""
+    return {
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": _clip(f"*{label}*\n{value}", _FIELD_MAX)}
+            for label, value in pairs[:10]
+        ],
+    }
+
+
+def _context(*mrkdwn: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": _clip(t, _SECTION_MAX)} for t in mrkdwn[:10]],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Slack message: ``text`` is the plain-text fallback (notifications, screen
+    readers); ``blocks`` the Block Kit layout."""
+
+    text: str
+    blocks: tuple[dict[str, Any], ...]
+
+    def payload(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": list(self.blocks)}
+
+
+def _s3_location(bucket: str, date: str) -> str:
+    return f"s3://{bucket}/{date}/"
+
+
+def start_message(
+    *,
+    job_id: str,
+    date: str,
+    bottles: int,
+    estimated_bytes: int | None,
+    route: str,
+    bucket: str,
+) -> Message:
+    """A job begins: what it will fetch, roughly how much, where it runs and writes."""
+    size = human_size(estimated_bytes) if estimated_bytes is not None else "unknown"
+    where = _s3_location(bucket, date)
+    text = (
+        f"mirrord sync started: job {job_id} for {date}, {_count(bottles, 'bottle')} "
+        f"(about {size}) via {route} into {where}"
+    )
+    blocks = (
+        _header(":arrow_down: mirrord sync started"),
+        _fields(
+            [
+                ("Job", _code(job_id)),
+                ("Date", _esc(date)),
+                ("Bottles to fetch", f"{bottles:,}"),
+                ("Estimated size", size),
+                ("Route", _esc(route)),
+                ("Destination", _code(where)),
+            ]
+        ),
+    )
+    return Message(_clip(_esc(text), _TEXT_MAX), blocks)
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = min(width, max(0, round(fraction * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def progress_message(
+    *, job_id: str, done: int, total: int, bytes_done: int, elapsed_s: float, failed: int
+) -> Message:
+    """Part-way through: bottles done of total, bytes, rate, ETA, failures so far."""
+    fraction = done / total if total else 1.0
+    pct = f"{fraction * 100:.0f} %"
+    rate = bytes_done / elapsed_s if elapsed_s > 0 else 0.0
+    eta = ""
+    if 0 < done < total and elapsed_s > 0:
+        eta = f"ETA {human_duration(elapsed_s / done * (total - done))}"
+    text = (
+        f"mirrord job {job_id}: {done:,}/{total:,} bottles ({pct}), "
+        f"{human_size(bytes_done)} in {human_duration(elapsed_s)}, {failed:,} failed"
+    )
+    facts = [
+        human_size(bytes_done),
+        f"{human_size(round(rate))}/s",
+        f"elapsed {human_duration(elapsed_s)}",
+        *([eta] if eta else []),
+        f"{failed:,} failed" if failed else "no failures",
+    ]
+    blocks = (
+        _section(
+            f"*Progress* of {_code(job_id)}\n`{_bar(fraction)}` {pct} · "
+            f"{done:,} / {total:,} bottles"
+        ),
+        _context(" · ".join(facts)),
+    )
+    return Message(_clip(_esc(text), _TEXT_MAX), blocks)
+
+
+def success_message(report: Report, *, bucket: str, estimated_bytes: int | None = None) -> Message:
+    """A job finished with every planned bottle in the bucket."""
+    new = report.downloaded + report.adopted
+    where = _s3_location(bucket, report.date)
+    size = human_size(report.bytes)
+    took = human_duration(report.duration_s)
+    text = (
+        f"mirrord sync finished: job {report.job_id} for {report.date}: "
+        f"{_count(new, 'new bottle')} ({size}) in {took} into {where}"
+    )
+    if estimated_bytes is not None:
+        text += f"; {estimate_line(estimated_bytes, report.bytes)}"
+    pairs = [
+        ("New bottles", f"{new:,} ({report.downloaded:,} downloaded, {report.adopted:,} adopted)"),
+        ("Already mirrored", f"{report.skipped:,}"),
+        ("Size", size),
+        ("Duration", took),
+        ("Location", _code(where)),
+        ("Date", _esc(report.date)),
+    ]
+    if report.platforms:
+        pairs.append(("Platforms", _esc(", ".join(report.platforms), 1000)))
+    if report.failed:
+        pairs.append(("Failed", f"{len(report.failed):,}"))
+    blocks: list[dict[str, Any]] = [
+        _header(":white_check_mark: mirrord sync finished"),
+        _fields(pairs),
+    ]
+    notes = [f"job {_code(report.job_id)}"]
+    if estimated_bytes is not None:
+        notes.append(estimate_line(estimated_bytes, report.bytes))
+    if report.no_bottle:
+        notes.append(f"{report.no_bottle:,} without a bottle for a target")
+    if report.rejected:
+        notes.append(f"{len(report.rejected):,} formulae rejected")
+    blocks.append(_context(" · ".join(notes)))
+    return Message(_clip(_esc(text), _TEXT_MAX), tuple(blocks))
+
+
+def _failure_list(failed: Sequence[Failure], budget: int) -> tuple[list[str], int]:
+    """At most ``LIST_MAX`` ``• `key` — error`` lines fitting in ``budget`` characters
+    (room kept for the "… and N more" line); returns the lines and how many are left."""
+    reserve = len(f"\n… and {len(failed):,} more")
+    lines: list[str] = []
+    used = 0
+    for f in failed[:LIST_MAX]:
+        line = f"• {_code(f.key)} — {_esc(f.error, _LINE_ERROR_MAX)}"
+        if used + len(line) + 1 + reserve > budget:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return lines, len(failed) - len(lines)
+
+
+def failure_message(
+    *, job_id: str, date: str, error: str | None, report: Report | None, logs_hint: str
+) -> Message:
+    """A job crashed (``error``) and/or finished with bottles that failed (``report``)."""
+    failed: tuple[Failure, ...] = report.failed if report is not None else ()
+    text_parts = [f"mirrord sync failed: job {job_id} for {date}"]
+    blocks: list[dict[str, Any]] = [_header(":x: mirrord sync failed")]
+    pairs = [("Job", _code(job_id)), ("Date", _esc(date))]
+    if report is not None:
+        new = report.downloaded + report.adopted
+        pairs += [
+            ("Failed", f"{len(failed):,} of {report.planned:,} planned"),
+            ("New bottles", f"{new:,} ({human_size(report.bytes)})"),
+            ("Duration", human_duration(report.duration_s)),
+        ]
+        text_parts.append(f"{len(failed):,} of {report.planned:,} bottles failed")
+    blocks.append(_fields(pairs))
+    if error is not None:
+        fenced = _esc(error.replace("```", "'''"), _ERROR_MAX)
+        blocks.append(_section(f"*Error*\n```{fenced}```"))
+        text_parts.append(f"error: {_clip(error, 300)}")
+    if failed:
+        title = f"*Failed bottles ({len(failed):,})*"
+        lines, more = _failure_list(failed, _SECTION_MAX - len(title) - 1)
+        body = "\n".join([title, *lines])
+        if more:
+            body += f"\n… and {more:,} more"
+        blocks.append(_section(body))
+        keys = [f.key for f in failed[:LIST_MAX]]
+        listed = ", ".join(_clip(k, _KEY_MAX) for k in keys)
+        if len(failed) > len(keys):
+            listed += f" … and {len(failed) - len(keys):,} more"
+        text_parts.append(f"failed: {listed}")
+    blocks.append(_context(f"Logs: {_esc(logs_hint, 1000)}"))
+    text_parts.append(f"logs: {logs_hint}")
+    return Message(_esc("; ".join(text_parts), _TEXT_MAX), tuple(blocks))
+
+
+def nothing_to_do_message(*, date: str, platforms: Sequence[str], skipped: int) -> Message:
+    """The plan is empty: every bottle the targets need is already in the bucket."""
+    targets = ", ".join(platforms) if platforms else "the configured platforms"
+    text = (
+        f"mirrord: nothing to do for {date}: all {_count(skipped, 'bottle')} "
+        f"for {targets} already mirrored"
+    )
+    blocks = (
+        _header(":zzz: mirrord: nothing to do"),
+        _section(
+            f"All {_count(skipped, 'bottle')} for {_esc(targets, 2000)} are already in the "
+            f"mirror; nothing was downloaded for {_esc(date)}."
+        ),
+    )
+    return Message(_esc(text, _TEXT_MAX), blocks)
+
+
+# --- the webhook (I/O) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    ok: bool
+    status: int | None = None
+    error: str = ""  # kind: "http_status", "timeout", "connection", an exception's type
+    reason: str | None = None  # Slack's own error word, e.g. "no_service"
+    retry_after: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is not None and (self.status == 429 or self.status >= 500)
+
+
+class Slack:
+    """Sends Messages to one webhook; owns no session (passed in)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        webhook_url: str | None,
+        *,
+        timeout: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._url = webhook_url
+        self._timeout = timeout
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"Slack(enabled={self.enabled}, timeout={self._timeout})"
+
+    @property
+    def enabled(self) -> bool:
+        return self._url is not None
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    @property
+    def max_send_s(self) -> float:
+        """The longest one ``send()`` can take: two attempts and the wait between."""
+        return 2 * self._timeout + MAX_RETRY_AFTER
+
+    async def send(self, message: Message) -> bool:
+        """Post ``message``; True on 2xx. Never raises (but for cancellation): a failure
+        is one ``slack_failed`` warning. One retry on 429/5xx, after ``Retry-After``
+        (at most 5 s)."""
+        if self._url is None:
+            return False
+        body = orjson.dumps(message.payload())
+        outcome = await self._attempt(self._url, body)
+        attempts = 1
+        if outcome.retryable:
+            delay = outcome.retry_after if outcome.retry_after is not None else DEFAULT_RETRY_DELAY
+            delay = min(max(delay, 0.0), MAX_RETRY_AFTER)
+            log.debug("slack_retry", target=TARGET, status=outcome.status, delay_s=delay)
+            await self._sleep(delay)
+            outcome = await self._attempt(self._url, body)
+            attempts = 2
+        if outcome.ok:
+            return True
+        log.warning(
+            "slack_failed",
+            target=TARGET,
+            status=outcome.status,
+            error=outcome.error,
+            reason=outcome.reason,
+            attempts=attempts,
+        )
+        return False
+
+    async def _attempt(self, url: str, body: bytes) -> _Outcome:
+        # Exceptions are reduced to their kind: aiohttp's messages carry the URL.
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                allow_redirects=False,  # a webhook never redirects; never re-send elsewhere
+            ) as resp:
+                answer = await resp.content.read(256)
+                if 200 <= resp.status < 300:
+                    return _Outcome(ok=True, status=resp.status)
+                word = answer.decode("utf-8", "replace").strip()
+                return _Outcome(
+                    ok=False,
+                    status=resp.status,
+                    error="http_status",
+                    reason=word if _SLACK_REASON.fullmatch(word) else None,
+                    retry_after=parse_retry_after(resp.headers.get("Retry-After"), time.time()),
+                )
+        except TimeoutError:
+            return _Outcome(ok=False, error="timeout")
+        except aiohttp.ClientConnectionError:
+            return _Outcome(ok=False, error="connection")
+        except Exception as exc:  # a bad URL, a broken session: still never the caller's problem
+            return _Outcome(ok=False, error=type(exc).__name__)
+
+
+# --- where the URL comes from --------------------------------------------------------
+
+
+def check_webhook_url(url: str) -> str:
+    """``url`` if it is an https:// URL (http:// only on loopback, for local runs);
+    else ``InputError`` — whose message never contains the URL."""
+    url = url.strip()
+    if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise InputError("slack webhook is empty or contains whitespace")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        raise InputError("slack webhook is not a valid URL") from None
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and host in _LOCAL_HOSTS:
+        return url
+    if parts.scheme == "http":
+        raise InputError("slack webhook must be https:// (http:// only for localhost)")
+    raise InputError("slack webhook is not an https:// URL")
+
+
+def webhook_from_secret(value: str) -> str:
+    """The webhook in a secret: the URL itself, or JSON ``{"webhook_url": …}`` (or
+    ``{"url": …}``). ``InputError`` otherwise, never quoting the value."""
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise InputError("slack secret looks like JSON but does not parse") from None
+        found = (doc.get("webhook_url") or doc.get("url")) if isinstance(doc, dict) else None
+        if not isinstance(found, str):
+            raise InputError('slack secret JSON has no "webhook_url" or "url" string')
+        text = found
+    return check_webhook_url(text)
+
+
+async def resolve_webhook(
+    secrets_client: Any | None, *, secret_id: str | None, direct_url: str | None
+) -> str | None:
+    """The webhook URL, or None (notifications off; the sync goes on).
+
+    ``direct_url`` wins; else ``secret_id`` is read with GetSecretValue through the
+    aiobotocore secretsmanager client. Any problem is one ``slack_secret_unusable``
+    warning that names the secret id, never its value."""
+    if direct_url:
+        try:
+            return check_webhook_url(direct_url)
+        except InputError as exc:
+            log.warning("slack_secret_unusable", source="direct", reason=str(exc))
+            return None
+    if not secret_id:
+        return None
+    if secrets_client is None:
+        log.warning(
+            "slack_secret_unusable",
+            source="secretsmanager",
+            secret_id=secret_id,
+            reason="no secretsmanager client",
+        )
+        return None
+    try:
+        answer = await secrets_client.get_secret_value(SecretId=secret_id)
+    except (ClientError, BotoCoreError) as exc:
+        code = (
+            str(exc.response.get("Error", {}).get("Code", ""))
+            if isinstance(exc, ClientError)
+            else type(exc).__name__
+        )
+        log.warning(
+            "slack_secret_unusable",
+            source="secretsmanager",
+            secret_id=secret_id,
+            reason="GetSecretValue failed",
+            code=code,
+        )
+        return None
+    value = answer.get("SecretString")
+    try:
+        if not isinstance(value, str):
+            raise InputError("slack secret has no SecretString")
+        return webhook_from_secret(value)
+    except InputError as exc:
+        log.warning(
+            "slack_secret_unusable", source="secretsmanager", secret_id=secret_id, reason=str(exc)
+        )
+        return None
+
+
+# --- progress ------------------------------------------------------------------------
+
+
+class SlackProgress:
+    """A report.Progress (start/add_bytes/done/close) that posts progress every 10 % of bottles
+    or every 15 minutes, whichever first, and forwards every call to an inner Progress.
+
+    Sends run as one background task (a worker is never blocked). While a send is in
+    flight, only the newest progress waits behind it: stale news is dropped, not queued.
+    Nothing is posted at 100 % (``success_message`` covers the end). ``close()`` is sync
+    as the Protocol wants; await ``aclose()`` afterwards to let the last send finish.
+    """
+
+    def __init__(
+        self,
+        slack: Slack,
+        inner: Progress,
+        *,
+        job_id: str,
+        every_fraction: float = 0.10,
+        every_seconds: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < every_fraction <= 1:
+            raise ValueError("every_fraction must be in (0, 1]")
+        self._slack = slack
+        self._inner = inner
+        self._job_id = job_id
+        self._fraction = every_fraction
+        self._every = every_seconds
+        self._clock = clock
+        self._total = self._done = self._failed = self._bytes = 0
+        self._started = self._last_post = clock()
+        self._step_posted = 0  # how many every_fraction steps have been posted
+        self._queued: Message | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # Progress protocol -------------------------------------------------------------
+
+    def start(self, total: int) -> None:
+        self._inner.start(total)
+        self._total = total
+        self._done = self._failed = self._bytes = 0
+        self._started = self._last_post = self._clock()
+        self._step_posted = 0
+
+    def add_bytes(self, n: int) -> None:
+        self._inner.add_bytes(n)
+        self._bytes += n
+        # A huge bottle can take longer than the interval: the clock is checked here too.
+        if self._slack.enabled and self._clock() - self._last_post >= self._every:
+            self._maybe_post()
+
+    def done(self, ok: bool) -> None:
+        self._inner.done(ok)
+        self._done += 1
+        self._failed += not ok
+        if self._slack.enabled:
+            self._maybe_post()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._inner.close()
+
+    async def aclose(self, *, wait_s: float | None = None) -> None:
+        """``close()`` if not yet done, then wait for the outstanding send — at most
+        ``wait_s`` (default: the longest one Slack send can take), then abandon it."""
+        self.close()
+        await self.flush(wait_s=wait_s)
+
+    async def flush(self, *, wait_s: float | None = None) -> None:
+        """Wait for outstanding sends, bounded as in ``aclose()``."""
+        task = self._task
+        if task is None or task.done():
+            return
+        bound = self._slack.max_send_s if wait_s is None else wait_s
+        finished, _ = await asyncio.wait({task}, timeout=bound)
+        if not finished:
+            task.cancel()
+            await asyncio.wait({task})
+            log.warning("slack_progress_abandoned", target=TARGET, waited_s=bound)
+
+    # internals ---------------------------------------------------------------------
+
+    def _step(self, done: int) -> int:
+        """How many whole every_fraction steps ``done`` bottles make (float-safe)."""
+        return math.floor(round(done / (self._total * self._fraction), 9))
+
+    def _maybe_post(self) -> None:
+        if self._closed or self._total <= 0 or self._done >= self._total:
+            return
+        now = self._clock()
+        step = self._step(self._done)
+        if step <= self._step_posted and now - self._last_post < self._every:
+            return
+        self._step_posted = max(step, self._step_posted)
+        self._last_post = now
+        self._post(
+            progress_message(
+                job_id=self._job_id,
+                done=self._done,
+                total=self._total,
+                bytes_done=self._bytes,
+                elapsed_s=now - self._started,
+                failed=self._failed,
+            )
+        )
+
+    def _post(self, message: Message) -> None:
+        self._queued = message
+        if self._task is not None and not self._task.done():
+            return  # the running drain picks it up
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop: no one could await a send
+            self._queued = None
+            log.debug("slack_progress_skipped", reason="no running event loop")
+            return
+        self._task = loop.create_task(self._drain(), name="mirrord-slack-progress")
+
+    async def _drain(self) -> None:
+        while self._queued is not None:
+            message, self._queued = self._queued, None
+            await self._slack.send(message)
