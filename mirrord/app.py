@@ -6,9 +6,11 @@ arguments, so tests hand in clients pointed at the moto server and the emulator.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,10 +23,19 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from mirrord import __version__
+from mirrord.errors import InputError, MirrordError
+from mirrord.hashfile import HashFile, parse, utc_now
+from mirrord.jobs import Job
+from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
+from mirrord.pipeline import Tuning, run_sync
+from mirrord.queue import JobQueue
+from mirrord.report import LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
-from mirrord.upstream import Registry
+from mirrord.upstream import Registry, fetch_bytes, fetch_catalog
+
+log = structlog.get_logger("mirrord.app")
 
 
 def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> None:
@@ -53,6 +64,10 @@ class App:
     registry: Registry
     store: S3Store
     backoff: Backoff
+    s3: Any  # the aiobotocore clients, for the few calls outside the adapters' scope
+    slack: Slack
+    queue: JobQueue | None  # when MIRRORD_QUEUE_URL is set
+    lambda_client: Any
 
 
 def s3_config(settings: Settings) -> AioConfig:
@@ -78,18 +93,136 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
         total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
     backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311 - jitter, not secrets
+    session = get_session()
     async with (
         aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
             headers={"User-Agent": f"mirrord/{__version__}"},
         ) as http,
-        get_session().create_client("s3", config=s3_config(settings), **s3_kwargs) as s3,
+        session.create_client("s3", config=s3_config(settings), **s3_kwargs) as s3,
+        session.create_client("sqs", config=_plain_config(settings)) as sqs,
+        session.create_client("secretsmanager", config=_plain_config(settings)) as secrets,
+        session.create_client("lambda", config=_plain_config(settings)) as lambda_client,
     ):
+        webhook = await resolve_webhook(
+            secrets, secret_id=settings.slack_secret_id, direct_url=settings.slack_webhook_url
+        )
         yield App(
             settings=settings,
             http=http,
             registry=Registry(http, backoff),
             store=S3Store(s3, settings.bucket),
             backoff=backoff,
+            s3=s3,
+            slack=Slack(http, webhook),
+            queue=JobQueue(sqs, settings.queue_url) if settings.queue_url else None,
+            lambda_client=lambda_client,
         )
+
+
+def _plain_config(settings: Settings) -> AioConfig:
+    return AioConfig(
+        connect_timeout=settings.connect_timeout,
+        # SQS long polls hold a request for 20 s: the read timeout must outlast them.
+        read_timeout=max(settings.read_timeout, 30.0),
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        user_agent_extra=f"mirrord/{__version__}",
+    )
+
+
+# --- one job, as every entry point runs it -------------------------------------------
+
+EXTERNAL_HASH_LIMIT = 64 * 2**20
+
+
+async def load_external(app: App) -> HashFile | None:
+    """``MIRRORD_EXTERNAL_HASH_URL`` (s3:// or https://): another mirror's hash file,
+    whose bottles are skipped. Unusable → a warning, and the sync goes on without it."""
+    url = app.settings.external_hash_url
+    if not url:
+        return None
+    try:
+        if url.startswith("s3://"):
+            bucket, _, key = url.removeprefix("s3://").partition("/")
+            found = await S3Store(app.s3, bucket).get(key)
+            if found is None:
+                raise InputError("no such object")
+            raw = found[0]
+            if len(raw) > EXTERNAL_HASH_LIMIT:
+                raise InputError(f"over the {EXTERNAL_HASH_LIMIT}-byte cap")
+        elif url.startswith("https://") or (
+            url.startswith("http://") and app.settings.external_hash_allow_http
+        ):
+            raw = await fetch_bytes(app.http, url, app.backoff, limit=EXTERNAL_HASH_LIMIT)
+        else:
+            raise InputError("plain http:// is refused (MIRRORD_EXTERNAL_HASH_ALLOW_HTTP)")
+        external = parse(raw, source=url)
+    except MirrordError as exc:
+        log.warning("external_hash_unusable", url=url, error=str(exc))
+        return None
+    log.info("external_hash_loaded", url=url, entries=len(external.bottles))
+    return external
+
+
+async def run_job(
+    app: App,
+    job: Job,
+    *,
+    route: str,
+    stop: asyncio.Event | None = None,
+    grace: float | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Catalog → sync → status.json, metrics and Slack: the same for the CLI, the daemon
+    and the sync Lambda. A job that dies early is reported to Slack and re-raised."""
+    s = app.settings
+    slack_progress = SlackProgress(app.slack, progress or LogProgress(), job_id=job.job_id)
+    try:
+        catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+        report = await run_sync(
+            job,
+            catalog,
+            app.store,
+            app.registry,
+            Tuning(s.concurrency, s.part_size, s.batch_size, s.checkpoint_seconds),
+            hash_key=s.hash_key,
+            default_platforms=s.platforms,
+            progress=slack_progress,
+            external=await load_external(app),
+            stop=stop,
+            grace=s.stop_grace if grace is None else grace,
+        )
+    except MirrordError as exc:
+        await slack_progress.aclose()
+        await app.slack.send(
+            failure_message(
+                job_id=job.job_id, date=job.date, error=str(exc), report=None, logs_hint=s.logs_hint
+            )
+        )
+        raise
+    await slack_progress.aclose()
+    log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
+    if report.complete:
+        await app.store.put(
+            s.status_key,
+            orjson.dumps(
+                {
+                    "last_success": utc_now(),
+                    **{
+                        k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")
+                    },
+                }
+            ),
+            content_type="application/json",
+        )
+        await app.slack.send(
+            success_message(report, bucket=s.bucket, estimated_bytes=job.estimated_bytes)
+        )
+    elif report.failed:
+        await app.slack.send(
+            failure_message(
+                job_id=job.job_id, date=job.date, error=None, report=report, logs_hint=s.logs_hint
+            )
+        )
+    return report

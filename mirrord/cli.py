@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -19,11 +21,13 @@ import orjson
 import structlog
 
 from mirrord import __version__
-from mirrord.app import App, configure_logging, open_app
+from mirrord.app import App, configure_logging, load_external, open_app, run_job
 from mirrord.audit import rebuild_hash, verify
+from mirrord.daemon import Daemon, default_owner, health_ok
 from mirrord.errors import MirrordError, SettingsError
 from mirrord.jobs import Job
-from mirrord.pipeline import Tuning, load_hashfile, prepare, run_sync
+from mirrord.lambdas.enqueue import enqueue, lambda_invoker
+from mirrord.pipeline import load_hashfile, prepare
 from mirrord.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, progress_for
 from mirrord.settings import Settings, from_env
 from mirrord.upstream import fetch_catalog
@@ -80,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     rebuild = sub.add_parser("rebuild-hash", help="rewrite the hash file from object metadata")
     common(rebuild)
+
+    daemon = sub.add_parser("daemon", help="serve jobs from MIRRORD_QUEUE_URL until SIGTERM")
+    common(daemon)
+    daemon.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
+
+    enqueue = sub.add_parser("enqueue", help="plan, estimate and send a job (as the cron Lambda)")
+    common(enqueue)
+    job_flags(enqueue)
+    enqueue.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
+
+    health = sub.add_parser("health", help="exit 0 when the daemon's heartbeat file is fresh")
+    common(health)
+    health.add_argument(
+        "--max-age", type=float, default=None, help="seconds (default: 3 heartbeats)"
+    )
     return parser
 
 
@@ -92,6 +111,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         "MIRRORD_CONCURRENCY": getattr(args, "concurrency", None),
         "MIRRORD_PART_SIZE": getattr(args, "part_size", None),
         "MIRRORD_BATCH_SIZE": getattr(args, "batch_size", None),
+        "MIRRORD_QUEUE_URL": getattr(args, "queue_url", None),
     }
     return from_env(env, flags)
 
@@ -117,18 +137,12 @@ def _emit(args: argparse.Namespace, body: dict[str, Any], human: str) -> None:
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
     s = app.settings
     job = _job(args, s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish in-flight, checkpoint, exit 1
+        loop.add_signal_handler(sig, stop.set)
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
-        catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
-        report = await run_sync(
-            job,
-            catalog,
-            app.store,
-            app.registry,
-            Tuning(s.concurrency, s.part_size, s.batch_size, s.checkpoint_seconds),
-            hash_key=s.hash_key,
-            default_platforms=s.platforms,
-            progress=progress_for(sys.stderr),
-        )
+        report = await run_job(app, job, route="cli", stop=stop, progress=progress_for(sys.stderr))
     failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
     _emit(
         args,
@@ -146,7 +160,7 @@ async def cmd_plan(args: argparse.Namespace, app: App) -> int:
     job = _job(args, s)
     catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
     hf, _ = await load_hashfile(app.store, s.hash_key)
-    targets, plan = prepare(catalog, hf, job, s.platforms)
+    targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app))
     body = {
         "date": plan.date,
         "platforms": list(targets),
@@ -217,7 +231,34 @@ async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"sync": cmd_sync, "plan": cmd_plan, "verify": cmd_verify, "rebuild-hash": cmd_rebuild}
+async def cmd_daemon(args: argparse.Namespace, app: App) -> int:
+    if app.queue is None:
+        raise SettingsError("MIRRORD_QUEUE_URL: required by the daemon")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Daemon(app, app.queue, stop=stop, owner=default_owner()).serve()
+    return EXIT_OK  # also after SIGTERM: the job was handed back cleanly
+
+
+async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
+    job = replace(
+        _job(args, app.settings), job_id=f"{_job(args, app.settings).date}-manual", reason="manual"
+    )
+    result = await enqueue(app, job, lambda_invoker(app))
+    _emit(args, result, f"{result['job_id']}: {result['bottles']} bottles → {result['route']}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "sync": cmd_sync,
+    "plan": cmd_plan,
+    "verify": cmd_verify,
+    "rebuild-hash": cmd_rebuild,
+    "daemon": cmd_daemon,
+    "enqueue": cmd_enqueue,
+}
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -241,6 +282,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SettingsError as exc:
         print(f"mirrord: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "health":  # the ECS health check: no clients, no network
+        max_age = args.max_age if args.max_age is not None else settings.heartbeat_seconds * 3
+        return EXIT_OK if health_ok(settings.health_file, max_age) else EXIT_FAILED
     configure_logging(settings.log_level)
     try:
         return _event_loop_run(_run(args, settings))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from mirrord.hashfile import HashFile
 from mirrord.models import Bottle, HashEntry
@@ -91,3 +93,65 @@ def make_plan(
     # Largest first, so the long transfers do not start last and stretch the run.
     transfers.sort(key=lambda t: t.size_hint, reverse=True)
     return Plan(date, tuple(transfers), links, skipped, no_bottle)
+
+
+# --- size estimate (the enqueuer's routing decision) -----------------------------------
+
+_OCI_TAG_INVALID = re.compile(r"[^A-Za-z0-9._-]")
+_BLOB_SUFFIX = re.compile(r"/blobs/sha256:[0-9a-f]{64}$")
+
+
+def index_url(bottle: Bottle) -> str | None:
+    """Where the registry keeps the OCI image index describing ``bottle``:
+    ``…/<image>/manifests/<pkg_version>[-<rebuild>]`` (characters an OCI tag may not hold
+    become '.', as brew writes them). None for a catalog url that is not a registry blob."""
+    if not _BLOB_SUFFIX.search(bottle.url):
+        return None
+    ref = bottle.pkg_version + (f"-{bottle.rebuild}" if bottle.rebuild else "")
+    return _BLOB_SUFFIX.sub(f"/manifests/{_OCI_TAG_INVALID.sub('.', ref)}", bottle.url)
+
+
+def sizes_from_index(index: Mapping[str, Any]) -> dict[str, int]:
+    """sha256 → bytes, from the ``sh.brew.bottle.digest``/``.size`` annotations."""
+    sizes: dict[str, int] = {}
+    manifests = index.get("manifests")
+    for manifest in manifests if isinstance(manifests, list) else ():
+        notes = manifest.get("annotations") if isinstance(manifest, dict) else None
+        if not isinstance(notes, dict):
+            continue
+        digest, size = notes.get("sh.brew.bottle.digest"), notes.get("sh.brew.bottle.size")
+        if isinstance(digest, str) and isinstance(size, str) and size.isdigit():
+            sizes[digest.removeprefix("sha256:")] = int(size)
+    return sizes
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    bytes: int
+    from_index: int  # bottles sized by their image index
+    from_history: int  # …by the previous version in the hash file
+    unknown: int  # neither: counted as 0 bytes
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "bytes": self.bytes,
+            "from_index": self.from_index,
+            "from_history": self.from_history,
+            "unknown": self.unknown,
+        }
+
+
+def estimate(plan: Plan, index_sizes: Mapping[str, int]) -> Estimate:
+    """Bytes the plan will fetch: image-index sizes first, the previous version's size
+    of the same formula/tag where the index is missing."""
+    total = by_index = by_history = unknown = 0
+    for t in plan.transfers:
+        if t.bottle.sha256 in index_sizes:
+            total += index_sizes[t.bottle.sha256]
+            by_index += 1
+        elif t.size_hint:
+            total += t.size_hint
+            by_history += 1
+        else:
+            unknown += 1
+    return Estimate(total, by_index, by_history, unknown)

@@ -139,3 +139,33 @@ class BarProgress:
 
 def progress_for(stream: TextIO) -> Progress:
     return BarProgress(stream) if stream.isatty() else LogProgress()
+
+
+def emf(report: Report, *, route: str, now_ms: int, namespace: str = "mirrord") -> dict[str, Any]:
+    """One CloudWatch Embedded Metric Format record for a finished job: logged as a JSON
+    line, CloudWatch Logs turns it into metrics (no PutMetricData call, no extra IAM)."""
+    values: dict[str, tuple[float, str]] = {
+        "BottlesDownloaded": (report.downloaded, "Count"),
+        "BottlesAdopted": (report.adopted, "Count"),
+        "BottlesFailed": (len(report.failed), "Count"),
+        "BottlesRemaining": (report.remaining, "Count"),
+        "BytesDownloaded": (report.bytes, "Bytes"),
+        "DurationSeconds": (round(report.duration_s, 3), "Seconds"),
+    }
+    if report.estimated_bytes:
+        error = (report.bytes - report.estimated_bytes) / report.estimated_bytes * 100
+        values["EstimateErrorPercent"] = (round(error, 2), "Percent")
+    return {
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [["Route"]],
+                    "Metrics": [{"Name": k, "Unit": unit} for k, (_, unit) in values.items()],
+                }
+            ],
+        },
+        "Route": route,
+        **{k: v for k, (v, _) in values.items()},
+    }

@@ -99,6 +99,15 @@ class S3Store:
             raise _error(exc, "PutObject", key) from exc
         return str(r.get("ETag", ""))
 
+    async def put(self, key: str, body: bytes, *, content_type: str) -> None:
+        """Unconditional write, for small documents only mirrord writes (status.json)."""
+        try:
+            await self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "PutObject", key) from exc
+
     async def put_verified(
         self, key: str, body: io.BytesIO, sha256_hex: str, metadata: Mapping[str, str]
     ) -> None:

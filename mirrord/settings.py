@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mirrord.catalog import validate_targets
@@ -87,6 +87,20 @@ class Settings:
     read_timeout: float = 60.0  # longest silence between two reads of a body
     max_attempts: int = 5
     log_level: str = "info"
+    # The control plane (daemon, Lambdas, notifications).
+    queue_url: str | None = None
+    size_threshold_gb: float = 20.0
+    sync_function: str | None = None  # the sync Lambda the enqueuer invokes
+    lambda_margin_seconds: float = 120.0
+    stop_grace: float = 90.0
+    heartbeat_seconds: float = 60.0
+    health_file: str = "/tmp/mirrord-healthy"  # noqa: S108 - ECS checks it inside the task
+    status_key: str = "status.json"
+    external_hash_url: str | None = None
+    external_hash_allow_http: bool = False
+    slack_secret_id: str | None = None
+    slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
+    logs_hint: str = "the mirrord logs (CloudWatch)"
 
 
 # variable → (field, parser). Parsers take (text, variable name).
@@ -106,6 +120,22 @@ ENV: dict[str, tuple[str, Any]] = {
         "log_level",
         lambda t, n: _choice(t, n, ("debug", "info", "warning", "error")),
     ),
+    "MIRRORD_QUEUE_URL": ("queue_url", lambda t, n: _url(t, n)),
+    "MIRRORD_SIZE_THRESHOLD_GB": ("size_threshold_gb", lambda t, n: _float(t, n, 0, 100_000)),
+    "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: _text(t, n, 256)),
+    "MIRRORD_LAMBDA_MARGIN_SECONDS": (
+        "lambda_margin_seconds",
+        lambda t, n: _float(t, n, 10, 900),
+    ),
+    "MIRRORD_STOP_GRACE": ("stop_grace", lambda t, n: _float(t, n, 0, 3600)),
+    "MIRRORD_HEARTBEAT_SECONDS": ("heartbeat_seconds", lambda t, n: _float(t, n, 0.5, 3600)),
+    "MIRRORD_HEALTH_FILE": ("health_file", lambda t, n: _text(t, n, 1024)),
+    "MIRRORD_STATUS_KEY": ("status_key", lambda t, n: _key(t, n)),
+    "MIRRORD_EXTERNAL_HASH_URL": ("external_hash_url", lambda t, n: _external(t, n)),
+    "MIRRORD_EXTERNAL_HASH_ALLOW_HTTP": ("external_hash_allow_http", lambda t, n: _bool(t, n)),
+    "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: _text(t, n, 2048)),
+    "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: _url(t, n, secret=True)),
+    "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: _text(t, n, 512)),
 }
 
 
@@ -116,10 +146,30 @@ def _bucket(text: str, name: str) -> str:
     return text
 
 
-def _url(text: str, name: str) -> str:
+def _url(text: str, name: str, *, secret: bool = False) -> str:
     if not text.startswith(("https://", "http://")):
-        raise SettingsError(f"{name}: {text!r} must be an http(s) URL")
+        shown = "the value" if secret else repr(text)  # a webhook URL is a credential
+        raise SettingsError(f"{name}: {shown} must be an http(s) URL")
     return text
+
+
+def _external(text: str, name: str) -> str:
+    if not text.startswith(("s3://", "https://", "http://")):
+        raise SettingsError(f"{name}: {text!r} must be s3://bucket/key or https://…")
+    return text
+
+
+def _text(text: str, name: str, limit: int) -> str:
+    if len(text) > limit:
+        raise SettingsError(f"{name}: longer than {limit} characters")
+    return text
+
+
+def _bool(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name}: {text!r} is not a boolean (true/false)")
+    return value in ("1", "true", "yes")
 
 
 def _key(text: str, name: str) -> str:

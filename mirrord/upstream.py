@@ -18,9 +18,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import count
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import orjson
 import structlog
 
 from mirrord.catalog import Catalog, parse_catalog
@@ -31,6 +33,7 @@ ANONYMOUS_TOKEN = "QQ=="  # noqa: S105 - GHCR's public anonymous token, as brew 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 _BLOB_PATH = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -143,6 +146,38 @@ class Registry:
         except (aiohttp.InvalidURL, ValueError) as exc:
             raise FatalUpstreamError(f"bad URL: {exc}", url=url) from exc
 
+    async def image_index(self, url: str) -> dict[str, Any] | None:
+        """The OCI image index at ``url`` (a ``…/manifests/<ref>`` URL), or None when
+        the registry has none (404). Same auth and retry rules as blobs."""
+        headers = {"Accept": INDEX_MEDIA_TYPE}
+        for attempt in count(1):
+            try:
+                response = await self._get(
+                    url, {**headers, "Authorization": f"Bearer {self._token(url)}"}
+                )
+                try:
+                    if response.status == 401:
+                        response = await self._answer_challenge(url, response, headers)
+                    if response.status == 404:
+                        return None
+                    if response.status != 200:
+                        raise _status_error(response, url)
+                    body = await response.read()
+                finally:
+                    response.release()
+            except _TRANSIENT as exc:
+                error = RetryableError(f"{type(exc).__name__}: {exc}", url=url)
+            except RetryableError as exc:
+                error = exc
+            else:
+                try:
+                    index = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise FatalUpstreamError(f"image index is not JSON: {exc}", url=url) from exc
+                return index if isinstance(index, dict) else None
+            await self._backoff.pause(attempt, error)
+        raise AssertionError("unreachable")
+
     def _token(self, url: str) -> str:
         return self._tokens.get(_scope_of(url), ANONYMOUS_TOKEN)
 
@@ -176,7 +211,9 @@ class _EndOfBody(Exception):  # control flow inside this module only
 
 def _scope_of(url: str) -> str:
     path = urlsplit(url).path
-    return path.partition("/blobs/")[0].removeprefix("/v2/")
+    for marker in ("/blobs/", "/manifests/"):
+        path = path.partition(marker)[0]
+    return path.removeprefix("/v2/")
 
 
 def _range_starts_at(response: aiohttp.ClientResponse, offset: int) -> bool:

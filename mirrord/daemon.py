@@ -1,0 +1,169 @@
+"""``mirrord daemon``: the Fargate service. Wakes on an SQS job, runs it, deletes it.
+
+* Long-polls the queue (20 s). A body that is not a valid job is logged with its message
+  id and left alone, with a growing delay, so SQS moves it to the DLQ after
+  ``maxReceiveCount``; the daemon never crashes on input.
+* While a job runs, a heartbeat keeps the message invisible and renews the bucket lock.
+* One sync per bucket: a second daemon (or a duplicate delivery) waits for the lock while
+  keeping its message, then finds the work done.
+* The message is deleted only when the job ran to its end; a job that raised is left to
+  be delivered again. On SIGTERM the job stops starting transfers, in-flight ones get
+  ``MIRRORD_STOP_GRACE``, the checkpoint is written, the message is made visible again
+  for the next task, and the daemon returns (exit 0).
+* Liveness: the file ``MIRRORD_HEALTH_FILE`` is touched at least every heartbeat;
+  ``mirrord health`` (the ECS health check) fails when it is older than allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from mirrord.app import App, run_job
+from mirrord.errors import MirrordError
+from mirrord.jobs import Job, JobError, parse_job
+from mirrord.lock import BucketLock, LockLost
+from mirrord.queue import JobQueue, Received
+
+log = structlog.get_logger("mirrord.daemon")
+T = TypeVar("T")
+POLL_SECONDS = 20
+POISON_DELAY_CAP = 300
+
+
+def touch(path: str) -> None:
+    try:
+        Path(path).touch()
+    except OSError as exc:  # a health file we cannot write must not stop the work
+        log.warning("health_file_unwritable", path=path, error=str(exc))
+
+
+def health_ok(path: str, max_age: float, now: float | None = None) -> bool:
+    try:
+        age = (time.time() if now is None else now) - Path(path).stat().st_mtime
+    except OSError:
+        return False
+    return age <= max_age
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Daemon:
+    def __init__(self, app: App, queue: JobQueue, *, stop: asyncio.Event, owner: str) -> None:
+        s = app.settings
+        self._app = app
+        self._queue = queue
+        self._stop = stop
+        self._owner = owner
+        self._beat = s.heartbeat_seconds
+        # Three heartbeats may fail before SQS or a rival considers the job abandoned.
+        self._visibility = max(int(s.heartbeat_seconds * 3), 1)
+        self._lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
+        self.jobs_done = 0
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """``work``, or None as soon as the stop event is set (the work is cancelled)."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+
+    async def serve(self) -> None:
+        log.info("daemon_started", owner=self._owner, queue=self._queue.url)
+        while not self._stop.is_set():
+            touch(self._app.settings.health_file)
+            try:
+                messages = await self._unless_stopped(
+                    self._queue.receive(wait_s=POLL_SECONDS, visibility_s=self._visibility)
+                )
+            except MirrordError as exc:  # SQS unreachable: back off, stay alive
+                log.warning("receive_failed", error=str(exc))
+                await self._unless_stopped(asyncio.sleep(5))
+                continue
+            for message in messages or ():
+                try:
+                    await self.handle(message)
+                except MirrordError as exc:  # S3 or SQS failing mid-job: the message returns
+                    log.error("message_failed", message_id=message.message_id, error=str(exc))
+        log.info("daemon_stopped", owner=self._owner, jobs=self.jobs_done)
+
+    async def handle(self, message: Received) -> None:
+        try:
+            job = parse_job(message.body)
+        except JobError as exc:
+            delay = min(2**message.receive_count, POISON_DELAY_CAP)
+            log.error(
+                "bad_message",
+                message_id=message.message_id,
+                error=str(exc),
+                receive_count=message.receive_count,
+                retry_in_s=delay,
+            )
+            await self._queue.hide(message.receipt, delay)
+            return
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.job_id, message_id=message.message_id
+        ):
+            await self._run(job, message)
+
+    async def _heartbeat(self, receipt: str, with_lock: Callable[[], bool]) -> None:
+        while True:
+            await asyncio.sleep(self._beat)
+            touch(self._app.settings.health_file)
+            try:
+                await self._queue.hide(receipt, self._visibility)
+                if with_lock():
+                    await self._lock.renew()
+            except LockLost:
+                log.error("lock_lost")  # another task took over: stop ours
+                self._stop.set()
+                return
+            except MirrordError as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+
+    async def _acquire(self, job: Job) -> bool:
+        while not self._stop.is_set():
+            holder = await self._lock.acquire(job.job_id)
+            if holder is None:
+                return True
+            log.info("lock_busy", holder=holder.owner, holder_job=holder.job_id)
+            await self._unless_stopped(asyncio.sleep(min(self._beat, 30)))
+        return False
+
+    async def _run(self, job: Job, message: Received) -> None:
+        beat = asyncio.create_task(self._heartbeat(message.receipt, lambda: self._lock.held))
+        try:
+            if not await self._acquire(job):
+                await self._queue.hide(message.receipt, 0)
+                return
+            try:
+                report = await run_job(self._app, job, route="fargate", stop=self._stop)
+            except MirrordError as exc:
+                log.error("job_failed", error=str(exc), kind=type(exc).__name__)
+                return  # the message comes back after its visibility timeout
+            if report.stopped:
+                await self._queue.hide(message.receipt, 0)  # the next task carries on
+                log.info("job_handed_back", remaining=report.remaining)
+            else:
+                await self._queue.delete(message.receipt)
+                self.jobs_done += 1
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await self._lock.release()

@@ -1,0 +1,143 @@
+"""The weekly cron Lambda: look at the catalog, estimate the work, send a job.
+
+Invoked by EventBridge (a scheduled event) or by hand with ``{"source": "manual", …}``.
+It plans exactly as a sync would, then sizes the new bottles: from each formula's OCI
+image index (``sh.brew.bottle.size``, one GET per formula version with new bottles), else
+from the previous version's size in the hash file. Below ``MIRRORD_SIZE_THRESHOLD_GB`` the
+job goes to the sync Lambda (asynchronous invoke); at or above it, to SQS for the daemon.
+Nothing new: no job, one "nothing to do" notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from mirrord.app import App, load_external, open_app
+from mirrord.errors import SettingsError, UpstreamError
+from mirrord.jobs import Job, JobError, job_from_dict, parse_date
+from mirrord.lambdas import run, settings_from_env
+from mirrord.notify import nothing_to_do_message, start_message
+from mirrord.pipeline import load_hashfile, prepare
+from mirrord.plan import Plan, estimate, index_url, sizes_from_index
+from mirrord.upstream import Registry, fetch_catalog
+
+log = structlog.get_logger("mirrord.enqueue")
+Invoker = Callable[[Job], Awaitable[None]]
+
+
+def job_from_event(event: Any, now: datetime) -> Job:
+    """An EventBridge scheduled event or a manual event → the job it asks for."""
+    if not isinstance(event, dict):
+        raise JobError("event must be a JSON object")
+    today = now.astimezone(UTC).date().isoformat()
+    if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
+        when = event.get("time")
+        day = parse_date(when[:10], "event.time") if isinstance(when, str) else today
+        return job_from_dict({"v": 1, "job_id": f"{day}-weekly", "date": day, "reason": "schedule"})
+    if event.get("source") == "manual":
+        day = event.get("date") or today
+        fields = {k: event.get(k) for k in ("platforms", "formulae")}
+        job_id = event.get("job_id") or f"{day}-manual"
+        reason = event.get("reason", "manual")
+        return job_from_dict({"v": 1, "job_id": job_id, "date": day, "reason": reason, **fields})
+    raise JobError(
+        f"event.source must be 'aws.events' or 'manual', got {event.get('source')!r:.40}"
+    )
+
+
+async def index_sizes(registry: Registry, plan: Plan, concurrency: int) -> dict[str, int]:
+    """sha256 → size from the image indexes of the formula versions the plan fetches."""
+    urls = {url for t in plan.transfers if (url := index_url(t.bottle))}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(url: str) -> dict[str, int]:
+        async with gate:
+            try:
+                index = await registry.image_index(url)
+            except UpstreamError as exc:  # an estimate, not a sync: fall back, go on
+                log.warning("image_index_failed", url=url, error=str(exc))
+                return {}
+        return sizes_from_index(index) if index else {}
+
+    sizes: dict[str, int] = {}
+    for found in await asyncio.gather(*(one(u) for u in sorted(urls))):
+        sizes.update(found)
+    return sizes
+
+
+def lambda_invoker(app: App) -> Invoker | None:
+    function = app.settings.sync_function
+    if not function:
+        return None
+
+    async def invoke(job: Job) -> None:
+        await app.lambda_client.invoke(
+            FunctionName=function, InvocationType="Event", Payload=job.body()
+        )
+
+    return invoke
+
+
+async def enqueue(app: App, job: Job, invoke: Invoker | None) -> dict[str, Any]:
+    s = app.settings
+    if app.queue is None and invoke is None:
+        raise SettingsError("MIRRORD_QUEUE_URL or MIRRORD_SYNC_FUNCTION: one is required")
+    with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+        catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+        hf, _ = await load_hashfile(app.store, s.hash_key)
+        targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app))
+        result: dict[str, Any] = {
+            "job_id": job.job_id,
+            "date": job.date,
+            "platforms": list(targets),
+            "bottles": len(plan.transfers),
+            "links": len(plan.links),
+            "skipped": plan.skipped,
+        }
+        if not plan.transfers and not plan.links:
+            await app.slack.send(
+                nothing_to_do_message(date=job.date, platforms=targets, skipped=plan.skipped)
+            )
+            log.info("nothing_to_do", **result)
+            return {**result, "route": "none"}
+        guess = estimate(plan, await index_sizes(app.registry, plan, s.concurrency))
+        job = replace(job, platforms=job.platforms or targets, estimated_bytes=guess.bytes)
+        small = guess.bytes < s.size_threshold_gb * 1e9
+        route = "lambda" if (small and invoke is not None) or app.queue is None else "fargate"
+        if route == "lambda":
+            assert invoke is not None
+            await invoke(job)
+        else:
+            assert app.queue is not None
+            await app.queue.send(job)
+        await app.slack.send(
+            start_message(
+                job_id=job.job_id,
+                date=job.date,
+                bottles=len(plan.transfers),
+                estimated_bytes=guess.bytes,
+                route=route,
+                bucket=s.bucket,
+            )
+        )
+        result.update(route=route, estimate=guess.to_dict())
+        log.info("enqueued", **result)
+        return result
+
+
+async def _main(event: Any) -> dict[str, Any]:
+    settings = settings_from_env()
+    job = job_from_event(event, datetime.now(UTC))
+    async with open_app(settings) as app:
+        return await enqueue(app, job, lambda_invoker(app))
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """AWS Lambda entry point (``mirrord.lambdas.enqueue.handler``)."""
+    return run(_main(event))

@@ -1,0 +1,62 @@
+"""The sync Lambda: the same pipeline as the daemon, for jobs small enough to finish
+inside one invocation. It watches ``context.get_remaining_time_in_millis()``; when less
+than ``MIRRORD_LAMBDA_MARGIN_SECONDS`` is left it stops starting transfers, lets those in
+flight finish (half the margin at most), checkpoints, and sends the job to SQS so the
+daemon finishes it. The plan is recomputed there, so nothing is fetched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from mirrord.app import App, open_app, run_job
+from mirrord.jobs import Job, job_from_dict
+from mirrord.lambdas import run, settings_from_env
+
+log = structlog.get_logger("mirrord.sync_lambda")
+
+
+async def sync_job(app: App, job: Job, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    margin = app.settings.lambda_margin_seconds
+    stop = asyncio.Event()
+
+    async def deadline() -> None:
+        # The Lambda clock runs with the wall clock: one sleep reaches the margin.
+        await asyncio.sleep(max(0.0, remaining_ms() / 1000 - margin))
+        log.warning("lambda_deadline", remaining_ms=remaining_ms(), margin_s=margin)
+        stop.set()
+
+    watcher = asyncio.create_task(deadline())
+    with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+        try:
+            report = await run_job(
+                app, job, route="lambda", stop=stop, grace=min(app.settings.stop_grace, margin / 2)
+            )
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        handed_off = False
+        if report.stopped:
+            if app.queue is None:
+                log.error("handoff_impossible", reason="MIRRORD_QUEUE_URL not set")
+            else:
+                await app.queue.send(job)
+                handed_off = True
+                log.info("handed_off", remaining=report.remaining)
+    return {**report.to_dict(), "handed_off": handed_off}
+
+
+async def _main(event: Any, context: Any) -> dict[str, Any]:
+    settings = settings_from_env()
+    job = job_from_dict(event)
+    async with open_app(settings) as app:
+        return await sync_job(app, job, context.get_remaining_time_in_millis)
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """AWS Lambda entry point (``mirrord.lambdas.sync.handler``); the event is the job."""
+    return run(_main(event, context))
