@@ -157,7 +157,7 @@ class Daemon:
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
                 return  # the message comes back after its visibility timeout
-            if report.stopped:
+            if report.remaining:
                 await self._queue.hide(message.receipt, 0)  # the next task carries on
                 log.info("job_handed_back", remaining=report.remaining)
             else:

@@ -211,8 +211,11 @@ async def run_sync(
     async def checkpoint_writer() -> None:
         """One writer: a full batch or the interval, whichever comes first."""
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel that
+            # ends this task when the event fires at the same moment, and the job hangs.
             with suppress(TimeoutError):
-                await asyncio.wait_for(batch_full.wait(), tuning.checkpoint_seconds)
+                async with asyncio.timeout(tuning.checkpoint_seconds):
+                    await batch_full.wait()
             batch_full.clear()
             try:
                 await checkpoints.flush()

@@ -4,6 +4,7 @@ GHCR and the Homebrew API over loopback HTTP. Nothing of mirrord's own I/O is mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,13 +12,15 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from mirrord.app import App, configure_logging, open_app
 from mirrord.settings import Settings
@@ -178,6 +181,63 @@ async def app(bucket_name: str) -> AsyncIterator[App]:
         yield built
 
 
+SECRET_PART = "xoxSeCrEt9TokenPart"
+HOOK_PATH = f"/services/T000/B000/{SECRET_PART}"
+
+# --- a real Slack stand-in, shared by the notification and control-plane tests -----
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    text: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # hold the answer until the test ends (beyond any client timeout)
+    delay: float = 0.0
+
+
+@dataclass
+class Receiver:
+    """Records each POSTed JSON body; answers from ``replies`` in order, then 200 "ok"."""
+
+    url: str = ""
+    bodies: list[Any] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
+    replies: deque[Reply] = field(default_factory=deque)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def answer(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(orjson.loads(await request.read()))
+        self.arrived.append(time.monotonic())
+        reply = self.replies.popleft() if self.replies else Reply()
+        if reply.hang:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 5)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A Slack incoming-webhook stand-in on 127.0.0.1:<free port>, in the test's loop."""
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post(HOOK_PATH, rec.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.url = f"http://127.0.0.1:{port}{HOOK_PATH}"
+    yield rec
+    rec.release.set()
+    await runner.cleanup()
+
+
 @dataclass
 class CliResult:
     code: int
@@ -210,6 +270,11 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
         env={**os.environ, **(env or {})},
         cwd=ROOT,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()  # never leave a hung mirrord behind for the next tests
+        await proc.wait()
+        raise
     assert proc.returncode is not None
     return CliResult(proc.returncode, out, err)

@@ -4,12 +4,9 @@ webhook secrets from a real moto Secrets Manager."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -17,8 +14,7 @@ import orjson
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from aiohttp import web
-from conftest import free_port
+from conftest import HOOK_PATH, SECRET_PART, Receiver, Reply, free_port
 from structlog.testing import capture_logs
 
 from mirrord.notify import (
@@ -35,62 +31,6 @@ from mirrord.notify import (
     success_message,
 )
 from mirrord.report import Failure, Report
-
-SECRET_PART = "xoxSeCrEt9TokenPart"
-HOOK_PATH = f"/services/T000/B000/{SECRET_PART}"
-
-# --- a real Slack stand-in ---------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    text: str = "ok"
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False  # hold the answer until the test ends (beyond any client timeout)
-    delay: float = 0.0
-
-
-@dataclass
-class Receiver:
-    """Records each POSTed JSON body; answers from ``replies`` in order, then 200 "ok"."""
-
-    url: str = ""
-    bodies: list[Any] = field(default_factory=list)
-    arrived: list[float] = field(default_factory=list)
-    replies: deque[Reply] = field(default_factory=deque)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def answer(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(orjson.loads(await request.read()))
-        self.arrived.append(time.monotonic())
-        reply = self.replies.popleft() if self.replies else Reply()
-        if reply.hang:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.release.wait(), 5)
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A Slack incoming-webhook stand-in on 127.0.0.1:<free port>, in the test's loop."""
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post(HOOK_PATH, rec.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rec.url = f"http://127.0.0.1:{port}{HOOK_PATH}"
-    yield rec
-    rec.release.set()
-    await runner.cleanup()
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ async def sync_job(app: App, job: Job, remaining_ms: Callable[[], int]) -> dict[
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
         handed_off = False
-        if report.stopped:
+        if report.remaining:
             if app.queue is None:
                 log.error("handoff_impossible", reason="MIRRORD_QUEUE_URL not set")
             else:

@@ -1,0 +1,603 @@
+"""The control plane against real peers: SQS, S3 and Secrets Manager in a moto server, the
+emulator for upstream, a local HTTP receiver for Slack. Only the Lambda and ECS runtimes
+themselves are stood in for (a context object, a background task)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+import trustme
+from aiobotocore.session import get_session
+from aiohttp import web
+from conftest import ROOT, Receiver, make_settings, run_cli
+from structlog.testing import capture_logs
+
+from mirrord.app import App, open_app, run_job
+from mirrord.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.daemon import Daemon
+from mirrord.emulator import Emulator, Fault, sample_catalog
+from mirrord.jobs import Job
+from mirrord.lambdas.enqueue import enqueue, job_from_event
+from mirrord.lambdas.enqueue import handler as enqueue_handler
+from mirrord.lambdas.sync import sync_job
+from mirrord.lock import BucketLock, LockLost
+from mirrord.pipeline import load_hashfile
+
+DATE = "2026-11-22"
+MiB = 2**20
+SCHEDULED = {
+    "version": "0",
+    "id": "cdc73f9d-aea9-11e3-9d5a-835b769c0d9c",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": f"{DATE}T03:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/mirrord-weekly"],
+    "detail": {},
+}
+
+
+@dataclass
+class Queues:
+    url: str
+    dlq_url: str
+    client: Any
+
+    async def depth(self, url: str | None = None) -> int:
+        attrs = await self.client.get_queue_attributes(
+            QueueUrl=url or self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        return sum(int(v) for v in attrs["Attributes"].values())
+
+
+@pytest.fixture
+async def queues(bucket_name: str) -> AsyncIterator[Queues]:
+    """A job queue with a DLQ after 2 receives, as infra creates it."""
+    async with get_session().create_client("sqs") as client:
+        dlq = (await client.create_queue(QueueName=f"{bucket_name}-dlq"))["QueueUrl"]
+        arn = (await client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"]))[
+            "Attributes"
+        ]["QueueArn"]
+        url = (
+            await client.create_queue(
+                QueueName=bucket_name,
+                Attributes={
+                    "VisibilityTimeout": "30",
+                    "RedrivePolicy": orjson.dumps(
+                        {"deadLetterTargetArn": arn, "maxReceiveCount": "2"}
+                    ).decode(),
+                },
+            )
+        )["QueueUrl"]
+        yield Queues(url, dlq, client)
+
+
+@dataclass
+class Plane:
+    app: App
+    emu: Emulator
+    queues: Queues
+    slack: Receiver
+
+    def expected(self) -> dict[str, Any]:
+        raw = orjson.dumps(self.emu.catalog.formulae).replace(
+            b"{registry}", self.emu.registry_url.encode()
+        )
+        formulae = parse_catalog(raw).formulae
+        return {b.hash_key: b for b in select_bottles(formulae, auto_targets(formulae)).bottles}
+
+    def daemon(self, owner: str, stop: asyncio.Event) -> Daemon:
+        assert self.app.queue is not None
+        return Daemon(self.app, self.app.queue, stop=stop, owner=owner)
+
+    async def complete(self) -> bool:
+        hf, _ = await load_hashfile(self.app.store, "bottles_hash.json")
+        return set(hf.bottles) == set(self.expected())
+
+    def slack_texts(self) -> list[str]:
+        return [body["text"] for body in self.slack.bodies]
+
+
+def settings_for(bucket: str, emu: Emulator, queues: Queues, slack: Receiver, **kw: Any) -> Any:
+    return make_settings(
+        bucket,
+        emu.api_url,
+        queue_url=queues.url,
+        slack_webhook_url=slack.url,
+        heartbeat_seconds=1.0,
+        stop_grace=10.0,
+        **kw,
+    )
+
+
+@pytest.fixture
+async def plane(bucket_name: str, queues: Queues, receiver: Receiver) -> AsyncIterator[Plane]:
+    async with (
+        Emulator(sample_catalog()) as emu,
+        open_app(settings_for(bucket_name, emu, queues, receiver)) as app,
+    ):
+        await app.s3.create_bucket(Bucket=bucket_name)
+        yield Plane(app, emu, queues, receiver)
+
+
+async def until(check: Callable[[], Any], seconds: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def serve(daemon: Daemon, stop: asyncio.Event) -> asyncio.Task[None]:
+    return asyncio.create_task(daemon.serve())
+
+
+def blob_requests(emu: Emulator) -> dict[str, int]:
+    return {sha: emu.stats(sha).requests for sha in emu.catalog.blobs}
+
+
+# --- cron → SQS → daemon ----------------------------------------------------------------
+
+
+async def test_cron_handler_to_daemon_end_to_end(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EventBridge invokes the enqueue handler → a job on SQS → the daemon wakes, syncs
+    everything, deletes the message, writes status.json; Slack got start and success."""
+    s = plane.app.settings
+    for name, value in {
+        "MIRRORD_BUCKET": s.bucket,
+        "MIRRORD_API_URL": s.api_url,
+        "MIRRORD_QUEUE_URL": plane.queues.url,
+        "MIRRORD_SLACK_WEBHOOK_URL": plane.slack.url,
+        "MIRRORD_SIZE_THRESHOLD_GB": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # The Lambda runtime calls handler(event, context) on its own thread and loop.
+    result = await asyncio.to_thread(enqueue_handler, SCHEDULED, None)
+    assert result["route"] == "fargate"
+    assert result["job_id"] == f"{DATE}-weekly"
+    assert await plane.queues.depth() == 1
+
+    stop = asyncio.Event()
+    daemon = plane.daemon("d1", stop)
+    task = await serve(daemon, stop)
+    await until(lambda: daemon.jobs_done == 1, what="the job")
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+    assert await plane.complete()
+    assert await plane.queues.depth() == 0
+    status = orjson.loads((await plane.app.store.get("status.json"))[0])
+    assert status["job_id"] == f"{DATE}-weekly"
+    assert status["last_success"]
+    texts = plane.slack_texts()
+    assert "start" in texts[0].lower()
+    assert DATE in texts[0]
+    assert "finished" in texts[-1]
+    assert DATE in texts[-1]
+    assert s.slack_webhook_url not in repr(s)
+
+
+async def test_estimate_matches_actual_bytes(plane: Plane) -> None:
+    """The enqueuer's estimate (image-index sizes) is within 10 % of the bytes synced,
+    and the Slack success message compares them."""
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    result = await enqueue(plane.app, job, invoke=None)
+    estimated = result["estimate"]["bytes"]
+    assert result["estimate"]["from_index"] == result["bottles"]
+    report = await run_job(plane.app, replace(job, estimated_bytes=estimated), route="fargate")
+    assert report.complete
+    assert abs(report.bytes - estimated) <= 0.10 * report.bytes
+    assert "estimate" in plane.slack_texts()[-1].lower()
+
+
+async def test_estimate_falls_back_to_previous_version_size(plane: Plane) -> None:
+    """Without image indexes, the previous version's size of the same formula/tag is used."""
+    for entry in plane.emu.catalog.formulae:
+        plane.emu.hide_manifest(entry["name"])
+    expected = plane.expected()
+    jq = next(b for b in expected.values() if b.name == "jq")
+    old = {
+        f"jq-1.6-{jq.tag}": {
+            "sha256": "e" * 64,
+            "download_date": "2026-01-01",
+            "file_size": 123_456,
+            "s3_key": "2026-01-01/jq-1.6.x.bottle.tar.gz",
+        }
+    }
+    await plane.app.store.put_if(
+        "bottles_hash.json",
+        orjson.dumps({"version": 2, "bottles": old}),
+        etag=None,
+        content_type="application/json",
+    )
+    result = await enqueue(plane.app, job_from_event(SCHEDULED, datetime.now(UTC)), invoke=None)
+    assert result["estimate"]["from_index"] == 0
+    assert result["estimate"]["from_history"] == 1
+    assert result["estimate"]["bytes"] == 123_456
+
+
+async def test_nothing_to_do_sends_no_job(plane: Plane) -> None:
+    """When the mirror is current: no message on SQS, one 'nothing to do' notification."""
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    await run_job(plane.app, job, route="cli")
+    before = len(plane.slack.bodies)
+    result = await enqueue(plane.app, job, invoke=None)
+    assert result["route"] == "none"
+    assert await plane.queues.depth() == 0
+    assert len(plane.slack.bodies) == before + 1
+    assert "nothing" in plane.slack_texts()[-1].lower()
+
+
+# --- the Lambda path --------------------------------------------------------------------
+
+
+class LambdaContext:
+    """Stands in for the Lambda runtime's context: a deadline on the wall clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+async def test_small_job_goes_to_lambda_and_deadline_hands_rest_to_daemon(plane: Plane) -> None:
+    """Below the threshold the job is invoked on the sync Lambda; when the Lambda's time
+    runs short it checkpoints and sends the job to SQS; the daemon finishes it. No bottle
+    is fetched twice."""
+    invoked: list[Job] = []
+
+    async def invoke(job: Job) -> None:  # the async Lambda invoke, as the runtime receives it
+        invoked.append(job)
+
+    result = await enqueue(plane.app, job_from_event(SCHEDULED, datetime.now(UTC)), invoke)
+    assert result["route"] == "lambda"
+    assert len(invoked) == 1
+    assert await plane.queues.depth() == 0
+    for sha, blob in plane.emu.catalog.blobs.items():
+        if blob.size < MiB:  # slow small bottles; the large one must finish within grace
+            plane.emu.set_faults(sha, [Fault("trickle", bytes_per_s=256 * 1024, times=None)])
+    margin = plane.app.settings.lambda_margin_seconds
+    out = await sync_job(
+        plane.app, invoked[0], LambdaContext(margin + 0.5).get_remaining_time_in_millis
+    )
+    assert out["handed_off"] is True
+    assert out["stopped"] is True
+    assert 0 < out["remaining"] < out["planned"]
+    assert await plane.queues.depth() == 1
+
+    plane.emu.clear_faults()
+    stop = asyncio.Event()
+    daemon = plane.daemon("d1", stop)
+    task = await serve(daemon, stop)
+    await until(lambda: daemon.jobs_done == 1, what="the handed-off job")
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert await plane.complete()
+    assert all(n <= 1 for n in blob_requests(plane.emu).values())
+
+
+# --- two daemons, one job ---------------------------------------------------------------
+
+
+async def test_duplicate_delivery_to_two_daemons_syncs_once(plane: Plane) -> None:
+    """The same job delivered twice to two daemons: the bucket lock serialises them, the
+    second finds the work done, both messages are deleted, every blob fetched once."""
+    assert plane.app.queue is not None
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    await plane.app.queue.send(job)
+    await plane.app.queue.send(job)
+    for sha in plane.emu.catalog.blobs:
+        plane.emu.set_faults(sha, [Fault("trickle", bytes_per_s=8 * MiB, times=None)])
+    stop = asyncio.Event()
+    daemons = [plane.daemon(f"d{i}", stop) for i in (1, 2)]
+    tasks = [await serve(d, stop) for d in daemons]
+    await until(lambda: sum(d.jobs_done for d in daemons) == 2, 90, "both deliveries")
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert await plane.complete()
+    assert await plane.queues.depth() == 0
+    wanted = {b.sha256 for b in plane.expected().values()}
+    assert {plane.emu.stats(sha).requests for sha in wanted} == {1}
+
+
+async def test_bucket_lock_busy_expiry_takeover_and_loss(plane: Plane) -> None:
+    """Held → a rival is refused; expired → taken over with If-Match; the old holder's
+    renewal then fails with LockLost; release lets the next one in at once."""
+    now = [1000.0]
+    a = BucketLock(plane.app.store, "a", ttl=10, clock=lambda: now[0])
+    b = BucketLock(plane.app.store, "b", ttl=10, clock=lambda: now[0])
+    assert await a.acquire("job-1") is None
+    holder = await b.acquire("job-2")
+    assert holder is not None
+    assert holder.owner == "a"
+    assert holder.job_id == "job-1"
+    now[0] += 5
+    await a.renew()  # pushes the expiry to 1015
+    now[0] += 11
+    assert await b.acquire("job-2") is None
+    with pytest.raises(LockLost):
+        await a.renew()
+    await b.release()
+    assert await a.acquire("job-3") is None
+
+
+# --- SIGTERM ----------------------------------------------------------------------------
+
+
+async def test_sigterm_mid_job_hands_the_job_back(plane: Plane) -> None:
+    """SIGTERM while syncing: exit 0 within the grace period, the checkpoint is written,
+    the message is visible again, and the next daemon finishes the job."""
+    assert plane.app.queue is not None
+    await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    for sha in plane.emu.catalog.blobs:
+        plane.emu.set_faults(sha, [Fault("trickle", bytes_per_s=2 * MiB, times=None)])
+    s = plane.app.settings
+    env = {
+        **os.environ,
+        "MIRRORD_BUCKET": s.bucket,
+        "MIRRORD_API_URL": s.api_url,
+        "MIRRORD_QUEUE_URL": plane.queues.url,
+        "MIRRORD_STOP_GRACE": "5",
+        "MIRRORD_HEARTBEAT_SECONDS": "1",
+        "MIRRORD_BATCH_SIZE": "2",
+        "MIRRORD_CONCURRENCY": "4",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirrord",
+        "daemon",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+    async def some_recorded() -> bool:
+        hf, _ = await load_hashfile(plane.app.store, "bottles_hash.json")
+        return len(hf.bottles) >= 2
+
+    await until(some_recorded, 60, "a first checkpoint")
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert time.monotonic() - started < 5 + 10  # grace + checkpoint and hand-back
+    assert b"job_handed_back" in err
+    hf, _ = await load_hashfile(plane.app.store, "bottles_hash.json")
+    assert 2 <= len(hf.bottles) < len(plane.expected())
+    assert await plane.queues.depth() == 1
+    assert await plane.app.store.open_uploads() == []
+
+    plane.emu.clear_faults()
+    stop = asyncio.Event()
+    daemon = plane.daemon("next", stop)
+    task = await serve(daemon, stop)
+    await until(lambda: daemon.jobs_done == 1, what="the next daemon")
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert await plane.complete()
+    assert await plane.queues.depth() == 0
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+async def test_poison_messages_go_to_the_dlq_and_the_daemon_keeps_serving(plane: Plane) -> None:
+    """Bad JSON and an unknown version are logged with their message id, moved to the
+    DLQ after maxReceiveCount, and a good job behind them is still done."""
+    assert plane.app.queue is not None
+    client = plane.queues.client
+    await client.send_message(QueueUrl=plane.queues.url, MessageBody="{not json")
+    await client.send_message(
+        QueueUrl=plane.queues.url,
+        MessageBody=orjson.dumps({"v": 99, "job_id": "x", "date": DATE}).decode(),
+    )
+    stop = asyncio.Event()
+    daemon = plane.daemon("d1", stop)
+    with capture_logs() as logs:
+        task = await serve(daemon, stop)
+        await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+        await until(lambda: daemon.jobs_done == 1, 60, "the good job")
+        await until(lambda: plane.queues.depth(plane.queues.dlq_url), 30, "the DLQ")
+        await until(lambda: _equals(plane.queues.depth(plane.queues.dlq_url), 2), 30, "both in DLQ")
+        assert not task.done()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    bad = [e for e in logs if e["event"] == "bad_message"]
+    assert {e["message_id"] for e in bad}
+    assert all("job" in e["error"] for e in bad)
+    assert await plane.complete()
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return (await value) == expected
+
+
+# --- external hash files ----------------------------------------------------------------
+
+
+async def test_external_hash_file_from_s3_is_skipped_and_corrupt_one_warns(plane: Plane) -> None:
+    """Bottles listed by another mirror's hash file (s3://) are not fetched; a corrupt
+    external file is a warning and the sync still completes."""
+    expected = list(plane.expected().values())
+    listed = expected[:3]
+    other = f"{plane.app.settings.bucket}-other"
+    await plane.app.s3.create_bucket(Bucket=other)
+    body = {
+        "version": 2,
+        "bottles": {
+            b.hash_key: {
+                "sha256": b.sha256,
+                "download_date": "2026-01-01",
+                "file_size": 1,
+                "s3_key": f"2026-01-01/{b.filename}",
+            }
+            for b in listed
+        },
+    }
+    await plane.app.s3.put_object(Bucket=other, Key="bottles_hash.json", Body=orjson.dumps(body))
+    await plane.app.s3.put_object(Bucket=other, Key="corrupt.json", Body=b'{"version": 2, "bo')
+
+    app = replace(
+        plane.app,
+        settings=replace(plane.app.settings, external_hash_url=f"s3://{other}/bottles_hash.json"),
+    )
+    report = await run_job(app, job_from_event(SCHEDULED, datetime.now(UTC)), route="cli")
+    assert report.complete
+    assert report.skipped == len(listed)
+    assert all(plane.emu.stats(b.sha256).requests == 0 for b in listed)
+
+    app = replace(
+        plane.app,
+        settings=replace(plane.app.settings, external_hash_url=f"s3://{other}/corrupt.json"),
+    )
+    with capture_logs() as logs:
+        report = await run_job(app, job_from_event(SCHEDULED, datetime.now(UTC)), route="cli")
+    assert report.complete
+    assert any(e["event"] == "external_hash_unusable" for e in logs)
+    assert await plane.complete()
+
+
+async def test_external_hash_file_over_https_with_a_test_ca(plane: Plane, tmp_path: Any) -> None:
+    """An https:// external file served by a local TLS server whose CA the process trusts
+    (SSL_CERT_FILE): listed bottles are skipped. Plain http:// is refused with a warning."""
+    expected = list(plane.expected().values())
+    listed = expected[:2]
+    body = orjson.dumps(
+        {
+            "version": 2,
+            "bottles": {
+                b.hash_key: {
+                    "sha256": b.sha256,
+                    "download_date": "2026-01-01",
+                    "file_size": 1,
+                    "s3_key": f"2026-01-01/{b.filename}",
+                }
+                for b in listed
+            },
+        }
+    )
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def serve_file(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    web_app = web.Application()
+    web_app.router.add_get("/mirror/bottles_hash.json", serve_file)
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    s = plane.app.settings
+    env = {
+        "MIRRORD_BUCKET": s.bucket,
+        "MIRRORD_API_URL": s.api_url,
+        "MIRRORD_EXTERNAL_HASH_URL": f"https://127.0.0.1:{port}/mirror/bottles_hash.json",
+        "SSL_CERT_FILE": str(ca_file),
+    }
+    try:
+        result = await run_cli("sync", "--json", "--date", DATE, env=env)
+        plain = await run_cli(
+            "plan",
+            "--json",
+            "--date",
+            DATE,
+            env={**env, "MIRRORD_EXTERNAL_HASH_URL": f"http://127.0.0.1:{port}/x"},
+        )
+    finally:
+        await runner.cleanup()
+    assert result.code == 0, result.stderr[-2000:]
+    assert result.json()["skipped"] == len(listed)
+    assert any(e.get("event") == "external_hash_loaded" for e in result.logs())
+    assert all(plane.emu.stats(b.sha256).requests == 0 for b in listed)
+    assert plain.code == 0
+    assert any(
+        e.get("event") == "external_hash_unusable" and "http://" in e["error"] for e in plain.logs()
+    )
+
+
+# --- liveness and metrics ---------------------------------------------------------------
+
+
+async def test_health_command_follows_the_heartbeat_file(plane: Plane, tmp_path: Any) -> None:
+    """`mirrord health` fails without a fresh heartbeat file and passes once the daemon
+    has touched it."""
+    health = tmp_path / "alive"
+    env = {"MIRRORD_BUCKET": plane.app.settings.bucket, "MIRRORD_HEALTH_FILE": str(health)}
+    assert (await run_cli("health", env=env)).code == 1
+    app = replace(plane.app, settings=replace(plane.app.settings, health_file=str(health)))
+    stop = asyncio.Event()
+    assert app.queue is not None
+    task = asyncio.create_task(Daemon(app, app.queue, stop=stop, owner="h").serve())
+    await until(health.exists, 10, "the heartbeat file")
+    assert (await run_cli("health", env=env)).code == 0
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    old = time.time() - 3600
+    os.utime(health, (old, old))
+    assert (await run_cli("health", "--max-age", "60", env=env)).code == 1
+
+
+async def test_job_emits_emf_metrics_and_slack_failure_never_fails_it(
+    bucket_name: str, queues: Queues
+) -> None:
+    """One EMF record per job (downloaded, bytes, failures, duration, estimate error);
+    with Slack unreachable the job still completes and the URL is never logged."""
+    dead_hook = "http://127.0.0.1:9/services/T0/B0/sEcReTtOkEn"
+    async with (
+        Emulator(sample_catalog()) as emu,
+        open_app(
+            make_settings(
+                bucket_name, emu.api_url, queue_url=queues.url, slack_webhook_url=dead_hook
+            )
+        ) as app,
+    ):
+        await app.s3.create_bucket(Bucket=bucket_name)
+        job = replace(job_from_event(SCHEDULED, datetime.now(UTC)), estimated_bytes=20_000_000)
+        with capture_logs() as logs:
+            report = await run_job(app, job, route="fargate")
+    assert report.complete
+    metrics = next(e for e in logs if e["event"] == "metrics")
+    names = {m["Name"] for m in metrics["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {
+        "BottlesDownloaded",
+        "BytesDownloaded",
+        "BottlesFailed",
+        "DurationSeconds",
+        "EstimateErrorPercent",
+    } <= names
+    assert metrics["BytesDownloaded"] == report.bytes
+    assert metrics["Route"] == "fargate"
+    assert any(e["event"] == "slack_failed" for e in logs)
+    assert "sEcReTtOkEn" not in repr(logs)
