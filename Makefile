@@ -24,7 +24,7 @@ lint: $(STAMP)
 
 # moto server + offline emulator on loopback, a full sync, the report, a bucket listing.
 run-local: $(STAMP)
-	$(BIN)/python -m mirrord.emulator.local
+	$(BIN)/python -m mirrord.local
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

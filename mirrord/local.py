@@ -1,0 +1,237 @@
+"""``make run-local``: the whole loop on one machine, offline, through the real path.
+
+1. Starts a moto server (S3, SQS) and the emulator (formula.json, GHCR, blob storage) on
+   loopback, and a Slack stand-in that prints every message it receives.
+2. Creates the bucket, and the job queue with its dead-letter queue.
+3. Starts ``mirrord daemon`` in the background, as ECS would.
+4. Invokes the enqueue Lambda's handler with an EventBridge scheduled event, as the weekly
+   cron would: it plans, estimates, and sends the job to SQS.
+5. Waits for the daemon to finish the job and delete the message, stops it with SIGTERM,
+   and prints the report (status.json), a listing of the bucket and ``mirrord verify``.
+
+Everything it started is stopped on the way out, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import orjson
+
+BUCKET = "mirrord-local"
+QUEUE = "mirrord-jobs"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _process(args: list[str], **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, **kw)  # noqa: S603 - our own interpreter and modules
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait(check: Any, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"run-local: timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _up(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback only
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _slack_receiver() -> Iterator[tuple[str, list[str]]]:
+    """A Slack incoming-webhook stand-in: prints each message's text as it arrives."""
+    received: list[str] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = orjson.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            received.append(body.get("text", ""))
+            print(f"  [slack] {body.get('text', '')}", flush=True)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/services/local/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title} ==", flush=True)
+
+
+def main() -> int:
+    moto_port = _free_port()
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    aws = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    work = Path(tempfile.mkdtemp(prefix="mirrord-local-"))
+    with (
+        open(work / "moto.log", "wb") as moto_log,
+        open(work / "daemon.log", "wb") as daemon_log,
+        _process(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            stdout=moto_log,
+            stderr=subprocess.STDOUT,
+        ) as moto,
+        _process([sys.executable, "-m", "mirrord.emulator"], stdout=subprocess.PIPE) as emulator,
+        _slack_receiver() as (slack_url, slack),
+    ):
+        assert emulator.stdout is not None
+        ready = orjson.loads(emulator.stdout.readline() or b"{}")
+        if "api_url" not in ready:
+            raise SystemExit("run-local: the emulator did not start")
+        _wait(lambda: _up(f"{endpoint}/moto-api/") or moto.poll() is not None, "moto")
+        _section("peers")
+        print(f"moto (S3, SQS)  {endpoint}")
+        print(f"formula.json    {ready['api_url']}  ({ready['formulae']} formulae)")
+        print(f"GHCR registry   {ready['registry_url']}  → blob storage {ready['blob_url']}")
+        print(f"Slack receiver  {slack_url.rsplit('/services', 1)[0]}")
+        print(f"logs            {work}")
+
+        session = botocore.session.get_session()
+        client_args: dict[str, Any] = {
+            "endpoint_url": endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "local",
+            "aws_secret_access_key": "local",
+        }
+        s3 = session.create_client("s3", **client_args)
+        sqs = session.create_client("sqs", **client_args)
+        s3.create_bucket(Bucket=BUCKET)
+        dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        redrive = orjson.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
+        queue = sqs.create_queue(
+            QueueName=QUEUE,
+            Attributes={"VisibilityTimeout": "180", "RedrivePolicy": redrive.decode()},
+        )["QueueUrl"]
+
+        env = {
+            **os.environ,
+            **aws,
+            "MIRRORD_BUCKET": BUCKET,
+            "MIRRORD_API_URL": ready["api_url"],
+            "MIRRORD_QUEUE_URL": queue,
+            "MIRRORD_SLACK_WEBHOOK_URL": slack_url,
+            "MIRRORD_HEALTH_FILE": str(work / "healthy"),
+            "MIRRORD_LOGS_HINT": str(work / "daemon.log"),
+        }
+        _section("mirrord daemon (background) and the weekly cron")
+        with _process(
+            [sys.executable, "-m", "mirrord", "daemon"], env=env, stderr=daemon_log
+        ) as daemon:
+            _wait(lambda: (work / "healthy").exists() or daemon.poll() is not None, "daemon")
+            os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "MIRRORD_"))})
+            from mirrord.lambdas.enqueue import handler  # after the environment is set
+
+            event = {
+                "version": "0",
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "resources": ["arn:aws:events:us-east-1:000000000000:rule/mirrord-weekly"],
+                "detail": {},
+            }
+            result = handler(event, None)
+            print(
+                f"enqueue → {result['route']}: {result['bottles']} bottles, "
+                f"about {result.get('estimate', {}).get('bytes', 0):,} bytes"
+            )
+
+            def done() -> bool:
+                depth = sqs.get_queue_attributes(
+                    QueueUrl=queue,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )["Attributes"]
+                return sum(int(v) for v in depth.values()) == 0 or daemon.poll() is not None
+
+            _wait(done, "the daemon to finish the job")
+            daemon.send_signal(signal.SIGTERM)
+            daemon_code = daemon.wait(timeout=60)
+        print(f"daemon exited {daemon_code} after SIGTERM; the job message was deleted")
+
+        _section("report (status.json)")
+        try:
+            status = orjson.loads(s3.get_object(Bucket=BUCKET, Key="status.json")["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            raise SystemExit(f"run-local: no status.json; see {work / 'daemon.log'}") from None
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+
+        _section(f"s3://{BUCKET}")
+        listing = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        for obj in listing[:12]:
+            print(f"{obj['Size']:>12,}  {obj['Key']}")
+        if len(listing) > 12:
+            print(f"{'':>12}  … {len(listing) - 12} more")
+        print(f"{sum(o['Size'] for o in listing):>12,}  bytes in {len(listing)} objects")
+
+        _section("mirrord verify")
+        verify = subprocess.run(
+            [sys.executable, "-m", "mirrord", "verify"],
+            env=env,
+            check=False,
+            stderr=subprocess.DEVNULL,
+        )
+        print(
+            f"\nslack messages: {len(slack)}; daemon exit {daemon_code}; "
+            f"verify exit {verify.returncode}"
+        )
+        return daemon_code or verify.returncode or (0 if status.get("remaining") == 0 else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
