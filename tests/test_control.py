@@ -5,11 +5,13 @@ themselves are stood in for (a context object, a background task)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import ssl
 import sys
 import time
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -27,9 +29,11 @@ from mirrord.app import App, open_app, run_job
 from mirrord.catalog import auto_targets, parse_catalog, select_bottles
 from mirrord.daemon import Daemon
 from mirrord.emulator import Emulator, Fault, sample_catalog
+from mirrord.errors import StoreError
 from mirrord.jobs import Job
-from mirrord.lambdas.enqueue import enqueue, job_from_event
+from mirrord.lambdas.enqueue import enqueue, job_from_event, lambda_invoker
 from mirrord.lambdas.enqueue import handler as enqueue_handler
+from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.lambdas.sync import sync_job
 from mirrord.lock import BucketLock, LockLost
 from mirrord.pipeline import load_hashfile
@@ -294,6 +298,56 @@ async def test_small_job_goes_to_lambda_and_deadline_hands_rest_to_daemon(plane:
     await asyncio.wait_for(task, 30)
     assert await plane.complete()
     assert all(n <= 1 for n in blob_requests(plane.emu).values())
+
+
+async def test_enqueue_invokes_the_sync_lambda_through_the_invoke_api(plane: Plane) -> None:
+    """With MIRRORD_SYNC_FUNCTION set, a small job is sent with Lambda's Invoke API
+    (InvocationType=Event, against moto's Lambda), not to SQS."""
+    async with get_session().create_client("iam") as iam:
+        role = (
+            await iam.create_role(
+                RoleName=f"r-{plane.app.settings.bucket}", AssumeRolePolicyDocument="{}"
+            )
+        )["Role"]["Arn"]
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("handler.py", "def handler(event, context):\n    return event\n")
+    name = f"sync-{plane.app.settings.bucket}"
+    await plane.app.lambda_client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": zipped.getvalue()},
+    )
+    app = replace(plane.app, settings=replace(plane.app.settings, sync_function=name))
+    result = await enqueue(app, job_from_event(SCHEDULED, datetime.now(UTC)), lambda_invoker(app))
+    assert result["route"] == "lambda"
+    assert await plane.queues.depth() == 0
+    missing = replace(app, settings=replace(app.settings, sync_function="no-such-function"))
+    with pytest.raises(StoreError, match="no-such-function"):
+        await enqueue(
+            missing, job_from_event(SCHEDULED, datetime.now(UTC)), lambda_invoker(missing)
+        )
+
+
+async def test_sync_lambda_handler_entry_point(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mirrord.lambdas.sync.handler(event, context), on the runtime's own thread and loop,
+    runs the job in the event to completion."""
+    s = plane.app.settings
+    for name, value in {
+        "MIRRORD_BUCKET": s.bucket,
+        "MIRRORD_API_URL": s.api_url,
+        "MIRRORD_QUEUE_URL": plane.queues.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    event = orjson.loads(job_from_event(SCHEDULED, datetime.now(UTC)).body())
+    out = await asyncio.to_thread(sync_handler, event, LambdaContext(900))
+    assert out["downloaded"] == out["planned"] > 0
+    assert out["handed_off"] is False
+    assert await plane.complete()
 
 
 # --- two daemons, one job ---------------------------------------------------------------

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.app import App, load_external, open_app
-from mirrord.errors import SettingsError, UpstreamError
+from mirrord.errors import SettingsError, StoreError, UpstreamError
 from mirrord.jobs import Job, JobError, job_from_dict, parse_date
 from mirrord.lambdas import run, settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message
@@ -77,9 +78,14 @@ def lambda_invoker(app: App) -> Invoker | None:
         return None
 
     async def invoke(job: Job) -> None:
-        await app.lambda_client.invoke(
-            FunctionName=function, InvocationType="Event", Payload=job.body()
-        )
+        try:
+            answer = await app.lambda_client.invoke(
+                FunctionName=function, InvocationType="Event", Payload=job.body()
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"Lambda Invoke {function}: {exc}", key=function) from exc
+        if answer.get("StatusCode") != 202:  # Event invocations are queued, never run inline
+            raise StoreError(f"Lambda Invoke {function}: status {answer.get('StatusCode')}")
 
     return invoke
 
