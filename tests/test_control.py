@@ -107,6 +107,16 @@ class Plane:
         assert self.app.queue is not None
         return Daemon(self.app, self.app.queue, stop=stop, owner=owner)
 
+    async def drain(self, owner: str) -> None:
+        """Run one daemon until it has finished a job, then stop it as ECS would."""
+        stop = asyncio.Event()
+        daemon = self.daemon(owner, stop)
+        task = asyncio.create_task(daemon.serve())
+        await until(lambda: daemon.jobs_done == 1 or task.done(), what=f"{owner} to finish")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert daemon.jobs_done == 1
+
     async def complete(self) -> bool:
         hf, _ = await load_hashfile(self.app.store, "bottles_hash.json")
         return set(hf.bottles) == set(self.expected())
@@ -149,10 +159,6 @@ async def until(check: Callable[[], Any], seconds: float = 60, what: str = "cond
         await asyncio.sleep(0.1)
 
 
-async def serve(daemon: Daemon, stop: asyncio.Event) -> asyncio.Task[None]:
-    return asyncio.create_task(daemon.serve())
-
-
 def blob_requests(emu: Emulator) -> dict[str, int]:
     return {sha: emu.stats(sha).requests for sha in emu.catalog.blobs}
 
@@ -180,12 +186,7 @@ async def test_cron_handler_to_daemon_end_to_end(
     assert result["job_id"] == f"{DATE}-weekly"
     assert await plane.queues.depth() == 1
 
-    stop = asyncio.Event()
-    daemon = plane.daemon("d1", stop)
-    task = await serve(daemon, stop)
-    await until(lambda: daemon.jobs_done == 1, what="the job")
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    await plane.drain("d1")
 
     assert await plane.complete()
     assert await plane.queues.depth() == 0
@@ -290,12 +291,7 @@ async def test_small_job_goes_to_lambda_and_deadline_hands_rest_to_daemon(plane:
     assert await plane.queues.depth() == 1
 
     plane.emu.clear_faults()
-    stop = asyncio.Event()
-    daemon = plane.daemon("d1", stop)
-    task = await serve(daemon, stop)
-    await until(lambda: daemon.jobs_done == 1, what="the handed-off job")
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    await plane.drain("d1")
     assert await plane.complete()
     assert all(n <= 1 for n in blob_requests(plane.emu).values())
 
@@ -364,7 +360,7 @@ async def test_duplicate_delivery_to_two_daemons_syncs_once(plane: Plane) -> Non
         plane.emu.set_faults(sha, [Fault("trickle", bytes_per_s=8 * MiB, times=None)])
     stop = asyncio.Event()
     daemons = [plane.daemon(f"d{i}", stop) for i in (1, 2)]
-    tasks = [await serve(d, stop) for d in daemons]
+    tasks = [asyncio.create_task(d.serve()) for d in daemons]
     await until(lambda: sum(d.jobs_done for d in daemons) == 2, 90, "both deliveries")
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -448,12 +444,7 @@ async def test_sigterm_mid_job_hands_the_job_back(plane: Plane) -> None:
     assert await plane.app.store.open_uploads() == []
 
     plane.emu.clear_faults()
-    stop = asyncio.Event()
-    daemon = plane.daemon("next", stop)
-    task = await serve(daemon, stop)
-    await until(lambda: daemon.jobs_done == 1, what="the next daemon")
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    await plane.drain("next")
     assert await plane.complete()
     assert await plane.queues.depth() == 0
 
@@ -474,7 +465,7 @@ async def test_poison_messages_go_to_the_dlq_and_the_daemon_keeps_serving(plane:
     stop = asyncio.Event()
     daemon = plane.daemon("d1", stop)
     with capture_logs() as logs:
-        task = await serve(daemon, stop)
+        task = asyncio.create_task(daemon.serve())
         await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
         await until(lambda: daemon.jobs_done == 1, 60, "the good job")
         await until(lambda: plane.queues.depth(plane.queues.dlq_url), 30, "the DLQ")
