@@ -26,6 +26,7 @@ from mirrord import __version__
 from mirrord.errors import InputError, MirrordError
 from mirrord.hashfile import HashFile, parse, utc_now
 from mirrord.jobs import Job
+from mirrord.lock import BucketLock, LockBusy
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
 from mirrord.pipeline import Tuning, run_sync
 from mirrord.queue import JobQueue
@@ -163,6 +164,31 @@ async def load_external(app: App) -> HashFile | None:
         return None
     log.info("external_hash_loaded", url=url, entries=len(external.bottles))
     return external
+
+
+async def run_exclusive(
+    app: App,
+    job: Job,
+    *,
+    owner: str,
+    route: str,
+    stop: asyncio.Event | None = None,
+    grace: float | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """``run_job`` under the bucket lock, renewed while it runs; ``LockBusy`` when
+    another sync holds the bucket (the daemon waits for it instead: see daemon.py)."""
+    s = app.settings
+    stop = stop or asyncio.Event()
+    lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
+    holder = await lock.acquire(job.job_id)
+    if holder is not None:
+        raise LockBusy(holder)
+    try:
+        async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
+            return await run_job(app, job, route=route, stop=stop, grace=grace, progress=progress)
+    finally:
+        await lock.release()
 
 
 async def run_job(

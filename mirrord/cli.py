@@ -21,12 +21,13 @@ import orjson
 import structlog
 
 from mirrord import __version__
-from mirrord.app import App, configure_logging, load_external, open_app, run_job
+from mirrord.app import App, configure_logging, load_external, open_app, run_exclusive
 from mirrord.audit import rebuild_hash, verify
-from mirrord.daemon import Daemon, default_owner, health_ok
+from mirrord.daemon import Daemon, health_ok
 from mirrord.errors import MirrordError, SettingsError
 from mirrord.jobs import Job
 from mirrord.lambdas.enqueue import enqueue, lambda_invoker
+from mirrord.lock import default_owner
 from mirrord.pipeline import load_hashfile, prepare
 from mirrord.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, progress_for
 from mirrord.settings import Settings, from_env
@@ -142,7 +143,14 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # finish in-flight, checkpoint, exit 1
         loop.add_signal_handler(sig, stop.set)
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
-        report = await run_job(app, job, route="cli", stop=stop, progress=progress_for(sys.stderr))
+        report = await run_exclusive(
+            app,
+            job,
+            owner=default_owner(),
+            route="cli",
+            stop=stop,
+            progress=progress_for(sys.stderr),
+        )
     failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
     _emit(
         args,

@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -51,10 +49,6 @@ def health_ok(path: str, max_age: float, now: float | None = None) -> bool:
     except OSError:
         return False
     return age <= max_age
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Daemon:

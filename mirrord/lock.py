@@ -8,8 +8,12 @@ is one conditional write, so S3 decides every race.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -26,11 +30,28 @@ class LockLost(MirrordError):
     """Someone else holds the lock now (ours expired and was taken over)."""
 
 
+class LockBusy(MirrordError):
+    """Another sync holds the bucket."""
+
+    def __init__(self, holder: Holder) -> None:
+        left = max(0, int(holder.expires_at - time.time()))
+        super().__init__(
+            f"another sync holds the bucket: {holder.owner} (job {holder.job_id}), "
+            f"lease renewed for another {left}s"
+        )
+        self.holder = holder
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     owner: str
     job_id: str
     expires_at: float
+
+
+def default_owner() -> str:
+    """Who holds a lock: host and process, enough to find it in the logs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _holder(raw: bytes) -> Holder | None:
@@ -108,6 +129,30 @@ class BucketLock:
         except PreconditionFailed as exc:
             self._etag = None
             raise LockLost(f"{self._key} was taken over") from exc
+
+    @asynccontextmanager
+    async def kept(self, every: float, on_lost: Callable[[], None]) -> AsyncIterator[None]:
+        """Renew the held lock every ``every`` seconds while inside; if it is lost,
+        call ``on_lost`` (which should stop the job) and stop renewing."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await self.renew()
+                except LockLost:
+                    log.error("lock_lost", key=self._key)
+                    on_lost()
+                    return
+                except MirrordError as exc:  # S3 blinked: the lease outlasts a few misses
+                    log.warning("lock_renew_failed", key=self._key, error=str(exc))
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def release(self) -> None:
         if self._etag is None:

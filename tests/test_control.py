@@ -391,6 +391,30 @@ async def test_bucket_lock_busy_expiry_takeover_and_loss(plane: Plane) -> None:
     assert await a.acquire("job-3") is None
 
 
+async def test_cli_sync_and_sync_lambda_respect_the_bucket_lock(plane: Plane) -> None:
+    """While a daemon holds the bucket: `mirrord sync` exits 1 naming the holder and
+    fetches nothing; the sync Lambda hands its job to SQS for the daemon instead."""
+    holder = BucketLock(plane.app.store, "fargate-task-7", ttl=60)
+    assert await holder.acquire("2026-11-22-weekly") is None
+    s = plane.app.settings
+    result = await run_cli(
+        "sync", "--date", DATE, env={"MIRRORD_BUCKET": s.bucket, "MIRRORD_API_URL": s.api_url}
+    )
+    assert result.code == 1
+    assert b"fargate-task-7" in result.stderr
+    assert plane.emu.total_bytes_sent() == 0
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    out = await sync_job(plane.app, job, LambdaContext(900).get_remaining_time_in_millis)
+    assert out["handed_off"] is True
+    assert await plane.queues.depth() == 1
+    await holder.release()
+    result = await run_cli(
+        "sync", "--date", DATE, env={"MIRRORD_BUCKET": s.bucket, "MIRRORD_API_URL": s.api_url}
+    )
+    assert result.code == 0
+    assert await plane.complete()
+
+
 # --- SIGTERM ----------------------------------------------------------------------------
 
 

@@ -13,14 +13,18 @@ from typing import Any
 
 import structlog
 
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app, run_exclusive
 from mirrord.jobs import Job, job_from_dict
 from mirrord.lambdas import run, settings_from_env
+from mirrord.lock import LockBusy, default_owner
 
 log = structlog.get_logger("mirrord.sync_lambda")
 
 
-async def sync_job(app: App, job: Job, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+async def sync_job(
+    app: App, job: Job, remaining_ms: Callable[[], int], *, owner: str | None = None
+) -> dict[str, Any]:
+    owner = owner or default_owner()
     margin = app.settings.lambda_margin_seconds
     stop = asyncio.Event()
 
@@ -33,9 +37,20 @@ async def sync_job(app: App, job: Job, remaining_ms: Callable[[], int]) -> dict[
     watcher = asyncio.create_task(deadline())
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
         try:
-            report = await run_job(
-                app, job, route="lambda", stop=stop, grace=min(app.settings.stop_grace, margin / 2)
+            report = await run_exclusive(
+                app,
+                job,
+                owner=owner,
+                route="lambda",
+                stop=stop,
+                grace=min(app.settings.stop_grace, margin / 2),
             )
+        except LockBusy as exc:  # a daemon is at it: give it the job, it waits for the lock
+            log.info("lock_busy_handoff", error=str(exc))
+            if app.queue is None:
+                raise
+            await app.queue.send(job)
+            return {"job_id": job.job_id, "handed_off": True, "reason": "lock busy"}
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
