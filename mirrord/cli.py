@@ -15,6 +15,7 @@ import sys
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +25,8 @@ from mirrord import __version__
 from mirrord.app import App, configure_logging, load_external, open_app, run_exclusive
 from mirrord.audit import rebuild_hash, verify
 from mirrord.daemon import Daemon, health_ok
+from mirrord.deployconfig import ConfigError
+from mirrord.deployconfig import parse as parse_deploy_config
 from mirrord.errors import MirrordError, SettingsError
 from mirrord.jobs import Job
 from mirrord.lambdas.enqueue import enqueue, lambda_invoker
@@ -95,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     job_flags(enqueue)
     enqueue.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
 
+    config = sub.add_parser("config", help="config.yaml: validate, or render Terraform variables")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("validate", "check every environment"),
+        ("render", "write infra/environments/<env>/terraform.tfvars.json"),
+    ):
+        p = config_sub.add_parser(action, help=text)
+        p.add_argument("--file", type=Path, default=Path("config.yaml"))
+        if action == "render":
+            p.add_argument("--env", required=True, help="dev, staging or prod")
+            p.add_argument("--out", type=Path, help="default: infra/environments/<env>/…")
+
     health = sub.add_parser("health", help="exit 0 when the daemon's heartbeat file is fresh")
     common(health)
     health.add_argument(
@@ -104,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    if args.command == "health":  # the ECS health check needs the heartbeat settings only
+        return from_env(env, require_bucket=False)
     platforms = getattr(args, "platform", None)
     flags = {
         "MIRRORD_BUCKET": args.bucket,
@@ -282,8 +299,33 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(coro)
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """No bucket, no clients: a file in, a file out."""
+    try:
+        config = parse_deploy_config(args.file.read_bytes())
+        if args.action == "validate":
+            print(f"{args.file}: {', '.join(config.environments)} valid")
+            return EXIT_OK
+        out = args.out or Path("infra/environments") / args.env / "terraform.tfvars.json"
+        body = orjson.dumps(
+            config.tfvars(args.env), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(body + b"\n")
+        print(f"wrote {out}")
+        return EXIT_OK
+    except OSError as exc:
+        print(f"mirrord: config: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"mirrord: {args.file}: {problem}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "config":
+        return cmd_config(args)
     env = os.environ if env is None else env
     try:
         settings = settings_from(args, env)

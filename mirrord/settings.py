@@ -190,8 +190,14 @@ def _choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
     return text.lower()
 
 
-def from_env(env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:
-    """Build Settings; ``flags`` maps variable names to flag values (None = not given)."""
+def from_env(
+    env: Mapping[str, str],
+    flags: Mapping[str, str | None] | None = None,
+    *,
+    require_bucket: bool = True,
+) -> Settings:
+    """Build Settings; ``flags`` maps variable names to flag values (None = not given).
+    ``require_bucket=False`` for commands that never touch the bucket (``health``)."""
     values: dict[str, Any] = {}
     for variable, (field_name, parser) in ENV.items():
         text = (flags or {}).get(variable)
@@ -204,5 +210,7 @@ def from_env(env: Mapping[str, str], flags: Mapping[str, str | None] | None = No
             continue
         values[field_name] = parser(text, source)
     if "bucket" not in values:
-        raise SettingsError("MIRRORD_BUCKET: required (the mirror's S3 bucket)")
+        if require_bucket:
+            raise SettingsError("MIRRORD_BUCKET: required (the mirror's S3 bucket)")
+        values["bucket"] = ""
     return Settings(**values)

@@ -1,0 +1,219 @@
+"""``config.yaml``: every deployment (dev, staging, prod) in one file. Pure.
+
+``defaults`` apply to every environment; each environment overrides what it needs. The
+result for one environment is exactly the set of variables the Terraform root module in
+``infra/`` declares, written as ``infra/environments/<env>/terraform.tfvars.json``.
+A bad file gives one error per problem, each naming ``<environment>.<key>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from mirrord.errors import InputError, SettingsError
+from mirrord.settings import parse_platforms
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+FARGATE_CPU = (256, 512, 1024, 2048, 4096, 8192, 16384)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)  # what CloudWatch Logs accepts
+
+
+class ConfigError(InputError):
+    """config.yaml is unusable; ``problems`` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong
+
+
+def _int(low: int, high: int) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            return f"must be a whole number in {low}..{high}"
+        return None
+
+    return check
+
+
+def _number(low: float) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < low:
+            return f"must be a number ≥ {low}"
+        return None
+
+    return check
+
+
+def _matches(pattern: str, what: str, *, optional: bool = False) -> Check:
+    regex = re.compile(pattern)
+
+    def check(v: Any) -> str | None:
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not regex.fullmatch(v):
+            return f"must be {what}"
+        return None
+
+    return check
+
+
+def _one_of(allowed: tuple[Any, ...]) -> Check:
+    def check(v: Any) -> str | None:
+        ok = v in allowed and not isinstance(v, bool)
+        return None if ok else f"must be one of {', '.join(map(str, allowed))}"
+
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def _platforms(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "must be 'auto' or a comma list of bottle tags"
+    try:
+        parse_platforms(v, "platforms")
+    except SettingsError as exc:
+        return str(exc).removeprefix("platforms: ")
+    return None
+
+
+def _emails(v: Any) -> str | None:
+    email = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+    if not isinstance(v, list) or not all(isinstance(e, str) and email.fullmatch(e) for e in v):
+        return "must be a list of e-mail addresses"
+    return None
+
+
+# The Terraform root module's variables: name → (check, default; REQUIRED when none).
+REQUIRED = object()
+VARIABLES: Mapping[str, tuple[Check, Any]] = {
+    "name_prefix": (_matches(r"[a-z][a-z0-9-]{1,20}", "lowercase letters, digits, '-'"), "mirrord"),
+    "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-\d", "an AWS region like eu-west-1"), REQUIRED),
+    "bucket_name": (
+        _matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "a valid S3 bucket name"),
+        REQUIRED,
+    ),
+    "schedule_expression": (
+        _matches(r"(cron|rate)\(.+\)", "cron(…) or rate(…)"),
+        "cron(0 3 ? * SUN *)",
+    ),
+    "platforms": (_platforms, "auto"),
+    "concurrency": (_int(1, 256), 16),
+    "part_size_mib": (_int(5, 5120), 16),
+    "size_threshold_gb": (_number(0), 20),
+    "task_cpu": (_one_of(FARGATE_CPU), 2048),
+    "task_memory": (_int(512, 122880), 8192),
+    "image_uri": (_matches(r"\S+", "a container image URI"), REQUIRED),
+    "lambda_package_path": (_matches(r"\S+", "a path to the Lambda zip"), REQUIRED),
+    "log_retention_days": (_one_of(LOG_RETENTION_DAYS), 30),
+    "alarm_emails": (_emails, []),
+    "kms_key_arn": (
+        _matches(
+            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[\w-]+",
+            "null or a KMS key ARN",
+            optional=True,
+        ),
+        None,
+    ),
+    "use_nat_gateway": (_bool, False),
+    "enable_autoscaling": (_bool, True),
+    "enable_monitoring": (_bool, True),
+    "noncurrent_version_days": (_int(1, 3650), 30),
+    "external_hash_url": (
+        _matches(r"(s3|https)://\S+", "null, s3://… or https://…", optional=True),
+        None,
+    ),
+}
+ROOT_VARIABLES = frozenset({*VARIABLES, "environment"})  # environment: the entry's name
+
+
+@dataclass(frozen=True, slots=True)
+class DeployConfig:
+    environments: Mapping[str, Mapping[str, Any]]  # fully resolved, validated
+
+    def tfvars(self, env: str) -> dict[str, Any]:
+        if env not in self.environments:
+            raise ConfigError([f"no environment {env!r} (have: {', '.join(self.environments)})"])
+        return {"environment": env, **self.environments[env]}
+
+
+def parse(text: str | bytes) -> DeployConfig:
+    """Read and validate config.yaml; ``ConfigError`` lists every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["top level must be a mapping with 'version' and 'environments'"])
+    problems: list[str] = []
+    if data.get("version") != 1:
+        problems.append("version: must be 1")
+    unknown_top = set(data) - {"version", "defaults", "environments"}
+    problems += [f"{k}: unknown top-level key" for k in sorted(map(str, unknown_top))]
+    defaults = data.get("defaults") or {}
+    envs = data.get("environments")
+    if not isinstance(defaults, dict):
+        problems.append("defaults: must be a mapping")
+        defaults = {}
+    if not isinstance(envs, dict) or not envs:
+        raise ConfigError([*problems, "environments: must map dev/staging/prod to settings"])
+    problems += [
+        f"defaults.{k}: unknown setting" for k in sorted(map(str, set(defaults) - set(VARIABLES)))
+    ]
+    resolved: dict[str, dict[str, Any]] = {}
+    for env, values in envs.items():
+        if env not in ENVIRONMENTS:
+            problems.append(f"environments.{env}: must be one of {', '.join(ENVIRONMENTS)}")
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{env}: must be a mapping of settings")
+            continue
+        problems += [
+            f"{env}.{k}: unknown setting" for k in sorted(map(str, set(values) - set(VARIABLES)))
+        ]
+        merged = {k: default for k, (_, default) in VARIABLES.items()}
+        merged.update({k: v for k, v in defaults.items() if k in VARIABLES})
+        merged.update({k: v for k, v in values.items() if k in VARIABLES})
+        for key, (check, _) in VARIABLES.items():
+            value = merged[key]
+            if value is REQUIRED:
+                problems.append(f"{env}.{key}: required")
+            elif (why := check(value)) is not None:
+                problems.append(f"{env}.{key}: {why} (got {value!r:.60})")
+        resolved[env] = merged
+    if problems:
+        raise ConfigError(problems)
+    return DeployConfig(resolved)
