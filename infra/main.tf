@@ -1,0 +1,164 @@
+# mirrord: EventBridge (weekly) → enqueue Lambda → sync Lambda (small jobs) or SQS →
+# daemon on ECS Fargate (large jobs) → the S3 mirror. See README.md in this folder.
+#
+# This is a module: infra/environments/<env>/ configure the provider and call it.
+
+locals {
+  name = "${var.name_prefix}-${var.environment}"
+
+  tags = {
+    Project     = "mirrord"
+    Environment = var.environment
+    ManagedBy   = "terraform"
+  }
+
+  # The daemon's heartbeat: it keeps a job's message invisible for 3 of them, so the
+  # queue's visibility timeout is 3 heartbeats too (a dead task's job comes back then).
+  heartbeat_seconds = 60
+  stop_timeout      = 120 # Fargate's longest SIGTERM → SIGKILL
+  stop_grace        = 90  # in-flight transfers after SIGTERM; leaves 30 s to checkpoint
+
+  enqueue_function_name = "${local.name}-enqueue"
+  sync_function_name    = "${local.name}-sync"
+  daemon_name           = "${local.name}-daemon"
+  daemon_log_group_name = "/ecs/${local.daemon_name}"
+
+  # Settings every runtime shares (mirrord reads them from the environment).
+  mirrord_environment = merge(
+    {
+      MIRRORD_BUCKET            = module.s3.bucket_id
+      MIRRORD_QUEUE_URL         = module.sqs.queue_url
+      MIRRORD_PLATFORMS         = var.platforms
+      MIRRORD_CONCURRENCY       = tostring(var.concurrency)
+      MIRRORD_PART_SIZE         = "${var.part_size_mib}MiB"
+      MIRRORD_SIZE_THRESHOLD_GB = tostring(var.size_threshold_gb)
+      MIRRORD_HEARTBEAT_SECONDS = tostring(local.heartbeat_seconds)
+      MIRRORD_SLACK_SECRET_ID   = module.notifications.slack_secret_arn
+    },
+    var.external_hash_url == null ? {} : { MIRRORD_EXTERNAL_HASH_URL = var.external_hash_url },
+  )
+}
+
+module "s3" {
+  source = "./modules/s3"
+
+  bucket_name             = var.bucket_name
+  kms_key_arn             = var.kms_key_arn
+  noncurrent_version_days = var.noncurrent_version_days
+  tags                    = local.tags
+}
+
+module "sqs" {
+  source = "./modules/sqs"
+
+  name              = "${local.name}-jobs"
+  heartbeat_seconds = local.heartbeat_seconds
+  max_receive_count = 3
+  kms_key_arn       = var.kms_key_arn
+  tags              = local.tags
+}
+
+module "notifications" {
+  source = "./modules/notifications"
+
+  name         = local.name
+  alarm_emails = var.alarm_emails
+  kms_key_arn  = var.kms_key_arn
+  tags         = local.tags
+}
+
+module "iam" {
+  source = "./modules/iam"
+
+  name                  = local.name
+  bucket_arn            = module.s3.bucket_arn
+  queue_arn             = module.sqs.queue_arn
+  dlq_arn               = module.sqs.dlq_arn
+  slack_secret_arn      = module.notifications.slack_secret_arn
+  alarm_topic_arn       = module.notifications.topic_arn
+  enqueue_function_name = local.enqueue_function_name
+  sync_function_name    = local.sync_function_name
+  task_log_group_name   = local.daemon_log_group_name
+  image_uri             = var.image_uri
+  kms_key_arn           = var.kms_key_arn
+  external_hash_url     = var.external_hash_url
+  tags                  = local.tags
+}
+
+module "lambda" {
+  source = "./modules/lambda"
+
+  enqueue_function_name           = local.enqueue_function_name
+  sync_function_name              = local.sync_function_name
+  package_path                    = var.lambda_package_path
+  enqueue_role_arn                = module.iam.enqueue_role_arn
+  sync_role_arn                   = module.iam.sync_role_arn
+  environment                     = local.mirrord_environment
+  lambda_margin_seconds           = 120
+  sync_dead_letter_arn            = module.sqs.dlq_arn
+  enqueue_failure_destination_arn = module.notifications.topic_arn
+  log_retention_days              = var.log_retention_days
+  kms_key_arn                     = var.kms_key_arn
+  tags                            = local.tags
+}
+
+module "network" {
+  source = "./modules/network"
+
+  name            = local.name
+  use_nat_gateway = var.use_nat_gateway
+  tags            = local.tags
+}
+
+module "ecs" {
+  source = "./modules/ecs"
+
+  name               = local.daemon_name
+  image_uri          = var.image_uri
+  cpu                = var.task_cpu
+  memory             = var.task_memory
+  environment        = local.mirrord_environment
+  heartbeat_seconds  = local.heartbeat_seconds
+  stop_timeout       = local.stop_timeout
+  stop_grace         = local.stop_grace
+  task_role_arn      = module.iam.task_role_arn
+  execution_role_arn = module.iam.execution_role_arn
+  subnet_ids         = module.network.task_subnet_ids
+  security_group_ids = [module.network.security_group_id]
+  assign_public_ip   = module.network.assign_public_ip
+  log_retention_days = var.log_retention_days
+  kms_key_arn        = var.kms_key_arn
+  queue_name         = module.sqs.queue_name
+  enable_autoscaling = var.enable_autoscaling
+  tags               = local.tags
+}
+
+module "eventbridge" {
+  source = "./modules/eventbridge"
+
+  name                = "${local.name}-schedule"
+  schedule_expression = var.schedule_expression
+  function_arn        = module.lambda.enqueue_function_arn
+  function_name       = module.lambda.enqueue_function_name
+  tags                = local.tags
+}
+
+module "monitoring" {
+  source = "./modules/monitoring"
+  count  = var.enable_monitoring ? 1 : 0
+
+  name                  = local.name
+  topic_arn             = module.notifications.topic_arn
+  queue_name            = module.sqs.queue_name
+  dlq_name              = module.sqs.dlq_name
+  enqueue_function_name = module.lambda.enqueue_function_name
+  sync_function_name    = module.lambda.sync_function_name
+  cluster_name          = module.ecs.cluster_name
+  service_name          = module.ecs.service_name
+  log_group_names = {
+    enqueue = module.lambda.log_group_names.enqueue
+    sync    = module.lambda.log_group_names.sync
+    daemon  = module.ecs.log_group_name
+  }
+  tags = local.tags
+}

@@ -1,0 +1,83 @@
+output "bucket_name" {
+  description = "The mirror's bucket (MIRRORD_BUCKET)."
+  value       = module.s3.bucket_id
+}
+
+output "bucket_arn" {
+  description = "ARN of the mirror's bucket."
+  value       = module.s3.bucket_arn
+}
+
+output "queue_url" {
+  description = "The job queue (MIRRORD_QUEUE_URL)."
+  value       = module.sqs.queue_url
+}
+
+output "dlq_url" {
+  description = "The dead-letter queue: failed jobs and failed sync invocations, ready to redrive."
+  value       = module.sqs.dlq_url
+}
+
+output "enqueue_function_name" {
+  description = "The enqueue Lambda; invoke it with {\"source\": \"manual\"} for an unscheduled run."
+  value       = module.lambda.enqueue_function_name
+}
+
+output "sync_function_name" {
+  description = "The sync Lambda."
+  value       = module.lambda.sync_function_name
+}
+
+output "cluster_name" {
+  description = "The daemon's ECS cluster."
+  value       = module.ecs.cluster_name
+}
+
+output "service_name" {
+  description = "The daemon's ECS service (desired count 0 at rest)."
+  value       = module.ecs.service_name
+}
+
+output "task_definition_arn" {
+  description = "The daemon's task definition."
+  value       = module.ecs.task_definition_arn
+}
+
+output "log_group_names" {
+  description = "Where the logs are: enqueue, sync and daemon."
+  value = {
+    enqueue = module.lambda.log_group_names.enqueue
+    sync    = module.lambda.log_group_names.sync
+    daemon  = module.ecs.log_group_name
+  }
+}
+
+output "slack_secret_arn" {
+  description = "Put the Slack webhook URL in this secret (aws secretsmanager put-secret-value)."
+  value       = module.notifications.slack_secret_arn
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic of the alarms and failed enqueues."
+  value       = module.notifications.topic_arn
+}
+
+output "schedule_rule_name" {
+  description = "The EventBridge rule that starts the weekly sync."
+  value       = module.eventbridge.rule_name
+}
+
+output "vpc_id" {
+  description = "The daemon's VPC."
+  value       = module.network.vpc_id
+}
+
+output "dashboard_name" {
+  description = "The CloudWatch dashboard (null without monitoring)."
+  value       = one(module.monitoring[*].dashboard_name)
+}
+
+output "alarm_names" {
+  description = "The alarms that notify the topic (empty without monitoring)."
+  value       = try(module.monitoring[0].alarm_names, {})
+}

@@ -1,0 +1,224 @@
+# The root module's variables. `mirrord config render` writes exactly these keys to
+# terraform.tfvars.json, and infra/environments/*/variables.tf are symlinks to this file.
+
+variable "name_prefix" {
+  description = "First part of every resource name: <name_prefix>-<environment>-…"
+  type        = string
+  default     = "mirrord"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name_prefix))
+    error_message = "name_prefix: 2-21 lower-case letters, digits and dashes, starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Deployment stage: dev, staging, prod, or moto (the local emulator)."
+  type        = string
+
+  validation {
+    condition     = contains(["dev", "staging", "prod", "moto"], var.environment)
+    error_message = "environment: one of dev, staging, prod, moto."
+  }
+}
+
+variable "aws_region" {
+  description = "AWS region of the deployment, e.g. us-east-1."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.aws_region))
+    error_message = "aws_region: a region code such as us-east-1 or eu-west-3."
+  }
+}
+
+variable "bucket_name" {
+  description = "The mirror's S3 bucket (MIRRORD_BUCKET); created by this configuration."
+  type        = string
+
+  validation {
+    condition = (
+      can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket_name)) &&
+      !strcontains(var.bucket_name, "..") &&
+      !can(regex("^\\d+\\.\\d+\\.\\d+\\.\\d+$", var.bucket_name)) &&
+      !startswith(var.bucket_name, "xn--") &&
+      !endswith(var.bucket_name, "-s3alias")
+    )
+    error_message = "bucket_name: 3-63 lower-case letters, digits, dots and dashes, starting and ending with a letter or digit, not an IP address (S3 bucket naming rules)."
+  }
+}
+
+variable "schedule_expression" {
+  description = "When the enqueue Lambda runs (EventBridge cron() or rate(), UTC)."
+  type        = string
+  default     = "cron(0 3 ? * SUN *)"
+
+  validation {
+    condition     = can(regex("^(cron\\([^)]+\\)|rate\\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\\))$", var.schedule_expression))
+    error_message = "schedule_expression: cron(...) or rate(N unit), e.g. cron(0 3 ? * SUN *)."
+  }
+}
+
+variable "platforms" {
+  description = "MIRRORD_PLATFORMS: bottle tags to mirror, comma-separated, or auto (the three newest macOS releases)."
+  type        = string
+  default     = "auto"
+
+  validation {
+    condition     = can(regex("^\\s*((?i)auto|[a-z0-9_]+(\\s*,\\s*[a-z0-9_]+)*)\\s*$", var.platforms))
+    error_message = "platforms: auto, or bottle tags separated by commas (arm64_sequoia,sequoia)."
+  }
+}
+
+variable "concurrency" {
+  description = "MIRRORD_CONCURRENCY: bottles in flight."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 256 && floor(var.concurrency) == var.concurrency
+    error_message = "concurrency: a whole number from 1 to 256."
+  }
+}
+
+variable "part_size_mib" {
+  description = "MIRRORD_PART_SIZE in MiB: the multipart part size."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.part_size_mib >= 5 && var.part_size_mib <= 5120 && floor(var.part_size_mib) == var.part_size_mib
+    error_message = "part_size_mib: a whole number from 5 to 5120 (S3's 5 MiB-5 GiB parts)."
+  }
+}
+
+variable "size_threshold_gb" {
+  description = "MIRRORD_SIZE_THRESHOLD_GB: estimated jobs below it run in the sync Lambda, larger ones on Fargate."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.size_threshold_gb >= 0 && var.size_threshold_gb <= 100000
+    error_message = "size_threshold_gb: 0 (always Fargate) to 100000."
+  }
+}
+
+variable "task_cpu" {
+  description = "CPU units of the daemon's Fargate task (1024 = 1 vCPU)."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.task_cpu)
+    error_message = "task_cpu: one of 256, 512, 1024, 2048, 4096, 8192, 16384."
+  }
+}
+
+variable "task_memory" {
+  description = "Memory of the daemon's Fargate task in MiB (a combination Fargate offers for task_cpu)."
+  type        = number
+  default     = 8192
+
+  validation {
+    condition     = var.task_memory >= 512 && var.task_memory <= 122880 && var.task_memory % 512 == 0
+    error_message = "task_memory: 512 to 122880 MiB, in steps of 512."
+  }
+
+  validation {
+    condition     = var.task_memory >= var.concurrency * 3 * var.part_size_mib + 512
+    error_message = "task_memory: a sync holds up to concurrency x 3 x part_size_mib MiB; leave 512 MiB on top of that."
+  }
+}
+
+variable "image_uri" {
+  description = "The daemon's container image (built from docker/Dockerfile), by tag or digest."
+  type        = string
+
+  validation {
+    condition     = length(var.image_uri) > 0 && !can(regex("\\s", var.image_uri))
+    error_message = "image_uri: a non-empty image reference without spaces."
+  }
+}
+
+variable "lambda_package_path" {
+  description = "Path of the Lambda deployment zip (the mirrord package and its dependencies)."
+  type        = string
+
+  validation {
+    condition     = endswith(var.lambda_package_path, ".zip")
+    error_message = "lambda_package_path: a .zip file."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the Lambda and daemon log groups, in days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days: one of CloudWatch Logs' values (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+}
+
+variable "alarm_emails" {
+  description = "E-mail addresses subscribed to the alarm topic (each confirms a subscription mail)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "alarm_emails: every entry must be an e-mail address."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "Customer-managed KMS key for the bucket, queues, secret, topic, logs and Lambda environment. null: AWS-managed encryption everywhere. The key policy must let CloudWatch Logs, SNS and CloudWatch alarms use it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:\\d{12}:key/[A-Za-z0-9-]+$", var.kms_key_arn))
+    error_message = "kms_key_arn: null or a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}
+
+variable "use_nat_gateway" {
+  description = "false: tasks in public subnets with a public IP and an egress-only security group (no fixed cost). true: private subnets behind one NAT gateway."
+  type        = bool
+  default     = false
+}
+
+variable "enable_autoscaling" {
+  description = "Scale the daemon's service on the job queue (Application Auto Scaling target, two step policies, two queue alarms). Off: the service stays at 0 tasks unless scaled by hand."
+  type        = bool
+  default     = true
+}
+
+variable "enable_monitoring" {
+  description = "Create the alarms (DLQ not empty, sync failed, Lambda errors, no recent sync), their log metric filters and the dashboard."
+  type        = bool
+  default     = true
+}
+
+variable "noncurrent_version_days" {
+  description = "Days replaced or deleted object versions are kept in the bucket (the undo window for bottles_hash.json and a deleted bottle)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.noncurrent_version_days >= 1 && floor(var.noncurrent_version_days) == var.noncurrent_version_days
+    error_message = "noncurrent_version_days: a whole number of days, at least 1."
+  }
+}
+
+variable "external_hash_url" {
+  description = "MIRRORD_EXTERNAL_HASH_URL: another mirror's bottles_hash.json (s3://BUCKET/KEY or https://…) whose bottles are skipped. null: none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.external_hash_url == null || can(regex("^(s3://[a-z0-9][a-z0-9.-]+[a-z0-9]/.+|https://.+)$", var.external_hash_url))
+    error_message = "external_hash_url: null, s3://BUCKET/KEY or https://…"
+  }
+}
