@@ -1,14 +1,1 @@
-terraform {
-  required_version = ">= 1.9, < 2.0"
-
-  required_providers {
-    aws = {
-      source  = "hashicorp/aws"
-      version = ">= 5.80, < 6.0"
-    }
-  }
-
-  # Partial configuration: the state bucket, key and lock table come from
-  #   terraform init -backend-config=backend.hcl
-  backend "s3" {}
-}
+../dev/versions.tf
