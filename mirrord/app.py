@@ -11,10 +11,10 @@ import logging
 import random
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import orjson
@@ -37,6 +37,7 @@ from mirrord.settings import Settings
 from mirrord.upstream import Registry, fetch_bytes, fetch_catalog
 
 log = structlog.get_logger("mirrord.app")
+T = TypeVar("T")
 
 
 def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> None:
@@ -56,6 +57,16 @@ def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> No
         logger_factory=structlog.BytesLoggerFactory(stream or sys.stderr.buffer),
         cache_logger_on_first_use=False,
     )
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a fresh loop: uvloop where it exists (not on every platform),
+    else asyncio's. The CLI runs one per command, the Lambdas one per invocation."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,20 @@ import orjson
 import structlog
 
 from mirrord import __version__
-from mirrord.app import App, configure_logging, load_external, open_app, run_exclusive
+from mirrord.app import (
+    App,
+    configure_logging,
+    load_external,
+    open_app,
+    run_exclusive,
+    run_loop,
+)
 from mirrord.audit import rebuild_hash, verify
 from mirrord.daemon import Daemon, health_ok
 from mirrord.deployconfig import ConfigError
 from mirrord.deployconfig import parse as parse_deploy_config
 from mirrord.errors import MirrordError, SettingsError
-from mirrord.jobs import Job
+from mirrord.jobs import Job, JobError, parse_date
 from mirrord.lambdas.enqueue import enqueue, lambda_invoker
 from mirrord.lock import default_owner
 from mirrord.pipeline import load_hashfile, prepare
@@ -41,13 +48,9 @@ log = structlog.get_logger("mirrord.cli")
 
 def _date(text: str) -> str:
     try:
-        return date.fromisoformat(text).isoformat() if len(text) == 10 else _bad_date(text)
-    except ValueError:
-        return _bad_date(text)
-
-
-def _bad_date(text: str) -> str:
-    raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD")
+        return parse_date(text, "--date")
+    except JobError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,14 +294,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return await COMMANDS[args.command](args, app)
 
 
-def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:  # not on every platform; asyncio's loop works, slower
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 def cmd_config(args: argparse.Namespace) -> int:
     """No bucket, no clients: a file in, a file out."""
     try:
@@ -337,7 +332,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_OK if health_ok(settings.health_file, max_age) else EXIT_FAILED
     configure_logging(settings.log_level)
     try:
-        return _event_loop_run(_run(args, settings))
+        return run_loop(_run(args, settings))
     except SettingsError as exc:
         print(f"mirrord: {exc}", file=sys.stderr)
         return EXIT_USAGE

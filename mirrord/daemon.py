@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +27,7 @@ import structlog
 from mirrord.app import App, run_job
 from mirrord.errors import MirrordError
 from mirrord.jobs import Job, JobError, parse_job
-from mirrord.lock import BucketLock, LockLost
+from mirrord.lock import BucketLock
 from mirrord.queue import JobQueue, Received
 
 log = structlog.get_logger("mirrord.daemon")
@@ -116,18 +116,13 @@ class Daemon:
         ):
             await self._run(job, message)
 
-    async def _heartbeat(self, receipt: str, with_lock: Callable[[], bool]) -> None:
+    async def _heartbeat(self, receipt: str) -> None:
+        """Keep the message invisible (also while waiting for the lock)."""
         while True:
             await asyncio.sleep(self._beat)
             touch(self._app.settings.health_file)
             try:
                 await self._queue.hide(receipt, self._visibility)
-                if with_lock():
-                    await self._lock.renew()
-            except LockLost:
-                log.error("lock_lost")  # another task took over: stop ours
-                self._stop.set()
-                return
             except MirrordError as exc:
                 log.warning("heartbeat_failed", error=str(exc))
 
@@ -141,13 +136,15 @@ class Daemon:
         return False
 
     async def _run(self, job: Job, message: Received) -> None:
-        beat = asyncio.create_task(self._heartbeat(message.receipt, lambda: self._lock.held))
+        beat = asyncio.create_task(self._heartbeat(message.receipt))
         try:
             if not await self._acquire(job):
                 await self._queue.hide(message.receipt, 0)
                 return
             try:
-                report = await run_job(self._app, job, route="fargate", stop=self._stop)
+                # Lost to a takeover: stop ours (the daemon exits; ECS starts another).
+                async with self._lock.kept(self._beat, on_lost=self._stop.set):
+                    report = await run_job(self._app, job, route="fargate", stop=self._stop)
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
                 return  # the message comes back after its visibility timeout

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mirrord.errors import InputError, SettingsError
+from mirrord.models import BUCKET_RE
 from mirrord.settings import parse_platforms
 
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -123,7 +124,7 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
     "name_prefix": (_matches(r"[a-z][a-z0-9-]{1,20}", "lowercase letters, digits, '-'"), "mirrord"),
     "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-\d", "an AWS region like eu-west-1"), REQUIRED),
     "bucket_name": (
-        _matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "a valid S3 bucket name"),
+        _matches(BUCKET_RE.pattern, "a valid S3 bucket name"),
         REQUIRED,
     ),
     "schedule_expression": (

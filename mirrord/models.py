@@ -12,6 +12,8 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@+._,-]*$")
 TAG_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# S3's bucket naming rules, loosely: refuse what would break a URL or a key.
+BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Keeps every key well under S3's 1,024-byte limit.
 MAX_NAME_LEN = 128
 MAX_VERSION_LEN = 64

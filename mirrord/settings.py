@@ -13,6 +13,7 @@ from typing import Any
 
 from mirrord.catalog import validate_targets
 from mirrord.errors import SettingsError
+from mirrord.models import BUCKET_RE
 
 MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
@@ -140,8 +141,7 @@ ENV: dict[str, tuple[str, Any]] = {
 
 
 def _bucket(text: str, name: str) -> str:
-    # S3's bucket naming rules, loosely: refuse what would break a URL or a key.
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", text):
+    if not BUCKET_RE.fullmatch(text):
         raise SettingsError(f"{name}: {text!r} is not a valid S3 bucket name")
     return text
 

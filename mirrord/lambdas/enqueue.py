@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mirrord.app import App, load_external, open_app
+from mirrord.app import App, load_external, open_app, run_loop
 from mirrord.errors import SettingsError, StoreError, UpstreamError
 from mirrord.jobs import Job, JobError, job_from_dict, parse_date
-from mirrord.lambdas import run, settings_from_env
+from mirrord.lambdas import settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message
 from mirrord.pipeline import load_hashfile, prepare
 from mirrord.plan import Plan, estimate, index_url, sizes_from_index
@@ -146,4 +146,4 @@ async def _main(event: Any) -> dict[str, Any]:
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """AWS Lambda entry point (``mirrord.lambdas.enqueue.handler``)."""
-    return run(_main(event))
+    return run_loop(_main(event))

@@ -13,9 +13,9 @@ from typing import Any
 
 import structlog
 
-from mirrord.app import App, open_app, run_exclusive
+from mirrord.app import App, open_app, run_exclusive, run_loop
 from mirrord.jobs import Job, job_from_dict
-from mirrord.lambdas import run, settings_from_env
+from mirrord.lambdas import settings_from_env
 from mirrord.lock import LockBusy, default_owner
 
 log = structlog.get_logger("mirrord.sync_lambda")
@@ -74,4 +74,4 @@ async def _main(event: Any, context: Any) -> dict[str, Any]:
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """AWS Lambda entry point (``mirrord.lambdas.sync.handler``); the event is the job."""
-    return run(_main(event, context))
+    return run_loop(_main(event, context))
