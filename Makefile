@@ -33,8 +33,8 @@ actionlint: $(ACTIONLINT)
 	$(ACTIONLINT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mirrord tests
-	$(BIN)/ruff format --check mirrord tests
+	$(BIN)/ruff check mirrord tests bench
+	$(BIN)/ruff format --check mirrord tests bench
 	$(BIN)/mypy
 
 # checkov pins an old boto3/botocore that would break aiobotocore: it gets its own venv.

@@ -164,7 +164,7 @@ def shell_once(
     def once() -> tuple[Measure, int, int]:
         bucket = sink.bucket()
         try:
-            m = measure([script(bucket)], {**aws_env(sink), "PATH": _path()}, shell=True)
+            m = measure([script(bucket)], {**aws_env(sink), "PATH": _path()}, shell=True)  # noqa: S604
             if sink.root is not None and sink.stored(bucket) != (objects, nbytes):
                 raise RuntimeError(f"sink holds {sink.stored(bucket)}, not {objects, nbytes}")
         finally:
@@ -183,9 +183,9 @@ def _path() -> str:
 @contextmanager
 def url_list(o: Origin, limit: int | None) -> Iterator[tuple[Path, int, int]]:
     """``url key size`` lines of the corpus (the first ``limit``), for shell peers."""
-    from mirrord.catalog import parse_catalog, select_bottles
-
     import urllib.request
+
+    from mirrord.catalog import parse_catalog, select_bottles
 
     with urllib.request.urlopen(o.api_url) as r:  # noqa: S310 - loopback origin
         sel = select_bottles(parse_catalog(r.read()).formulae, ["arm64_tahoe"])
@@ -303,7 +303,9 @@ def sha256_rates(runs: int, size: int) -> dict[str, Stat]:
             w.join()
         return len(data) / MB / (time.perf_counter() - t)
 
-    return {f"{n} thread{'s' if n > 1 else ''}": Stat.of([rate(n) for _ in range(runs)]) for n in (1, 2)}
+    return {
+        f"{n} thread{'s' if n > 1 else ''}": Stat.of([rate(n) for _ in range(runs)]) for n in (1, 2)
+    }
 
 
 def micro(runs: int, scale: float) -> dict[str, Stat]:
@@ -317,20 +319,25 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
     from mirrord.models import HashEntry
     from mirrord.pipeline import prepare
 
-    # A real-shaped formula.json: the sample's real entries, renamed until 30 MB.
+    # A real-shaped formula.json: 8,400 formulae (2026's count) cycled from the sample's
+    # real entries, each given the fields the real API adds and the sample trims
+    # (variations, ruby_source_*, caveats) until the document weighs 30 MB.
     sample = orjson.loads(
         resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
     )
-    target = int(30e6 * scale)
+    count, target = max(50, int(8400 * scale)), int(30e6 * scale)
     entries: list[Any] = []
-    size = 0
-    while size < target:
-        for e in sample:
-            e = dict(e, name=f"{e['name']}-{len(entries)}", full_name=f"{e['name']}-{len(entries)}")
-            entries.append(e)
-            size += len(orjson.dumps(e))
-            if size >= target:
-                break
+    for i in range(count):
+        e = dict(sample[i % len(sample)])
+        e["name"] = e["full_name"] = f"{e['name']}-{i}"
+        tags = list(e["bottle"].get("stable", {}).get("files", {}))
+        e["variations"] = {t: {"dependencies": e.get("dependencies", [])} for t in tags}
+        e["ruby_source_path"] = f"Formula/{e['name'][0]}/{e['name']}.rb"
+        e["ruby_source_checksum"] = {"sha256": hashlib.sha256(e["name"].encode()).hexdigest()}
+        entries.append(e)
+    pad = max(0, target - len(orjson.dumps(entries))) // count
+    for e in entries:
+        e["caveats"] = ("Caveats text of the kind formulae print after install. " * 60)[:pad]
     raw = orjson.dumps(entries)
     out: dict[str, Stat] = {}
     times = []
@@ -343,7 +350,14 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
     n_formulae = max(100, int(8400 * scale))
     emu = synthetic_catalog(n_formulae, sizes=(1000, 2000))
     catalog = parse_catalog(orjson.dumps(emu.formulae).replace(b"{registry}", b"https://ghcr.io"))
-    targets = ["arm64_tahoe", "arm64_sequoia", "arm64_sonoma", "sonoma", "arm64_linux", "x86_64_linux"]
+    targets = [
+        "arm64_tahoe",
+        "arm64_sequoia",
+        "arm64_sonoma",
+        "sonoma",
+        "arm64_linux",
+        "x86_64_linux",
+    ]
     from mirrord.catalog import select_bottles
 
     bottles = select_bottles(catalog.formulae, targets).bottles
@@ -353,7 +367,9 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
         for b in bottles[: len(bottles) - len(bottles) // 100]
     }
     for i in range(max(0, len(bottles) - len(known))):  # pad to as many entries as bottles
-        known[f"old{i}-1.0-arm64_tahoe"] = HashEntry(f"{i:064x}", "2025-01-01", 1, f"2025-01-01/old{i}")
+        known[f"old{i}-1.0-arm64_tahoe"] = HashEntry(
+            f"{i:064x}", "2025-01-01", 1, f"2025-01-01/old{i}"
+        )
     hf_raw = dumps(HashFile(bottles=known))
     job = Job(job_id="bench", date=DATE)
     times = []
@@ -362,7 +378,9 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
         hf = parse(hf_raw)
         prepare(catalog, hf, job, targets)
         times.append(time.perf_counter() - t)
-    out[f"plan {len(bottles):,} bottles vs {len(known):,}-entry hash file (incl. parsing it)"] = Stat.of(times)
+    out[f"plan {len(bottles):,} bottles vs {len(known):,}-entry hash file (incl. parsing it)"] = (
+        Stat.of(times)
+    )
     return out
 
 
@@ -377,9 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part-size", type=int, default=16 * MIB)
     p.add_argument("--out", type=Path, default=Path("docs"))
     p.add_argument("--only", choices=("small", "mixed", "large"), action="append")
+    p.add_argument("--scale", type=float, default=1.0, help="shrink the tabled corpora")
+    p.add_argument("--no-sweeps", action="store_true")
     a = p.parse_args(argv)
     runs = 1 if a.smoke else a.runs
-    scale = {"small": 0.01, "mixed": 0.05, "large": 0.02} if a.smoke else {}
+    scale = (
+        {"small": 0.01, "mixed": 0.05, "large": 0.02}
+        if a.smoke
+        else dict.fromkeys(("small", "mixed", "large"), a.scale)
+    )
     sweep_scale = {"small": 0.2, "mixed": 0.5}
     conc = [1, 16] if a.smoke else [1, 2, 4, 8, 16, 32, 64]
     parts = [8 * MIB, 16 * MIB] if a.smoke else [8 * MIB, 16 * MIB, 32 * MIB, 64 * MIB]
@@ -404,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 with origin(name, scale.get(name, 1.0)) as o:
                     res.corpora[name] = f"{o.title}, {o.bytes / MB:,.0f} MB"
                     table(res, o, (rclone, nginx), runs, c, part, peer_limit.get(name))
+            if a.no_sweeps:
+                continue
             if name in sweep_scale:
                 with origin(name, scale.get(name, sweep_scale[name])) as o:
                     print(f"  concurrency sweep on {o.title}", flush=True)
@@ -428,11 +454,13 @@ def table(
     peer_limit: int | None,
 ) -> None:  # fmt: skip
     """mirrord into both sinks, the limits, the peers: one corpus's table."""
-    rclone, nginx = sinks
+    rclone = sinks[0]
     files = Path(tempfile.mkdtemp(prefix=f"mirrord-bench-{o.corpus}-", dir=SHM))
     try:
         for sink in sinks:
-            res.rows.append(row("mirrord", o.corpus, sink, True, runs, mirrord_once(o, sink, c, part)))
+            res.rows.append(
+                row("mirrord", o.corpus, sink, True, runs, mirrord_once(o, sink, c, part))
+            )
         limits(res, o, rclone, o.corpus, runs, c, part, files)
         peers(res, o, rclone, o.corpus, runs, c, peer_limit)
     finally:
@@ -448,13 +476,13 @@ def sweep_concurrency(
         for label, sink in (("rclone", rclone), ("nginx", nginx)):
             ms, nbytes, _ = runs_of(runs, mirrord_once(o, sink, level, part))
             point[f"mirrord→{label}"] = Stat.of([nbytes / MB / m.wall_s for m in ms])
-        ms, nbytes, _ = runs_of(
-            runs,
-            lambda: (measure([sys.executable, "-m", "bench.clients", "null", "--api-url", o.api_url,
-                              "--concurrency", str(level)]), o.bytes, o.bottles),  # fmt: skip
-        )
+        null = [sys.executable, "-m", "bench.clients", "null", "--api-url", o.api_url,
+                "--concurrency", str(level)]  # fmt: skip
+        ms, nbytes, _ = runs_of(runs, lambda cmd=null: (measure(cmd), o.bytes, o.bottles))
         point["origin→/dev/null"] = Stat.of([nbytes / MB / m.wall_s for m in ms])
-        print("   ", level, {k: v.fmt(0) for k, v in point.items() if k != "concurrency"}, flush=True)
+        print(
+            "   ", level, {k: v.fmt(0) for k, v in point.items() if k != "concurrency"}, flush=True
+        )
         points.append(point)
     return points
 
@@ -471,7 +499,16 @@ def sweep_parts(
             "rss_mb": Stat.of([m.rss_mb for m in ms]),
             "rss_bound_mb": (c * 2 * part) / MB + 150,
         }
-        print("   ", point["part_mib"], "MiB", point["mb_s"].fmt(0), "MB/s", point["rss_mb"].fmt(0), "MB", flush=True)
+        print(
+            "   ",
+            point["part_mib"],
+            "MiB",
+            point["mb_s"].fmt(0),
+            "MB/s",
+            point["rss_mb"].fmt(0),
+            "MB",
+            flush=True,
+        )
         points.append(point)
     return points
 

@@ -47,7 +47,9 @@ def corpus(name: str, scale: float = 1.0, seed: int = 0) -> Corpus:
     rng = random.Random(f"{name}:{seed}")  # noqa: S311 - test data, not crypto
     if name == "small":
         n = max(8, round(5000 * scale))
-        return Corpus(name, f"{n:,} bottles of 50 KB–2 MB", tuple(_log_uniform(rng, n, 50 * KB, 2 * MB)))
+        return Corpus(
+            name, f"{n:,} bottles of 50 KB–2 MB", tuple(_log_uniform(rng, n, 50 * KB, 2 * MB))
+        )
     if name == "mixed":
         n = max(8, round(500 * scale))
         few = max(1, round(4 * scale))

@@ -182,7 +182,14 @@ def plots(res: Results, out: Path) -> None:
             xs = [p["concurrency"] for p in points]
             for series in [k for k in points[0] if k != "concurrency"]:
                 stats = [p[series] for p in points]
-                ax.errorbar(xs, [s.median for s in stats], yerr=err(stats), marker="o", capsize=3, label=series)
+                ax.errorbar(
+                    xs,
+                    [s.median for s in stats],
+                    yerr=err(stats),
+                    marker="o",
+                    capsize=3,
+                    label=series,
+                )
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xlabel("bottles in flight (MIRRORD_CONCURRENCY)")
@@ -197,13 +204,27 @@ def plots(res: Results, out: Path) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [p["part_mib"] for p in res.part_size]
         stats = [p["mb_s"] for p in res.part_size]
-        ax.errorbar(xs, [s.median for s in stats], yerr=err(stats), marker="o", capsize=3, color="C0", label="MB/s")
+        ax.errorbar(
+            xs,
+            [s.median for s in stats],
+            yerr=err(stats),
+            marker="o",
+            capsize=3,
+            color="C0",
+            label="MB/s",
+        )
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(x) for x in xs])
         ax.set_xlabel("part size (MiB)")
         ax.set_ylabel("MB/s", color="C0")
         ax2 = ax.twinx()
-        ax2.plot(xs, [p["rss_mb"].median for p in res.part_size], marker="s", color="C1", label="peak RSS")
+        ax2.plot(
+            xs,
+            [p["rss_mb"].median for p in res.part_size],
+            marker="s",
+            color="C1",
+            label="peak RSS",
+        )
         ax2.set_ylabel("peak RSS (MB)", color="C1")
         ax.set_title("corpus large: one bottle, into rclone serve s3")
         ax.grid(alpha=0.3)
@@ -216,9 +237,20 @@ def plots(res: Results, out: Path) -> None:
         axes = axes if len(corpora) > 1 else [axes]
         for ax, corpus in zip(axes, corpora, strict=True):
             rows = [r for r in res.rows if r.corpus == corpus]
-            labels = [f"{r.tool} → {r.sink.split()[0]}" if r.tool == "mirrord" else r.tool for r in rows]
-            colors = ["C2" if r.tool == "mirrord" else "C7" if r.tool.startswith("limit") else "C0" for r in rows]
-            ax.barh(labels, [r.mb_s.median for r in rows], xerr=err([r.mb_s for r in rows]), color=colors, capsize=3)
+            labels = [
+                f"{r.tool} → {r.sink.split()[0]}" if r.tool == "mirrord" else r.tool for r in rows
+            ]
+            colors = [
+                "C2" if r.tool == "mirrord" else "C7" if r.tool.startswith("limit") else "C0"
+                for r in rows
+            ]
+            ax.barh(
+                labels,
+                [r.mb_s.median for r in rows],
+                xerr=err([r.mb_s for r in rows]),
+                color=colors,
+                capsize=3,
+            )
             ax.invert_yaxis()
             ax.set_xlabel("MB/s (green: mirrord, grey: limits, blue: peers)")
             ax.set_title(f"corpus {corpus}")

@@ -28,7 +28,8 @@ from bench.origin import corpus as bench_corpus
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GNU_TIME = "/usr/bin/time"  # Debian's `time` package: peak RSS of exactly the child
-SHM = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+# RAM-backed scratch for the sink and the local-file copies: disk speed is not measured.
+SHM = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())  # noqa: S108
 
 
 def tool(name: str) -> str:
@@ -231,9 +232,27 @@ http {{
     "~^POST:.*uploadId=" complete;
     "~^PUT:" put;
     "~^DELETE:" delete;
+    "~^GET:.*list-type=2" list;
   }}
+  # The front reads every body in full (answering Expect: 100-continue, as S3 does; a
+  # body discarded unread would cost the client its connection) and forwards only the
+  # request line to the answering server below.
+  upstream answers {{ server 127.0.0.1:{port2}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port};
+    client_body_buffer_size 80m;
+    location / {{
+      proxy_pass http://answers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Expect "";
+      proxy_set_header Content-Length "";
+      proxy_pass_request_body off;
+      proxy_buffering off;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{port2};
     location / {{
       add_header ETag '"0123456789abcdef0123456789abcdef"' always;
       if ($s3op = create) {{
@@ -245,6 +264,9 @@ http {{
       # 201, not 200: nginx answers a 200 to a PUT carrying If-None-Match with 304.
       if ($s3op = put) {{ return 201; }}
       if ($s3op = delete) {{ return 204; }}
+      if ($s3op = list) {{
+        return 200 '<ListBucketResult><Name>b</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated></ListBucketResult>';
+      }}
       return 404 '<Error><Code>NoSuchKey</Code><Message>discarding sink</Message></Error>';
     }}
   }}
@@ -259,7 +281,9 @@ def nginx_sink() -> Iterator[Sink]:
     work = Path(tempfile.mkdtemp(prefix="mirrord-bench-nginx-"))
     port = free_port()
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(pid=work / "nginx.pid", tmp=work, port=port))
+    conf.write_text(
+        NGINX_CONF.format(pid=work / "nginx.pid", tmp=work, port=port, port2=free_port())
+    )
     proc = subprocess.Popen(  # noqa: S603
         [tool("nginx"), "-c", str(conf), "-p", str(work), "-e", "stderr"],
         stdout=subprocess.DEVNULL,

@@ -106,7 +106,7 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
     )
     backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311 - jitter, not secrets
     session = get_session()
-    if session.get_config_variable("region") is None:
+    if not session.get_config_variable("region"):
         # botocore reads AWS_DEFAULT_REGION (and profiles), not AWS_REGION; without one it
         # fails deep inside the first client with a traceback.
         raise SettingsError("no AWS region: set AWS_DEFAULT_REGION (or a profile's region)")

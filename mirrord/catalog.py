@@ -6,10 +6,12 @@ only a catalog that is not a JSON list of objects as a whole raises ``CatalogErr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from mirrord.errors import CatalogError, FormulaError, SettingsError
@@ -23,6 +25,7 @@ from mirrord.models import (
     Bottle,
     BottleFile,
     Formula,
+    gc_paused,
 )
 
 # DESIGN.md §3. Codenames before big_sur only ever appear as fallbacks in old data.
@@ -60,6 +63,7 @@ class Platform:
     release: float = 0.0
 
 
+@functools.lru_cache(maxsize=1024)  # a catalog holds a few dozen tags, met ~10⁵ times
 def parse_tag(tag: str) -> Platform:
     if tag == "all":
         return Platform(tag, "all")
@@ -92,8 +96,91 @@ class Catalog:
     rejected: tuple[FormulaError, ...] = ()
 
 
+# --- the fast path: msgspec decodes only the fields mirroring needs, skipping in C the
+# rest of a 30 MB formula.json (caveats, dependencies, variations…) that orjson would
+# first turn into Python objects. Any entry that breaks a rule sends the whole document
+# down the slow path below, which rejects exactly that entry with its reason; both paths
+# give the same Catalog (tests/test_catalog.py compares them).
+
+_SCHEMES = ("https://", "http://")
+
+
+class _File(msgspec.Struct):
+    url: str
+    # Checked in C while decoding: cheaper than any per-string check in Python.
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
+    cellar: Any = ""
+
+
+class _Stable(msgspec.Struct):
+    files: dict[str, _File]
+    rebuild: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class _Bottle(msgspec.Struct):
+    stable: _Stable | None = None
+
+
+class _Versions(msgspec.Struct):
+    stable: str
+
+
+class _Entry(msgspec.Struct):
+    name: str
+    versions: _Versions
+    revision: Annotated[int, msgspec.Meta(ge=0)] = 0
+    bottle: _Bottle | None = None
+
+
+_DECODER = msgspec.json.Decoder(list[_Entry])
+
+
+def _fast(raw: bytes) -> Catalog | None:
+    """The catalog when every entry is well-formed and names are unique, else None."""
+    try:
+        entries = _DECODER.decode(raw)
+    except msgspec.MsgspecError:
+        return None
+    formulae: list[Formula] = []
+    tags: dict[str, bool] = {}  # a catalog has a few dozen tags: check each once
+    for e in entries:
+        name, version = e.name, e.versions.stable
+        if not (
+            len(name) <= MAX_NAME_LEN
+            and NAME_RE.fullmatch(name)
+            and len(version) <= MAX_VERSION_LEN
+            and VERSION_RE.fullmatch(version)
+        ):
+            return None
+        stable = e.bottle.stable if e.bottle is not None else None
+        if stable is None:
+            formulae.append(Formula(name, version, e.revision))
+            continue
+        files = []
+        for tag, f in stable.files.items():
+            ok = tags.get(tag)
+            if ok is None:
+                ok = tags[tag] = TAG_RE.fullmatch(tag) is not None
+            if not ok or not f.url.startswith(_SCHEMES):
+                return None
+            cellar = f.cellar if isinstance(f.cellar, str) else ""
+            files.append(BottleFile(tag, f.url, f.sha256, cellar))
+        formulae.append(Formula(name, version, e.revision, stable.rebuild, tuple(files)))
+    if len({f.name for f in formulae}) != len(formulae):
+        return None  # duplicates: the slow path reports which
+    return Catalog(tuple(formulae), ())
+
+
 def parse_catalog(raw: bytes) -> Catalog:
     """Parse formula.json; bad entries go to ``rejected`` with the reason."""
+    with gc_paused():
+        fast = _fast(raw)
+        if fast is not None and fast.formulae:
+            return fast
+        return _slow(raw)
+
+
+def _slow(raw: bytes) -> Catalog:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -213,7 +300,10 @@ def validate_targets(tags: Sequence[str]) -> tuple[str, ...]:
 def select_file(formula: Formula, target: str) -> BottleFile | None:
     """The bottle brew installs on ``target``: exact tag, else ``all``, else the first
     tag in files order of the same architecture for an older macOS release."""
-    by_tag = {f.tag: f for f in formula.files}
+    return _select(formula, {f.tag: f for f in formula.files}, target)
+
+
+def _select(formula: Formula, by_tag: Mapping[str, BottleFile], target: str) -> BottleFile | None:
     if target in by_tag:
         return by_tag[target]
     if "all" in by_tag:
@@ -239,15 +329,23 @@ def select_bottles(formulae: Iterable[Formula], targets: Sequence[str]) -> Selec
     chosen: dict[str, Bottle] = {}
     no_bottle = 0
     for formula in formulae:
+        by_tag = {f.tag: f for f in formula.files}
+        picked: set[str] = set()
         for target in targets:
-            file = select_file(formula, target)
+            file = _select(formula, by_tag, target)
             if file is None:
                 no_bottle += 1
-                continue
-            bottle = Bottle(
-                formula.name, formula.pkg_version, file.tag, formula.rebuild, file.sha256, file.url
-            )
-            chosen.setdefault(bottle.hash_key, bottle)
+            elif file.tag not in picked:  # several targets often share one bottle
+                picked.add(file.tag)
+                bottle = Bottle(
+                    formula.name,
+                    formula.pkg_version,
+                    file.tag,
+                    formula.rebuild,
+                    file.sha256,
+                    file.url,
+                )
+                chosen.setdefault(bottle.hash_key, bottle)
     return Selection(tuple(chosen.values()), no_bottle)
 
 

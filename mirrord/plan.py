@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from mirrord.hashfile import HashFile
@@ -35,24 +37,32 @@ class Plan:
         return sum(t.size_hint for t in self.transfers)
 
 
-def _size_hints(hf: HashFile) -> dict[tuple[str, str], int]:
-    """(``<name>`` candidate, tag) → newest known size, from previous versions' entries.
+def _size_hints(hf: HashFile, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(name, tag) → newest known size, from previous versions' entries, for ``wanted``.
 
     Hash keys are ``<name>-<pkg_version>-<tag>``; names and versions may both hold '-',
-    so every split is indexed and the lookup by the real name picks the right one.
+    so every key beginning with ``<name>-`` and ending with ``-<tag>`` counts, found by
+    bisecting the sorted keys: a weekly plan wants a few hundred of ~50,000.
     """
-    newest: dict[tuple[str, str], tuple[str, int]] = {}
-    for key, entry in hf.bottles.items():
-        if entry.file_size is None:
-            continue
-        prefix, _, tag = key.rpartition("-")
-        start = 0
-        while (cut := prefix.find("-", start)) > 0:
-            index = (prefix[:cut], tag)
-            if index not in newest or newest[index][0] < entry.download_date:
-                newest[index] = (entry.download_date, entry.file_size)
-            start = cut + 1
-    return {k: size for k, (_, size) in newest.items()}
+    if not wanted:
+        return {}
+    keys = sorted(hf.bottles)
+    hints: dict[tuple[str, str], int] = {}
+    for name, tag in wanted:
+        prefix, suffix = f"{name}-", f"-{tag}"
+        newest = ""
+        for key in islice(keys, bisect_left(keys, prefix), None):
+            if not key.startswith(prefix):
+                break
+            entry = hf.bottles[key]
+            if (
+                key.endswith(suffix)
+                and len(key) > len(prefix) + len(suffix)
+                and entry.file_size is not None
+                and entry.download_date > newest
+            ):
+                newest, hints[(name, tag)] = entry.download_date, entry.file_size
+    return hints
 
 
 def make_plan(
@@ -67,7 +77,6 @@ def make_plan(
     never linked, since their objects live in another bucket."""
     stored = hf.by_sha256()
     elsewhere = {e.sha256 for e in external.bottles.values()} if external else set()
-    hints = _size_hints(hf)
     links: dict[str, HashEntry] = {}
     skipped = 0
     primaries: dict[str, Bottle] = {}
@@ -86,6 +95,7 @@ def make_plan(
         else:
             primaries[bottle.sha256] = bottle
             aliases[bottle.sha256] = []
+    hints = _size_hints(hf, {(b.name, b.tag) for b in primaries.values()})
     transfers = [
         Transfer(b, b.s3_key(date), hints.get((b.name, b.tag), 0), tuple(aliases[sha]))
         for sha, b in primaries.items()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 import orjson
 import pytest
 
+from mirrord import catalog as catalog_module
 from mirrord.catalog import (
     auto_targets,
     filter_formulae,
@@ -16,6 +18,7 @@ from mirrord.catalog import (
     select_file,
     validate_targets,
 )
+from mirrord.emulator.content import synthetic_catalog
 from mirrord.errors import CatalogError, FormulaError, SettingsError
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
@@ -183,30 +186,57 @@ def test_unsafe_names_rejected_rest_kept(name: str) -> None:
     assert "name" in str(cat.rejected[0])
 
 
-@pytest.mark.parametrize(
-    ("mutate", "field"),
-    [
-        (lambda e: e.pop("versions"), "versions"),
-        (lambda e: e["versions"].update(stable=7), "versions.stable"),
-        (lambda e: e["versions"].update(stable="1.0/../../x"), "versions.stable"),
-        (lambda e: e.update(revision=-1), "revision"),
-        (lambda e: e["bottle"]["stable"].update(rebuild="1"), "rebuild"),
-        (lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(sha256="zz"), "sha256"),
-        (
-            lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(
-                url="file:///etc/passwd"
-            ),
-            "url",
-        ),
-        (lambda e: e["bottle"]["stable"]["files"].update({"../x": {}}), "tag"),
-    ],
-)
+MALFORMED: list[tuple[Any, str]] = [
+    (lambda e: e.pop("versions"), "versions"),
+    (lambda e: e["versions"].update(stable=7), "versions.stable"),
+    (lambda e: e["versions"].update(stable="1.0/../../x"), "versions.stable"),
+    (lambda e: e.update(revision=-1), "revision"),
+    (lambda e: e["bottle"]["stable"].update(rebuild="1"), "rebuild"),
+    (lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(sha256="zz"), "sha256"),
+    (
+        lambda e: e["bottle"]["stable"]["files"]["arm64_tahoe"].update(url="file:///etc/passwd"),
+        "url",
+    ),
+    (lambda e: e["bottle"]["stable"]["files"].update({"../x": {}}), "tag"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field"), MALFORMED)
 def test_malformed_entry_names_the_field(mutate: Any, field: str) -> None:
     """Each malformed field gives a FormulaError that names it."""
     bad = orjson.loads(orjson.dumps(JQ))
     mutate(bad)
     with pytest.raises(FormulaError, match=field.split(".")[-1]):
         formula_from_api(bad)
+
+
+@pytest.mark.parametrize("mutate", [m for m, _ in MALFORMED] + [lambda e: e.update(name="a" * 200)])
+def test_one_malformed_entry_leaves_the_fast_path_and_is_rejected_alone(mutate: Any) -> None:
+    """The msgspec fast path gives way: the bad entry is rejected, the others kept."""
+    bad = orjson.loads(orjson.dumps(JQ))
+    mutate(bad)
+    raw = orjson.dumps([bad, OPENSSL, CERTS])
+    assert catalog_module._fast(raw) is None
+    cat = parse_catalog(raw)
+    assert [f.name for f in cat.formulae] == ["openssl@3", "ca-certificates"]
+    assert len(cat.rejected) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes(),
+        orjson.dumps(synthetic_catalog(300).formulae).replace(b"{registry}", b"https://ghcr.io"),
+        orjson.dumps([JQ, OPENSSL, CERTS, OLD, LINUX, NONE, {**JQ, "name": "nob", "bottle": None}]),
+    ],
+)
+def test_fast_and_slow_paths_give_the_same_catalog(raw: bytes) -> None:
+    """Well-formed catalogs take the fast path, and it agrees with the checked one."""
+    fast = catalog_module._fast(raw)
+    assert fast is not None
+    assert fast == catalog_module._slow(raw)
+    assert fast.formulae
+    assert not fast.rejected
 
 
 @pytest.mark.parametrize("raw", [b"", b'[{"name": "jq"', b"{}", b'"x"', b"[1, 2]"])

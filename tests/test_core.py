@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from mirrord import hashfile as hashfile_module
 from mirrord.errors import HashFileError, SettingsError
 from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
 from mirrord.models import Bottle, HashEntry
@@ -120,6 +121,30 @@ def test_corrupt_hash_file_is_a_clear_error(raw: bytes, needle: str) -> None:
     """Every way a file can be corrupt raises HashFileError naming the problem."""
     with pytest.raises(HashFileError, match=needle):
         parse(raw)
+
+
+def test_hash_file_fast_and_slow_paths_agree() -> None:
+    """A well-formed v2 file takes the msgspec path and reads exactly as the checked one."""
+    raw = v2(
+        {
+            "jq-1.7.1_1-arm64_sequoia": {
+                "sha256": A,
+                "download_date": "2026-01-01",
+                "file_size": 7,
+                "s3_key": "2026-01-01/jq-1.7.1_1.arm64_sequoia.bottle.tar.gz",
+            },
+            "go-1.22-rc1-sonoma": {
+                "sha256": B,
+                "download_date": "2026-01-02",
+                "file_size": None,
+                "s3_key": "2026-01-02/go-1.22-rc1.sonoma.bottle.tar.gz",
+            },
+        }
+    )
+    fast = hashfile_module._fast(raw)
+    assert fast is not None
+    assert fast == hashfile_module._slow(raw, "x")
+    assert fast.bottles["go-1.22-rc1-sonoma"].file_size is None
 
 
 def test_merge_is_a_union_and_order_independent() -> None:

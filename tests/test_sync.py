@@ -417,6 +417,7 @@ async def test_cli_sync_json_report_and_exit_codes(world: World) -> None:
         ({"MIRRORD_CONCURRENCY": "lots"}, (), "MIRRORD_CONCURRENCY"),
         ({}, ("--platform", "arm64_windows"), "--platforms"),
         ({}, ("--formula", "no-such-formula"), "no-such-formula"),
+        ({"AWS_DEFAULT_REGION": ""}, (), "AWS_DEFAULT_REGION"),
     ],
 )
 async def test_cli_bad_settings_exit_2_with_one_line(
