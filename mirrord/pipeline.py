@@ -180,9 +180,7 @@ async def run_sync(
     # One listing of the job's folder rather than a HEAD per bottle: only keys already
     # there (stored by a run that died before its checkpoint) need their metadata read.
     # A HEAD that answers 404 also costs a new connection in aiobotocore (measured).
-    present = (
-        {o.key async for o in store.list_objects(f"{job.date}/")} if plan.transfers else set()
-    )
+    present = {o.key async for o in store.list_objects(f"{job.date}/")} if plan.transfers else set()
 
     async def one(t: Transfer) -> None:
         head = await store.head(t.key) if t.key in present else None
