@@ -89,6 +89,7 @@ class Results:
     part_size: list[dict[str, Any]] = field(default_factory=list)
     micro: dict[str, Stat] = field(default_factory=dict)
     corpora: dict[str, str] = field(default_factory=dict)
+    files_written: list[str] | None = None
 
 
 def runs_of(n: int, once: Callable[[], tuple[Measure, int, int]]) -> tuple[list[Measure], int, int]:
@@ -397,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=("small", "mixed", "large"), action="append")
     p.add_argument("--scale", type=float, default=1.0, help="shrink the tabled corpora")
     p.add_argument("--no-sweeps", action="store_true")
+    p.add_argument("--sweep-runs", type=int, default=1, help="runs per point of the curves")
     a = p.parse_args(argv)
     runs = 1 if a.smoke else a.runs
+    sweep_runs = 1 if a.smoke else a.sweep_runs
     scale = (
         {"small": 0.01, "mixed": 0.05, "large": 0.02}
         if a.smoke
@@ -433,11 +436,15 @@ def main(argv: list[str] | None = None) -> int:
             if name in sweep_scale:
                 with origin(name, scale.get(name, sweep_scale[name])) as o:
                     print(f"  concurrency sweep on {o.title}", flush=True)
-                    res.concurrency[name] = sweep_concurrency(o, rclone, nginx, conc, part, runs)
+                    res.concurrency[name] = sweep_concurrency(
+                        o, rclone, nginx, conc, part, sweep_runs
+                    )
             if name == "large":
                 with origin(name, scale.get(name, 1.0)) as o:
                     print(f"  part-size sweep on {o.title}", flush=True)
-                    res.part_size = sweep_parts(o, rclone, c, parts, runs)
+                    res.part_size = sweep_parts(o, rclone, c, parts, sweep_runs)
+                    res.files_written = files_written(o, rclone, c, part)
+                    print(f"  files opened for writing: {res.files_written}", flush=True)
 
     (a.out / "bench-results.json").write_bytes(
         orjson.dumps(asdict(res), option=orjson.OPT_INDENT_2)
@@ -465,6 +472,34 @@ def table(
         peers(res, o, rclone, o.corpus, runs, c, peer_limit)
     finally:
         shutil.rmtree(files, ignore_errors=True)
+
+
+def files_written(o: Origin, sink: Sink, c: int, part: int) -> list[str] | None:
+    """Every file a sync of ``o`` opens for writing (strace), bytecode caches aside:
+    the proof that bottles stream through memory. None when strace is missing."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    bucket = sink.bucket()
+    with tempfile.NamedTemporaryFile("r") as trace:
+        env = {**aws_env(sink), "MIRRORD_API_URL": o.api_url, "MIRRORD_LOG_LEVEL": "warning"}
+        cmd = [strace, "-f", "-qq", "-e", "trace=openat,open,creat", "-o", trace.name,
+               tool("mirrord"), "sync", "--bucket", bucket, "--date", DATE,
+               "--platform", "arm64_tahoe", "--concurrency", str(c), "--part-size", str(part)]  # fmt: skip
+        try:
+            measure(cmd, env)
+        finally:
+            sink.drop(bucket)
+        written = []
+        for line in trace:
+            if (
+                any(flag in line for flag in ("O_WRONLY", "O_RDWR", "O_CREAT"))
+                and "= -1" not in line
+            ):
+                path = line.split('"')[1] if '"' in line else line
+                if not path.endswith(".pyc") and not path.startswith("/dev/"):
+                    written.append(path)
+    return sorted(set(written))
 
 
 def sweep_concurrency(

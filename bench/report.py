@@ -78,6 +78,13 @@ def targets(res: Results) -> list[tuple[str, str, str, bool]]:
             f"{worst['rss_bound_mb']:,.0f} MB at {worst['part_mib']} MiB",
             worst["rss_mb"].median <= worst["rss_bound_mb"],
         ))  # fmt: skip
+    if res.files_written is not None:
+        out.append((
+            "1 GB bottle: no temporary files (strace of a whole sync, bytecode caches aside)",
+            ", ".join(res.files_written) or "no file opened for writing",
+            "none",
+            not res.files_written,
+        ))  # fmt: skip
     for name, stat in res.micro.items():
         limit = 1.0 if name.startswith("plan") else 0.5
         out.append((name, f"{stat.median:.3f} s", f"< {limit} s", stat.median < limit))

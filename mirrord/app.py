@@ -12,7 +12,7 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -79,7 +79,7 @@ class App:
     s3: Any  # the aiobotocore clients, for the few calls outside the adapters' scope
     slack: Slack
     queue: JobQueue | None  # when MIRRORD_QUEUE_URL is set
-    lambda_client: Any
+    lambda_client: Any  # None unless MIRRORD_SYNC_FUNCTION is set
 
 
 def s3_config(settings: Settings) -> AioConfig:
@@ -89,7 +89,7 @@ def s3_config(settings: Settings) -> AioConfig:
         max_pool_connections=settings.concurrency * 2 + 4,
         retries={"mode": "standard", "max_attempts": settings.max_attempts},
         # Real S3 over https does not sign bodies; over plain http botocore would hash
-        # every byte a second time. The parts carry CRC32 and the object our SHA-256.
+        # every byte a second time. The parts carry CRC32C and the object our SHA-256.
         s3={"payload_signing_enabled": False},
         user_agent_extra=f"mirrord/{__version__}",
     )
@@ -110,17 +110,29 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
         # botocore reads AWS_DEFAULT_REGION (and profiles), not AWS_REGION; without one it
         # fails deep inside the first client with a traceback.
         raise SettingsError("no AWS region: set AWS_DEFAULT_REGION (or a profile's region)")
-    async with (
-        aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers={"User-Agent": f"mirrord/{__version__}"},
-        ) as http,
-        session.create_client("s3", config=s3_config(settings), **s3_kwargs) as s3,
-        session.create_client("sqs", config=_plain_config(settings)) as sqs,
-        session.create_client("secretsmanager", config=_plain_config(settings)) as secrets,
-        session.create_client("lambda", config=_plain_config(settings)) as lambda_client,
-    ):
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                headers={"User-Agent": f"mirrord/{__version__}"},
+            )
+        )
+        s3 = await stack.enter_async_context(
+            session.create_client("s3", config=s3_config(settings), **s3_kwargs)
+        )
+
+        async def optional(service: str, wanted: object) -> Any:
+            # Only the clients these settings call for: each costs ~0.1 s of start-up
+            # (its service model, an SSL context), paid by every `mirrord sync`.
+            if not wanted:
+                return None
+            client = session.create_client(service, config=_plain_config(settings))
+            return await stack.enter_async_context(client)
+
+        sqs = await optional("sqs", settings.queue_url)
+        secrets = await optional("secretsmanager", settings.slack_secret_id)
+        lambda_client = await optional("lambda", settings.sync_function)
         webhook = await resolve_webhook(
             secrets, secret_id=settings.slack_secret_id, direct_url=settings.slack_webhook_url
         )

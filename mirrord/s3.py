@@ -11,7 +11,9 @@ import io
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp.payload
 import botocore.exceptions
+from awscrt.checksums import crc32c
 from botocore.exceptions import ClientError
 
 from mirrord.errors import PreconditionFailed, StoreError
@@ -40,6 +42,41 @@ def _error(exc: Exception, op: str, key: str) -> StoreError:
 
 # Bodies are BytesIO that own their memory: given bytes (or a BytesIO sharing them), the
 # SDK and aiohttp copy every part once more on the way out (measured: +1 part per upload).
+
+
+class Part(io.BytesIO):
+    """A part or a small bottle, cut by transfer.py. A type of its own so it gets the
+    payload writer below; it is still a BytesIO that owns its memory."""
+
+
+class _PartPayload(aiohttp.payload.BytesIOPayload):
+    """Hands the whole buffer to the transport at once. aiohttp's BytesIOPayload copies
+    64 KiB at a time with an event-loop turn between copies: 256 turns and a full copy
+    per 16 MiB part, about a fifth of mirrord's CPU per GB (py-spy)."""
+
+    async def write_with_length(
+        self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        start = self._value.tell()
+        with self._value.getbuffer() as view:
+            end = len(view) if content_length is None else start + content_length
+            await writer.write(view[start:end])
+
+
+aiohttp.payload.PAYLOAD_REGISTRY.register(
+    _PartPayload, Part, order=aiohttp.payload.Order.try_first
+)
+
+
+def _crc32c(body: io.BytesIO) -> str:
+    with body.getbuffer() as view:
+        return base64.b64encode(crc32c(view).to_bytes(4, "big")).decode()
+
+
+# CRC32C, not CRC32: with awscrt the SDK computes it with the CPU's crc32 instruction
+# (measured 56 GB/s against 1.7 GB/s for CRC32, which has no such instruction), so a
+# part's transport check costs next to nothing beside our SHA-256.
+PART_CHECKSUM = "CRC32C"
 
 
 def b64_sha256(hex_digest: str) -> str:
@@ -131,7 +168,7 @@ class S3Store:
                 Key=key,
                 Metadata=dict(metadata),
                 ContentType="application/gzip",
-                ChecksumAlgorithm="CRC32",
+                ChecksumAlgorithm=PART_CHECKSUM,
             )
         except _BOTO_ERRORS as exc:
             raise _error(exc, "CreateMultipartUpload", key) from exc
@@ -140,7 +177,7 @@ class S3Store:
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: io.BytesIO
     ) -> dict[str, Any]:
-        """One part with the SDK's CRC32 (cheap transport check; the sha256 is ours)."""
+        """One part with the SDK's CRC32C (cheap transport check; the sha256 is ours)."""
         try:
             r = await self._client.upload_part(
                 Bucket=self.bucket,
@@ -148,13 +185,14 @@ class S3Store:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
-                ChecksumAlgorithm="CRC32",
+                # Given, so the SDK does not read the part once more to compute it.
+                ChecksumCRC32C=_crc32c(body),
             )
         except _BOTO_ERRORS as exc:
             raise _error(exc, f"UploadPart #{number}", key) from exc
         part = {"PartNumber": number, "ETag": r["ETag"]}
-        if "ChecksumCRC32" in r:
-            part["ChecksumCRC32"] = r["ChecksumCRC32"]
+        if "ChecksumCRC32C" in r:
+            part["ChecksumCRC32C"] = r["ChecksumCRC32C"]
         return part
 
     async def complete_multipart(

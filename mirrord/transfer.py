@@ -20,7 +20,7 @@ import structlog
 
 from mirrord.errors import IntegrityError, StoreError
 from mirrord.models import Bottle
-from mirrord.s3 import S3Store
+from mirrord.s3 import Part, S3Store
 
 # Below this, hashing on the event loop is cheaper than a hop to a thread.
 THREAD_HASH_MIN = 1 << 20
@@ -43,13 +43,13 @@ def object_metadata(bottle: Bottle) -> dict[str, str]:
     }
 
 
-def _take(chunks: deque[memoryview], size: int) -> io.BytesIO:
+def _take(chunks: deque[memoryview], size: int) -> Part:
     """Move exactly ``size`` leading bytes of ``chunks`` into a buffer of their own.
 
     One copy per byte. The buffer is a BytesIO that owns its memory: botocore streams it
     as is, where bytes would be copied once more on the way to the socket.
     """
-    out = io.BytesIO()
+    out = Part()
     while size:
         chunk = chunks[0]
         if len(chunk) <= size:

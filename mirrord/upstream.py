@@ -74,7 +74,9 @@ class Registry:
             start = offset
             try:
                 async with self._open(url, offset) as (response, skip):
-                    async for chunk in response.content.iter_chunked(CHUNK):
+                    # Whatever the socket delivered, as delivered: iter_chunked(n) would
+                    # join small reads into a new buffer first, one more copy per byte.
+                    async for chunk in response.content.iter_any():
                         if skip:  # the server ignored Range: drop what we already have
                             drop = min(skip, len(chunk))
                             chunk, skip = chunk[drop:], skip - drop

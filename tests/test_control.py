@@ -309,22 +309,28 @@ async def test_enqueue_invokes_the_sync_lambda_through_the_invoke_api(plane: Pla
     with zipfile.ZipFile(zipped, "w") as z:
         z.writestr("handler.py", "def handler(event, context):\n    return event\n")
     name = f"sync-{plane.app.settings.bucket}"
-    await plane.app.lambda_client.create_function(
-        FunctionName=name,
-        Runtime="python3.11",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": zipped.getvalue()},
-    )
-    app = replace(plane.app, settings=replace(plane.app.settings, sync_function=name))
-    result = await enqueue(app, job_from_event(SCHEDULED, datetime.now(UTC)), lambda_invoker(app))
-    assert result["route"] == "lambda"
-    assert await plane.queues.depth() == 0
-    missing = replace(app, settings=replace(app.settings, sync_function="no-such-function"))
-    with pytest.raises(StoreError, match="no-such-function"):
-        await enqueue(
-            missing, job_from_event(SCHEDULED, datetime.now(UTC)), lambda_invoker(missing)
+    # open_app builds a Lambda client only when MIRRORD_SYNC_FUNCTION is set.
+    assert plane.app.lambda_client is None
+    async with get_session().create_client("lambda") as lam:
+        await lam.create_function(
+            FunctionName=name,
+            Runtime="python3.11",
+            Role=role,
+            Handler="handler.handler",
+            Code={"ZipFile": zipped.getvalue()},
         )
+        app = replace(
+            plane.app,
+            settings=replace(plane.app.settings, sync_function=name),
+            lambda_client=lam,
+        )
+        job = job_from_event(SCHEDULED, datetime.now(UTC))
+        result = await enqueue(app, job, lambda_invoker(app))
+        assert result["route"] == "lambda"
+        assert await plane.queues.depth() == 0
+        missing = replace(app, settings=replace(app.settings, sync_function="no-such-function"))
+        with pytest.raises(StoreError, match="no-such-function"):
+            await enqueue(missing, job, lambda_invoker(missing))
 
 
 async def test_sync_lambda_handler_entry_point(

@@ -357,7 +357,7 @@ async def test_memory_stays_within_two_parts_per_transfer(bucket_name: str) -> N
 async def test_checksums_hold_against_a_checking_server(
     seaweed_url: str, bucket_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Against SeaweedFS, which verifies ChecksumSHA256 and part CRC32s: a whole sync
+    """Against SeaweedFS, which verifies ChecksumSHA256 and part CRC32Cs: a whole sync
     (multipart included) is accepted, and a wrong sha256 is refused by the server."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", seaweed_url)
     async with (
