@@ -63,9 +63,7 @@ class _PartPayload(aiohttp.payload.BytesIOPayload):
             await writer.write(view[start:end])
 
 
-aiohttp.payload.PAYLOAD_REGISTRY.register(
-    _PartPayload, Part, order=aiohttp.payload.Order.try_first
-)
+aiohttp.payload.PAYLOAD_REGISTRY.register(_PartPayload, Part, order=aiohttp.payload.Order.try_first)
 
 
 def _crc32c(body: io.BytesIO) -> str:
