@@ -68,6 +68,8 @@ ROOT_VARIABLES = frozenset(
         "enable_monitoring",
         "noncurrent_version_days",
         "external_hash_url",
+        "enable_cloudfront",
+        "cloudfront_price_class",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
