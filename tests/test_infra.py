@@ -393,3 +393,45 @@ def test_terraform_validates(workspace: Workspace, directory: str) -> None:
     validate = procs[1]
     assert "Success! The configuration is valid." in validate.stdout, output_of(validate)
     assert "Warning" not in validate.stdout + validate.stderr, output_of(validate)
+
+
+@pytest.mark.slow
+def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path: Path) -> None:
+    """With enable_cloudfront the root module plans the distribution (OAC, https-only),
+    grants it read on the bucket, and hands its URL to mirrord as MIRRORD_MIRROR_URL.
+    A plan, not an apply: moto has no CloudFront cache policies (CreateCachePolicy 404s)."""
+    for proc in workspace.ready["environments/moto"].result(timeout=600):
+        assert proc.returncode == 0, output_of(proc)
+    planned = workspace.root / "environments" / "moto-cdn"
+    shutil.copytree(
+        workspace.root / "environments" / "moto",
+        planned,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("*.tfstate*", "terraform.tfvars.json"),
+    )
+    package = tmp_path / "lambda.zip"
+    with zipfile.ZipFile(package, "w") as zf:
+        zf.writestr("mirrord/__init__.py", "")
+    (planned / "terraform.tfvars.json").write_text(
+        json.dumps(
+            {
+                "moto_endpoint": moto_url,
+                "environment": "moto",
+                "aws_region": "us-east-1",
+                "bucket_name": f"mirrord-cdn-{uuid.uuid4().hex[:8]}",
+                "image_uri": "registry.invalid/mirrord:test",
+                "lambda_package_path": str(package),
+                "enable_autoscaling": False,
+                "enable_monitoring": False,
+                "enable_cloudfront": True,
+            }
+        )
+    )
+    plan = terraform("plan", "-input=false", "-lock=false", cwd=planned, env=workspace.env)
+    assert plan.returncode == 0, output_of(plan)
+    text = plan.stdout
+    assert "module.mirrord.module.cdn[0].aws_cloudfront_distribution.this will be created" in text
+    assert 'viewer_protocol_policy = "https-only"' in text
+    assert 'signing_behavior                  = "always"' in text
+    assert "CloudFrontReadsThroughOAC" in text
+    assert "MIRRORD_MIRROR_URL" in text
