@@ -32,11 +32,12 @@ from mirrord.emulator import (
     catalog_from_entries,
     sample_catalog,
 )
-from mirrord.errors import InputError
+from mirrord.errors import InputError, SettingsError
 from mirrord.hashfile import HashFile
 from mirrord.jobs import Job
 from mirrord.models import HashEntry
 from mirrord.report import Report
+from mirrord.settings import from_env
 
 DATE = "2026-11-22"
 TARGETS = ("arm64_tahoe", "tahoe", "arm64_sequoia", "sequoia", "arm64_sonoma", "sonoma")
@@ -293,3 +294,23 @@ def test_api_gaps_finds_bottles_the_mirror_lacks() -> None:
     assert api_gaps(files, ["arm64_tahoe"], HashFile({"a": entry}).by_sha256()) == []
     gaps = api_gaps(files, ["arm64_tahoe", "sonoma"], HashFile({"a": entry}).by_sha256())
     assert gaps == ["jq-1.7-sonoma (formula.jws.json)"]
+
+
+def test_brew_settings_are_parsed_and_bad_ones_named() -> None:
+    """The brew mirror's settings: versions or none, a boolean, URLs; a bad value names
+    its variable; the API base defaults to formula.json's folder."""
+    base = {"MIRRORD_BUCKET": "b-1"}
+    s = from_env({**base, "MIRRORD_PORTABLE_RUBY": "none", "MIRRORD_BREW_MIRROR": "false"})
+    assert s.portable_ruby == ()
+    assert s.brew_mirror is False
+    assert s.api_base == "https://formulae.brew.sh/api"
+    s = from_env({**base, "MIRRORD_PORTABLE_RUBY": "4.0.7_1, 3.4.7"})
+    assert s.portable_ruby == ("4.0.7_1", "3.4.7")
+    for name, value in (
+        ("MIRRORD_PORTABLE_RUBY", "4.0/../x"),
+        ("MIRRORD_MIRROR_URL", "mirror.example"),
+        ("MIRRORD_BREW_API_URL", "ftp://x"),
+        ("MIRRORD_BREW_MIRROR", "maybe"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            from_env({**base, name: value})
