@@ -5,13 +5,13 @@ through a CloudFront+OAC stand-in over the moto bucket, with the upstream untouc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import orjson
 import pytest
-from cdn import Front, cdn_front
 from conftest import make_settings, run_cli
 
 from mirrord.app import App, open_app, run_job
@@ -35,6 +35,7 @@ from mirrord.emulator import (
 from mirrord.errors import InputError, SettingsError
 from mirrord.hashfile import HashFile
 from mirrord.jobs import Job
+from mirrord.local import Front, bucket_front
 from mirrord.models import HashEntry
 from mirrord.report import Report
 from mirrord.settings import from_env
@@ -79,8 +80,9 @@ async def mirror(bucket_name: str) -> AsyncIterator[Mirror]:
 
 
 @pytest.fixture
-async def front(mirror: Mirror) -> AsyncIterator[Front]:
-    async with cdn_front(mirror.app.s3, mirror.app.settings.bucket) as served:
+def front(mirror: Mirror) -> Iterator[Front]:
+    """CloudFront+OAC stand-in over the moto bucket (signed GETs, viewer headers dropped)."""
+    with bucket_front(boto3.client("s3"), mirror.app.settings.bucket) as served:
         yield served
 
 
