@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import boto3
@@ -316,3 +317,29 @@ def test_brew_settings_are_parsed_and_bad_ones_named() -> None:
     ):
         with pytest.raises(SettingsError, match=name):
             from_env({**base, name: value})
+
+
+async def test_new_rebuild_gets_its_own_index_and_the_old_one_stays(bucket_name: str) -> None:
+    """A formula whose rebuild changes is published under its new ref; the previous
+    version's index and blob stay for clients that still hold the old API files."""
+    entries = orjson.loads(
+        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+    )
+    jq = next(e for e in entries if e["name"] == "jq")
+    jq["bottle"]["stable"]["rebuild"] = 1
+    for spec in jq["bottle"]["stable"]["files"].values():
+        spec["sha256"] = "f" * 64  # a new bottle: new bytes, generated from another seed
+    boto3.client("s3").create_bucket(Bucket=bucket_name)
+    for catalog in (sample_catalog(), catalog_from_entries(entries, seed=1)):
+        async with Emulator(catalog) as emu:
+            settings = make_settings(bucket_name, emu.api_url, platforms=("arm64_tahoe",))
+            async with open_app(settings) as app:
+                report = await run_job(app, Job("t", DATE), route="test")
+                assert report.published is not None
+                assert report.published["problems"] == []
+                keys = {o.key async for o in app.store.list_objects("v2/homebrew/core/jq/")}
+    assert sorted(k for k in keys if "/manifests/" in k) == [
+        "v2/homebrew/core/jq/manifests/1.7.1_1",
+        "v2/homebrew/core/jq/manifests/1.7.1_1-1",
+    ]
+    assert sum("/blobs/" in k for k in keys) == 2
