@@ -36,6 +36,7 @@ locals {
       MIRRORD_SLACK_SECRET_ID   = module.notifications.slack_secret_arn
     },
     var.external_hash_url == null ? {} : { MIRRORD_EXTERNAL_HASH_URL = var.external_hash_url },
+    var.enable_cloudfront ? { MIRRORD_MIRROR_URL = module.cdn[0].url } : {},
   )
 }
 
@@ -46,6 +47,19 @@ module "s3" {
   kms_key_arn             = var.kms_key_arn
   noncurrent_version_days = var.noncurrent_version_days
   tags                    = local.tags
+
+  cloudfront_enabled          = var.enable_cloudfront
+  cloudfront_distribution_arn = one(module.cdn[*].distribution_arn)
+}
+
+module "cdn" {
+  source = "./modules/cdn"
+  count  = var.enable_cloudfront ? 1 : 0
+
+  name                        = local.name
+  bucket_regional_domain_name = module.s3.bucket_regional_domain_name
+  price_class                 = var.cloudfront_price_class
+  tags                        = local.tags
 }
 
 module "sqs" {

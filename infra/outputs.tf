@@ -81,3 +81,8 @@ output "alarm_names" {
   description = "The alarms that notify the topic (empty without monitoring)."
   value       = try(module.monitoring[0].alarm_names, {})
 }
+
+output "mirror_url" {
+  description = "HOMEBREW_ARTIFACT_DOMAIN for users (HOMEBREW_API_DOMAIN is this plus /api); null without CloudFront."
+  value       = one(module.cdn[*].url)
+}

@@ -222,3 +222,20 @@ variable "external_hash_url" {
     error_message = "external_hash_url: null, s3://BUCKET/KEY or https://…"
   }
 }
+
+variable "enable_cloudfront" {
+  description = "A CloudFront distribution (OAC, HTTPS only) in front of the bucket: the URL users set as HOMEBREW_ARTIFACT_DOMAIN and, with /api, HOMEBREW_API_DOMAIN."
+  type        = bool
+  default     = false
+}
+
+variable "cloudfront_price_class" {
+  description = "CloudFront price class when enable_cloudfront: PriceClass_100, PriceClass_200 or PriceClass_All."
+  type        = string
+  default     = "PriceClass_100"
+
+  validation {
+    condition     = contains(["PriceClass_100", "PriceClass_200", "PriceClass_All"], var.cloudfront_price_class)
+    error_message = "cloudfront_price_class: PriceClass_100, PriceClass_200 or PriceClass_All."
+  }
+}

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
@@ -23,12 +23,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from mirrord import __version__
-from mirrord.errors import InputError, MirrordError, SettingsError
+from mirrord.brew import fetch_api, publish
+from mirrord.catalog import Catalog, filter_formulae, select_bottles
+from mirrord.errors import InputError, MirrordError, SettingsError, UpstreamError
 from mirrord.hashfile import HashFile, parse, utc_now
 from mirrord.jobs import Job
 from mirrord.lock import BucketLock, LockBusy
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
-from mirrord.pipeline import Tuning, run_sync
+from mirrord.pipeline import Tuning, job_targets, load_hashfile, run_sync
 from mirrord.queue import JobQueue
 from mirrord.report import LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
@@ -233,6 +235,9 @@ async def run_job(
     slack_progress = SlackProgress(app.slack, progress or LogProgress(), job_id=job.job_id)
     try:
         catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+        # The API files are fetched with the catalog, not after a sync of hours: both
+        # must describe the same bottles, and formulae.brew.sh changes every few minutes.
+        api = await _fetch_api(app, catalog, job) if s.brew_mirror else None
         report = await run_sync(
             job,
             catalog,
@@ -246,6 +251,9 @@ async def run_job(
             stop=stop,
             grace=s.stop_grace if grace is None else grace,
         )
+        if s.brew_mirror and not report.stopped:
+            published = await publish_for(app, catalog, job, api, report, stop)
+            report = replace(report, published=published)
     except MirrordError as exc:
         await slack_progress.aclose()
         await app.slack.send(
@@ -279,3 +287,47 @@ async def run_job(
             )
         )
     return report
+
+
+async def _fetch_api(app: App, catalog: Catalog, job: Job) -> dict[str, bytes] | None:
+    targets = job_targets(catalog, job, app.settings.platforms)
+    try:
+        return await fetch_api(app.http, app.settings.api_base, targets, app.backoff)
+    except UpstreamError as exc:  # the bottles still sync; the API files stay as they were
+        log.warning("api_fetch_failed", error=str(exc))
+        return None
+
+
+async def publish_for(
+    app: App,
+    catalog: Catalog,
+    job: Job,
+    api: dict[str, bytes] | None,
+    report: Report,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """The brew-facing stage after a sync (brew.py); never fails the job: its problems
+    are in the report and the log, and ``mirrord check-client`` shows what a user sees."""
+    s = app.settings
+    targets = job_targets(catalog, job, s.platforms)
+    bottles = select_bottles(filter_formulae(catalog, job.formulae), targets).bottles
+    try:
+        hf, _ = await load_hashfile(app.store, s.hash_key)
+        published = await publish(
+            app.store,
+            app.registry,
+            catalog,
+            bottles,
+            hf,
+            targets,
+            api=api,
+            clean=report.complete and job.formulae is None,
+            ruby_versions=s.portable_ruby,
+            part_size=s.part_size,
+            concurrency=s.concurrency,
+            stop=stop,
+        )
+    except MirrordError as exc:
+        log.warning("publish_failed", error=str(exc), kind=type(exc).__name__)
+        return {"api": "kept: publication failed", "problems": [{"key": "", "error": str(exc)}]}
+    return published.to_dict()

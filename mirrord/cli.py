@@ -31,6 +31,7 @@ from mirrord.app import (
     run_loop,
 )
 from mirrord.audit import rebuild_hash, verify
+from mirrord.check import check_client
 from mirrord.daemon import Daemon, health_ok
 from mirrord.deployconfig import ConfigError
 from mirrord.deployconfig import parse as parse_deploy_config
@@ -113,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--env", required=True, help="dev, staging or prod")
             p.add_argument("--out", type=Path, help="default: infra/environments/<env>/…")
 
+    check = sub.add_parser(
+        "check-client", help="walk the mirror over HTTP as brew 6 would on a machine"
+    )
+    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    check.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="TAG",
+        help="machine bottle tag, e.g. arm64_tahoe (repeat or comma-separate)",
+    )
+    check.add_argument("--base", help="the mirror's URL, as users set it (MIRRORD_MIRROR_URL)")
+    check.add_argument(
+        "--portable-ruby", help="portable Ruby versions to check, or none (MIRRORD_PORTABLE_RUBY)"
+    )
+
     health = sub.add_parser("health", help="exit 0 when the daemon's heartbeat file is fresh")
     common(health)
     health.add_argument(
@@ -124,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     if args.command == "health":  # the ECS health check needs the heartbeat settings only
         return from_env(env, require_bucket=False)
+    if args.command == "check-client":  # HTTP only: no bucket, no AWS
+        flags = {
+            "MIRRORD_MIRROR_URL": args.base,
+            "MIRRORD_PORTABLE_RUBY": args.portable_ruby,
+            "MIRRORD_PLATFORMS": ",".join(args.target),
+        }
+        return from_env(env, flags, require_bucket=False)
     platforms = getattr(args, "platform", None)
     flags = {
         "MIRRORD_BUCKET": args.bucket,
@@ -279,7 +303,44 @@ async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK
 
 
+async def cmd_check_client(args: argparse.Namespace, app: App) -> int:
+    s = app.settings
+    if not s.mirror_url:
+        raise SettingsError("--base: required (or MIRRORD_MIRROR_URL): the mirror's URL")
+    if not s.platforms:
+        raise SettingsError("--target: name machines (e.g. arm64_tahoe), not auto")
+    results = []
+    for target in s.platforms:
+        results.append(
+            await check_client(
+                app.http,
+                s.mirror_url,
+                target,
+                ruby_versions=s.portable_ruby,
+                concurrency=s.concurrency,
+                progress=progress_for(sys.stderr),
+            )
+        )
+    lines = []
+    for c in results:
+        lines.append(
+            f"{c.target}: {c.installable}/{c.with_bottle} formulae installable "
+            f"({c.percent:.1f} %), {c.no_bottle} without a bottle; API files "
+            f"{c.api_files}/{c.api_expected}; portable Ruby {c.portable_ruby}/"
+            f"{len(s.portable_ruby)}"
+        )
+        lines += [f"  MISS {m.what}: {m.reason} ({m.url})" for m in c.misses]
+    complete = all(not c.misses for c in results)
+    _emit(
+        args,
+        {"base": s.mirror_url, "complete": complete, "targets": [c.to_dict() for c in results]},
+        "\n".join(lines),
+    )
+    return EXIT_OK if complete else EXIT_FAILED
+
+
 COMMANDS = {
+    "check-client": cmd_check_client,
     "sync": cmd_sync,
     "plan": cmd_plan,
     "verify": cmd_verify,

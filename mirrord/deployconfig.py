@@ -157,6 +157,11 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         _matches(r"(s3|https)://\S+", "null, s3://… or https://…", optional=True),
         None,
     ),
+    "enable_cloudfront": (_bool, False),
+    "cloudfront_price_class": (
+        _matches(r"PriceClass_(100|200|All)", "PriceClass_100, PriceClass_200 or PriceClass_All"),
+        "PriceClass_100",
+    ),
 }
 ROOT_VARIABLES = frozenset({*VARIABLES, "environment"})  # environment: the entry's name
 

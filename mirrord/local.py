@@ -8,6 +8,8 @@
    cron would: it plans, estimates, and sends the job to SQS.
 5. Waits for the daemon to finish the job and delete the message, stops it with SIGTERM,
    and prints the report (status.json), a listing of the bucket and ``mirrord verify``.
+6. Runs ``mirrord check-client`` for every target through ``bucket_front``, a stand-in
+   for CloudFront with OAC: the mirror as brew 6 sees it.
 
 Everything it started is stopped on the way out, also on errors and Ctrl-C.
 """
@@ -24,12 +26,15 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import botocore.session
 import orjson
 
@@ -95,6 +100,69 @@ def _slack_receiver() -> Iterator[tuple[str, list[str]]]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/services/local/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Front:
+    url: str = ""
+    requests: int = 0
+    with_authorization: int = 0  # viewers that sent one (brew never does)
+    paths: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def bucket_front(s3: Any, bucket: str) -> Iterator[Front]:
+    """A stand-in for CloudFront with Origin Access Control in front of the private bucket.
+
+    S3 (and moto) refuse anonymous GETs. CloudFront with OAC signs its own request to
+    the bucket and forwards none of the viewer's headers, Authorization included; so
+    does this front: each GET or HEAD becomes a GetObject of the key that is the path,
+    signed by the botocore client ``s3``. A missing key is a 404, as the OAC bucket
+    policy (which grants ListBucket too) makes it.
+    """
+    front = Front()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def _serve(self, *, body: bool) -> None:
+            front.requests += 1
+            front.paths.append(self.path)
+            if "Authorization" in self.headers:
+                front.with_authorization += 1  # and it goes no further
+            key = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path.lstrip("/"))
+            try:
+                found = s3.get_object(Bucket=bucket, Key=key)
+                data = found["Body"].read()
+            except botocore.exceptions.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                missing = code in ("NoSuchKey", "404", "NotFound")
+                self.send_response(404 if missing else 502)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", found.get("ContentType", "application/octet-stream"))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    front.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield front
     finally:
         server.shutdown()
         server.server_close()
@@ -226,11 +294,20 @@ def main() -> int:
             check=False,
             stderr=subprocess.DEVNULL,
         )
+
+        _section("mirrord check-client: each target, as brew 6 would, via a CloudFront stand-in")
+        with bucket_front(s3, BUCKET) as front:
+            targets = [f"--target={t}" for t in status.get("platforms", ())]
+            command = [sys.executable, "-m", "mirrord", "check-client", "--base", front.url]
+            check = subprocess.run(  # noqa: S603 - our own interpreter and module
+                [*command, *targets], env=env, check=False, stderr=subprocess.DEVNULL
+            )
         print(
             f"\nslack messages: {len(slack)}; daemon exit {daemon_code}; "
-            f"verify exit {verify.returncode}"
+            f"verify exit {verify.returncode}; check-client exit {check.returncode}"
         )
-        return daemon_code or verify.returncode or (0 if status.get("remaining") == 0 else 1)
+        failed = daemon_code or verify.returncode or check.returncode
+        return failed or (0 if status.get("remaining") == 0 else 1)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,12 @@ class Checkpointer:
             log.info("checkpoint", key=self._key, entries=len(self._hf.bottles))
 
 
+def job_targets(
+    catalog: Catalog, job: Job, default_platforms: Sequence[str] | None
+) -> tuple[str, ...]:
+    return tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
+
+
 def prepare(
     catalog: Catalog,
     hf: HashFile,
@@ -124,7 +130,7 @@ def prepare(
     """Pure: which targets, and what to fetch for them."""
     with gc_paused():  # ~10⁵ new records, no cycles
         formulae = filter_formulae(catalog, job.formulae)
-        targets = tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
+        targets = job_targets(catalog, job, default_platforms)
         selection = select_bottles(formulae, targets)
         plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
     return targets, plan

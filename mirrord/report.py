@@ -40,6 +40,9 @@ class Report:
     stopped: bool = False  # ended early (SIGTERM, Lambda deadline); ``remaining`` not done
     remaining: int = 0
     estimated_bytes: int | None = None  # what the enqueuer expected to fetch
+    # What the brew-facing publication did (brew.Published.to_dict()); None when off.
+    # Its problems never change the exit status: that is about the bottles.
+    published: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:

@@ -143,6 +143,21 @@ class S3Store:
         except _BOTO_ERRORS as exc:
             raise _error(exc, "PutObject", key) from exc
 
+    async def copy(self, source: str, key: str) -> None:
+        """Server-side CopyObject within the bucket: no bytes pass through mirrord.
+        Metadata and Content-Type come along. S3 refuses sources over 5 GiB. The copy
+        gets a whole-object SHA-256 checksum of its own: a multipart source's checksum is
+        per part, and would not describe the single-part copy."""
+        try:
+            await self._client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                ChecksumAlgorithm="SHA256",
+            )
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "CopyObject", key) from exc
+
     async def put_verified(
         self, key: str, body: io.BytesIO, sha256_hex: str, metadata: Mapping[str, str]
     ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from mirrord.catalog import validate_targets
 from mirrord.errors import SettingsError
-from mirrord.models import BUCKET_RE
+from mirrord.models import BUCKET_RE, VERSION_RE
 
 MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
@@ -102,6 +102,16 @@ class Settings:
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
+    # brew 6 straight from the bucket (brew.py): image indexes, blob keys, API, portable Ruby.
+    brew_mirror: bool = True
+    brew_api_url: str | None = None  # None: the folder of api_url (…/api)
+    portable_ruby: tuple[str, ...] = ("4.0.7_1",)  # brew's vendor/portable-ruby-version
+    mirror_url: str | None = None  # what check-client walks (the CloudFront URL)
+
+    @property
+    def api_base(self) -> str:
+        """Where the Homebrew API files are: MIRRORD_BREW_API_URL, else beside formula.json."""
+        return self.brew_api_url or self.api_url.rsplit("/", 1)[0]
 
 
 # variable → (field, parser). Parsers take (text, variable name).
@@ -137,6 +147,10 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: _text(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: _url(t, n, secret=True)),
     "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: _text(t, n, 512)),
+    "MIRRORD_BREW_MIRROR": ("brew_mirror", lambda t, n: _bool(t, n)),
+    "MIRRORD_BREW_API_URL": ("brew_api_url", lambda t, n: _url(t, n)),
+    "MIRRORD_PORTABLE_RUBY": ("portable_ruby", lambda t, n: _versions(t, n)),
+    "MIRRORD_MIRROR_URL": ("mirror_url", lambda t, n: _url(t, n)),
 }
 
 
@@ -170,6 +184,17 @@ def _bool(text: str, name: str) -> bool:
     if value not in ("1", "0", "true", "false", "yes", "no"):
         raise SettingsError(f"{name}: {text!r} is not a boolean (true/false)")
     return value in ("1", "true", "yes")
+
+
+def _versions(text: str, name: str) -> tuple[str, ...]:
+    """``4.0.7_1`` or a comma list; ``none`` for no portable Ruby."""
+    if text.strip().lower() == "none":
+        return ()
+    versions = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    for version in versions:
+        if not VERSION_RE.fullmatch(version) or len(version) > 64:
+            raise SettingsError(f"{name}: {version!r} is not a version (e.g. 4.0.7_1), or none")
+    return versions
 
 
 def _key(text: str, name: str) -> str:

@@ -151,6 +151,18 @@ class Registry:
     async def image_index(self, url: str) -> dict[str, Any] | None:
         """The OCI image index at ``url`` (a ``…/manifests/<ref>`` URL), or None when
         the registry has none (404). Same auth and retry rules as blobs."""
+        body = await self.index_bytes(url)
+        if body is None:
+            return None
+        try:
+            index = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise FatalUpstreamError(f"image index is not JSON: {exc}", url=url) from exc
+        return index if isinstance(index, dict) else None
+
+    async def index_bytes(self, url: str, *, limit: int = 16 * 2**20) -> bytes | None:
+        """The image index at ``url`` exactly as the registry sent it (a mirror serves
+        it unchanged), or None on 404; refused over ``limit`` bytes."""
         headers = {"Accept": INDEX_MEDIA_TYPE}
         for attempt in count(1):
             try:
@@ -164,6 +176,9 @@ class Registry:
                         return None
                     if response.status != 200:
                         raise _status_error(response, url)
+                    length = response.content_length
+                    if length is not None and length > limit:
+                        raise FatalUpstreamError(f"image index over {limit} bytes", url=url)
                     body = await response.read()
                 finally:
                     response.release()
@@ -172,11 +187,7 @@ class Registry:
             except RetryableError as exc:
                 error = exc
             else:
-                try:
-                    index = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise FatalUpstreamError(f"image index is not JSON: {exc}", url=url) from exc
-                return index if isinstance(index, dict) else None
+                return body
             await self._backoff.pause(attempt, error)
         raise AssertionError("unreachable")
 

@@ -704,3 +704,53 @@ def test_image_index_none_without_bottle_or_when_malformed() -> None:
     assert found is not None
     assert found[0] == "2.0_2"
     assert [image_index(entry, cat) for entry in cat.formulae[1:]] == [None] * 5
+
+
+def _payload(raw: bytes) -> Any:
+    outer = orjson.loads(raw)
+    assert isinstance(outer["signatures"], list)
+    return orjson.loads(outer["payload"])
+
+
+@pytest.mark.asyncio
+async def test_api_files_are_jws_and_packages_keep_brews_bottle(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """formula.jws.json wraps formula.json; packages.<tag> keeps, per formula, only the
+    bottle brew pours on that tag (exact, all, older macOS); unknown files are 404."""
+    async with http.get(emu.api_url) as resp:
+        served = orjson.loads(await resp.read())
+    async with http.get(f"{emu.registry_url}/api/formula.jws.json") as resp:
+        assert resp.status == 200
+        assert _payload(await resp.read()) == served
+    async with http.get(f"{emu.registry_url}/api/internal/packages.tahoe.jws.json") as resp:
+        formulae = _payload(await resp.read())["formulae"]
+    assert list(formulae["jq"]["bottle"]["stable"]["files"]) == ["sonoma"]
+    assert list(formulae["openssl@3"]["bottle"]["stable"]["files"]) == ["all"]
+    assert formulae["libxml++"]["bottle"] == {}
+    async with http.get(f"{emu.registry_url}/api/internal/executables.txt") as resp:
+        assert "jq:jq" in (await resp.text()).splitlines()
+    for missing in ("internal/packages.arm64_nowhere.jws.json", "nope.json"):
+        async with http.get(f"{emu.registry_url}/api/{missing}") as resp:
+            assert resp.status == 404, missing
+
+
+@pytest.mark.asyncio
+async def test_portable_ruby_is_served_and_every_request_is_counted(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """portable Ruby has an image index and blobs like a formula; total_requests counts
+    every request at either origin, and reset_stats clears it."""
+    emu.reset_stats()
+    url = f"{emu.registry_url}/v2/homebrew/core/portable-ruby/manifests/4.0.7_1"
+    async with http.get(url, headers={**ANON, "Accept": INDEX_MEDIA_TYPE}) as resp:
+        index = orjson.loads(await resp.read())
+    notes = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+    assert set(notes) >= {"4.0.7_1.arm64_big_sur", "4.0.7_1.catalina"}
+    sha = notes["4.0.7_1.arm64_big_sur"]["annotations"]["sh.brew.bottle.digest"]
+    blob = f"{emu.registry_url}/v2/homebrew/core/portable-ruby/blobs/sha256:{sha}"
+    async with http.get(blob, headers=ANON) as resp:
+        assert hashlib.sha256(await resp.read()).hexdigest() == sha
+    assert emu.total_requests() == 3  # index, registry blob (307), storage
+    emu.reset_stats()
+    assert emu.total_requests() == 0

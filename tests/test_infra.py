@@ -68,6 +68,8 @@ ROOT_VARIABLES = frozenset(
         "enable_monitoring",
         "noncurrent_version_days",
         "external_hash_url",
+        "enable_cloudfront",
+        "cloudfront_price_class",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
@@ -391,3 +393,60 @@ def test_terraform_validates(workspace: Workspace, directory: str) -> None:
     validate = procs[1]
     assert "Success! The configuration is valid." in validate.stdout, output_of(validate)
     assert "Warning" not in validate.stdout + validate.stderr, output_of(validate)
+
+
+@pytest.mark.slow
+def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path: Path) -> None:
+    """With enable_cloudfront the root module plans the distribution (OAC, https-only),
+    grants it read on the bucket, and outputs its URL as mirror_url.
+    A plan, not an apply: moto has no CloudFront cache policies (CreateCachePolicy 404s)."""
+    for proc in workspace.ready["environments/moto"].result(timeout=600):
+        assert proc.returncode == 0, output_of(proc)
+
+    # A copy of the initialised tree (the apply test owns the original's state); the
+    # folder must still be called moto (outputs.tf checks it), and only its .terraform
+    # is needed.
+    def skip(folder: str, names: list[str]) -> set[str]:
+        own = Path(folder).name == "moto" and Path(folder).parent.name == "environments"
+        return {
+            n
+            for n in names
+            if n.endswith((".tfstate", ".tfstate.backup"))
+            or n == "terraform.tfvars.json"
+            or (n == ".terraform" and not own)
+        }
+
+    shutil.copytree(workspace.root, tmp_path / "infra", symlinks=True, ignore=skip)
+    planned = tmp_path / "infra" / "environments" / "moto"
+    package = tmp_path / "lambda.zip"
+    with zipfile.ZipFile(package, "w") as zf:
+        zf.writestr("mirrord/__init__.py", "")
+    (planned / "terraform.tfvars.json").write_text(
+        json.dumps(
+            {
+                "moto_endpoint": moto_url,
+                "environment": "moto",
+                "aws_region": "us-east-1",
+                "bucket_name": f"mirrord-cdn-{uuid.uuid4().hex[:8]}",
+                "image_uri": "registry.invalid/mirrord:test",
+                "lambda_package_path": str(package),
+                "enable_autoscaling": False,
+                "enable_monitoring": False,
+                "enable_cloudfront": True,
+            }
+        )
+    )
+    plan = terraform(
+        "plan", "-input=false", "-lock=false", "-out=cdn.tfplan", cwd=planned, env=workspace.env
+    )
+    assert plan.returncode == 0, output_of(plan)
+    text = plan.stdout
+    assert "module.mirrord.module.cdn[0].aws_cloudfront_distribution.this will be created" in text
+    assert 'viewer_protocol_policy = "https-only"' in text
+    assert 'signing_behavior                  = "always"' in text
+    assert "CloudFrontReadsThroughOAC" in text
+    shown = terraform("show", "-json", "cdn.tfplan", cwd=planned, env=workspace.env)
+    assert shown.returncode == 0, output_of(shown)
+    # The URL is known only after apply: it is among the output's unknown values.
+    output = json.loads(shown.stdout)["output_changes"]["mirrord"]
+    assert output["after_unknown"]["mirror_url"] is True

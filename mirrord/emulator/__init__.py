@@ -2,20 +2,36 @@
 benchmarks). Imports nothing from the rest of mirrord."""
 
 from mirrord.emulator.content import (
+    API_ENDPOINTS,
     INDEX_MEDIA_TYPE,
+    PORTABLE_RUBY_IMAGE,
     Blob,
     EmulatorCatalog,
     blob_bytes,
     catalog_from_entries,
     image_index,
     image_name,
+    machine_tags,
+    packages_payload,
+    pick_bottle,
+    portable_ruby,
     sample_catalog,
     synthetic_catalog,
 )
-from mirrord.emulator.server import BlobStats, Emulator, Fault, faults_from_json, parse_range
+from mirrord.emulator.server import (
+    PORTABLE_RUBY_VERSIONS,
+    BlobStats,
+    Emulator,
+    Fault,
+    faults_from_json,
+    parse_range,
+)
 
 __all__ = [
+    "API_ENDPOINTS",
     "INDEX_MEDIA_TYPE",
+    "PORTABLE_RUBY_IMAGE",
+    "PORTABLE_RUBY_VERSIONS",
     "Blob",
     "BlobStats",
     "Emulator",
@@ -26,7 +42,11 @@ __all__ = [
     "faults_from_json",
     "image_index",
     "image_name",
+    "machine_tags",
+    "packages_payload",
     "parse_range",
+    "pick_bottle",
+    "portable_ruby",
     "sample_catalog",
     "synthetic_catalog",
 ]

@@ -6,6 +6,7 @@ same bytes, digests and formula.json.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import hashlib
@@ -426,15 +427,160 @@ def image_index(entry: Any, catalog: EmulatorCatalog) -> tuple[str, dict[str, An
     ref = version_rebuild
     if not _VALID_TAG.fullmatch(ref):
         ref = _INVALID_TAG_CHARS.sub(".", ref)
-    index = {
+    return ref, _index(name, version, version_rebuild, manifests)
+
+
+def _index(name: str, version: str, ref_name: str, manifests: list[Any]) -> dict[str, Any]:
+    return {
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
         "manifests": manifests,
         "annotations": {
             "com.github.package.type": "homebrew_bottle",
-            "org.opencontainers.image.ref.name": version_rebuild,
+            "org.opencontainers.image.ref.name": ref_name,
             "org.opencontainers.image.title": name,
             "org.opencontainers.image.version": version,
         },
     }
-    return ref, index
+
+
+# --- portable Ruby: `brew vendor-install ruby` fetches one blob of homebrew/core/portable-ruby ---
+
+PORTABLE_RUBY_IMAGE = "portable-ruby"
+# The tags brew's Library/Homebrew/vendor/portable-ruby-<arch>-<os> files name.
+PORTABLE_RUBY_TAGS = ("arm64_big_sur", "catalina", "arm64_linux", "x86_64_linux")
+_PORTABLE_RUBY_SIZE = 300_000  # the real ones are ~12 MB; the size changes nothing here
+
+
+def portable_ruby(version: str, *, seed: int = 0) -> tuple[dict[str, Blob], dict[str, Any]]:
+    """(blobs by sha256, image index) of one portable Ruby release, as GHCR holds them
+    under ``homebrew/core/portable-ruby/manifests/<version>``."""
+    blobs: dict[str, Blob] = {}
+    manifests = []
+    for tag in PORTABLE_RUBY_TAGS:
+        blob_seed = derive_seed(seed, PORTABLE_RUBY_IMAGE, f"{version}\0{tag}")
+        data = blob_bytes(blob_seed, _PORTABLE_RUBY_SIZE)
+        sha256 = hashlib.sha256(data).hexdigest()
+        blob = Blob(PORTABLE_RUBY_IMAGE, tag, len(data), blob_seed, sha256)
+        blobs[sha256] = blob
+        manifests.append(_descriptor(PORTABLE_RUBY_IMAGE, version, 0, tag, blob))
+    return blobs, _index(PORTABLE_RUBY_IMAGE, version, version, manifests)
+
+
+# --- the Homebrew API files brew 6 reads (HOMEBREW_API_DOMAIN) --------------------------------
+#
+# Each *.jws.json is a JSON Web Signature in JSON serialization: {"payload": "<the JSON
+# document as a string>", "signatures": [...]}; brew checks the signature with its own
+# public key and parses the payload. The emulator's signature is a stand-in (no real
+# key): a mirror must serve the bytes unchanged, so it never looks inside anyway.
+# internal/packages.<tag>.jws.json carries {"formulae": {name: hash}, "casks": {...},
+# aliases, renames, tap migrations}; each formula hash keeps only the bottle brew would
+# pour on <tag> (under its own tag), which is how brew 6 reads it for that machine.
+
+API_ENDPOINTS = (
+    "formula.jws.json",
+    "cask.jws.json",
+    "formula_tap_migrations.jws.json",
+    "cask_tap_migrations.jws.json",
+    "internal/executables.txt",
+)
+_FORMULA_KEYS = (
+    "desc", "license", "homepage", "versions", "revision", "version_scheme", "dependencies",
+    "keg_only", "deprecated", "disabled", "aliases", "oldnames",
+)  # fmt: skip
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def jws(payload: bytes) -> bytes:
+    """A JWS (JSON serialization) around ``payload``, shaped like formulae.brew.sh's."""
+    protected = _b64url(orjson.dumps({"alg": "PS512", "kid": "emulator"}))
+    signature = _b64url(hashlib.sha512(protected.encode() + b"." + payload).digest())
+    return orjson.dumps(
+        {
+            "payload": payload.decode(),
+            "signatures": [{"protected": protected, "signature": signature}],
+        }
+    )
+
+
+def _release(tag: str) -> tuple[str, tuple[int, ...]] | None:
+    """(arch, release) of a macOS bottle tag; None for all, Linux or unknown tags."""
+    arch = "arm64" if tag.startswith("arm64_") else "x86_64"
+    number = _MACOS.get(tag.removeprefix("arm64_"))
+    if number is None:
+        return None
+    return arch, tuple(int(p) for p in number.split("."))
+
+
+def machine_tags() -> tuple[str, ...]:
+    """Every tag the packages endpoint answers for: macOS codenames (both arches) and Linux."""
+    return (*(f"arm64_{c}" for c in _MACOS), *_MACOS, "arm64_linux", "x86_64_linux")
+
+
+def pick_bottle(files: dict[str, Any], tag: str) -> str | None:
+    """brew's choice on ``tag``: the exact tag, else ``all``, else the first tag in files
+    order of the same architecture for an older macOS release."""
+    if tag in files:
+        return tag
+    if "all" in files:
+        return "all"
+    want = _release(tag)
+    if want is None:
+        return None
+    for have_tag in files:
+        have = _release(have_tag) if isinstance(have_tag, str) else None
+        if have is not None and have[0] == want[0] and have[1] < want[1]:
+            return str(have_tag)
+    return None
+
+
+def packages_payload(formulae: list[Any], tag: str) -> dict[str, Any]:
+    """The document inside internal/packages.<tag>.jws.json, from formula.json entries."""
+    out: dict[str, Any] = {}
+    for entry in formulae:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        item = {k: entry[k] for k in _FORMULA_KEYS if k in entry}
+        files = _bottle_files(entry)
+        chosen = pick_bottle(files, tag) if files else None
+        item["bottle"] = {}
+        if chosen is not None and files is not None:
+            stable = dict(entry["bottle"]["stable"])
+            stable["files"] = {chosen: files[chosen]}
+            item["bottle"] = {"stable": stable}
+        out[entry["name"]] = item
+    return {
+        "formulae": out,
+        "casks": {},
+        "formula_aliases": {},
+        "formula_renames": {},
+        "formula_tap_git_head": "0" * 40,
+        "formula_tap_migrations": {},
+        "cask_renames": {},
+        "cask_tap_git_head": "0" * 40,
+        "cask_tap_migrations": {},
+    }
+
+
+def api_file(formulae_json: bytes, endpoint: str) -> bytes | None:
+    """The body of ``api/<endpoint>`` for the served formula.json, or None if unknown."""
+    if endpoint == "formula.jws.json":
+        return jws(formulae_json)
+    if endpoint == "cask.jws.json":
+        return jws(b"[]")
+    if endpoint in ("formula_tap_migrations.jws.json", "cask_tap_migrations.jws.json"):
+        return jws(b"{}")
+    formulae = orjson.loads(formulae_json)
+    entries = formulae if isinstance(formulae, list) else []
+    if endpoint == "internal/executables.txt":
+        names = [
+            e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)
+        ]
+        return "".join(f"{n}:{n.partition('@')[0]}\n" for n in names).encode()
+    match = re.fullmatch(r"internal/packages\.([a-z0-9_]+)\.jws\.json", endpoint)
+    if match is None or match.group(1) not in machine_tags():
+        return None
+    return jws(orjson.dumps(packages_payload(entries, match.group(1))))

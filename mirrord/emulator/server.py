@@ -24,7 +24,20 @@ from typing import Any, Literal, get_args
 import orjson
 from aiohttp import web
 
-from mirrord.emulator.content import INDEX_MEDIA_TYPE, EmulatorCatalog, image_index, image_name
+from mirrord.emulator.content import (
+    INDEX_MEDIA_TYPE,
+    PORTABLE_RUBY_IMAGE,
+    Blob,
+    EmulatorCatalog,
+    api_file,
+    blob_bytes,
+    image_index,
+    image_name,
+    portable_ruby,
+)
+
+# brew's Library/Homebrew/vendor/portable-ruby-version in late 2026.
+PORTABLE_RUBY_VERSIONS = ("4.0.7_1",)
 
 FaultKind = Literal[
     "status", "throttle", "cut", "corrupt", "trickle", "stall", "wrong_length",
@@ -182,6 +195,7 @@ class Emulator:
         blob_port: int = 0,
         auth: Literal["anonymous", "challenge"] = "anonymous",
         raw_api: bytes | None = None,
+        portable_ruby_versions: Iterable[str] = PORTABLE_RUBY_VERSIONS,
     ) -> None:
         self.catalog = catalog
         self.host = host
@@ -189,6 +203,11 @@ class Emulator:
         self._ports = (port, blob_port)
         self._raw_api = raw_api
         self._api_body = b""
+        self._api_files: dict[str, bytes | None] = {}  # endpoint → body (None: 404), lazily
+        self._ruby_versions = tuple(portable_ruby_versions)
+        # Blobs outside the formula catalog (portable Ruby): small, kept as bytes.
+        self._extra: dict[str, tuple[Blob, bytes]] = {}
+        self.requests: Counter[str] = Counter()  # every request but /_emulator, by origin
         self._faults: dict[str, list[_Armed]] = {}
         self._stats: defaultdict[str, BlobStats] = defaultdict(BlobStats)
         # Manifests are keyed by image (what the url names), reported by formula name.
@@ -211,8 +230,9 @@ class Emulator:
         await self.close()
 
     async def start(self) -> None:
-        registry = web.Application()
+        registry = web.Application(middlewares=[self._count("registry")])
         registry.router.add_get("/api/formula.json", self._api)
+        registry.router.add_get("/api/{endpoint:.+}", self._api_other)
         registry.router.add_get("/token", self._token)
         registry.router.add_get(
             "/v2/homebrew/core/{image:.+}/blobs/sha256:{digest}", self._registry_blob
@@ -223,7 +243,7 @@ class Emulator:
         registry.router.add_post("/_emulator/faults", self._admin_faults)
         registry.router.add_post("/_emulator/reset", self._admin_reset)
         registry.router.add_get("/_emulator/stats", self._admin_stats)
-        storage = web.Application()
+        storage = web.Application(middlewares=[self._count("blob")])
         storage.router.add_get("/blobs/sha256:{digest}", self._blob)
         try:
             ports = [
@@ -268,6 +288,32 @@ class Emulator:
             body = orjson.dumps(found[1], option=orjson.OPT_INDENT_2)
             digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
             self._indexes[(image, found[0])] = (body, digest)
+        for version in self._ruby_versions:
+            blobs, index = portable_ruby(version)
+            for sha256, blob in blobs.items():
+                self._extra[sha256] = (blob, blob_bytes(blob.seed, blob.size))
+            body = orjson.dumps(index, option=orjson.OPT_INDENT_2)
+            digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+            self._indexes[(PORTABLE_RUBY_IMAGE, version)] = (body, digest)
+            self._names.setdefault(PORTABLE_RUBY_IMAGE, PORTABLE_RUBY_IMAGE)
+
+    def _count(self, origin: str) -> Any:
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            if not request.path.startswith("/_emulator/"):
+                self.requests[origin] += 1
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        return count
+
+    def total_requests(self) -> int:
+        """Requests either origin received (the admin endpoints aside), any answer."""
+        return sum(self.requests.values())
+
+    def portable_ruby_blobs(self) -> dict[str, Blob]:
+        """sha256 → portable Ruby blob, for every version served."""
+        return {sha256: blob for sha256, (blob, _) in self._extra.items()}
 
     async def _serve(self, app: web.Application, port: int) -> int:
         # handler_cancellation: a stalled or trickling handler ends when its client leaves.
@@ -324,6 +370,7 @@ class Emulator:
     def reset_stats(self) -> None:
         self._stats.clear()
         self._manifest_requests.clear()
+        self.requests.clear()
 
     def total_bytes_sent(self) -> int:
         return sum(s.bytes_sent for s in self._stats.values())
@@ -335,6 +382,20 @@ class Emulator:
 
     async def _api(self, request: web.Request) -> web.Response:
         return web.Response(body=self._api_body, content_type="application/json")
+
+    async def _api_other(self, request: web.Request) -> web.Response:
+        endpoint = request.match_info["endpoint"]
+        if endpoint not in self._api_files:
+            source = self._raw_api if self._raw_api is not None else self._api_body
+            try:
+                self._api_files[endpoint] = api_file(source, endpoint)
+            except orjson.JSONDecodeError:
+                self._api_files[endpoint] = None
+        body = self._api_files[endpoint]
+        if body is None:
+            return web.Response(status=404, text="Not Found")
+        kind = "text/plain" if endpoint.endswith(".txt") else "application/json"
+        return web.Response(body=body, content_type=kind)
 
     async def _token(self, request: web.Request) -> web.Response:
         # Anonymous, like ghcr.io for public images: no credentials needed.
@@ -369,7 +430,7 @@ class Emulator:
         response = _fault_response(fault) if fault is not None else None
         if response is not None:
             return response
-        if digest not in self.catalog.blobs:
+        if digest not in self.catalog.blobs and digest not in self._extra:
             return _oci_error(404, "BLOB_UNKNOWN", "blob unknown to registry")
         dead = fault is not None and fault.kind == "dead_redirect"
         base = self._dead_url if dead else self.blob_url
@@ -450,6 +511,9 @@ class Emulator:
                 status=403, text="AuthenticationFailed: signature missing, invalid or expired"
             )
         blob = self.catalog.blobs.get(digest)
+        extra = self._extra.get(digest)
+        if blob is None and extra is not None:
+            blob = extra[0]
         if blob is None:
             return web.Response(status=404, text="BlobNotFound")
         fault = self._take(digest, "blob")
@@ -459,7 +523,10 @@ class Emulator:
         span = parse_range(request.headers.get("Range"), blob.size)
         start, end = span if span is not None else (0, blob.size)
         # Generation can take seconds for a large evicted blob: keep the loop serving.
-        data = await asyncio.get_running_loop().run_in_executor(None, self.catalog.data, digest)
+        if extra is not None:
+            data = extra[1]
+        else:
+            data = await asyncio.get_running_loop().run_in_executor(None, self.catalog.data, digest)
         body = memoryview(data)[start:end]
         resp = web.StreamResponse(status=200 if span is None else 206)
         resp.content_type = "application/octet-stream"

@@ -40,4 +40,6 @@ module "mirrord" {
   enable_monitoring       = var.enable_monitoring
   noncurrent_version_days = var.noncurrent_version_days
   external_hash_url       = var.external_hash_url
+  enable_cloudfront       = var.enable_cloudfront
+  cloudfront_price_class  = var.cloudfront_price_class
 }

@@ -111,9 +111,36 @@ data "aws_iam_policy_document" "this" {
   }
 }
 
+# The CloudFront distribution (modules/cdn), and only it, reads through OAC. ListBucket
+# turns a missing key into a 404 rather than a 403, which is what brew reports.
+data "aws_iam_policy_document" "cloudfront" {
+  source_policy_documents = [data.aws_iam_policy_document.this.json]
+
+  dynamic "statement" {
+    for_each = var.cloudfront_enabled ? [1] : []
+    content {
+      sid       = "CloudFrontReadsThroughOAC"
+      effect    = "Allow"
+      actions   = ["s3:GetObject", "s3:ListBucket"]
+      resources = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
+
+      principals {
+        type        = "Service"
+        identifiers = ["cloudfront.amazonaws.com"]
+      }
+
+      condition {
+        test     = "StringEquals"
+        variable = "AWS:SourceArn"
+        values   = [var.cloudfront_distribution_arn]
+      }
+    }
+  }
+}
+
 resource "aws_s3_bucket_policy" "this" {
   bucket = aws_s3_bucket.this.id
-  policy = data.aws_iam_policy_document.this.json
+  policy = data.aws_iam_policy_document.cloudfront.json
 
   # S3 rejects a policy while the public access block is being applied.
   depends_on = [aws_s3_bucket_public_access_block.this]

@@ -53,3 +53,15 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "cloudfront_enabled" {
+  description = "Whether a CloudFront distribution (modules/cdn) reads the bucket through OAC."
+  type        = bool
+  default     = false
+}
+
+variable "cloudfront_distribution_arn" {
+  description = "That distribution's ARN (used when cloudfront_enabled)."
+  type        = string
+  default     = null
+}

@@ -1,0 +1,132 @@
+# CloudFront in front of the private mirror bucket: what users set as
+# HOMEBREW_ARTIFACT_DOMAIN (https://<domain>) and HOMEBREW_API_DOMAIN (https://<domain>/api).
+#
+# Origin Access Control signs every origin request (SigV4), so the bucket stays private;
+# no origin request policy is attached, so no viewer header (Authorization included)
+# reaches S3. Three cache policies, none keyed on headers, cookies or query strings:
+#   v2/*/blobs/*      immutable (the key is the content's sha256): a year
+#   v2/*/manifests/*  an index can gain a tag under the same ref: minutes
+#   api/*             replaced after every clean sync: minutes
+#   everything else   (bottles_hash.json, dated folders) as manifests
+
+resource "aws_cloudfront_origin_access_control" "this" {
+  name                              = var.name
+  description                       = "mirrord: CloudFront reads the private mirror bucket"
+  origin_access_control_origin_type = "s3"
+  signing_behavior                  = "always"
+  signing_protocol                  = "sigv4"
+}
+
+resource "aws_cloudfront_cache_policy" "immutable" {
+  name        = "${var.name}-blobs"
+  comment     = "content-addressed blobs: cache a year"
+  min_ttl     = 86400
+  default_ttl = 31536000
+  max_ttl     = 31536000
+
+  parameters_in_cache_key_and_forwarded_to_origin {
+    enable_accept_encoding_brotli = false
+    enable_accept_encoding_gzip   = false
+
+    cookies_config {
+      cookie_behavior = "none"
+    }
+    headers_config {
+      header_behavior = "none"
+    }
+    query_strings_config {
+      query_string_behavior = "none"
+    }
+  }
+}
+
+resource "aws_cloudfront_cache_policy" "short" {
+  name        = "${var.name}-short"
+  comment     = "image indexes and API files: replaced in place, cache minutes"
+  min_ttl     = 0
+  default_ttl = var.short_ttl_seconds
+  max_ttl     = var.short_ttl_seconds
+
+  parameters_in_cache_key_and_forwarded_to_origin {
+    enable_accept_encoding_brotli = true
+    enable_accept_encoding_gzip   = true
+
+    cookies_config {
+      cookie_behavior = "none"
+    }
+    headers_config {
+      header_behavior = "none"
+    }
+    query_strings_config {
+      query_string_behavior = "none"
+    }
+  }
+}
+
+resource "aws_cloudfront_distribution" "this" {
+  #checkov:skip=CKV_AWS_68: a WAF web ACL costs 5 USD a month plus requests, for public, read-only, content-addressed files; add one through web_acl_id if abuse shows.
+  #checkov:skip=CKV2_AWS_47: no WAF (see CKV_AWS_68), so no Log4j rule set either; nothing behind this distribution runs Java.
+  #checkov:skip=CKV_AWS_86: standard logs need a log bucket written on every brew install; CloudFront's own request metrics show use and errors.
+  #checkov:skip=CKV_AWS_174: the default *.cloudfront.net certificate fixes the TLS policy; with acm_certificate_arn the policy is TLSv1.2_2021.
+  #checkov:skip=CKV2_AWS_42: the default certificate is used unless acm_certificate_arn is given (a custom domain is optional).
+  #checkov:skip=CKV_AWS_310: a single origin by design: the mirror bucket is the copy users fall back to; GHCR itself is the failover brew already has.
+  #checkov:skip=CKV_AWS_305: there is no root document: brew asks only for v2/… and api/… paths.
+  #checkov:skip=CKV_AWS_374: a mirror for a team's machines wherever they are; restrict with geo_restriction if needed.
+  #checkov:skip=CKV2_AWS_32: brew (curl) is the only client: browser security headers change nothing for it.
+  enabled         = true
+  comment         = "mirrord: Homebrew mirror (${var.name})"
+  is_ipv6_enabled = true
+  price_class     = var.price_class
+  aliases         = var.aliases
+  http_version    = "http2and3"
+
+  origin {
+    origin_id                = "bucket"
+    domain_name              = var.bucket_regional_domain_name
+    origin_access_control_id = aws_cloudfront_origin_access_control.this.id
+  }
+
+  default_cache_behavior {
+    target_origin_id       = "bucket"
+    viewer_protocol_policy = "https-only"
+    allowed_methods        = ["GET", "HEAD"]
+    cached_methods         = ["GET", "HEAD"]
+    cache_policy_id        = aws_cloudfront_cache_policy.short.id
+    compress               = true
+  }
+
+  ordered_cache_behavior {
+    path_pattern           = "v2/*/blobs/*"
+    target_origin_id       = "bucket"
+    viewer_protocol_policy = "https-only"
+    allowed_methods        = ["GET", "HEAD"]
+    cached_methods         = ["GET", "HEAD"]
+    cache_policy_id        = aws_cloudfront_cache_policy.immutable.id
+    compress               = false # bottles are gzip already
+  }
+
+  ordered_cache_behavior {
+    path_pattern           = "api/*"
+    target_origin_id       = "bucket"
+    viewer_protocol_policy = "https-only"
+    allowed_methods        = ["GET", "HEAD"]
+    cached_methods         = ["GET", "HEAD"]
+    cache_policy_id        = aws_cloudfront_cache_policy.short.id
+    compress               = true
+  }
+
+  restrictions {
+    geo_restriction {
+      restriction_type = "none"
+    }
+  }
+
+  viewer_certificate {
+    cloudfront_default_certificate = var.acm_certificate_arn == null
+    acm_certificate_arn            = var.acm_certificate_arn
+    ssl_support_method             = var.acm_certificate_arn == null ? null : "sni-only"
+    minimum_protocol_version       = var.acm_certificate_arn == null ? "TLSv1" : "TLSv1.2_2021"
+  }
+
+  tags = var.tags
+}

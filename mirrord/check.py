@@ -1,0 +1,235 @@
+"""``mirrord check-client``: walk the mirror as brew 6 would on one machine, over HTTP.
+
+With ``HOMEBREW_API_DOMAIN=<base>/api`` and ``HOMEBREW_ARTIFACT_DOMAIN=<base>`` brew reads
+``api/internal/packages.<tag>.jws.json`` (and the other API files), picks for each formula
+the bottle it would pour on that machine, asks ``v2/…/manifests/<ref>`` with the OCI index
+media type, finds the descriptor by digest and ``ref.name`` (and needs its
+``sh.brew.tab``), then GETs ``v2/…/blobs/sha256:<hex>`` without Authorization and checks
+the sha256. Every request here goes to ``base``; nothing goes to the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from mirrord.brew import (
+    OCI_PREFIX,
+    PORTABLE_RUBY,
+    api_endpoints,
+    descriptor_problem,
+    jws_payload,
+    oci_path,
+    packages_endpoint,
+    packages_formulae,
+    portable_ruby_formula,
+    ref_name,
+)
+from mirrord.catalog import select_file
+from mirrord.errors import InputError
+from mirrord.models import Bottle, BottleFile, Formula
+from mirrord.plan import index_url
+from mirrord.report import LogProgress, Progress
+from mirrord.upstream import CHUNK, INDEX_MEDIA_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    what: str  # a formula, an API endpoint, or portable-ruby-<version>
+    url: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    target: str
+    with_bottle: int  # formulae brew would pour a bottle for on this machine
+    installable: int  # …of which the mirror serves index, descriptor and blob
+    no_bottle: int
+    api_files: int  # API files served and well-formed
+    api_expected: int
+    portable_ruby: int  # portable Ruby blobs served with the right sha256
+    misses: tuple[Miss, ...] = ()
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.installable / self.with_bottle if self.with_bottle else 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "with_bottle": self.with_bottle,
+            "installable": self.installable,
+            "coverage_percent": round(self.percent, 2),
+            "no_bottle": self.no_bottle,
+            "api_files": self.api_files,
+            "api_expected": self.api_expected,
+            "portable_ruby": self.portable_ruby,
+            "misses": [{"what": m.what, "url": m.url, "reason": m.reason} for m in self.misses],
+        }
+
+
+class _Miss(Exception):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(reason)
+        self.url, self.reason = url, reason
+
+
+@dataclass
+class _Walk:
+    http: aiohttp.ClientSession
+    base: str
+    misses: list[Miss] = field(default_factory=list)
+    indexes: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    progress: Progress = field(default_factory=LogProgress)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}"
+
+    async def get(self, path: str, accept: str | None = None) -> bytes:
+        url = self.url(path)
+        headers = {"Accept": accept} if accept else {}
+        try:
+            async with self.http.get(url, headers=headers) as response:
+                if response.status != 200:
+                    raise _Miss(url, f"HTTP {response.status}")
+                return await response.read()
+        except aiohttp.ClientError as exc:
+            raise _Miss(url, f"{type(exc).__name__}: {exc}") from exc
+
+    async def index(self, path: str) -> Any:
+        """Each image index is fetched once, however many bottles it describes."""
+        if path not in self.indexes:
+            self.indexes[path] = asyncio.ensure_future(self._index(path))
+        return await self.indexes[path]
+
+    async def _index(self, path: str) -> Any:
+        raw = await self.get(path, INDEX_MEDIA_TYPE)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _Miss(self.url(path), f"image index is not JSON: {exc}") from exc
+
+    async def blob(self, path: str, sha256: str) -> None:
+        """GET without Authorization (the session sends none) and check the bytes."""
+        url = self.url(path)
+        digest = hashlib.sha256()
+        try:
+            async with self.http.get(url) as response:
+                if response.status != 200:
+                    raise _Miss(url, f"HTTP {response.status}")
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    digest.update(chunk)
+                    self.progress.add_bytes(len(chunk))
+        except aiohttp.ClientError as exc:
+            raise _Miss(url, f"{type(exc).__name__}: {exc}") from exc
+        if digest.hexdigest() != sha256:
+            raise _Miss(url, f"sha256 mismatch: expected {sha256}, got {digest.hexdigest()}")
+
+    async def bottle(self, formula: Formula, file: BottleFile) -> None:
+        bottle = Bottle(
+            formula.name, formula.pkg_version, file.tag, formula.rebuild, file.sha256, file.url
+        )
+        upstream_index = index_url(bottle)
+        index_path = oci_path(upstream_index) if upstream_index else None
+        blob_path = oci_path(file.url)
+        if index_path is None or blob_path is None:
+            raise _Miss(file.url, "the bottle url is not a registry blob url")
+        index = await self.index(index_path)
+        problem = descriptor_problem(
+            index, file.sha256, ref_name(formula.pkg_version, file.tag, formula.rebuild)
+        )
+        if problem is not None:
+            raise _Miss(self.url(index_path), problem)
+        await self.blob(blob_path, file.sha256)
+
+
+async def check_client(
+    http: aiohttp.ClientSession,
+    base: str,
+    target: str,
+    *,
+    ruby_versions: Sequence[str] = (),
+    concurrency: int = 16,
+    progress: Progress | None = None,
+) -> Coverage:
+    walk = _Walk(http, base.rstrip("/"), progress=progress or LogProgress())
+    endpoints = api_endpoints([target])
+    api_ok = 0
+    packages: Any = None
+    for endpoint in endpoints:
+        path = f"api/{endpoint}"
+        try:
+            raw = await walk.get(path)
+            document = jws_payload(raw, path) if endpoint.endswith(".jws.json") else None
+        except _Miss as miss:
+            walk.misses.append(Miss(endpoint, miss.url, miss.reason))
+            continue
+        except InputError as exc:
+            walk.misses.append(Miss(endpoint, walk.url(path), str(exc)))
+            continue
+        api_ok += 1
+        if endpoint == packages_endpoint(target):
+            packages = document
+
+    formulae: list[Formula] = []
+    if packages is not None:
+        try:
+            formulae, rejected = packages_formulae(packages, packages_endpoint(target))
+        except InputError as exc:
+            walk.misses.append(Miss(packages_endpoint(target), "", str(exc)))
+        else:
+            walk.misses += [Miss(r.name, "", r.reason) for r in rejected]
+    chosen = [(f, file) for f in formulae if (file := select_file(f, target)) is not None]
+    walk.progress.start(len(chosen))
+    installable = 0
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(formula: Formula, file: BottleFile) -> None:
+        nonlocal installable
+        async with gate:
+            try:
+                await walk.bottle(formula, file)
+            except _Miss as miss:
+                walk.misses.append(Miss(formula.name, miss.url, miss.reason))
+                walk.progress.done(False)
+                return
+            installable += 1
+            walk.progress.done(True)
+
+    try:
+        await asyncio.gather(*(one(f, file) for f, file in chosen))
+    finally:
+        walk.progress.close()
+
+    rubies = 0
+    for version in ruby_versions:
+        what = f"{PORTABLE_RUBY}-{version}"
+        path = f"{OCI_PREFIX}{PORTABLE_RUBY}/manifests/{version}"
+        try:
+            ruby = portable_ruby_formula(await walk.index(path), version, walk.base)
+            file = select_file(ruby, target)
+            if file is None:
+                raise _Miss(walk.url(path), f"no portable Ruby bottle for {target}")
+            blob_path = oci_path(file.url)
+            assert blob_path is not None  # built from base + OCI_PREFIX above
+            await walk.blob(blob_path, file.sha256)
+            rubies += 1
+        except _Miss as miss:
+            walk.misses.append(Miss(what, miss.url, miss.reason))
+    return Coverage(
+        target=target,
+        with_bottle=len(chosen),
+        installable=installable,
+        no_bottle=len(formulae) - len(chosen),
+        api_files=api_ok,
+        api_expected=len(endpoints),
+        portable_ruby=rubies,
+        misses=tuple(sorted(walk.misses, key=lambda m: (m.what, m.url))),
+    )
