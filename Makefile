@@ -51,12 +51,13 @@ run-local: $(STAMP)
 # Benchmarks (docs/benchmarks.md): PyPI peers into the venv; nginx (the discarding sink),
 # GNU time (peak RSS) and curl from Debian when the machine lacks them.
 BENCH_STAMP := $(VENV)/.bench-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test,dev,bench]'
 	@for tool in nginx:nginx-light /usr/bin/time:time curl:curl; do \
 	  command -v $${tool%%:*} >/dev/null || test -x /usr/sbin/$${tool%%:*} || \
-	    { apt-get install -y -q $${tool##*:} >/dev/null 2>&1 || \
-	      { apt-get update -q >/dev/null && apt-get install -y -q $${tool##*:} >/dev/null; }; }; \
+	    { $(SUDO) apt-get install -y -q $${tool##*:} >/dev/null 2>&1 || \
+	      { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $${tool##*:} >/dev/null; }; }; \
 	done
 	touch $(BENCH_STAMP)
 

@@ -138,6 +138,9 @@ def mirrord_once(
             **aws_env(sink),
             "MIRRORD_API_URL": o.api_url,
             "MIRRORD_LOG_LEVEL": "warning",
+            # The bottles alone, as the peers move them: publishing for brew 6 (index
+            # fetches, blob-key copies) is a stage of its own, not part of this figure.
+            "MIRRORD_BREW_MIRROR": "false",
             "MIRRORD_HEALTH_FILE": str(Path(tempfile.gettempdir()) / "mirrord-bench-health"),
         }
         cmd = [
@@ -399,7 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="shrink the tabled corpora")
     p.add_argument("--no-sweeps", action="store_true")
     p.add_argument("--sweep-runs", type=int, default=1, help="runs per point of the curves")
+    p.add_argument("--report-only", type=Path, metavar="JSON", help="rewrite the report")
     a = p.parse_args(argv)
+    if a.report_only:
+        from bench.report import load, write
+
+        write(load(a.report_only), a.out, smoke=False)
+        return 0
     runs = 1 if a.smoke else a.runs
     sweep_runs = 1 if a.smoke else a.sweep_runs
     scale = (
@@ -482,7 +491,12 @@ def files_written(o: Origin, sink: Sink, c: int, part: int) -> list[str] | None:
         return None
     bucket = sink.bucket()
     with tempfile.NamedTemporaryFile("r") as trace:
-        env = {**aws_env(sink), "MIRRORD_API_URL": o.api_url, "MIRRORD_LOG_LEVEL": "warning"}
+        env = {
+            **aws_env(sink),
+            "MIRRORD_API_URL": o.api_url,
+            "MIRRORD_LOG_LEVEL": "warning",
+            "MIRRORD_BREW_MIRROR": "false",
+        }
         cmd = [strace, "-f", "-qq", "-e", "trace=openat,open,creat", "-o", trace.name,
                tool("mirrord"), "sync", "--bucket", bucket, "--date", DATE,
                "--platform", "arm64_tahoe", "--concurrency", str(c), "--part-size", str(part)]  # fmt: skip
