@@ -90,6 +90,9 @@ class Results:
     micro: dict[str, Stat] = field(default_factory=dict)
     corpora: dict[str, str] = field(default_factory=dict)
     files_written: list[str] | None = None
+    # corpus -> share of mirrord's sampled CPU per part of the stack (py-spy), and the date
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)
+    profile_corpora: dict[str, str] = field(default_factory=dict)
 
 
 def runs_of(n: int, once: Callable[[], tuple[Measure, int, int]]) -> tuple[list[Measure], int, int]:
@@ -403,11 +406,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sweeps", action="store_true")
     p.add_argument("--sweep-runs", type=int, default=1, help="runs per point of the curves")
     p.add_argument("--report-only", type=Path, metavar="JSON", help="rewrite the report")
+    p.add_argument(
+        "--profile-only", action="store_true", help="add py-spy profiles to OUT's results"
+    )
     a = p.parse_args(argv)
-    if a.report_only:
+    if a.report_only or a.profile_only:
         from bench.report import load, write
 
-        write(load(a.report_only), a.out, smoke=False)
+        res = load(a.report_only or a.out / "bench-results.json")
+        if a.profile_only:
+            with rclone_sink() as rclone:
+                profiles(res, rclone, a.concurrency, a.part_size, smoke=False)
+            _save(res, a.out)
+        write(res, a.out, smoke=False)
         return 0
     runs = 1 if a.smoke else a.runs
     sweep_runs = 1 if a.smoke else a.sweep_runs
@@ -454,10 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                     res.part_size = sweep_parts(o, rclone, c, parts, sweep_runs)
                     res.files_written = files_written(o, rclone, c, part)
                     print(f"  files opened for writing: {res.files_written}", flush=True)
+        profiles(res, rclone, c, part, a.smoke)
 
-    (a.out / "bench-results.json").write_bytes(
-        orjson.dumps(asdict(res), option=orjson.OPT_INDENT_2)
-    )
+    _save(res, a.out)
     from bench.report import write
 
     write(res, a.out, smoke=a.smoke)
@@ -514,6 +524,89 @@ def files_written(o: Origin, sink: Sink, c: int, part: int) -> list[str] | None:
                 if not path.endswith(".pyc") and not path.startswith("/dev/"):
                     written.append(path)
     return sorted(set(written))
+
+
+# Where a sample's time is charged: SHA-256 and CRC32C by the frame that calls them (py-spy
+# sees Python frames), else the innermost frame of a library (or mirrord) on the stack;
+# standard-library frames are charged to the library that called them.
+_LIBRARIES = (
+    ("AWS SDK request pipeline (botocore, aiobotocore, awscrt signing)",
+     ("(botocore/", "(aiobotocore/", "(awscrt/auth")),
+    ("HTTP client (aiohttp, yarl, multidict)", ("(aiohttp/", "(yarl/", "(multidict/")),
+    ("JSON and logging (orjson, msgspec, structlog)", ("(orjson", "(msgspec", "(structlog/")),
+    ("mirrord's own code", ("(mirrord/",)),
+    ("event loop (uvloop, asyncio)", ("(uvloop/", "(asyncio/")),
+)  # fmt: skip
+SHA256 = "SHA-256 (hashlib, on and off the event loop)"
+STARTUP = "start-up: imports, SSL contexts"
+COPY = "the one copy of each byte from socket chunks into its part buffer"
+IDLE = "_worker (concurrent/futures/thread.py"  # an executor thread waiting for work
+
+
+def charge(stack: list[str]) -> str:
+    """The bucket of one sampled stack (outermost frame first, py-spy's raw format)."""
+    if any(
+        "_find_and_load" in f or f.startswith(("<module>", "SSLContext", "_make_ssl_context"))
+        for f in stack[1:]
+    ):
+        return STARTUP
+    innermost = stack[-1]
+    if innermost.startswith(("_hash (mirrord/transfer.py", "_WorkItem.run (concurrent/")):
+        return SHA256
+    if innermost.startswith("_take (mirrord/transfer.py"):
+        return COPY
+    if innermost.startswith(("_crc32c (", "crc32c (awscrt/")):
+        return "CRC32C (awscrt)"
+    for frame in reversed(stack):
+        for name, marks in _LIBRARIES:
+            if any(m in frame for m in marks):
+                return name
+    return "other (interpreter, standard library)"
+
+
+def profile(o: Origin, sink: Sink, c: int, part: int) -> dict[str, float]:
+    """Share of mirrord's CPU samples per part of the stack, from ``py-spy record`` (idle
+    threads left out) over one sync of ``o``."""
+    bucket = sink.bucket()
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
+        env = {
+            **aws_env(sink),
+            "MIRRORD_API_URL": o.api_url,
+            "MIRRORD_LOG_LEVEL": "warning",
+            "MIRRORD_BREW_MIRROR": "false",
+        }
+        cmd = [tool("py-spy"), "record", "--format", "raw", "--rate", "250", "--output",
+               raw.name, "--", tool("mirrord"), "sync", "--bucket", bucket, "--date", DATE,
+               "--platform", "arm64_tahoe", "--concurrency", str(c), "--part-size", str(part)]  # fmt: skip
+        try:
+            measure(cmd, env)
+        finally:
+            sink.drop(bucket)
+        totals: dict[str, float] = {}
+        for line in raw:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if stack and not stack.rpartition(";")[2].startswith(IDLE):
+                name = charge(stack.split(";"))
+                totals[name] = totals.get(name, 0) + int(count)
+    n = sum(totals.values()) or 1
+    return {k: v / n for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+PROFILED = {"small": 0.2, "mixed": 0.5}  # the corpora of the concurrency curves
+
+
+def profiles(res: Results, rclone: Sink, c: int, part: int, smoke: bool) -> None:
+    for name, scale in PROFILED.items():
+        with origin(name, 0.01 if smoke else scale) as o:
+            print(f"profile of mirrord on {o.title}", flush=True)
+            res.profile[name] = profile(o, rclone, c, part)
+            res.profile_corpora[name] = o.title
+            for k, v in res.profile[name].items():
+                print(f"  {v:6.1%} {k}", flush=True)
+
+
+def _save(res: Results, out: Path) -> None:
+    (out / "bench-results.json").write_bytes(orjson.dumps(asdict(res), option=orjson.OPT_INDENT_2))
 
 
 def sweep_concurrency(
