@@ -106,7 +106,7 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
-    backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311 - jitter, not secrets
+    backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311  # nosec B311  # retry jitter, not a secret
     session = get_session()
     if not session.get_config_variable("region"):
         # botocore reads AWS_DEFAULT_REGION (and profiles), not AWS_REGION; without one it

@@ -95,7 +95,7 @@ class Settings:
     lambda_margin_seconds: float = 120.0
     stop_grace: float = 90.0
     heartbeat_seconds: float = 60.0
-    health_file: str = "/tmp/mirrord-healthy"  # noqa: S108 - ECS checks it inside the task
+    health_file: str = "/tmp/mirrord-healthy"  # noqa: S108  # nosec B108  # a heartbeat file in the task's own /tmp
     status_key: str = "status.json"
     external_hash_url: str | None = None
     external_hash_allow_http: bool = False

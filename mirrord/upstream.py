@@ -29,7 +29,7 @@ from mirrord.catalog import Catalog, parse_catalog
 from mirrord.errors import FatalUpstreamError, RetryableError, UpstreamError
 from mirrord.retry import Backoff, is_retryable_status, parse_retry_after
 
-ANONYMOUS_TOKEN = "QQ=="  # noqa: S105 - GHCR's public anonymous token, as brew sends it
+ANONYMOUS_TOKEN = "QQ=="  # noqa: S105  # nosec B105  # GHCR's public anonymous token, as brew sends it
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
