@@ -36,7 +36,13 @@ from mirrord.report import LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
-from mirrord.upstream import Registry, fetch_catalog, fetch_untrusted, guarded_session
+from mirrord.upstream import (
+    Registry,
+    fetch_catalog,
+    fetch_untrusted,
+    guarded_session,
+    shown_url,
+)
 
 log = structlog.get_logger("mirrord.app")
 T = TypeVar("T")
@@ -199,11 +205,13 @@ async def load_external(app: App, *, limit: int = EXTERNAL_HASH_LIMIT) -> HashFi
                     allow_http=s.external_hash_allow_http,
                     allow_private=s.external_hash_allow_private,
                 )
-        external = parse(raw, source=url)
+        external = parse(raw, source=shown_url(url))
     except MirrordError as exc:
-        log.warning("external_hash_unusable", url=url, error=str(exc), kind=type(exc).__name__)
+        log.warning(
+            "external_hash_unusable", url=shown_url(url), error=str(exc), kind=type(exc).__name__
+        )
         return None
-    log.info("external_hash_loaded", url=url, entries=len(external.bottles))
+    log.info("external_hash_loaded", url=shown_url(url), entries=len(external.bottles))
     return external
 
 

@@ -47,6 +47,20 @@ log = structlog.get_logger("mirrord.upstream")
 _TRANSIENT = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as a log line may show it: no ``user:password@`` and no query, which can
+    carry a signature or a token (a presigned URL); the path stays, to find the file."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(an unparsable URL)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}" + (
+        "?…" if parts.query else ""
+    )
+
+
 def _is_registry_blob(url: str) -> bool:
     return bool(_BLOB_PATH.match(urlsplit(url).path))
 
@@ -277,7 +291,7 @@ async def fetch_bytes(
             error = exc
         except (aiohttp.InvalidURL, ValueError) as exc:
             raise FatalUpstreamError(f"bad URL: {exc}", url=url) from exc
-        log.info("fetch_retry", url=url, attempt=attempt, error=str(error))
+        log.info("fetch_retry", url=shown_url(url), attempt=attempt, error=str(error))
         await backoff.pause(attempt, error)
     raise AssertionError("unreachable")
 
@@ -297,13 +311,15 @@ def address_problem(address: str) -> str | None:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return "not an IP address"
-    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address inside an IPv6 one reaches that IPv4 host.
+        # An IPv4 address inside an IPv6 one reaches that IPv4 host: judged first, so
+        # the reason names it (::ffff:169.254.169.254 is "link-local", not "reserved").
         embedded = [ip.ipv4_mapped, ip.sixtofour]
         if ip in _NAT64:
             embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         candidates += [e for e in embedded if e is not None]
+    candidates.append(ip)
     for candidate in candidates:
         for attribute, word in _KINDS:
             if getattr(candidate, attribute):
@@ -319,8 +335,8 @@ _KINDS = (
     ("is_loopback", "loopback"),
     ("is_link_local", "link-local"),
     ("is_multicast", "multicast"),
-    ("is_private", "private"),
     ("is_reserved", "reserved"),
+    ("is_private", "private"),  # last: Python counts most of the above as private too
 )
 
 
@@ -420,7 +436,7 @@ async def fetch_untrusted(
             error = exc
         except (aiohttp.InvalidURL, ValueError) as exc:
             raise FatalUpstreamError(f"bad URL: {exc}", url=target) from exc
-        log.info("fetch_retry", url=target, attempt=attempt, error=str(error))
+        log.info("fetch_retry", url=shown_url(target), attempt=attempt, error=str(error))
         await backoff.pause(attempt, error)
     raise AssertionError("unreachable")
 
@@ -433,7 +449,7 @@ async def fetch_catalog(
     catalog = parse_catalog(raw)
     log.info(
         "catalog_loaded",
-        url=url,
+        url=shown_url(url),
         bytes=len(raw),
         formulae=len(catalog.formulae),
         rejected=len(catalog.rejected),
