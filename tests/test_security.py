@@ -124,7 +124,7 @@ async def test_forbidden_targets_are_refused_before_any_connection(url: str, rea
 async def test_odd_spellings_of_loopback_are_refused(host: str) -> None:
     """127.0.0.1 spelt as one integer, in hex or octal, or shortened: aiohttp refuses
     the non-canonical forms itself, and nothing connects."""
-    with pytest.raises(FatalUpstreamError, match="not a canonical IPv4|loopback"):
+    with pytest.raises(FatalUpstreamError, match=r"not a canonical IPv4|loopback"):
         await fetch(f"https://{host}:1/h.json")
 
 
