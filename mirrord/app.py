@@ -36,7 +36,13 @@ from mirrord.report import LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
-from mirrord.upstream import Registry, fetch_bytes, fetch_catalog
+from mirrord.upstream import (
+    Registry,
+    fetch_catalog,
+    fetch_untrusted,
+    guarded_session,
+    shown_url,
+)
 
 log = structlog.get_logger("mirrord.app")
 T = TypeVar("T")
@@ -106,7 +112,7 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
-    backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311 - jitter, not secrets
+    backoff = Backoff(RetryPolicy(max_attempts=settings.max_attempts), rng=random.Random())  # noqa: S311  # nosec B311  # retry jitter, not a secret
     session = get_session()
     if not session.get_config_variable("region"):
         # botocore reads AWS_DEFAULT_REGION (and profiles), not AWS_REGION; without one it
@@ -166,10 +172,11 @@ def _plain_config(settings: Settings) -> AioConfig:
 EXTERNAL_HASH_LIMIT = 64 * 2**20
 
 
-async def load_external(app: App) -> HashFile | None:
+async def load_external(app: App, *, limit: int = EXTERNAL_HASH_LIMIT) -> HashFile | None:
     """``MIRRORD_EXTERNAL_HASH_URL`` (s3:// or https://): another mirror's hash file,
     whose bottles are skipped. Unusable → a warning, and the sync goes on without it."""
-    url = app.settings.external_hash_url
+    s = app.settings
+    url = s.external_hash_url
     if not url:
         return None
     try:
@@ -179,19 +186,32 @@ async def load_external(app: App) -> HashFile | None:
             if found is None:
                 raise InputError("no such object")
             raw = found[0]
-            if len(raw) > EXTERNAL_HASH_LIMIT:
-                raise InputError(f"over the {EXTERNAL_HASH_LIMIT}-byte cap")
-        elif url.startswith("https://") or (
-            url.startswith("http://") and app.settings.external_hash_allow_http
-        ):
-            raw = await fetch_bytes(app.http, url, app.backoff, limit=EXTERNAL_HASH_LIMIT)
+            if len(raw) > limit:
+                raise InputError(f"over the {limit}-byte cap")
         else:
-            raise InputError("plain http:// is refused (MIRRORD_EXTERNAL_HASH_ALLOW_HTTP)")
-        external = parse(raw, source=url)
+            # A session of its own for a URL someone else controls: its resolver refuses
+            # private addresses (see upstream.fetch_untrusted); once per job.
+            async with guarded_session(
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+                allow_private=s.external_hash_allow_private,
+                user_agent=f"mirrord/{__version__}",
+            ) as session:
+                raw = await fetch_untrusted(
+                    session,
+                    url,
+                    app.backoff,
+                    limit=limit,
+                    allow_http=s.external_hash_allow_http,
+                    allow_private=s.external_hash_allow_private,
+                )
+        external = parse(raw, source=shown_url(url))
     except MirrordError as exc:
-        log.warning("external_hash_unusable", url=url, error=str(exc))
+        log.warning(
+            "external_hash_unusable", url=shown_url(url), error=str(exc), kind=type(exc).__name__
+        )
         return None
-    log.info("external_hash_loaded", url=url, entries=len(external.bottles))
+    log.info("external_hash_loaded", url=shown_url(url), entries=len(external.bottles))
     return external
 
 

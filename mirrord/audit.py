@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -14,11 +13,19 @@ import structlog
 
 from mirrord.errors import HashFileError
 from mirrord.hashfile import HashFile, dumps, parse, utc_now
-from mirrord.models import NAME_RE, SHA256_RE, TAG_RE, VERSION_RE, HashEntry, ObjectInfo
+from mirrord.models import (
+    NAME_RE,
+    SHA256_RE,
+    TAG_RE,
+    VERSION_RE,
+    HashEntry,
+    ObjectInfo,
+    is_bottle_key,
+    is_hash_key,
+)
 from mirrord.s3 import S3Store
 
 log = structlog.get_logger("mirrord.audit")
-_BOTTLE_KEY = re.compile(r"^(\d{4}-\d{2}-\d{2})/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -72,7 +79,7 @@ async def verify(
     problems += [
         Problem("orphaned", k, "bottle object not in the hash file")
         for k in sorted(listing)
-        if _BOTTLE_KEY.match(k) and k not in referenced
+        if is_bottle_key(k) and k not in referenced
     ]
 
     async def check(item: tuple[str, HashEntry]) -> Problem | None:
@@ -99,20 +106,22 @@ async def verify(
 
 def entry_from_object(obj: ObjectInfo) -> tuple[str, HashEntry] | None:
     """An object written by mirrord names itself in its metadata; anything else → None."""
-    match = _BOTTLE_KEY.match(obj.key)
     meta = obj.metadata
     name, version, tag, sha = (
         meta.get(k, "") for k in ("formula", "version", "platform", "sha256")
     )
+    key = f"{name}-{version}-{tag}"
+    # The same rules parse() applies, so a rebuilt file always reads back.
     if not (
-        match
+        is_bottle_key(obj.key)
         and NAME_RE.fullmatch(name)
         and VERSION_RE.fullmatch(version)
         and TAG_RE.fullmatch(tag)
         and SHA256_RE.fullmatch(sha)
+        and is_hash_key(key)
     ):
         return None
-    return f"{name}-{version}-{tag}", HashEntry(sha, match.group(1), obj.size, obj.key)
+    return key, HashEntry(sha, obj.key[:10], obj.size, obj.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +135,7 @@ class RebuildReport:
 async def rebuild_hash(store: S3Store, hash_key: str, *, concurrency: int = 16) -> RebuildReport:
     """Rewrite the hash file from object metadata. The one command that may replace a
     corrupt file — deliberately, and still with a conditional write."""
-    keys = [o.key async for o in store.list_objects() if _BOTTLE_KEY.match(o.key)]
+    keys = [o.key async for o in store.list_objects() if is_bottle_key(o.key)]
     heads = await _bounded(keys, store.head, concurrency)
     entries: dict[str, HashEntry] = {}
     unrecognised: list[str] = []

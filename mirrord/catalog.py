@@ -291,7 +291,7 @@ def validate_targets(tags: Sequence[str]) -> tuple[str, ...]:
     for tag in tags:
         if not is_machine(parse_tag(tag)):
             raise SettingsError(
-                f"MIRRORD_PLATFORMS: {tag!r} is not a machine tag "
+                f"MIRRORD_PLATFORMS: {tag!r:.40} is not a machine tag "
                 "(e.g. arm64_tahoe, sequoia, x86_64_linux)"
             )
     return tuple(dict.fromkeys(tags))

@@ -13,6 +13,7 @@ once, with ``raise … from exc``; nothing above the adapters catches a foreign 
     ├── UpstreamError          Homebrew API / GHCR / blob storage
     │   ├── RetryableError     worth another attempt (5xx, 408, 429, cut, timeout)
     │   └── FatalUpstreamError not worth another attempt (404, other 4xx)
+    │       └── RefusedAddress an untrusted URL aims where it must not (SSRF)
     ├── IntegrityError         bytes do not match the catalog's sha256 or size
     └── StoreError             S3
         └── PreconditionFailed a conditional write lost (412)
@@ -75,6 +76,12 @@ class RetryableError(UpstreamError):
 
 class FatalUpstreamError(UpstreamError):
     """Permanent for this run: 404 and other 4xx, a redirect without Location."""
+
+
+class RefusedAddress(FatalUpstreamError):
+    """An untrusted URL (the external hash file), or a redirect it answers with, names a
+    scheme or resolves to an address it must not reach: private, loopback, link-local
+    (the instance metadata service), multicast or reserved."""
 
 
 class IntegrityError(MirrordError):

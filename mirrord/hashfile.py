@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 import orjson
 
 from mirrord.errors import HashFileError
-from mirrord.models import DATE_RE, SHA256_RE, HashEntry, gc_paused
+from mirrord.models import SHA256_RE, HashEntry, gc_paused, is_bottle_key, is_date, is_hash_key
 
 VERSION = 2
 
@@ -46,32 +46,41 @@ def _v1_key(key: str, date: str) -> str:
     return f"{date}/{prefix}.{tag}.bottle.tar.gz"
 
 
-def _entry(key: str, raw: Any, version: int) -> HashEntry:
+def _checked(key: str, sha256: Any, date: Any, size: Any, s3_key: Any) -> HashEntry:
+    """The one rule for an entry, applied by both readers below, so the msgspec path and
+    the checked path cannot drift apart (tests/test_fuzz.py holds them to it)."""
     where = f"bottles[{key!r:.80}]"
-    if not isinstance(raw, dict):
-        raise HashFileError(f"{where} must be an object")
-    sha256 = raw.get("sha256")
     if not isinstance(sha256, str) or not SHA256_RE.fullmatch(sha256):
         raise HashFileError(f"{where}.sha256 is not 64 lowercase hex digits")
-    date = raw.get("download_date")
-    if not isinstance(date, str) or not DATE_RE.fullmatch(date):
-        raise HashFileError(f"{where}.download_date must be YYYY-MM-DD")
-    size = raw.get("file_size")
+    if not isinstance(date, str) or not is_date(date):
+        raise HashFileError(f"{where}.download_date must be a date YYYY-MM-DD")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise HashFileError(f"{where}.file_size must be a non-negative integer")
-    s3_key = raw.get("s3_key")
-    if s3_key is None and version == 1:
-        s3_key = _v1_key(key, date)
-    if not isinstance(s3_key, str) or not s3_key or s3_key.startswith("/") or ".." in s3_key:
-        raise HashFileError(f"{where}.s3_key must be a relative key inside the bucket")
+    if not isinstance(s3_key, str) or not is_bottle_key(s3_key):
+        raise HashFileError(
+            f"{where}.s3_key must be a bottle key of the bucket layout "
+            "(YYYY-MM-DD/<name>-<pkg_version>.<tag>.bottle[.<rebuild>].tar.gz)"
+        )
+    if not is_hash_key(key):
+        raise HashFileError(f"{where}: the key must be <name>-<pkg_version>-<tag>")
     return HashEntry(sha256, date, size, s3_key)
 
 
+def _entry(key: str, raw: Any, version: int) -> HashEntry:
+    if not isinstance(raw, dict):
+        raise HashFileError(f"bottles[{key!r:.80}] must be an object")
+    date, s3_key = raw.get("download_date"), raw.get("s3_key")
+    if s3_key is None and version == 1 and isinstance(date, str) and is_date(date):
+        s3_key = _v1_key(key, date)
+    return _checked(key, raw.get("sha256"), date, raw.get("file_size"), s3_key)
+
+
+# msgspec checks only the types, in C; the rules are _checked's, for both paths.
 class _Entry(msgspec.Struct):
-    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
-    download_date: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}\Z")]
-    s3_key: Annotated[str, msgspec.Meta(min_length=1)]
-    file_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    sha256: str
+    download_date: str
+    s3_key: str
+    file_size: int | None = None
 
 
 class _V2(msgspec.Struct):
@@ -84,17 +93,18 @@ _DECODER = msgspec.json.Decoder(_V2)
 
 
 def _fast(raw: bytes) -> HashFile | None:
-    """A well-formed v2 file, decoded in C with every field checked; None sends the
-    document to the slow path, which names what is wrong (or reads a v1 file)."""
+    """A well-formed v2 file, decoded in C; None sends the document to the slow path,
+    which names what is wrong (or reads a v1 file)."""
     try:
         data = _DECODER.decode(raw)
     except msgspec.MsgspecError:
         return None
     entries: dict[str, HashEntry] = {}
-    for key, e in data.bottles.items():
-        if e.s3_key.startswith("/") or ".." in e.s3_key:
-            return None
-        entries[key] = HashEntry(e.sha256, e.download_date, e.file_size, e.s3_key)
+    try:
+        for key, e in data.bottles.items():
+            entries[key] = _checked(key, e.sha256, e.download_date, e.file_size, e.s3_key)
+    except HashFileError:
+        return None
     last = data.last_updated
     return HashFile(entries, last if isinstance(last, str) else "", None)
 
@@ -113,16 +123,16 @@ def _slow(raw: bytes, source: str) -> HashFile:
     if not isinstance(data, dict):
         raise HashFileError(f"{source}: top level must be an object")
     version = data.get("version", 1)
-    if version not in (1, VERSION):
+    if isinstance(version, bool) or not isinstance(version, int) or version not in (1, VERSION):
         raise HashFileError(f"{source}: unsupported version {version!r:.20}")
     bottles = data.get("bottles")
     if bottles is None and version == 1:
         # The oldest scripts wrote the entries at the top level.
-        bottles = {k: v for k, v in data.items() if k != "last_updated"}
+        bottles = {k: v for k, v in data.items() if k not in ("version", "last_updated")}
     if not isinstance(bottles, dict):
         raise HashFileError(f"{source}: bottles must be an object")
     try:
-        entries = {str(k): _entry(k, v, version) for k, v in bottles.items()}
+        entries = {k: _entry(k, v, version) for k, v in bottles.items()}
     except HashFileError as exc:
         raise HashFileError(f"{source}: {exc}") from None
     last = data.get("last_updated", "")

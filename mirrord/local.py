@@ -21,7 +21,7 @@ import http.server
 import os
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404  # run-local starts moto and mirrord itself
 import sys
 import tempfile
 import threading
@@ -50,7 +50,7 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _process(args: list[str], **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, **kw)  # noqa: S603 - our own interpreter and modules
+    proc = subprocess.Popen(args, **kw)  # noqa: S603  # nosec B603  # our own interpreter and modules, no shell
     try:
         yield proc
     finally:
@@ -72,7 +72,7 @@ def _wait(check: Any, what: str, seconds: float = 120) -> None:
 
 def _up(url: str) -> bool:
     try:
-        urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback only
+        urllib.request.urlopen(url, timeout=1).close()  # noqa: S310  # nosec B310  # a loopback http:// URL we built
     except OSError:
         return False
     return True
@@ -172,13 +172,16 @@ def _section(title: str) -> None:
     print(f"\n== {title} ==", flush=True)
 
 
+MOTO_KEY = "local"  # moto accepts any access key; this is no credential
+
+
 def main() -> int:
     moto_port = _free_port()
     endpoint = f"http://127.0.0.1:{moto_port}"
     aws = {
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_ACCESS_KEY_ID": MOTO_KEY,
+        "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     work = Path(tempfile.mkdtemp(prefix="mirrord-local-"))
@@ -209,8 +212,8 @@ def main() -> int:
         client_args: dict[str, Any] = {
             "endpoint_url": endpoint,
             "region_name": "us-east-1",
-            "aws_access_key_id": "local",
-            "aws_secret_access_key": "local",
+            "aws_access_key_id": MOTO_KEY,
+            "aws_secret_access_key": MOTO_KEY,
         }
         s3 = session.create_client("s3", **client_args)
         sqs = session.create_client("sqs", **client_args)
@@ -288,7 +291,7 @@ def main() -> int:
         print(f"{sum(o['Size'] for o in listing):>12,}  bytes in {len(listing)} objects")
 
         _section("mirrord verify")
-        verify = subprocess.run(
+        verify = subprocess.run(  # nosec B603  # our own interpreter and module
             [sys.executable, "-m", "mirrord", "verify"],
             env=env,
             check=False,
@@ -299,7 +302,7 @@ def main() -> int:
         with bucket_front(s3, BUCKET) as front:
             targets = [f"--target={t}" for t in status.get("platforms", ())]
             command = [sys.executable, "-m", "mirrord", "check-client", "--base", front.url]
-            check = subprocess.run(  # noqa: S603 - our own interpreter and module
+            check = subprocess.run(  # noqa: S603  # nosec B603  # our own interpreter and module, no shell
                 [*command, *targets], env=env, check=False, stderr=subprocess.DEVNULL
             )
         print(

@@ -2,24 +2,69 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date as Date
+
+# Every pattern is ASCII-only ([0-9], never \d, which also takes fullwidth and other
+# digits) and is used with fullmatch only, so no trailing newline slips through a `$`.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9@+._-]*"
+_VERSION = r"[A-Za-z0-9][A-Za-z0-9@+._,-]*"  # brew's versions: a name's characters and ','
+_TAG = r"[a-z0-9]+(?:_[a-z0-9]+)*"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 # DESIGN.md §3: a name that does not match never shapes an S3 key or a path.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@+._-]*$")
-# Versions shape keys too; brew's versions use the same characters as names (plus ',').
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@+._,-]*$")
-TAG_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+NAME_RE = re.compile(_NAME)
+VERSION_RE = re.compile(_VERSION)
+TAG_RE = re.compile(_TAG)
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+DATE_RE = re.compile(_DATE)
 # S3's bucket naming rules, loosely: refuse what would break a URL or a key.
 BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Keeps every key well under S3's 1,024-byte limit.
 MAX_NAME_LEN = 128
 MAX_VERSION_LEN = 64
+MAX_TAG_LEN = 32  # the longest real tag, arm64_golden_gate, has 17
+# pkg_version adds "_<revision>" and a rebuild ".<n>": JSON integers have at most 20 digits.
+MAX_HASH_KEY_LEN = MAX_NAME_LEN + MAX_VERSION_LEN + MAX_TAG_LEN + 2 + 21
+MAX_BOTTLE_KEY_LEN = 11 + MAX_HASH_KEY_LEN + len(".bottle.tar.gz") + 21
+
+# The bucket layout (DESIGN.md §4) as full-match rules. A hash file may name only keys of
+# these shapes: no "..", no second "/", no "%2F", NUL or look-alike characters, ever.
+# The lengths are checked first, which also bounds the regex's backtracking.
+HASH_KEY_RE = re.compile(rf"{_NAME}-{_VERSION}-{_TAG}")
+BOTTLE_KEY_RE = re.compile(rf"({_DATE})/{_NAME}-{_VERSION}\.{_TAG}\.bottle(?:\.[0-9]+)?\.tar\.gz")
+
+
+def is_date(text: str) -> bool:
+    """YYYY-MM-DD, ASCII digits, and a day that exists."""
+    return DATE_RE.fullmatch(text) is not None and _calendar_day(text)
+
+
+@functools.lru_cache(maxsize=4096)  # a hash file holds a few hundred distinct dates
+def _calendar_day(text: str) -> bool:
+    try:
+        Date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_hash_key(key: str) -> bool:
+    """``<name>-<pkg_version>-<tag>``, as ``Bottle.hash_key`` makes it."""
+    return len(key) <= MAX_HASH_KEY_LEN and HASH_KEY_RE.fullmatch(key) is not None
+
+
+def is_bottle_key(key: str) -> bool:
+    """``YYYY-MM-DD/<name>-<pkg_version>.<tag>.bottle[.<rebuild>].tar.gz``."""
+    if len(key) > MAX_BOTTLE_KEY_LEN:
+        return False
+    match = BOTTLE_KEY_RE.fullmatch(key)
+    return match is not None and _calendar_day(match.group(1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mirrord.catalog import validate_targets
 from mirrord.errors import SettingsError
@@ -32,24 +33,28 @@ _UNITS = {
     "m": 2**20,
     "g": 2**30,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+# ASCII digits only (\d takes any script's), and few enough for int() (it refuses > 4,300).
+_SIZE_RE = re.compile(r"[ \t]*([0-9]{1,20})[ \t]*([a-zA-Z]{0,3})[ \t]*")
 
 
 def parse_size(text: str, name: str) -> int:
     """``16777216``, ``16MiB``, ``16MB`` → bytes."""
-    match = _SIZE_RE.match(text)
+    match = _SIZE_RE.fullmatch(text)
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _UNITS:
-        raise SettingsError(f"{name}: {text!r} is not a size (e.g. 16MiB or 16777216)")
+        raise SettingsError(f"{name}: {text!r:.60} is not a size (e.g. 16MiB or 16777216)")
     return int(match.group(1)) * _UNITS[unit]
 
 
 def _number(text: str, name: str, kind: type[int] | type[float], low: float, high: float) -> Any:
+    what = "an integer" if kind is int else "a number"
+    # int() and float() also take fullwidth or Arabic-Indic digits and '_': not here.
+    if not text.isascii() or "_" in text or len(text) > 32:
+        raise SettingsError(f"{name}: {text!r:.60} is not {what}")
     try:
         value = kind(text)
     except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise SettingsError(f"{name}: {text!r} is not {what}") from None
+        raise SettingsError(f"{name}: {text!r:.60} is not {what}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}: {value} is outside {low}..{high}")
     return value
@@ -95,10 +100,12 @@ class Settings:
     lambda_margin_seconds: float = 120.0
     stop_grace: float = 90.0
     heartbeat_seconds: float = 60.0
-    health_file: str = "/tmp/mirrord-healthy"  # noqa: S108 - ECS checks it inside the task
+    health_file: str = "/tmp/mirrord-healthy"  # noqa: S108  # nosec B108  # a heartbeat file in the task's own /tmp
     status_key: str = "status.json"
     external_hash_url: str | None = None
     external_hash_allow_http: bool = False
+    # Opt-in for a hash file on a loopback/private address (tests, a mirror on the LAN).
+    external_hash_allow_private: bool = False
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
@@ -144,6 +151,10 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_STATUS_KEY": ("status_key", lambda t, n: _key(t, n)),
     "MIRRORD_EXTERNAL_HASH_URL": ("external_hash_url", lambda t, n: _external(t, n)),
     "MIRRORD_EXTERNAL_HASH_ALLOW_HTTP": ("external_hash_allow_http", lambda t, n: _bool(t, n)),
+    "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": (
+        "external_hash_allow_private",
+        lambda t, n: _bool(t, n),
+    ),
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: _text(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: _url(t, n, secret=True)),
     "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: _text(t, n, 512)),
@@ -156,33 +167,52 @@ ENV: dict[str, tuple[str, Any]] = {
 
 def _bucket(text: str, name: str) -> str:
     if not BUCKET_RE.fullmatch(text):
-        raise SettingsError(f"{name}: {text!r} is not a valid S3 bucket name")
+        raise SettingsError(f"{name}: {text!r:.80} is not a valid S3 bucket name")
     return text
 
 
+def _printable(text: str) -> bool:
+    """No control characters, spaces or NUL: what would split a header or a log line."""
+    return all(" " < c != "\x7f" for c in text)
+
+
 def _url(text: str, name: str, *, secret: bool = False) -> str:
-    if not text.startswith(("https://", "http://")):
-        shown = "the value" if secret else repr(text)  # a webhook URL is a credential
+    shown = "the value" if secret else f"{text!r:.80}"  # a webhook URL is a credential
+    if len(text) > 2048 or not text.isascii() or not _printable(text):
+        raise SettingsError(f"{name}: {shown} must be an http(s) URL of printable ASCII")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(f"{name}: {shown} is not a URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SettingsError(f"{name}: {shown} must be an http(s) URL")
     return text
 
 
 def _external(text: str, name: str) -> str:
-    if not text.startswith(("s3://", "https://", "http://")):
-        raise SettingsError(f"{name}: {text!r} must be s3://bucket/key or https://…")
-    return text
+    if text.startswith("s3://"):
+        bucket, _, key = text.removeprefix("s3://").partition("/")
+        if not BUCKET_RE.fullmatch(bucket) or not key or len(key) > 1024 or not _printable(key):
+            raise SettingsError(f"{name}: {text!r:.80} must be s3://bucket/key")
+        return text
+    if not text.startswith(("https://", "http://")):
+        raise SettingsError(f"{name}: {text!r:.80} must be s3://bucket/key or https://…")
+    return _url(text, name)
 
 
 def _text(text: str, name: str, limit: int) -> str:
     if len(text) > limit:
         raise SettingsError(f"{name}: longer than {limit} characters")
+    if any(c < " " or c == "\x7f" for c in text):
+        raise SettingsError(f"{name}: holds control characters")
     return text
 
 
 def _bool(text: str, name: str) -> bool:
     value = text.strip().lower()
     if value not in ("1", "0", "true", "false", "yes", "no"):
-        raise SettingsError(f"{name}: {text!r} is not a boolean (true/false)")
+        raise SettingsError(f"{name}: {text!r:.60} is not a boolean (true/false)")
     return value in ("1", "true", "yes")
 
 
@@ -193,13 +223,18 @@ def _versions(text: str, name: str) -> tuple[str, ...]:
     versions = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
     for version in versions:
         if not VERSION_RE.fullmatch(version) or len(version) > 64:
-            raise SettingsError(f"{name}: {version!r} is not a version (e.g. 4.0.7_1), or none")
+            raise SettingsError(f"{name}: {version!r:.60} is not a version (e.g. 4.0.7_1), or none")
     return versions
 
 
+# A key of the bucket's own: ASCII segments joined by single '/', none of them "." or
+# "..", nothing percent-encoded, at most 512 characters.
+_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
+
+
 def _key(text: str, name: str) -> str:
-    if not text or text.startswith("/") or ".." in text or len(text) > 512:
-        raise SettingsError(f"{name}: {text!r} is not a key inside the bucket")
+    if len(text) > 512 or not _KEY_RE.fullmatch(text) or ".." in text:
+        raise SettingsError(f"{name}: {text!r:.80} is not a key inside the bucket")
     return text
 
 
@@ -211,7 +246,7 @@ def _part_size(value: int, name: str) -> int:
 
 def _choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
     if text.lower() not in allowed:
-        raise SettingsError(f"{name}: {text!r} is not one of {', '.join(allowed)}")
+        raise SettingsError(f"{name}: {text!r:.60} is not one of {', '.join(allowed)}")
     return text.lower()
 
 

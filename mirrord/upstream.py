@@ -13,7 +13,9 @@ any URL in the catalog), fetched exactly as brew fetches them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,12 +26,14 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import orjson
 import structlog
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from mirrord.catalog import Catalog, parse_catalog
-from mirrord.errors import FatalUpstreamError, RetryableError, UpstreamError
+from mirrord.errors import FatalUpstreamError, RefusedAddress, RetryableError, UpstreamError
 from mirrord.retry import Backoff, is_retryable_status, parse_retry_after
 
-ANONYMOUS_TOKEN = "QQ=="  # noqa: S105 - GHCR's public anonymous token, as brew sends it
+ANONYMOUS_TOKEN = "QQ=="  # noqa: S105  # nosec B105  # GHCR's public anonymous token, as brew sends it
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
@@ -41,6 +45,20 @@ log = structlog.get_logger("mirrord.upstream")
 
 # What a broken connection looks like from aiohttp; all are worth resuming.
 _TRANSIENT = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a log line may show it: no ``user:password@`` and no query, which can
+    carry a signature or a token (a presigned URL); the path stays, to find the file."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(an unparsable URL)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}" + (
+        "?…" if parts.query else ""
+    )
 
 
 def _is_registry_blob(url: str) -> bool:
@@ -243,6 +261,20 @@ def _status_error(response: aiohttp.ClientResponse, url: str) -> UpstreamError:
     return FatalUpstreamError(message, url=url, status=status)
 
 
+async def _read_capped(response: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+    """The body, refused once it is known to be over ``limit``: from Content-Length before
+    reading anything, else as soon as the bytes read pass it (no more is read)."""
+    length = response.content_length
+    if length is not None and length > limit:
+        raise FatalUpstreamError(f"{length} bytes is over the {limit}-byte cap", url=url)
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise FatalUpstreamError(f"body over the {limit}-byte cap", url=url)
+    return bytes(body)
+
+
 async def fetch_bytes(
     session: aiohttp.ClientSession, url: str, backoff: Backoff, *, limit: int
 ) -> bytes:
@@ -252,24 +284,159 @@ async def fetch_bytes(
             async with session.get(url) as response:
                 if response.status != 200:
                     raise _status_error(response, url)
-                length = response.content_length
-                if length is not None and length > limit:
-                    raise FatalUpstreamError(
-                        f"{length} bytes is over the {limit}-byte cap", url=url
-                    )
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    body += chunk
-                    if len(body) > limit:
-                        raise FatalUpstreamError(f"body over the {limit}-byte cap", url=url)
-                return bytes(body)
+                return await _read_capped(response, url, limit)
         except _TRANSIENT as exc:
             error = RetryableError(f"{type(exc).__name__}: {exc}", url=url)
         except RetryableError as exc:
             error = exc
         except (aiohttp.InvalidURL, ValueError) as exc:
             raise FatalUpstreamError(f"bad URL: {exc}", url=url) from exc
-        log.info("fetch_retry", url=url, attempt=attempt, error=str(error))
+        log.info("fetch_retry", url=shown_url(url), attempt=attempt, error=str(error))
+        await backoff.pause(attempt, error)
+    raise AssertionError("unreachable")
+
+
+# --- a document from a URL someone else controls (MIRRORD_EXTERNAL_HASH_URL) -----------
+#
+# No SSRF: such a URL, or a redirect it answers with, must not reach the instance metadata
+# service (169.254.169.254), the VPC or the task itself. Every address a name resolves to
+# is checked and the connection goes only to those checked addresses (PublicResolver: one
+# resolution, so no DNS rebinding between check and connect); literal addresses, which
+# aiohttp never resolves, are checked per hop; redirects are followed here, each checked.
+
+
+def address_problem(address: str) -> str | None:
+    """Why a connection to this IP is refused, or None for a public unicast address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "not an IP address"
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one reaches that IPv4 host: judged first, so
+        # the reason names it (::ffff:169.254.169.254 is "link-local", not "reserved").
+        embedded = [ip.ipv4_mapped, ip.sixtofour]
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        candidates += [e for e in embedded if e is not None]
+    candidates.append(ip)
+    for candidate in candidates:
+        for attribute, word in _KINDS:
+            if getattr(candidate, attribute):
+                return word
+        if not candidate.is_global:
+            return "not globally routable"
+    return None
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_KINDS = (
+    ("is_unspecified", "unspecified"),
+    ("is_loopback", "loopback"),
+    ("is_link_local", "link-local"),
+    ("is_multicast", "multicast"),
+    ("is_reserved", "reserved"),
+    ("is_private", "private"),  # last: Python counts most of the above as private too
+)
+
+
+class PublicResolver(AbstractResolver):
+    """aiohttp's resolver, refusing a name if ANY of its addresses is not public; aiohttp
+    then connects only to the addresses returned here."""
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for result in found:
+            problem = address_problem(result["host"])
+            if problem is not None:
+                raise RefusedAddress(f"{host} resolves to {result['host']}, a {problem} address")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def guarded_session(
+    *, connect_timeout: float, read_timeout: float, allow_private: bool, user_agent: str
+) -> aiohttp.ClientSession:
+    """A session for untrusted URLs only: its own connector, resolver and no DNS cache."""
+    connector = aiohttp.TCPConnector(
+        limit=2,
+        use_dns_cache=False,
+        resolver=ThreadedResolver() if allow_private else PublicResolver(),
+    )
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+    # trust_env stays False: no proxy from the environment carries the request elsewhere.
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers={"User-Agent": user_agent}
+    )
+
+
+def _check_target(url: str, *, allow_http: bool, allow_private: bool) -> None:
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        hint = " (MIRRORD_EXTERNAL_HASH_ALLOW_HTTP)" if parts.scheme == "http" else ""
+        raise RefusedAddress(
+            f"{parts.scheme or 'a schemeless'}:// refused{hint}: only https:// is allowed",
+            url=url,
+        )
+    host = parts.hostname
+    if not host:
+        raise RefusedAddress("no host", url=url)
+    if allow_private:
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: PublicResolver checks what it resolves to
+    problem = address_problem(host)
+    if problem is not None:
+        raise RefusedAddress(f"{host} is a {problem} address", url=url)
+
+
+async def fetch_untrusted(
+    session: aiohttp.ClientSession,
+    url: str,
+    backoff: Backoff,
+    *,
+    limit: int,
+    allow_http: bool = False,
+    allow_private: bool = False,
+) -> bytes:
+    """GET a document from a URL someone else controls, through a ``guarded_session``:
+    https:// only (http:// with ``allow_http``), redirects followed here and each target
+    checked, no private/loopback/link-local/multicast/reserved address (unless
+    ``allow_private``), the body refused past ``limit`` bytes. ``RefusedAddress`` (an
+    ``UpstreamError``) names the reason; it is never retried."""
+    for attempt in count(1):
+        target = url
+        try:
+            for _hop in range(MAX_REDIRECTS + 1):
+                _check_target(target, allow_http=allow_http, allow_private=allow_private)
+                async with session.get(target, allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise FatalUpstreamError("redirect without Location", url=target)
+                        target = urljoin(str(response.url), location)
+                        continue
+                    if response.status != 200:
+                        raise _status_error(response, target)
+                    return await _read_capped(response, target, limit)
+            raise FatalUpstreamError(f"more than {MAX_REDIRECTS} redirects", url=url)
+        except _TRANSIENT as exc:
+            error = RetryableError(f"{type(exc).__name__}: {exc}", url=target)
+        except RetryableError as exc:
+            error = exc
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            raise FatalUpstreamError(f"bad URL: {exc}", url=target) from exc
+        log.info("fetch_retry", url=shown_url(target), attempt=attempt, error=str(error))
         await backoff.pause(attempt, error)
     raise AssertionError("unreachable")
 
@@ -282,7 +449,7 @@ async def fetch_catalog(
     catalog = parse_catalog(raw)
     log.info(
         "catalog_loaded",
-        url=url,
+        url=shown_url(url),
         bytes=len(raw),
         formulae=len(catalog.formulae),
         rejected=len(catalog.rejected),

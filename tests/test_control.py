@@ -599,6 +599,7 @@ async def test_external_hash_file_over_https_with_a_test_ca(plane: Plane, tmp_pa
         "MIRRORD_BUCKET": s.bucket,
         "MIRRORD_API_URL": s.api_url,
         "MIRRORD_EXTERNAL_HASH_URL": f"https://127.0.0.1:{port}/mirror/bottles_hash.json",
+        "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": "true",  # the test server is on loopback
         "SSL_CERT_FILE": str(ca_file),
     }
     try:

@@ -263,7 +263,7 @@ async def test_adopts_stored_object_and_links_known_sha(world: World) -> None:
                         "sha256": second.sha256,
                         "download_date": "2026-01-01",
                         "file_size": 1,
-                        "s3_key": "2026-01-01/elsewhere.tar.gz",
+                        "s3_key": "2026-01-01/renamed-0.arm64_tahoe.bottle.tar.gz",
                     }
                 },
             }
@@ -277,7 +277,7 @@ async def test_adopts_stored_object_and_links_known_sha(world: World) -> None:
     assert world.emu.stats(first.sha256).requests == 0
     assert world.emu.stats(second.sha256).requests == 0
     hf = await world.hashfile()
-    assert hf.bottles[second.hash_key].s3_key == "2026-01-01/elsewhere.tar.gz"
+    assert hf.bottles[second.hash_key].s3_key == "2026-01-01/renamed-0.arm64_tahoe.bottle.tar.gz"
     assert hf.bottles[first.hash_key].s3_key == first.s3_key(DATE)
 
 
@@ -293,7 +293,7 @@ async def test_concurrent_hash_file_writers_lose_nothing(world: World) -> None:
             w.add(
                 {
                     f"f{i}-{j}-1.0-sonoma": HashEntry(
-                        f"{i * 10 + j:064x}", DATE, j, f"{DATE}/f{i}-{j}"
+                        f"{i * 10 + j:064x}", DATE, j, f"{DATE}/f{i}-{j}-1.0.sonoma.bottle.tar.gz"
                     )
                 }
             )

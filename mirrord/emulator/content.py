@@ -33,7 +33,7 @@ def blob_bytes(seed: int, size: int) -> bytes:
     rest is made of rotations of that pool at random offsets (~600 MB/s). The result is
     still incompressible for gzip-sized windows and differs for every seed.
     """
-    rng = random.Random(seed)  # noqa: S311 - test data, not crypto
+    rng = random.Random(seed)  # noqa: S311  # nosec B311  # test data, not crypto
     pool = rng.randbytes(min(size, _POOL))
     if size <= _POOL:
         return pool
@@ -178,7 +178,7 @@ def synthetic_catalog(
     them: 3% without bottle, 10% `all` only, 10% stale tags only, 2% with one blob under two
     tags; every `large_every`-th formula has bottles of `large_size`.
     """
-    rng = random.Random(seed)  # noqa: S311 - test data, not crypto
+    rng = random.Random(seed)  # noqa: S311  # nosec B311  # test data, not crypto
     catalog = EmulatorCatalog([], {})
     lo, hi = math.log(max(sizes[0], 1)), math.log(max(sizes[1], sizes[0], 1))
     for i in range(n):
