@@ -427,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
         if a.smoke
         else dict.fromkeys(("small", "mixed", "large"), a.scale)
     )
-    sweep_scale = {"small": 0.2, "mixed": 0.5}
     conc = [1, 16] if a.smoke else [1, 2, 4, 8, 16, 32, 64]
     parts = [8 * MIB, 16 * MIB] if a.smoke else [8 * MIB, 16 * MIB, 32 * MIB, 64 * MIB]
     # Peers that start processes per bottle get a representative slice of the 5,000.
@@ -453,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                     table(res, o, (rclone, nginx), runs, c, part, peer_limit.get(name))
             if a.no_sweeps:
                 continue
-            if name in sweep_scale:
-                with origin(name, scale.get(name, sweep_scale[name])) as o:
+            if name in ("small", "mixed"):
+                with origin(name, scale[name]) as o:
                     print(f"  concurrency sweep on {o.title}", flush=True)
                     res.concurrency[name] = sweep_concurrency(
                         o, rclone, nginx, conc, part, sweep_runs
@@ -592,7 +591,8 @@ def profile(o: Origin, sink: Sink, c: int, part: int) -> dict[str, float]:
     return {k: v / n for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-PROFILED = {"small": 0.2, "mixed": 0.5}  # the corpora of the concurrency curves
+# Scales that give py-spy ~10,000 samples per profile (its overhead would slow a full corpus).
+PROFILED = {"small": 0.2, "mixed": 0.5}
 
 
 def profiles(res: Results, rclone: Sink, c: int, part: int, smoke: bool) -> None:
