@@ -34,7 +34,7 @@ from mirrord.models import HashEntry, gc_paused
 from mirrord.plan import Plan, Transfer, make_plan
 from mirrord.report import Failure, LogProgress, Progress, Report
 from mirrord.s3 import S3Store
-from mirrord.transfer import Source, transfer
+from mirrord.transfer import Hook, Source, no_hook, transfer
 
 log = structlog.get_logger("mirrord.pipeline")
 SAVE_ATTEMPTS = 10
@@ -62,7 +62,13 @@ class Checkpointer:
     merges (union) and writes again, so no writer ever loses another's entries."""
 
     def __init__(
-        self, store: S3Store, key: str, hf: HashFile, etag: str | None, batch_size: int
+        self,
+        store: S3Store,
+        key: str,
+        hf: HashFile,
+        etag: str | None,
+        batch_size: int,
+        hook: Hook = no_hook,
     ) -> None:
         self._store = store
         self._key = key
@@ -70,6 +76,7 @@ class Checkpointer:
         self._etag = etag
         self._batch = batch_size
         self._pending: dict[str, HashEntry] = {}
+        self._hook = hook
         self._lock = asyncio.Lock()
         self.saves = 0
 
@@ -90,9 +97,11 @@ class Checkpointer:
             pending = snapshot
             for _ in range(SAVE_ATTEMPTS):
                 merged = merge(self._hf, pending)
+                body = dumps(merged)
+                self._hook("during_hashfile_write")
                 try:
                     etag = await self._store.put_if(
-                        self._key, dumps(merged), etag=self._etag, content_type="application/json"
+                        self._key, body, etag=self._etag, content_type="application/json"
                     )
                 except PreconditionFailed:
                     # Another writer got there first: take its file and merge into it.
@@ -104,6 +113,7 @@ class Checkpointer:
                     continue
                 self._hf, self._etag = merged, etag
                 self.saves += 1
+                self._hook("after_checkpoint")
                 break
             else:
                 raise StoreError(f"{self._key}: lost {SAVE_ATTEMPTS} write races in a row")
@@ -112,6 +122,24 @@ class Checkpointer:
                 if self._pending.get(k) == entry:
                     del self._pending[k]
             log.info("checkpoint", key=self._key, entries=len(self._hf.bottles))
+
+
+async def abort_orphans(store: S3Store) -> int:
+    """Abort the multipart uploads a dead run left open (SIGKILL, OOM, a lost host).
+
+    They are invisible but billed, and the lifecycle rule only reaps them days later.
+    Call it holding the bucket lock: one sync at a time, so every open upload is an orphan.
+    """
+    aborted = 0
+    for key, upload_id in await store.open_uploads():
+        try:
+            await store.abort_multipart(key, upload_id)
+        except StoreError as exc:  # the lifecycle rule is the backstop
+            log.warning("orphan_abort_failed", key=key, upload_id=upload_id, error=str(exc))
+            continue
+        aborted += 1
+        log.info("orphan_upload_aborted", key=key, upload_id=upload_id)
+    return aborted
 
 
 def job_targets(
@@ -155,6 +183,7 @@ async def run_sync(
     stop: asyncio.Event | None = None,
     grace: float = 90.0,
     clock: Callable[[], float] = time.monotonic,
+    hook: Hook = no_hook,
 ) -> Report:
     started = clock()
     progress = progress or LogProgress()
@@ -172,7 +201,7 @@ async def run_sync(
         no_bottle=plan.no_bottle,
         rejected=len(catalog.rejected),
     )
-    checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size)
+    checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size, hook)
     checkpoints.add(plan.links)
     batch_full = asyncio.Event()
 
@@ -187,6 +216,8 @@ async def run_sync(
     # there (stored by a run that died before its checkpoint) need their metadata read.
     # A HEAD that answers 404 also costs a new connection in aiobotocore (measured).
     present = {o.key async for o in store.list_objects(f"{job.date}/")} if plan.transfers else set()
+    if plan.transfers:
+        await abort_orphans(store)
 
     async def one(t: Transfer) -> None:
         head = await store.head(t.key) if t.key in present else None
@@ -196,10 +227,11 @@ async def run_sync(
             size = head.size
         else:
             size = await transfer(
-                t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes
+                t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes, hook
             )
             counts["downloaded"] += 1
             counts["bytes"] += size
+            hook("after_complete_before_checkpoint")
         if checkpoints.add(_entries(t, job.date, size)):
             batch_full.set()  # the writer below saves it; workers go on transferring
 
