@@ -30,7 +30,7 @@ from mirrord.errors import (
 )
 from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
 from mirrord.jobs import Job
-from mirrord.models import HashEntry, gc_paused
+from mirrord.models import DATE_RE, HashEntry, ObjectInfo, gc_paused
 from mirrord.plan import Plan, Transfer, make_plan
 from mirrord.report import Failure, LogProgress, Progress, Report
 from mirrord.s3 import S3Store
@@ -164,8 +164,28 @@ def prepare(
     return targets, plan
 
 
-def _entries(t: Transfer, date: str, size: int) -> dict[str, HashEntry]:
-    entry = HashEntry(t.bottle.sha256, date, size, t.key)
+async def unrecorded(store: S3Store, hf: HashFile, job_date: str) -> dict[str, list[str]]:
+    """File name → keys of objects no hash-file entry names, where a run that died
+    before its checkpoint left them: this job's folder, and every date folder since the
+    newest recorded download (the dead run's job may have had an earlier date: a cron
+    `mirrord sync` resumed the next day). One listing each rather than a HEAD per bottle;
+    a HEAD that answers 404 also costs a new connection in aiobotocore (measured)."""
+    newest = max((e.download_date for e in hf.bottles.values()), default="")
+    others = sorted(
+        (f for f in await store.folders() if DATE_RE.fullmatch(f[:-1]) and f[:-1] >= newest),
+        reverse=True,
+    )
+    recorded = {e.s3_key for e in hf.bottles.values()}
+    found: dict[str, list[str]] = {}
+    for folder in dict.fromkeys([f"{job_date}/", *others]):  # this job's own first
+        async for o in store.list_objects(folder):
+            if o.key not in recorded:
+                found.setdefault(o.key.rpartition("/")[2], []).append(o.key)
+    return found
+
+
+def _entries(t: Transfer, date: str, size: int, key: str) -> dict[str, HashEntry]:
+    entry = HashEntry(t.bottle.sha256, date, size, key)
     return {b.hash_key: entry for b in (t.bottle, *t.aliases)}
 
 
@@ -212,19 +232,25 @@ async def run_sync(
     failures: list[Failure] = []
     progress.start(len(plan.transfers))
 
-    # One listing of the job's folder rather than a HEAD per bottle: only keys already
-    # there (stored by a run that died before its checkpoint) need their metadata read.
-    # A HEAD that answers 404 also costs a new connection in aiobotocore (measured).
-    present = {o.key async for o in store.list_objects(f"{job.date}/")} if plan.transfers else set()
+    present = await unrecorded(store, hf, job.date) if plan.transfers else {}
     if plan.transfers:
         await abort_orphans(store)
 
+    async def stored_before(t: Transfer) -> ObjectInfo | None:
+        for key in present.get(t.key.rpartition("/")[2], ()):
+            head = await store.head(key)
+            if head is not None and head.metadata.get("sha256") == t.bottle.sha256:
+                return head
+        return None
+
     async def one(t: Transfer) -> None:
-        head = await store.head(t.key) if t.key in present else None
-        if head is not None and head.metadata.get("sha256") == t.bottle.sha256:
+        key, date = t.key, job.date
+        head = await stored_before(t)
+        if head is not None:
             # Stored by a run that died before its checkpoint: adopt, do not refetch.
             counts["adopted"] += 1
             size = head.size
+            key, date = head.key, head.key.partition("/")[0]
         else:
             size = await transfer(
                 t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes, hook
@@ -232,7 +258,7 @@ async def run_sync(
             counts["downloaded"] += 1
             counts["bytes"] += size
             hook("after_complete_before_checkpoint")
-        if checkpoints.add(_entries(t, job.date, size)):
+        if checkpoints.add(_entries(t, date, size, key)):
             batch_full.set()  # the writer below saves it; workers go on transferring
 
     async def worker() -> None:
