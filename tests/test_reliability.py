@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -45,6 +45,7 @@ from mirrord.jobs import Job
 from mirrord.models import Bottle
 from mirrord.pipeline import Tuning, load_hashfile, run_sync
 from mirrord.settings import CRASH_POINTS
+from mirrord.upstream import fetch_catalog
 
 DATE = "2026-11-22"
 MiB = 2**20
@@ -64,6 +65,8 @@ class Ledger:
 
 @pytest.fixture(scope="module")
 def ledger(request: pytest.FixtureRequest) -> Any:
+    """Collects each row's figures; after a run of the whole set with
+    ``--reliability-report PATH`` (make reliability), writes the report there."""
     book = Ledger()
     yield book
     out = request.config.getoption("--reliability-report")
@@ -126,7 +129,7 @@ class Row:
     expected: str  # "stored": all stored after retries; "failed": the victims fail, the rest stored
     arm: Callable[[Emulator, FaultProxy, list[Bottle], random.Random], None]
     victims: str = "both"  # which bottles the fault aims at: "both", "small", "large", "none"
-    auth: str = "anonymous"
+    auth: Literal["anonymous", "challenge"] = "anonymous"
     batch: int = 100
     fast: bool = False
 
@@ -208,7 +211,7 @@ async def test_fault_matrix(row: Row, bucket_name: str, moto_url: str, ledger: L
     rest stored, and guarantees 1 and 2 on the bucket afterwards."""
     rng = random.Random(f"{row.stage}/{row.fault}")
     async with (
-        Emulator(sample_catalog(), auth=row.auth) as emu,  # type: ignore[arg-type]
+        Emulator(sample_catalog(), auth=row.auth) as emu,
         FaultProxy(moto_url) as proxy,
         open_app(make_settings(bucket_name, emu.api_url), endpoint_url=proxy.url) as app,
     ):
@@ -218,15 +221,17 @@ async def test_fault_matrix(row: Row, bucket_name: str, moto_url: str, ledger: L
         by_size = sorted(primaries.values(), key=lambda b: emu.catalog.blobs[b.sha256].size)
         small, large = by_size[0], by_size[-1]
         assert emu.catalog.blobs[large.sha256].size > 5 * MiB  # goes multipart
-        victims = {"both": [small, large], "small": [], "large": [large], "none": []}[row.victims]
-        if row.victims == "small":
-            victims = [b for b in by_size if emu.catalog.blobs[b.sha256].size <= 5 * MiB]
+        victims = {
+            "both": [small, large],
+            "small": [b for b in by_size if emu.catalog.blobs[b.sha256].size <= 5 * MiB],
+            "large": [large],
+            "none": [],
+        }[row.victims]
         row.arm(emu, proxy, victims, rng)
 
-        catalog_raw = await _catalog(app, emu)
         report = await run_sync(
             Job("matrix", DATE, None),
-            catalog_raw,
+            await fetch_catalog(app.http, emu.api_url, app.backoff),
             app.store,
             app.registry,
             Tuning(4, 5 * MiB, row.batch, 60.0),
@@ -277,12 +282,6 @@ async def test_fault_matrix(row: Row, bucket_name: str, moto_url: str, ledger: L
             assert retried >= 1, "the fault never fired"
 
 
-async def _catalog(app: App, emu: Emulator) -> Any:
-    from mirrord.upstream import fetch_catalog
-
-    return await fetch_catalog(app.http, emu.api_url, app.backoff)
-
-
 # --- the crash-point sweep -------------------------------------------------------------
 
 SWEEP_BATCH = 2
@@ -308,7 +307,7 @@ SWEEP = [
 
 
 def sweep_catalog() -> EmulatorCatalog:
-    # 24 formulae for one target: about 22 bottles, every 4th of 11 MiB (three parts).
+    # 24 formulae, 24 bottles for arm64_tahoe, every 4th of 11 MiB (three 5 MiB parts).
     return synthetic_catalog(
         24, seed=11, large_every=4, large_size=11 * MiB, sizes=(50_000, 1_500_000)
     )
@@ -480,7 +479,10 @@ async def test_soak_daemon_80_jobs_with_random_faults(
         targeted = {b.sha256 for b in expected_bottles(emu, ("arm64_tahoe",))}
         for sha, blob in sorted(catalog.blobs.items()):
             if sha in targeted and rng.random() < 0.3:
-                make = rng.choice(upstream_faults[:-1] if rng.random() < 0.9 else upstream_faults)
+                # One in ten corrupt (the job reports it, the rest goes on); else recoverable.
+                make = (
+                    upstream_faults[-1] if rng.random() < 0.1 else rng.choice(upstream_faults[:-1])
+                )
                 emu.set_faults(sha, [make(blob.size)])
                 armed += 1
         proxy.chaos(
