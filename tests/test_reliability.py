@@ -26,7 +26,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +73,24 @@ def ledger(request: pytest.FixtureRequest) -> Any:
     # Only a run of the whole set describes the whole set.
     if out and len(book.matrix) == len(ROWS) and len(book.crashes) == len(SWEEP) and book.soak:
         write_report(Path(out), book)
+
+
+@pytest.fixture(autouse=True)
+async def empty_bucket(bucket_name: str, aws_env: None) -> AsyncIterator[None]:
+    """Each test stores up to 80 MB in the session's moto server: give it back."""
+    yield
+    async with get_session().create_client("s3") as client:
+        try:
+            uploads = await client.list_multipart_uploads(Bucket=bucket_name)
+            for u in uploads.get("Uploads", []):
+                await client.abort_multipart_upload(
+                    Bucket=bucket_name, Key=u["Key"], UploadId=u["UploadId"]
+                )
+            async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket_name):
+                for obj in page.get("Contents", []):
+                    await client.delete_object(Bucket=bucket_name, Key=obj["Key"])
+        except client.exceptions.NoSuchBucket:
+            pass
 
 
 # --- the guarantees, checked against the bucket --------------------------------------------
