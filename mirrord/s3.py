@@ -235,6 +235,17 @@ class S3Store:
         except _BOTO_ERRORS as exc:
             raise _error(exc, "ListObjectsV2", prefix) from exc
 
+    async def folders(self) -> list[str]:
+        """The top-level "folders" (common prefixes, with their trailing slash)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        found: list[str] = []
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Delimiter="/"):
+                found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        except _BOTO_ERRORS as exc:
+            raise _error(exc, "ListObjectsV2", "/") from exc
+        return found
+
     async def open_uploads(self) -> list[tuple[str, str]]:
         """(key, upload id) of multipart uploads still open: each one costs storage."""
         try:

@@ -114,6 +114,10 @@ class Settings:
     brew_api_url: str | None = None  # None: the folder of api_url (…/api)
     portable_ruby: tuple[str, ...] = ("4.0.7_1",)  # brew's vendor/portable-ruby-version
     mirror_url: str | None = None  # what check-client walks (the CloudFront URL)
+    # Reliability testing only (tests/test_reliability.py): signal ourselves at the nth
+    # pass through a named point of the data path. None: the hook is a no-op.
+    crash_at: tuple[str, int] | None = None
+    crash_signal: str = "KILL"
 
     @property
     def api_base(self) -> str:
@@ -162,7 +166,26 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BREW_API_URL": ("brew_api_url", lambda t, n: _url(t, n)),
     "MIRRORD_PORTABLE_RUBY": ("portable_ruby", lambda t, n: _versions(t, n)),
     "MIRRORD_MIRROR_URL": ("mirror_url", lambda t, n: _url(t, n)),
+    "MIRRORD_CRASH_AT": ("crash_at", lambda t, n: _crash_at(t, n)),
+    "MIRRORD_CRASH_SIGNAL": ("crash_signal", lambda t, n: _choice(t, n, ("kill", "term")).upper()),
 }
+
+# Where a crash hook can fire, in the order a bottle meets them.
+CRASH_POINTS = (
+    "after_part_upload",
+    "before_complete",
+    "after_complete_before_checkpoint",
+    "during_hashfile_write",
+    "after_checkpoint",
+)
+
+
+def _crash_at(text: str, name: str) -> tuple[str, int]:
+    """``<point>[:<nth>]``: the nth pass (from 1) through one of ``CRASH_POINTS``."""
+    point, _, nth = text.partition(":")
+    if point not in CRASH_POINTS:
+        raise SettingsError(f"{name}: {point!r} is not one of {', '.join(CRASH_POINTS)}")
+    return point, _int(nth, name, 1, 1_000_000) if nth else 1
 
 
 def _bucket(text: str, name: str) -> str:

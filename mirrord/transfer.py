@@ -32,6 +32,15 @@ class Source(Protocol):
     def stream(self, url: str) -> AsyncIterator[bytes]: ...
 
 
+# Called with a point's name (settings.CRASH_POINTS) as the data path passes it: the
+# reliability tests kill the process there. In production it is ``no_hook``.
+Hook = Callable[[str], None]
+
+
+def no_hook(point: str) -> None:
+    return None
+
+
 def object_metadata(bottle: Bottle) -> dict[str, str]:
     """Enough to rebuild the hash file from the bucket alone (DESIGN.md §2)."""
     return {
@@ -88,6 +97,7 @@ async def transfer(
     store: S3Store,
     part_size: int,
     on_bytes: Callable[[int], None] = lambda n: None,
+    hook: Hook = no_hook,
 ) -> int:
     """Store ``bottle`` at ``key``; return its size. Raises ``IntegrityError`` when the
     bytes do not match, ``UpstreamError``/``StoreError`` when a peer fails."""
@@ -112,6 +122,7 @@ async def transfer(
                 if pending is not None:
                     parts.append(await pending)
                     pending = None
+                    hook("after_part_upload")
                 part = _take(chunks, part_size)
                 buffered -= part_size
                 await _hash(hasher, part)
@@ -129,9 +140,12 @@ async def transfer(
         if pending is not None:
             parts.append(await pending)
             pending = None
+            hook("after_part_upload")
         if buffered:
             parts.append(await store.upload_part(key, upload_id, next_part, tail))
+            hook("after_part_upload")
         _check(key, bottle, hasher, size)
+        hook("before_complete")
         await store.complete_multipart(key, upload_id, parts)
         upload_id = None
         return size

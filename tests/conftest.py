@@ -42,6 +42,14 @@ REPORT_FIELDS = frozenset(
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-report",
+        default=None,
+        help="write docs/reliability.md here after a full tests/test_reliability.py run",
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
