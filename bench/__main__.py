@@ -375,7 +375,7 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
     }
     for i in range(max(0, len(bottles) - len(known))):  # pad to as many entries as bottles
         known[f"old{i}-1.0-arm64_tahoe"] = HashEntry(
-            f"{i:064x}", "2025-01-01", 1, f"2025-01-01/old{i}"
+            f"{i:064x}", "2025-01-01", 1, f"2025-01-01/old{i}-1.0.arm64_tahoe.bottle.tar.gz"
         )
     hf_raw = dumps(HashFile(bottles=known))
     job = Job(job_id="bench", date=DATE)
