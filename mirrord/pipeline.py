@@ -130,8 +130,13 @@ async def abort_orphans(store: S3Store) -> int:
     They are invisible but billed, and the lifecycle rule only reaps them days later.
     Call it holding the bucket lock: one sync at a time, so every open upload is an orphan.
     """
+    try:
+        uploads = await store.open_uploads()
+    except StoreError as exc:  # housekeeping: never a reason to stop the sync
+        log.warning("orphan_listing_failed", error=str(exc))
+        return 0
     aborted = 0
-    for key, upload_id in await store.open_uploads():
+    for key, upload_id in uploads:
         try:
             await store.abort_multipart(key, upload_id)
         except StoreError as exc:  # the lifecycle rule is the backstop

@@ -247,9 +247,14 @@ class S3Store:
         return found
 
     async def open_uploads(self) -> list[tuple[str, str]]:
-        """(key, upload id) of multipart uploads still open: each one costs storage."""
+        """(key, upload id) of multipart uploads still open: each one costs storage.
+        Every page (S3 answers 1,000 at a time), by the SDK's paginator."""
+        paginator = self._client.get_paginator("list_multipart_uploads")
         try:
-            r = await self._client.list_multipart_uploads(Bucket=self.bucket)
+            return [
+                (u["Key"], u["UploadId"])
+                async for page in paginator.paginate(Bucket=self.bucket)
+                for u in page.get("Uploads", [])
+            ]
         except _BOTO_ERRORS as exc:
             raise _error(exc, "ListMultipartUploads", "") from exc
-        return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]

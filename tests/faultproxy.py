@@ -20,7 +20,7 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
-Op = Literal["create", "part", "complete", "abort", "put", "hashfile", "other"]
+Op = Literal["create", "part", "complete", "abort", "list_uploads", "put", "hashfile", "other"]
 Kind = Literal["slowdown", "internal", "reset", "precondition"]
 _HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "expect", "host"}
@@ -46,6 +46,8 @@ def operation(method: str, path: str, query: dict[str, str], hash_key: str) -> O
         return "complete"
     if method == "DELETE" and "uploadId" in query:
         return "abort"
+    if method == "GET" and "uploads" in query:
+        return "list_uploads"
     if method == "PUT" and not query:
         # /<bucket>/<key>: only bottles and the hash file count; the lock, status.json
         # and the brew files are "other" so that a fault aimed at bottles hits bottles.

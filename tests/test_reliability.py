@@ -209,6 +209,9 @@ ROWS = [
     Row("500 InternalError ×2", "PutObject (bottle)", "stored", s3("put", "internal", 2), victims="none"),
     Row("connection reset ×2", "PutObject (bottle)", "stored", s3("put", "reset", 2), victims="none"),
     Row("500 InternalError on every attempt", "PutObject (bottle)", "failed", s3("put", "internal", 1000), victims="small"),
+    # The orphan sweep is housekeeping: a store that cannot list uploads (rclone serve s3
+    # answers NoSuchUpload) must not stop the sync.
+    Row("500 InternalError on every attempt", "ListMultipartUploads (orphan sweep)", "stored", s3("list_uploads", "internal", 1000), victims="none", fast=True),
     Row("412 PreconditionFailed ×1", "PutObject bottles_hash.json", "stored", s3("hashfile", "precondition", 1), victims="none", fast=True),
     # As many faults as one checkpoint has attempts: the first flush fails whole and keeps
     # its entries queued, the next writes them (how many, not when, decides the outcome).
