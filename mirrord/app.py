@@ -23,6 +23,7 @@ import orjson
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.handlers import add_expect_header
 
 from mirrord import __version__
 from mirrord.brew import fetch_api, publish
@@ -135,6 +136,10 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
         s3 = await stack.enter_async_context(
             session.create_client("s3", config=s3_config(settings), **s3_kwargs)
         )
+        # botocore asks for "100 Continue" before every body it sends: one more round trip
+        # and response per upload, to save resending a part S3 would refuse. Parts are
+        # at most MIRRORD_PART_SIZE and refusals rare, so the body goes at once.
+        s3.meta.events.unregister("before-call.s3", add_expect_header)
 
         async def optional(service: str, wanted: object) -> Any:
             # Only the clients these settings call for: each costs ~0.1 s of start-up

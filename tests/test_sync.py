@@ -573,3 +573,36 @@ async def test_crash_mid_sync_then_resume(bucket_name: str) -> None:
             assert hashlib.sha256(body).hexdigest() == entry.sha256
         verify = await run_cli("verify", env=env)
         assert verify.code == 0
+
+
+async def test_uploads_send_their_body_without_waiting_for_100_continue(
+    bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PutObject and UploadPart go out whole: no `Expect: 100-continue`, which costs a
+    round trip and a response per upload (botocore adds it to every body it sends)."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def s3(request: web.Request) -> web.Response:
+        seen.append((request.method, request.headers.get("Expect")))
+        await request.read()
+        return web.Response(headers={"ETag": '"0"'})
+
+    server = web.Application()
+    server.router.add_route("*", "/{path:.*}", s3)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    try:
+        async with open_app(make_settings(bucket_name, "http://127.0.0.1:9")) as app:
+            await app.s3.put_object(Bucket=bucket_name, Key="k", Body=io.BytesIO(b"abc"))
+            await app.s3.upload_part(
+                Bucket=bucket_name, Key="k", UploadId="u", PartNumber=1, Body=io.BytesIO(b"a")
+            )
+    finally:
+        await runner.cleanup()
+    assert seen == [("PUT", None), ("PUT", None)]
