@@ -345,6 +345,19 @@ def _crash_params() -> list[Any]:
     ]
 
 
+def _sweep_env(bucket: str, api_url: str, batch: int) -> dict[str, str]:
+    """`mirrord sync` of the sweep catalog for arm64_tahoe, bottles only."""
+    return {
+        "MIRRORD_BUCKET": bucket,
+        "MIRRORD_API_URL": api_url,
+        "MIRRORD_BATCH_SIZE": str(batch),
+        "MIRRORD_CONCURRENCY": str(SWEEP_CONCURRENCY),
+        "MIRRORD_PLATFORMS": "arm64_tahoe",
+        "MIRRORD_BREW_MIRROR": "false",
+        "MIRRORD_HEARTBEAT_SECONDS": "0.5",  # a killed run's lock lapses in 1.5 s
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("crash", _crash_params())
 async def test_crash_sweep(crash: Crash, bucket_name: str, ledger: Ledger) -> None:
@@ -357,15 +370,9 @@ async def test_crash_sweep(crash: Crash, bucket_name: str, ledger: Ledger) -> No
         await app.store._client.create_bucket(Bucket=bucket_name)
         bottles = expected_bottles(emu, ("arm64_tahoe",))
         env = {
-            "MIRRORD_BUCKET": bucket_name,
-            "MIRRORD_API_URL": emu.api_url,
-            "MIRRORD_BATCH_SIZE": str(SWEEP_BATCH),
-            "MIRRORD_CONCURRENCY": str(SWEEP_CONCURRENCY),
-            "MIRRORD_PLATFORMS": "arm64_tahoe",
+            **_sweep_env(bucket_name, emu.api_url, SWEEP_BATCH),
             "MIRRORD_PART_SIZE": "5MiB",
-            "MIRRORD_BREW_MIRROR": "false",
             "MIRRORD_STOP_GRACE": "30",
-            "MIRRORD_HEARTBEAT_SECONDS": "0.5",  # a killed run's lock lapses in 1.5 s
         }
         first = await run_cli(
             "sync",
@@ -770,15 +777,7 @@ async def test_crash_then_resume_on_a_later_date_adopts(bucket_name: str) -> Non
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
         await app.store._client.create_bucket(Bucket=bucket_name)
         bottles = expected_bottles(emu, ("arm64_tahoe",))
-        env = {
-            "MIRRORD_BUCKET": bucket_name,
-            "MIRRORD_API_URL": emu.api_url,
-            "MIRRORD_BATCH_SIZE": "100",  # no checkpoint before the kill
-            "MIRRORD_CONCURRENCY": str(SWEEP_CONCURRENCY),
-            "MIRRORD_PLATFORMS": "arm64_tahoe",
-            "MIRRORD_BREW_MIRROR": "false",
-            "MIRRORD_HEARTBEAT_SECONDS": "0.5",
-        }
+        env = _sweep_env(bucket_name, emu.api_url, batch=100)  # no checkpoint before the kill
         first = await run_cli(
             "sync",
             "--date",
