@@ -132,25 +132,34 @@ def row(
 # --- the runs ----------------------------------------------------------------------------
 
 
+def mirrord_sync(
+    o: Origin, sink: Sink, bucket: str, concurrency: int, part_size: int
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of one `mirrord sync` of ``o`` into ``bucket``."""
+    env = {
+        **aws_env(sink),
+        "MIRRORD_API_URL": o.api_url,
+        "MIRRORD_LOG_LEVEL": "warning",
+        # The bottles alone, as the peers move them: publishing for brew 6 (index
+        # fetches, blob-key copies) is a stage of its own, not part of this figure.
+        "MIRRORD_BREW_MIRROR": "false",
+    }
+    cmd = [
+        tool("mirrord"), "sync", "--bucket", bucket, "--date", DATE,
+        "--platform", "arm64_tahoe", "--concurrency", str(concurrency),
+        "--part-size", str(part_size),
+    ]  # fmt: skip
+    return cmd, env
+
+
 def mirrord_once(
     o: Origin, sink: Sink, concurrency: int, part_size: int
 ) -> Callable[[], tuple[Measure, int, int]]:
     def once() -> tuple[Measure, int, int]:
         bucket = sink.bucket()
-        env = {
-            **aws_env(sink),
-            "MIRRORD_API_URL": o.api_url,
-            "MIRRORD_LOG_LEVEL": "warning",
-            # The bottles alone, as the peers move them: publishing for brew 6 (index
-            # fetches, blob-key copies) is a stage of its own, not part of this figure.
-            "MIRRORD_BREW_MIRROR": "false",
-            "MIRRORD_HEALTH_FILE": str(Path(tempfile.gettempdir()) / "mirrord-bench-health"),
-        }
-        cmd = [
-            tool("mirrord"), "sync", "--json", "--bucket", bucket, "--date", DATE,
-            "--platform", "arm64_tahoe", "--concurrency", str(concurrency),
-            "--part-size", str(part_size),
-        ]  # fmt: skip
+        cmd, env = mirrord_sync(o, sink, bucket, concurrency, part_size)
+        cmd.append("--json")
+        env["MIRRORD_HEALTH_FILE"] = str(Path(tempfile.gettempdir()) / "mirrord-bench-health")
         try:
             m = measure(cmd, env)
             report = orjson.loads(m.stdout)
@@ -500,15 +509,8 @@ def files_written(o: Origin, sink: Sink, c: int, part: int) -> list[str] | None:
         return None
     bucket = sink.bucket()
     with tempfile.NamedTemporaryFile("r") as trace:
-        env = {
-            **aws_env(sink),
-            "MIRRORD_API_URL": o.api_url,
-            "MIRRORD_LOG_LEVEL": "warning",
-            "MIRRORD_BREW_MIRROR": "false",
-        }
-        cmd = [strace, "-f", "-qq", "-e", "trace=openat,open,creat", "-o", trace.name,
-               tool("mirrord"), "sync", "--bucket", bucket, "--date", DATE,
-               "--platform", "arm64_tahoe", "--concurrency", str(c), "--part-size", str(part)]  # fmt: skip
+        sync, env = mirrord_sync(o, sink, bucket, c, part)
+        cmd = [strace, "-f", "-qq", "-e", "trace=openat,open,creat", "-o", trace.name, *sync]
         try:
             measure(cmd, env)
         finally:
@@ -568,15 +570,9 @@ def profile(o: Origin, sink: Sink, c: int, part: int) -> dict[str, float]:
     threads left out) over one sync of ``o``."""
     bucket = sink.bucket()
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
-        env = {
-            **aws_env(sink),
-            "MIRRORD_API_URL": o.api_url,
-            "MIRRORD_LOG_LEVEL": "warning",
-            "MIRRORD_BREW_MIRROR": "false",
-        }
+        sync, env = mirrord_sync(o, sink, bucket, c, part)
         cmd = [tool("py-spy"), "record", "--format", "raw", "--rate", "250", "--output",
-               raw.name, "--", tool("mirrord"), "sync", "--bucket", bucket, "--date", DATE,
-               "--platform", "arm64_tahoe", "--concurrency", str(c), "--part-size", str(part)]  # fmt: skip
+               raw.name, "--", *sync]  # fmt: skip
         try:
             measure(cmd, env)
         finally:
