@@ -33,7 +33,7 @@ from mirrord.hashfile import HashFile, parse, utc_now
 from mirrord.jobs import Job
 from mirrord.lock import BucketLock, LockBusy
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
-from mirrord.pipeline import Tuning, job_targets, load_hashfile, run_sync
+from mirrord.pipeline import AnnouncedSizes, Tuning, job_targets, load_hashfile, run_sync
 from mirrord.queue import JobQueue
 from mirrord.report import LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
@@ -46,6 +46,7 @@ from mirrord.upstream import (
     fetch_untrusted,
     guarded_session,
     shown_url,
+    upstream_connector,
 )
 
 log = structlog.get_logger("mirrord.app")
@@ -112,10 +113,7 @@ def s3_config(settings: Settings) -> AioConfig:
 
 @asynccontextmanager
 async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
-    connector = aiohttp.TCPConnector(
-        limit=settings.concurrency * 2 + 4,  # registry + blob storage per transfer
-        ttl_dns_cache=300,
-    )
+    connector = upstream_connector(settings.concurrency * 2 + 4)  # registry + storage each
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
@@ -158,7 +156,12 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
         yield App(
             settings=settings,
             http=http,
-            registry=Registry(http, backoff),
+            registry=Registry(
+                http,
+                backoff,
+                max_bytes=settings.max_bottle_bytes,
+                realm_hosts=settings.auth_realm_hosts,
+            ),
             store=S3Store(s3, settings.bucket),
             backoff=backoff,
             s3=s3,
@@ -296,7 +299,14 @@ async def run_job(
             catalog,
             app.store,
             app.registry,
-            Tuning(s.concurrency, s.part_size, s.batch_size, s.checkpoint_seconds),
+            Tuning(
+                s.concurrency,
+                s.part_size,
+                s.batch_size,
+                s.checkpoint_seconds,
+                s.max_bottle_bytes,
+                s.bottle_timeout,
+            ),
             hash_key=s.hash_key,
             default_platforms=s.platforms,
             progress=slack_progress,
@@ -304,6 +314,7 @@ async def run_job(
             stop=stop,
             grace=s.stop_grace if grace is None else grace,
             hook=crash_hook(s),
+            sizes=AnnouncedSizes(app.registry),
         )
         if s.brew_mirror and not report.stopped:
             published = await publish_for(app, catalog, job, api, report, stop)

@@ -1,8 +1,9 @@
 """``bottles_hash.json``: the model, v1→v2 migration, merge and serialisation. No I/O.
 
-Entries are facts ("this object holds these bytes"), so concurrent writers merge by union;
-when two writers disagree about one key the later ``download_date`` wins, then the larger
-sha256, so every writer reaches the same answer.
+Entries are facts ("this object holds these bytes"), so a writer that lost a conditional
+write merges by union. Where it and the file disagree about one key, the writer's entry
+wins: it comes from the catalog of the running sync (one sync holds the bucket at a time),
+while the file's may be a rebuild the catalog has moved on from, stored the same day.
 """
 
 from __future__ import annotations
@@ -156,21 +157,12 @@ def dumps(hf: HashFile) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _winner(a: HashEntry, b: HashEntry) -> HashEntry:
-    if a == b:
-        return a
-    rank_a = (a.download_date, a.sha256, a.file_size is not None, a.s3_key)
-    rank_b = (b.download_date, b.sha256, b.file_size is not None, b.s3_key)
-    return a if rank_a >= rank_b else b
-
-
 def merge(base: HashFile, *others: Mapping[str, HashEntry], now: str | None = None) -> HashFile:
-    """Union of entries; a key both sides hold resolves the same way on every writer."""
+    """Union of entries; where a key is in several, the last one given wins (the running
+    sync's own entries go last: its catalog names the bottle that is current)."""
     merged = dict(base.bottles)
     for entries in others:
-        for key, entry in entries.items():
-            current = merged.get(key)
-            merged[key] = entry if current is None else _winner(current, entry)
+        merged.update(entries)
     return HashFile(merged, now or utc_now())
 
 

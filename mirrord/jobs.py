@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from datetime import date as Date
 from typing import Any
 
@@ -63,16 +64,29 @@ def _strings(data: dict[str, Any], field: str) -> list[str] | None:
     return value
 
 
-def parse_date(text: Any, field: str = "job.date") -> str:
-    if not isinstance(text, str) or len(text) != 10:
+# A job date names the folder its bottles go to, and adoption after a crash looks for
+# folders by date: a date far from today (9999-12-31) would hide a dead run's objects.
+PAST_DAYS = 400
+FUTURE_DAYS = 1  # a job sent just before midnight UTC, run just after it elsewhere
+
+
+def parse_date(text: Any, field: str = "job.date", *, today: Date | None = None) -> str:
+    """YYYY-MM-DD, from ``PAST_DAYS`` before ``today`` (UTC, default now) to
+    ``FUTURE_DAYS`` after it."""
+    if not isinstance(text, str) or len(text) != 10 or not text.isascii():
         raise JobError(f"{field} must be a date YYYY-MM-DD")
     try:
-        return Date.fromisoformat(text).isoformat()
+        day = Date.fromisoformat(text)
     except ValueError:
         raise JobError(f"{field} must be a date YYYY-MM-DD, got {text!r:.20}") from None
+    today = today or datetime.now(UTC).date()
+    low, high = today - timedelta(days=PAST_DAYS), today + timedelta(days=FUTURE_DAYS)
+    if not low <= day <= high:
+        raise JobError(f"{field} {day} is outside {low}..{high} (today ± what a job may need)")
+    return day.isoformat()
 
 
-def parse_job(raw: bytes | str) -> Job:
+def parse_job(raw: bytes | str, *, today: Date | None = None) -> Job:
     """An SQS body (or a Lambda event's JSON) → ``Job``; ``JobError`` names the field."""
     if len(raw) > MAX_BODY:
         raise JobError(f"job message of {len(raw)} bytes is over {MAX_BODY}")
@@ -80,10 +94,10 @@ def parse_job(raw: bytes | str) -> Job:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise JobError(f"job message is not JSON: {exc}") from None
-    return job_from_dict(data)
+    return job_from_dict(data, today=today)
 
 
-def job_from_dict(data: Any) -> Job:
+def job_from_dict(data: Any, *, today: Date | None = None) -> Job:
     if not isinstance(data, dict):
         raise JobError("job message must be a JSON object")
     if data.get("v") != VERSION or isinstance(data.get("v"), bool):
@@ -91,7 +105,7 @@ def job_from_dict(data: Any) -> Job:
     job_id = data.get("job_id")
     if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         raise JobError("job.job_id must be 1-128 characters of [A-Za-z0-9._:-]")
-    day = parse_date(data.get("date"))
+    day = parse_date(data.get("date"), today=today)
     platforms = _strings(data, "platforms")
     if platforms is not None:
         try:

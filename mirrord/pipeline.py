@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 
 from mirrord.catalog import Catalog, auto_targets, filter_formulae, select_bottles
 from mirrord.errors import (
+    FatalUpstreamError,
     IntegrityError,
     MirrordError,
     PreconditionFailed,
@@ -30,11 +33,12 @@ from mirrord.errors import (
 )
 from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
 from mirrord.jobs import Job
-from mirrord.models import DATE_RE, HashEntry, ObjectInfo, gc_paused
-from mirrord.plan import Plan, Transfer, make_plan
+from mirrord.models import DATE_RE, Bottle, HashEntry, ObjectInfo, gc_paused
+from mirrord.plan import Plan, Transfer, index_url, make_plan, sizes_from_index
 from mirrord.report import Failure, LogProgress, Progress, Report
 from mirrord.s3 import S3Store
-from mirrord.transfer import Hook, Source, no_hook, transfer
+from mirrord.transfer import Hook, SizeLimit, Source, no_hook, transfer
+from mirrord.upstream import shown_url, source_url
 
 log = structlog.get_logger("mirrord.pipeline")
 SAVE_ATTEMPTS = 10
@@ -46,6 +50,44 @@ class Tuning:
     part_size: int
     batch_size: int
     checkpoint_seconds: float
+    max_bottle_bytes: int = 4 * 2**30
+    bottle_timeout: float = 3600.0  # seconds a bottle may take in all, retries included
+
+
+class IndexSource(Protocol):
+    async def image_index(self, url: str) -> dict[str, Any] | None: ...
+
+
+class AnnouncedSizes:
+    """The size the registry announces for a bottle (``sh.brew.bottle.size`` in its
+    formula version's image index), one GET per version, asked only by the transfers
+    that need it (those past one part). Unknown (None) when the index is missing,
+    unreadable or silent about the bottle: the transfer then falls back to
+    ``MIRRORD_MAX_BOTTLE_BYTES``."""
+
+    def __init__(self, registry: IndexSource) -> None:
+        self._registry = registry
+        self._indexes: dict[str, asyncio.Future[dict[str, int]]] = {}
+
+    def of(self, bottle: Bottle) -> Callable[[], Awaitable[int | None]]:
+        async def size() -> int | None:
+            url = index_url(bottle)
+            if url is None:
+                return None
+            if url not in self._indexes:
+                self._indexes[url] = asyncio.ensure_future(self._fetch(url))
+            # Shielded: a transfer cancelled while waiting leaves the answer to the others.
+            return (await asyncio.shield(self._indexes[url])).get(bottle.sha256)
+
+        return size
+
+    async def _fetch(self, url: str) -> dict[str, int]:
+        try:
+            index = await self._registry.image_index(url)
+        except UpstreamError as exc:
+            log.info("announced_size_unknown", url=shown_url(url), error=str(exc))
+            return {}
+        return sizes_from_index(index) if index else {}
 
 
 async def load_hashfile(store: S3Store, key: str) -> tuple[HashFile, str | None]:
@@ -169,20 +211,31 @@ def prepare(
     return targets, plan
 
 
-async def unrecorded(store: S3Store, hf: HashFile, job_date: str) -> dict[str, list[str]]:
-    """File name → keys of objects no hash-file entry names, where a run that died
-    before its checkpoint left them: this job's folder, and every date folder since the
-    newest recorded download (the dead run's job may have had an earlier date: a cron
-    `mirrord sync` resumed the next day). One listing each rather than a HEAD per bottle;
-    a HEAD that answers 404 also costs a new connection in aiobotocore (measured)."""
-    newest = max((e.download_date for e in hf.bottles.values()), default="")
-    others = sorted(
-        (f for f in await store.folders() if DATE_RE.fullmatch(f[:-1]) and f[:-1] >= newest),
-        reverse=True,
+def adoption_folders(folders: Sequence[str], hf: HashFile, job_date: str, today: str) -> list[str]:
+    """The date folders a run that died before its checkpoint may have left objects in:
+    this job's, every folder since the newest recorded download (the dead run's job may
+    have had an earlier date: a cron `mirrord sync` resumed the next day), and any folder
+    dated after tomorrow, which only a bad job date can have made. Recorded dates after
+    tomorrow are ignored: one such entry must not hide every folder before it."""
+    tomorrow = (date.fromisoformat(today) + timedelta(days=1)).isoformat()
+    newest = max(
+        (e.download_date for e in hf.bottles.values() if e.download_date <= tomorrow),
+        default="",
     )
+    dated = [f[:-1] for f in folders if DATE_RE.fullmatch(f[:-1])]
+    others = sorted((d for d in dated if d >= newest or d > tomorrow), reverse=True)
+    return [f"{d}/" for d in dict.fromkeys([job_date, *others])]  # this job's own first
+
+
+async def unrecorded(
+    store: S3Store, hf: HashFile, job_date: str, today: str
+) -> dict[str, list[str]]:
+    """File name → keys of objects no hash-file entry names, in ``adoption_folders``.
+    One listing each rather than a HEAD per bottle; a HEAD that answers 404 also costs a
+    new connection in aiobotocore (measured)."""
     recorded = {e.s3_key for e in hf.bottles.values()}
     found: dict[str, list[str]] = {}
-    for folder in dict.fromkeys([f"{job_date}/", *others]):  # this job's own first
+    for folder in adoption_folders(await store.folders(), hf, job_date, today):
         async for o in store.list_objects(folder):
             if o.key not in recorded:
                 found.setdefault(o.key.rpartition("/")[2], []).append(o.key)
@@ -209,8 +262,14 @@ async def run_sync(
     grace: float = 90.0,
     clock: Callable[[], float] = time.monotonic,
     hook: Hook = no_hook,
+    sizes: AnnouncedSizes | None = None,
+    today: str | None = None,
 ) -> Report:
+    """``sizes``: where transfers past one part learn how big their bottle should be
+    (without it, ``max_bottle_bytes`` is their only cap). ``today``: UTC date, for
+    telling a bad job date from a real one (default: now)."""
     started = clock()
+    today = today or datetime.now(UTC).date().isoformat()
     progress = progress or LogProgress()
     stop = stop or asyncio.Event()
     hf, etag = await load_hashfile(store, hash_key)
@@ -237,7 +296,7 @@ async def run_sync(
     failures: list[Failure] = []
     progress.start(len(plan.transfers))
 
-    present = await unrecorded(store, hf, job.date) if plan.transfers else {}
+    present = await unrecorded(store, hf, job.date, today) if plan.transfers else {}
     if plan.transfers:
         await abort_orphans(store)
 
@@ -248,22 +307,46 @@ async def run_sync(
                 return head
         return None
 
+    async def fetch(t: Transfer) -> int:
+        """The transfer under its deadline: a trickle that never trips the read timeout,
+        or cuts that keep earning attempts back, still end (issue 12)."""
+        limit = SizeLimit(
+            tuning.max_bottle_bytes, sizes.of(t.bottle) if sizes is not None else None
+        )
+        try:
+            async with asyncio.timeout(tuning.bottle_timeout) as deadline:
+                return await transfer(
+                    t.bottle,
+                    t.key,
+                    source,
+                    store,
+                    tuning.part_size,
+                    progress.add_bytes,
+                    hook,
+                    limit,
+                )
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise FatalUpstreamError(
+                f"not complete within MIRRORD_BOTTLE_TIMEOUT ({tuning.bottle_timeout:g} s)",
+                url=t.bottle.url,
+            ) from exc
+
     async def one(t: Transfer) -> None:
-        key, date = t.key, job.date
+        key = t.key
         head = await stored_before(t)
         if head is not None:
             # Stored by a run that died before its checkpoint: adopt, do not refetch.
+            # Recorded under this job's date, where the object lies.
             counts["adopted"] += 1
-            size = head.size
-            key, date = head.key, head.key.partition("/")[0]
+            size, key = head.size, head.key
         else:
-            size = await transfer(
-                t.bottle, t.key, source, store, tuning.part_size, progress.add_bytes, hook
-            )
+            size = await fetch(t)
             counts["downloaded"] += 1
             counts["bytes"] += size
             hook("after_complete_before_checkpoint")
-        if checkpoints.add(_entries(t, date, size, key)):
+        if checkpoints.add(_entries(t, job.date, size, key)):
             batch_full.set()  # the writer below saves it; workers go on transferring
 
     async def worker() -> None:
@@ -277,7 +360,7 @@ async def run_sync(
                 await one(t)
                 ok = True
             except (UpstreamError, IntegrityError, StoreError) as exc:
-                failures.append(Failure(t.bottle.hash_key, str(exc), t.bottle.url))
+                failures.append(Failure(t.bottle.hash_key, str(exc), source_url(t.bottle.url)))
                 log.warning(
                     "bottle_failed", key=t.bottle.hash_key, error=str(exc), kind=type(exc).__name__
                 )

@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp.payload
@@ -81,6 +84,14 @@ def b64_sha256(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    body: bytes
+    etag: str
+    last_modified: float | None  # epoch seconds, by S3's clock
+    server_time: float | None  # the answer's Date header, by S3's clock
+
+
 class S3Store:
     def __init__(self, client: Any, bucket: str) -> None:
         self._client = client
@@ -101,6 +112,12 @@ class S3Store:
 
     async def get(self, key: str) -> tuple[bytes, str] | None:
         """The whole object and its ETag, or None when absent."""
+        found = await self.read(key)
+        return None if found is None else (found.body, found.etag)
+
+    async def read(self, key: str) -> Read | None:
+        """The whole object with its ETag and S3's own clock: when it was last written
+        and the time of the answer (whole seconds, both), or None when absent."""
         try:
             r = await self._client.get_object(Bucket=self.bucket, Key=key)
             async with r["Body"] as body:
@@ -111,7 +128,18 @@ class S3Store:
             raise _error(exc, "GetObject", key) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise _error(exc, "GetObject", key) from exc
-        return bytes(data), r.get("ETag", "")
+        written = r.get("LastModified")
+        said = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date", "")
+        try:
+            now = parsedate_to_datetime(said).timestamp()
+        except (TypeError, ValueError):
+            now = None  # an S3-compatible store that sends no Date
+        return Read(
+            bytes(data),
+            r.get("ETag", ""),
+            written.timestamp() if isinstance(written, datetime) else None,
+            now,
+        )
 
     async def stream(self, key: str, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
         try:
@@ -161,7 +189,8 @@ class S3Store:
     async def put_verified(
         self, key: str, body: io.BytesIO, sha256_hex: str, metadata: Mapping[str, str]
     ) -> None:
-        """Single PutObject carrying ChecksumSHA256: S3 checks the whole object."""
+        """Single PutObject carrying ChecksumSHA256: S3 checks the whole object. Never
+        over an existing object (``If-None-Match: *``): ``PreconditionFailed`` then."""
         try:
             await self._client.put_object(
                 Bucket=self.bucket,
@@ -170,6 +199,7 @@ class S3Store:
                 ChecksumSHA256=b64_sha256(sha256_hex),
                 Metadata=dict(metadata),
                 ContentType="application/gzip",
+                IfNoneMatch="*",
             )
         except _BOTO_ERRORS as exc:
             raise _error(exc, "PutObject", key) from exc
@@ -211,9 +241,14 @@ class S3Store:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[dict[str, Any]]
     ) -> None:
+        """Never over an existing object (``If-None-Match: *``): ``PreconditionFailed``."""
         try:
             await self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
             )
         except _BOTO_ERRORS as exc:
             raise _error(exc, "CompleteMultipartUpload", key) from exc

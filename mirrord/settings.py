@@ -92,6 +92,13 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # longest silence between two reads of a body
     max_attempts: int = 5
+    # Hostile or broken upstreams (issue 12): a bottle's body may not pass this many bytes
+    # (the largest real bottle is ~1.7 GB), nor take longer than this many seconds in all
+    # (1.7 GB at 0.5 MB/s); a trickle that never trips the read timeout still ends.
+    max_bottle_bytes: int = 4 * 2**30
+    bottle_timeout: float = 3600.0
+    # Hosts besides the registry's own that may answer its 401 challenge (a token realm).
+    auth_realm_hosts: tuple[str, ...] = ()
     log_level: str = "info"
     # The control plane (daemon, Lambdas, notifications).
     queue_url: str | None = None
@@ -138,6 +145,12 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_CONNECT_TIMEOUT": ("connect_timeout", lambda t, n: _float(t, n, 0.1, 600)),
     "MIRRORD_READ_TIMEOUT": ("read_timeout", lambda t, n: _float(t, n, 0.1, 3600)),
     "MIRRORD_MAX_ATTEMPTS": ("max_attempts", lambda t, n: _int(t, n, 1, 20)),
+    "MIRRORD_MAX_BOTTLE_BYTES": (
+        "max_bottle_bytes",
+        lambda t, n: _bounded_size(parse_size(t, n), n, MiB, 5 * 2**40),
+    ),
+    "MIRRORD_BOTTLE_TIMEOUT": ("bottle_timeout", lambda t, n: _float(t, n, 1, 86_400)),
+    "MIRRORD_AUTH_REALM_HOSTS": ("auth_realm_hosts", lambda t, n: _hosts(t, n)),
     "MIRRORD_LOG_LEVEL": (
         "log_level",
         lambda t, n: _choice(t, n, ("debug", "info", "warning", "error")),
@@ -259,6 +272,24 @@ def _key(text: str, name: str) -> str:
     if len(text) > 512 or not _KEY_RE.fullmatch(text) or ".." in text:
         raise SettingsError(f"{name}: {text!r:.80} is not a key inside the bucket")
     return text
+
+
+def _bounded_size(value: int, name: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: {value} bytes is outside {low}..{high}")
+    return value
+
+
+# A DNS name or an IP literal as a URL's host holds it (lowercase, no port, no brackets).
+_HOST_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|[0-9a-f:.]{2,45}")
+
+
+def _hosts(text: str, name: str) -> tuple[str, ...]:
+    hosts = tuple(dict.fromkeys(h.strip().lower() for h in text.split(",") if h.strip()))
+    for host in hosts:
+        if not _HOST_RE.fullmatch(host):
+            raise SettingsError(f"{name}: {host!r:.60} is not a host name (e.g. auth.example.com)")
+    return hosts
 
 
 def _part_size(value: int, name: str) -> int:

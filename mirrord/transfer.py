@@ -5,6 +5,11 @@ carrying ``ChecksumSHA256``. A larger one becomes a multipart upload whose part 
 while part N+1 is read (at most two parts held per transfer); it is completed only when
 the running SHA-256 equals the catalog's, and aborted otherwise, on any error, and on
 cancellation. A corrupt or truncated bottle is never visible in the bucket.
+
+A body may not outgrow its bottle: past one part, the transfer asks the size the registry
+announces (``sh.brew.bottle.size``) and stops a little past it, or past
+``MIRRORD_MAX_BOTTLE_BYTES`` when none is known, aborting its upload at once. An object
+is written only where none is (``If-None-Match: *``): a stored bottle is never replaced.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import asyncio
 import hashlib
 import io
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
-from mirrord.errors import IntegrityError, StoreError
+from mirrord.errors import IntegrityError, PreconditionFailed, StoreError
 from mirrord.models import Bottle
 from mirrord.s3 import Part, S3Store
+from mirrord.upstream import source_url
 
 # Below this, hashing on the event loop is cheaper than a hop to a thread.
 THREAD_HASH_MIN = 1 << 20
@@ -48,8 +55,31 @@ def object_metadata(bottle: Bottle) -> dict[str, str]:
         "formula": bottle.name,
         "version": bottle.pkg_version,
         "platform": bottle.tag,
-        "source-url": bottle.url,
+        # Public metadata: no credentials or query token of the catalog's URL.
+        "source-url": source_url(bottle.url),
     }
+
+
+def allowance(announced: int) -> int:
+    """Bytes a body announced as ``announced`` may reach before it is cut off: the sha256
+    check rejects any other length anyway, this only bounds what a liar costs."""
+    return announced + announced // 100 + 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class SizeLimit:
+    """How far a bottle's body may grow. ``announced`` gives the registry's size for it
+    (None: unknown); it is asked only once the body outgrows one part, so the bottles
+    that fit one part (most of them) cost no extra request."""
+
+    max_bytes: int = 4 * 2**30
+    announced: Callable[[], Awaitable[int | None]] | None = None
+
+    async def cap(self) -> tuple[int, str]:
+        size = await self.announced() if self.announced is not None else None
+        if size is not None and allowance(size) < self.max_bytes:
+            return allowance(size), f"the registry announces {size}"
+        return self.max_bytes, "MIRRORD_MAX_BOTTLE_BYTES"
 
 
 def _take(chunks: deque[memoryview], size: int) -> Part:
@@ -90,6 +120,20 @@ def _check(key: str, bottle: Bottle, hasher: Any, size: int) -> None:
         )
 
 
+async def _taken(store: S3Store, key: str, bottle: Bottle, exc: PreconditionFailed) -> None:
+    """The conditional write lost: the key holds an object. The same bytes (a sibling
+    run, a retried request that landed) are fine; anything else stays as it is."""
+    head = await store.head(key)
+    found = head.metadata.get("sha256", "") if head is not None else ""
+    if found != bottle.sha256:
+        raise StoreError(
+            f"{key} already holds other bytes (sha256 {found[:12] or 'unknown'}…); "
+            "a stored bottle is never overwritten",
+            key=key,
+            code="PreconditionFailed",
+        ) from exc
+
+
 async def transfer(
     bottle: Bottle,
     key: str,
@@ -98,13 +142,17 @@ async def transfer(
     part_size: int,
     on_bytes: Callable[[int], None] = lambda n: None,
     hook: Hook = no_hook,
+    limit: SizeLimit = SizeLimit(),  # frozen: one shared default is safe
 ) -> int:
     """Store ``bottle`` at ``key``; return its size. Raises ``IntegrityError`` when the
-    bytes do not match, ``UpstreamError``/``StoreError`` when a peer fails."""
+    bytes do not match (or outgrow the bottle), ``UpstreamError``/``StoreError`` when a
+    peer fails."""
     metadata = object_metadata(bottle)
     hasher = hashlib.sha256()
     chunks: deque[memoryview] = deque()
     buffered = size = 0
+    # Until the body outgrows one part it is held in memory anyway; then the real cap.
+    cap, why = min(limit.max_bytes, part_size), ""
     upload_id: str | None = None
     parts: list[dict[str, Any]] = []
     pending: asyncio.Task[dict[str, Any]] | None = None
@@ -115,6 +163,11 @@ async def transfer(
             buffered += len(chunk)
             size += len(chunk)
             on_bytes(len(chunk))
+            if size > cap:
+                if not why:
+                    cap, why = await limit.cap()
+                if size > cap:
+                    raise IntegrityError(key, f"body passes {cap} bytes ({why}): stopped")
             # Strictly more than a part: now we know the bottle needs a multipart upload.
             while buffered > part_size:
                 # Part N must be sent before part N+1 is cut from the buffer: that keeps
@@ -135,7 +188,10 @@ async def transfer(
         await _hash(hasher, tail)
         if upload_id is None:
             _check(key, bottle, hasher, size)
-            await store.put_verified(key, tail, bottle.sha256, metadata)
+            try:
+                await store.put_verified(key, tail, bottle.sha256, metadata)
+            except PreconditionFailed as exc:
+                await _taken(store, key, bottle, exc)
             return size
         if pending is not None:
             parts.append(await pending)
@@ -146,7 +202,11 @@ async def transfer(
             hook("after_part_upload")
         _check(key, bottle, hasher, size)
         hook("before_complete")
-        await store.complete_multipart(key, upload_id, parts)
+        try:
+            await store.complete_multipart(key, upload_id, parts)
+        except PreconditionFailed as exc:
+            await _taken(store, key, bottle, exc)
+            return size  # the finally below aborts our upload, which was not used
         upload_id = None
         return size
     finally:

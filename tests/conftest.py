@@ -15,6 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write docs/reliability.md here after a full tests/test_reliability.py run",
     )
+
+
+def days_ago(days: int) -> str:
+    """A job date ``days`` before today (UTC): job dates must lie near today (jobs.py), so
+    tests name theirs relative to it rather than as a literal that ages out."""
+    return (datetime.now(UTC).date() - timedelta(days=days)).isoformat()
+
+
+# The job date most tests use; a week and a bit ago, as a weekly cron's would be.
+DATE = days_ago(9)
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from conftest import make_settings, run_cli
+from conftest import DATE, make_settings, run_cli
 
 from mirrord.app import App, open_app, run_job
 from mirrord.brew import (
@@ -41,7 +41,6 @@ from mirrord.models import HashEntry
 from mirrord.report import Report
 from mirrord.settings import from_env
 
-DATE = "2026-11-22"
 TARGETS = ("arm64_tahoe", "tahoe", "arm64_sequoia", "sequoia", "arm64_sonoma", "sonoma")
 RUBY = PORTABLE_RUBY_VERSIONS[0]
 

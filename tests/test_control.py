@@ -22,7 +22,7 @@ import pytest
 import trustme
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import ROOT, Receiver, make_settings, run_cli
+from conftest import DATE, ROOT, Receiver, make_settings, run_cli
 from structlog.testing import capture_logs
 
 from mirrord.app import App, open_app, run_job
@@ -38,7 +38,6 @@ from mirrord.lambdas.sync import sync_job
 from mirrord.lock import BucketLock, LockLost
 from mirrord.pipeline import load_hashfile
 
-DATE = "2026-11-22"
 MiB = 2**20
 SCHEDULED = {
     "version": "0",
@@ -377,24 +376,45 @@ async def test_duplicate_delivery_to_two_daemons_syncs_once(plane: Plane) -> Non
 
 
 async def test_bucket_lock_busy_expiry_takeover_and_loss(plane: Plane) -> None:
-    """Held → a rival is refused; expired → taken over with If-Match; the old holder's
-    renewal then fails with LockLost; release lets the next one in at once."""
-    now = [1000.0]
-    a = BucketLock(plane.app.store, "a", ttl=10, clock=lambda: now[0])
-    b = BucketLock(plane.app.store, "b", ttl=10, clock=lambda: now[0])
+    """Held → a rival is refused; expired by S3's clock → taken over with If-Match; the
+    old holder's renewal then fails with LockLost; release lets the next one in at once."""
+    a = BucketLock(plane.app.store, "a", ttl=1)
+    b = BucketLock(plane.app.store, "b", ttl=1)
     assert await a.acquire("job-1") is None
     holder = await b.acquire("job-2")
     assert holder is not None
     assert holder.owner == "a"
     assert holder.job_id == "job-1"
-    now[0] += 5
-    await a.renew()  # pushes the expiry to 1015
-    now[0] += 11
+    await a.renew()
+    await until_lock_free(b)
     assert await b.acquire("job-2") is None
     with pytest.raises(LockLost):
         await a.renew()
     await b.release()
     assert await a.acquire("job-3") is None
+
+
+async def until_lock_free(lock: BucketLock) -> None:
+    for _ in range(100):
+        if await lock.holder() is None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the lock never expired")
+
+
+async def test_a_host_with_a_fast_clock_cannot_take_over_a_live_lock(plane: Plane) -> None:
+    """Expiry is judged by S3's clock (LastModified against the answer's Date), never by
+    the contender's: a host 4 minutes fast sees a 30 s lease as live (issue 12 #12)."""
+    a = BucketLock(plane.app.store, "a", ttl=30)
+    fast = BucketLock(plane.app.store, "fast", ttl=30, clock=lambda: time.time() + 240)
+    assert await a.acquire("job-1") is None
+    holder = await fast.acquire("job-2")
+    assert holder is not None
+    assert holder.owner == "a"
+    assert 25 <= holder.left <= 32
+    await a.renew()  # a's own renewal still works: nobody took it over
+    await a.release()
+    assert await fast.acquire("job-3") is None
 
 
 async def test_cli_sync_and_sync_lambda_respect_the_bucket_lock(plane: Plane) -> None:

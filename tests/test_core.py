@@ -147,16 +147,17 @@ def test_hash_file_fast_and_slow_paths_agree() -> None:
     assert fast.bottles["go-1.22-rc1-sonoma"].file_size is None
 
 
-def test_merge_is_a_union_and_order_independent() -> None:
-    """Concurrent writers' entries are all kept; a disputed key resolves identically."""
-    mine = HashFile({"x": e(A), "shared": e(A, "2026-11-01")})
-    theirs = {"y": e(B), "shared": e(C, "2026-11-02")}
-    one = merge(mine, theirs)
-    two = merge(HashFile(theirs), mine.bottles)
-    assert one.bottles == two.bottles
-    assert set(one.bottles) == {"x", "y", "shared"}
-    assert one.bottles["shared"].sha256 == C  # the later download wins
-    assert missing_from(one, {"x": e(A), "z": e(C)}) == {"z": e(C)}
+def test_merge_is_a_union_where_the_writers_own_entries_win() -> None:
+    """Every entry of both sides is kept; a disputed key takes the writer's entry, even
+    one of the same date with a smaller sha256 (a rebottle the same day: the running
+    sync's catalog names the current bottle, issue 12 #6)."""
+    stored = HashFile({"x": e(C), "shared": e(C, "2026-11-02")})
+    mine = {"y": e(B), "shared": e(A, "2026-11-02")}
+    merged = merge(stored, mine)
+    assert set(merged.bottles) == {"x", "y", "shared"}
+    assert merged.bottles["shared"] == e(A, "2026-11-02")
+    assert merge(HashFile(mine), stored.bottles).bottles["shared"] == e(C, "2026-11-02")
+    assert missing_from(merged, {"x": e(C), "z": e(C)}) == {"z": e(C)}
 
 
 # --- plan ------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ import random
 import signal
 import statistics
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, Literal
 import orjson
 import pytest
 from aiobotocore.session import get_session
-from conftest import ROOT, make_settings, run_cli
+from conftest import DATE, ROOT, days_ago, make_settings, run_cli
 from faultproxy import FaultProxy, Kind, Op
 
 from mirrord.app import App, crash_hook, open_app
@@ -43,13 +42,13 @@ from mirrord.emulator import Emulator, EmulatorCatalog, Fault, sample_catalog, s
 from mirrord.errors import SettingsError
 from mirrord.hashfile import HashFile
 from mirrord.jobs import Job
+from mirrord.lock import BucketLock
 from mirrord.models import Bottle
 from mirrord.pipeline import Tuning, load_hashfile, run_sync
 from mirrord.settings import CRASH_POINTS, from_env
 from mirrord.transfer import no_hook
 from mirrord.upstream import fetch_catalog
 
-DATE = "2026-11-22"
 MiB = 2**20
 HASH_KEY = "bottles_hash.json"
 full = pytest.mark.reliability
@@ -437,21 +436,17 @@ async def test_crash_sweep(crash: Crash, bucket_name: str, ledger: Ledger) -> No
         )
 
 
-async def _lock(app: App) -> dict[str, Any] | None:
-    found = await app.store.get("sync.lock")
-    return None if found is None else orjson.loads(found[0])
-
-
 async def _wait_lock_released(app: App) -> None:
-    lock = await _lock(app)
+    found = await app.store.get("sync.lock")
+    lock = None if found is None else orjson.loads(found[0])
     assert lock is None or lock["expires_at"] == 0, "TERM exit without releasing the lock"
 
 
 async def _wait_lock_expired(app: App) -> None:
-    """Until the crashed run's lease has run out (the lock's own clock, not a sleep)."""
+    """Until the crashed run's lease has run out (by S3's clock, as the lock judges it)."""
+    probe = BucketLock(app.store, "probe", ttl=1)
     for _ in range(200):
-        lock = await _lock(app)
-        if lock is None or lock["expires_at"] < time.time():
+        if await probe.holder() is None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the bucket lock never expired")
@@ -772,7 +767,7 @@ async def test_crash_then_resume_on_a_later_date_adopts(bucket_name: str) -> Non
     """A run killed before its checkpoint, resumed by a run of a later job date (`mirrord
     sync` from cron without --date, the next day): what the dead run stored is adopted
     where it lies, not fetched again into the new folder and forgotten (guarantee 2)."""
-    later = "2026-11-23"
+    later = days_ago(8)
     catalog = sweep_catalog()
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
         await app.store._client.create_bucket(Bucket=bucket_name)

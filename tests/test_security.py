@@ -21,7 +21,7 @@ import trustme
 import yaml
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import HOOK_PATH, SECRET_PART, Receiver, Reply, make_settings, run_cli
+from conftest import DATE, HOOK_PATH, SECRET_PART, Receiver, Reply, days_ago, make_settings, run_cli
 from structlog.testing import capture_logs
 
 from mirrord.app import load_external, open_app, run_job
@@ -32,7 +32,6 @@ from mirrord.retry import Backoff, RetryPolicy
 from mirrord.settings import from_env
 from mirrord.upstream import address_problem, fetch_untrusted, guarded_session, shown_url
 
-DATE = "2026-11-22"
 MiB = 2**20
 SHA = "ab" * 32
 HASH_FILE = orjson.dumps(
@@ -401,7 +400,7 @@ async def test_secrets_never_reach_logs_stdout_or_the_report(
         async with get_session().create_client("sqs") as sqs:
             queue = (await sqs.create_queue(QueueName=bucket_name))["QueueUrl"]
             await sqs.send_message(
-                QueueUrl=queue, MessageBody=Job("sec-daemon", "2026-11-23").body().decode()
+                QueueUrl=queue, MessageBody=Job("sec-daemon", days_ago(8)).body().decode()
             )
             daemon_env = {
                 **{k: v for k, v in env.items() if k != "MIRRORD_SLACK_WEBHOOK_URL"},

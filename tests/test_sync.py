@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import REPORT_FIELDS, ROOT, make_settings, run_cli
+from conftest import DATE, REPORT_FIELDS, ROOT, days_ago, make_settings, run_cli
 
 from mirrord.app import App, open_app
 from mirrord.catalog import auto_targets, parse_catalog, select_bottles
@@ -30,12 +30,12 @@ from mirrord.emulator import (
 from mirrord.errors import StoreError
 from mirrord.hashfile import HashFile
 from mirrord.jobs import Job
+from mirrord.lock import BucketLock
 from mirrord.models import HashEntry
 from mirrord.pipeline import Checkpointer, Tuning, load_hashfile, run_sync
 from mirrord.transfer import transfer
 from mirrord.upstream import fetch_catalog
 
-DATE = "2026-11-22"
 MiB = 2**20
 
 
@@ -459,7 +459,7 @@ async def test_cli_corrupt_hash_file_is_kept_then_rebuilt(world: World) -> None:
         Body=b'{"version": 2, "bottles": {"x": 1',
     )
     sent = world.emu.total_bytes_sent()
-    result = await run_cli("sync", "--date", "2026-11-23", env=cli_env(world))
+    result = await run_cli("sync", "--date", days_ago(8), env=cli_env(world))
     assert result.code == 1
     assert b"bottles_hash.json" in result.stderr
     assert await world.object("bottles_hash.json") == b'{"version": 2, "bottles": {"x": 1'
@@ -556,7 +556,11 @@ async def test_crash_mid_sync_then_resume(bucket_name: str) -> None:
         assert len(stored) < len(catalog.blobs), "kill came too late"
 
         emu.clear_faults()
-        await asyncio.sleep(3.5)  # until the dead run's lock lease has expired
+        probe = BucketLock(app.store, "probe", ttl=1)
+        for _ in range(100):  # until the dead run's lock lease has expired, by S3's clock
+            if await probe.holder() is None:
+                break
+            await asyncio.sleep(0.1)
         before = {sha: emu.stats(sha).requests for sha in catalog.blobs}
         result = await run_cli("sync", "--json", "--date", DATE, env=env)
         assert result.code == 0, result.stderr[-2000:]
