@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from itertools import count
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -85,7 +85,10 @@ def source_url(url: str) -> str:
 
 
 def _is_registry_blob(url: str) -> bool:
-    return bool(_BLOB_PATH.match(urlsplit(url).path))
+    """A registry blob that gets the anonymous token; a URL carrying its own
+    ``user:password@`` is sent with those (Basic) instead, as curl would."""
+    parts = urlsplit(url)
+    return bool(_BLOB_PATH.match(parts.path)) and parts.username is None
 
 
 def parse_challenge(header: str) -> dict[str, str] | None:
@@ -280,19 +283,20 @@ class Registry:
         return self._tokens.get(_scope_of(url), ANONYMOUS_TOKEN)
 
     def _check_realm(self, realm: str, url: str) -> None:
-        """A token realm on the registry's own host (scheme and port may differ, as
-        ghcr.io's do not), or on one the operator allowed; nothing else is asked."""
+        """A token realm on the registry's own origin (as ghcr.io's is), or on a host the
+        operator allowed; nothing else is asked, and no token goes anywhere else."""
         try:
             parts, registry = urlsplit(realm), urlsplit(url)
-            host = (parts.hostname or "").lower()
+            origin = (parts.scheme, (parts.hostname or "").lower(), _port(parts))
+            home = (registry.scheme, (registry.hostname or "").lower(), _port(registry))
         except ValueError:
             raise RefusedAddress("token realm is not a URL", url=url) from None
-        if parts.scheme not in ("https", registry.scheme):
-            raise RefusedAddress(f"token realm scheme {parts.scheme!r:.20} refused", url=url)
-        if host != (registry.hostname or "").lower() and host not in self._realm_hosts:
+        if origin != home and not (
+            parts.scheme in ("https", registry.scheme) and origin[1] in self._realm_hosts
+        ):
             raise RefusedAddress(
-                f"token realm on {host!r:.80} is not the registry's host "
-                "(MIRRORD_AUTH_REALM_HOSTS allows others)",
+                f"token realm {shown_url(realm)} is not on the registry's origin "
+                "(MIRRORD_AUTH_REALM_HOSTS allows other hosts)",
                 url=url,
             )
 
@@ -338,6 +342,10 @@ def _bad_url(url: str, exc: Exception) -> FatalUpstreamError:
 
 class _EndOfBody(Exception):  # control flow inside this module only
     pass
+
+
+def _port(parts: SplitResult) -> int | None:
+    return parts.port or {"https": 443, "http": 80}.get(parts.scheme)
 
 
 def _scope_of(url: str) -> str:
