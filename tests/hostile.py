@@ -60,6 +60,7 @@ class Bottle:
     name: str
     version: str = "1.0"
     tag: str = "arm64_tahoe"
+    rebuild: int = 0
     data: bytes = b""
     behaviour: Behaviour = "ok"
     announce: bool = True  # list it in its image index (sh.brew.bottle.size)
@@ -71,6 +72,11 @@ class Bottle:
 
     def __post_init__(self) -> None:
         self.data = self.data or tar_gz(self.name, 300_000)
+
+    @property
+    def file_name(self) -> str:
+        rebuild = f".{self.rebuild}" if self.rebuild else ""
+        return f"{self.name}-{self.version}.{self.tag}.bottle{rebuild}.tar.gz"
 
     @property
     def sha256(self) -> str:
@@ -107,7 +113,7 @@ class HostileUpstream:
                     "revision": 0,
                     "bottle": {
                         "stable": {
-                            "rebuild": 0,
+                            "rebuild": b.rebuild,
                             "files": {
                                 b.tag: {
                                     "cellar": ":any",

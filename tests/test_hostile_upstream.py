@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
-from conftest import DATE, make_settings
+from conftest import DATE, days_ago, make_settings, run_cli
 from hostile import Bottle, HostileUpstream
 from structlog.testing import capture_logs
 
 from mirrord.app import App, open_app, run_job
-from mirrord.jobs import Job
+from mirrord.hashfile import HashFile, dumps
+from mirrord.jobs import Job, JobError, parse_date
+from mirrord.models import HashEntry
+from mirrord.pipeline import adoption_folders, load_hashfile
 from mirrord.report import Report
 from mirrord.upstream import address_problem
 
@@ -73,12 +79,13 @@ async def sync(bucket_name: str) -> AsyncIterator[Any]:
     and the daemon run it) of the upstream's catalog into a fresh moto bucket."""
     apps: list[Any] = []
 
-    async def run(upstream: HostileUpstream, **kw: Any) -> Outcome:
+    async def run(upstream: HostileUpstream, create_bucket: bool = True, **kw: Any) -> Outcome:
         settings = make_settings(bucket_name, upstream.api_url, brew_mirror=False, **kw)
         context = open_app(settings)
         app = await context.__aenter__()
         apps.append(context)
-        await app.s3.create_bucket(Bucket=bucket_name)
+        if create_bucket:
+            await app.s3.create_bucket(Bucket=bucket_name)
         started, counted = time.monotonic(), Counted()
         async with asyncio.timeout(60):  # what a hostile answer would otherwise cost: forever
             report = await run_job(app, Job("hostile", DATE), route="cli", progress=counted)
@@ -255,3 +262,123 @@ async def test_credentials_in_catalog_urls_reach_no_metadata_report_or_log(sync:
     assert "blob_retry" in repr(logs)
     assert "hunter2pass" not in text
     assert "t0kenXYZ" not in text
+
+
+# --- the bucket's own rules against what upstream does -------------------------------------
+
+
+def two_bottles(name: str, size: int = 1000) -> tuple[bytes, bytes]:
+    """Two bottles' bytes whose sha256s sort low, high."""
+    rng = random.Random(name)
+    a, b = rng.randbytes(size), rng.randbytes(size)
+    return (a, b) if hashlib.sha256(a).digest() < hashlib.sha256(b).digest() else (b, a)
+
+
+async def seed(app: App, entries: dict[str, HashEntry], objects: dict[str, bytes]) -> None:
+    await app.store.put_if(
+        "bottles_hash.json", dumps(HashFile(entries)), etag=None, content_type="application/json"
+    )
+    for key, data in objects.items():
+        sha = hashlib.sha256(data).hexdigest()
+        await app.store.put_verified(key, io.BytesIO(data), sha, {"sha256": sha})
+
+
+async def test_a_same_day_rebottle_is_recorded_over_the_entry_it_replaces(
+    sync: Any, bucket_name: str
+) -> None:
+    """Upstream rebottles between the sync Lambda's hand-off and the daemon's run (same
+    job date): the hash key stays, the sha256 and rebuild change. The entry the current
+    catalog names wins, whatever the sha256s' order. Before: the same-date merge kept the
+    larger sha256, so the new bottle was stored but never recorded (and held back the API
+    files)."""
+    low, high = two_bottles("rebottled")
+    new = Bottle("rebottled", data=low, rebuild=1)
+    old_key = f"{DATE}/rebottled-1.0.arm64_tahoe.bottle.tar.gz"
+    old = HashEntry(hashlib.sha256(high).hexdigest(), DATE, len(high), old_key)
+    async with HostileUpstream([new]) as up:
+        async with open_app(make_settings(bucket_name, up.api_url)) as app:
+            await app.s3.create_bucket(Bucket=bucket_name)
+            await seed(app, {"rebottled-1.0-arm64_tahoe": old}, {old_key: high})
+        out = await sync(up, create_bucket=False)
+    assert out.report.failed == ()
+    hf, _ = await load_hashfile(out.app.store, "bottles_hash.json")
+    assert hf.bottles["rebottled-1.0-arm64_tahoe"] == HashEntry(
+        new.sha256, DATE, len(low), f"{DATE}/{new.file_name}"
+    )
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MiB], ids=["PutObject", "multipart"])
+async def test_a_stored_object_is_never_overwritten_by_other_bytes(
+    sync: Any, bucket_name: str, size: int
+) -> None:
+    """The bottle's key already holds other bytes (upstream replaced a bottle without a new
+    rebuild, the same day): the write is conditional (If-None-Match: * on PutObject and on
+    CompleteMultipartUpload), the object stays, and the bottle is reported. Before: the
+    write replaced it unconditionally, under the feet of every entry that pointed at it."""
+    low, high = two_bottles("replaced", size)
+    new = Bottle("replaced", data=low)
+    key = f"{DATE}/{new.file_name}"
+    async with HostileUpstream([new]) as up:
+        async with open_app(make_settings(bucket_name, up.api_url)) as app:
+            await app.s3.create_bucket(Bucket=bucket_name)
+            await seed(app, {}, {key: high})
+        out = await sync(up, create_bucket=False)
+    assert "already holds other bytes" in out.failure(new)
+    assert (await out.stored())[key] == high
+
+
+async def test_an_adopted_object_is_recorded_under_the_job_date(
+    sync: Any, bucket_name: str
+) -> None:
+    """A dead run of an earlier date left the object unrecorded: it is adopted where it
+    lies, and its entry carries this job's date, so it ranks as the newest fact."""
+    adopted = Bottle("adopted")
+    earlier = days_ago(10)
+    key = f"{earlier}/{adopted.file_name}"
+    async with HostileUpstream([adopted]) as up:
+        async with open_app(make_settings(bucket_name, up.api_url)) as app:
+            await app.s3.create_bucket(Bucket=bucket_name)
+            await seed(app, {}, {key: adopted.data})
+        out = await sync(up, create_bucket=False)
+    assert out.report.adopted == 1
+    assert up.requests[adopted.sha256] == 0
+    hf, _ = await load_hashfile(out.app.store, "bottles_hash.json")
+    assert hf.bottles["adopted-1.0-arm64_tahoe"] == HashEntry(
+        adopted.sha256, DATE, len(adopted.data), key
+    )
+
+
+def test_a_far_future_entry_does_not_hide_the_folder_a_dead_run_left() -> None:
+    """A hash file poisoned by a job dated 9999-12-31, then a run that died before its
+    checkpoint, then a rerun the next day: the dead run's folder is still looked in, and
+    so is the far-future one. Before: only folders at or after the newest recorded date
+    were, i.e. 9999-12-31/ alone (0 adopted, 29 downloaded again, 17 orphans)."""
+    today, yesterday, last_week = days_ago(0), days_ago(1), days_ago(7)
+    poisoned = HashEntry("a" * 64, "9999-12-31", 1, "9999-12-31/jq-1.0.sonoma.bottle.tar.gz")
+    known = HashEntry("b" * 64, last_week, 1, f"{last_week}/jq-0.9.sonoma.bottle.tar.gz")
+    hf = HashFile({"jq-1.0-sonoma": poisoned, "jq-0.9-sonoma": known})
+    folders = [f"{d}/" for d in ("2026-01-01", last_week, yesterday, "9999-12-31")] + ["v2/"]
+    assert adoption_folders(folders, hf, today, today) == [
+        f"{today}/",
+        "9999-12-31/",
+        f"{yesterday}/",
+        f"{last_week}/",
+    ]
+
+
+def test_job_dates_lie_between_400_days_ago_and_tomorrow() -> None:
+    """A job date names a folder and steers adoption: 9999-12-31 and other far dates are
+    refused with the range in the message (issue 12 #14)."""
+    today = date(2026, 12, 1)
+    assert parse_date("2026-12-02", today=today) == "2026-12-02"
+    assert parse_date("2025-10-27", today=today) == "2025-10-27"
+    for bad in ("2026-12-03", "9999-12-31", "2025-10-26", "0001-01-01"):
+        with pytest.raises(JobError, match=r"outside 2025-10-27\.\.2026-12-02"):
+            parse_date(bad, today=today)
+
+
+async def test_sync_with_a_far_future_date_stops_at_start() -> None:
+    """`mirrord sync --date 9999-12-31` is a usage error (exit 2), before any request."""
+    result = await run_cli("sync", "--date", "9999-12-31", env={"MIRRORD_BUCKET": "b-unused"})
+    assert result.code == 2
+    assert b"--date 9999-12-31 is outside" in result.stderr
