@@ -24,10 +24,12 @@ $(ACTIONLINT):
 test: $(STAMP) $(ACTIONLINT)
 	$(BIN)/python -m pytest
 
-# The whole fault matrix, crash-point sweep and soak (a few rows of each are in `make test`);
+# The whole fault matrix, hostile upstreams, crash-point sweep and soak (a few rows of the
+# matrix and sweep, all hostile rows, are in `make test`);
 # writes docs/reliability.md and docs/reliability-soak.svg from what it measured.
 reliability: $(STAMP)
-	$(BIN)/python -m pytest tests/test_reliability.py -m "reliability or not reliability" \
+	$(BIN)/python -m pytest tests/test_hostile_upstream.py tests/test_reliability.py \
+	  -m "reliability or not reliability" \
 	  --reliability-report=docs/reliability.md
 
 # Also part of `make test`: terraform apply of the whole stack to moto, mirrord sync into

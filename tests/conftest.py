@@ -13,7 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +49,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write docs/reliability.md here after a full tests/test_reliability.py run",
     )
+
+
+@dataclass
+class Ledger:
+    """What `make reliability` measured, for docs/reliability.md: the fault matrix, the
+    crash sweep and the soak (tests/test_reliability.py), the hostile upstreams
+    (tests/test_hostile_upstream.py). ``writer`` writes the report at the session's end."""
+
+    matrix: list[dict[str, Any]] = field(default_factory=list)
+    crashes: list[dict[str, Any]] = field(default_factory=list)
+    soak: dict[str, Any] = field(default_factory=dict)
+    hostile: list[dict[str, Any]] = field(default_factory=list)
+    writer: Callable[[Path, Ledger], None] | None = None
+
+
+@pytest.fixture(scope="session")
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    book = Ledger()
+    yield book
+    out = request.config.getoption("--reliability-report")
+    if out and book.writer is not None:
+        book.writer(Path(out), book)
 
 
 def days_ago(days: int) -> str:

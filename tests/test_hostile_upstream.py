@@ -16,7 +16,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from conftest import DATE, days_ago, make_settings, run_cli
+from conftest import DATE, Ledger, days_ago, make_settings, run_cli
 from hostile import Bottle, HostileUpstream
 from structlog.testing import capture_logs
 
@@ -26,6 +26,7 @@ from mirrord.jobs import Job, JobError, parse_date
 from mirrord.models import HashEntry
 from mirrord.pipeline import adoption_folders, load_hashfile
 from mirrord.report import Report
+from mirrord.settings import Settings
 from mirrord.upstream import address_problem
 
 MiB = 2**20
@@ -74,12 +75,18 @@ class Outcome:
 
 
 @pytest.fixture
-async def sync(bucket_name: str) -> AsyncIterator[Any]:
+async def sync(bucket_name: str, ledger: Ledger) -> AsyncIterator[Any]:
     """``await sync(upstream, **settings)``: one whole job (mirrord.app.run_job, as the CLI
-    and the daemon run it) of the upstream's catalog into a fresh moto bucket."""
+    and the daemon run it) of the upstream's catalog into a fresh moto bucket. With
+    ``row=(answer, before)``, its figures go to docs/reliability.md (make reliability)."""
     apps: list[Any] = []
 
-    async def run(upstream: HostileUpstream, create_bucket: bool = True, **kw: Any) -> Outcome:
+    async def run(
+        upstream: HostileUpstream,
+        create_bucket: bool = True,
+        row: tuple[str, str] | None = None,
+        **kw: Any,
+    ) -> Outcome:
         settings = make_settings(bucket_name, upstream.api_url, brew_mirror=False, **kw)
         context = open_app(settings)
         app = await context.__aenter__()
@@ -91,11 +98,34 @@ async def sync(bucket_name: str) -> AsyncIterator[Any]:
             report = await run_job(app, Job("hostile", DATE), route="cli", progress=counted)
         outcome = Outcome(report, app, time.monotonic() - started, counted.read)
         assert await app.store.open_uploads() == [], "an upload was left open"
+        if row is not None:
+            ledger.hostile.append(figures(row, upstream, outcome, settings))
         return outcome
 
     yield run
     for context in apps:
         await context.__aexit__(None, None, None)
+
+
+def figures(
+    row: tuple[str, str], up: HostileUpstream, out: Outcome, settings: Settings
+) -> dict[str, Any]:
+    """One row of the hostile-upstream table: what the answer cost the victim bottles."""
+    victims = [b for b in up.bottles if b.behaviour != "ok"]
+    failed = {f.key.rsplit("-", 2)[0]: f.error for f in out.report.failed}
+    outcomes = [f"failed: {failed[b.name]}" if b.name in failed else "stored" for b in victims]
+    return {
+        "answer": row[0],
+        "before": row[1],
+        "outcome": "; ".join(outcomes),
+        # Bytes read for the victims: all read, less what the stored bottles weigh.
+        "read_mib": round((out.read - out.report.bytes) / MiB, 2),
+        "sent_mib": round(sum(up.sent[b.sha256] for b in victims) / MiB, 2),
+        "seconds": round(out.seconds, 2),
+        "requests": sum(up.requests[b.sha256] for b in victims),
+        "settings": f"attempts {settings.max_attempts}, deadline {settings.bottle_timeout:g} s, "
+        f"cap {settings.max_bottle_bytes // MiB} MiB",
+    }
 
 
 def neighbour() -> Bottle:
@@ -109,7 +139,13 @@ async def test_gzip_bomb_stops_one_part_in(sync: Any) -> None:
     and going."""
     bomb, ok = Bottle("bomb", behaviour="gzip_bomb"), neighbour()
     async with HostileUpstream([bomb, ok]) as up:
-        out = await sync(up)
+        out = await sync(
+            up,
+            row=(
+                "gzip bomb: Content-Encoding gzip, 1000:1, endless",
+                "825 MiB into S3 in 45 s, and going",
+            ),
+        )
     assert "registry announces" in out.failure(bomb)
     assert PART < out.read <= PART + 2 * MiB  # one part, then the index said 300 KB
     assert set(await out.stored()) == {f"{DATE}/neighbour-1.0.arm64_tahoe.bottle.tar.gz"}
@@ -121,7 +157,13 @@ async def test_stored_tar_gz_labelled_content_encoding_gzip_is_taken_as_stored(s
     sha256. Before: aiohttp inflated them and every such bottle failed."""
     labelled = Bottle("labelled", behaviour="gzip_label")
     async with HostileUpstream([labelled]) as up:
-        out = await sync(up)
+        out = await sync(
+            up,
+            row=(
+                "a stored .tar.gz labelled Content-Encoding: gzip",
+                "every such bottle failed (inflated)",
+            ),
+        )
     assert out.report.failed == ()
     (data,) = (await out.stored()).values()
     assert hashlib.sha256(data).hexdigest() == labelled.sha256
@@ -134,7 +176,13 @@ async def test_endless_body_stops_past_the_announced_size(sync: Any) -> None:
     before any upload starts. Before: 1.5 GiB into an open multipart upload."""
     endless, ok = Bottle("endless", behaviour="endless"), neighbour()
     async with HostileUpstream([endless, ok]) as up:
-        out = await sync(up)
+        out = await sync(
+            up,
+            row=(
+                "endless body of a bottle announced as 300 KB",
+                "1.5 GiB into an open upload, and going",
+            ),
+        )
     assert f"the registry announces {len(endless.data)}" in out.failure(endless)
     assert PART < out.read <= PART + 2 * MiB
     assert len(await out.stored()) == 1
@@ -145,7 +193,14 @@ async def test_endless_body_without_an_announced_size_stops_at_the_byte_cap(sync
     upload it had begun is aborted at once (the fixture checks none is left open)."""
     endless = Bottle("endless", behaviour="endless", announce=False)
     async with HostileUpstream([endless]) as up:
-        out = await sync(up, max_bottle_bytes=16 * MiB)
+        out = await sync(
+            up,
+            row=(
+                "endless body, no image index (cap 16 MiB)",
+                "unbounded (S3 allows 160 GB at 16 MiB parts)",
+            ),
+            max_bottle_bytes=16 * MiB,
+        )
     assert "passes 16777216 bytes (MIRRORD_MAX_BOTTLE_BYTES)" in out.failure(endless)
     assert 16 * MiB < out.read <= 17 * MiB
     assert await out.stored() == {}
@@ -155,7 +210,11 @@ async def test_an_announced_length_over_the_cap_is_refused_before_reading(sync: 
     """Content-Length: 10 GiB against a 64 MiB cap: refused on the headers, not retried."""
     huge = Bottle("huge", behaviour="huge_length")
     async with HostileUpstream([huge]) as up:
-        out = await sync(up, max_bottle_bytes=64 * MiB)
+        out = await sync(
+            up,
+            row=("Content-Length 10 GiB against a 64 MiB cap", "read until the cap of S3"),
+            max_bottle_bytes=64 * MiB,
+        )
     assert "announces 10737418240 bytes, over MIRRORD_MAX_BOTTLE_BYTES" in out.failure(huge)
     assert up.requests[huge.sha256] == 1
 
@@ -165,7 +224,11 @@ async def test_a_trickle_ends_at_the_bottle_deadline(sync: Any) -> None:
     deadline ends it. Before: 39 bytes a minute, about 125 hours for a bottle."""
     slow, ok = Bottle("slow", behaviour="trickle"), neighbour()
     async with HostileUpstream([slow, ok]) as up:
-        out = await sync(up, bottle_timeout=3.0)
+        out = await sync(
+            up,
+            row=("one byte every 0.5 s (deadline 3 s)", "39 bytes a minute: ~125 h a bottle"),
+            bottle_timeout=3.0,
+        )
     assert "not complete within MIRRORD_BOTTLE_TIMEOUT (3 s)" in out.failure(slow)
     assert out.seconds < 10
     assert len(await out.stored()) == 1
@@ -177,7 +240,11 @@ async def test_cuts_after_every_100_bytes_give_up_after_max_attempts(sync: Any) 
     214 requests a minute with 3 attempts, a bottle alive for hours."""
     cut = Bottle("cut", behaviour="cut_every")
     async with HostileUpstream([cut]) as up:
-        out = await sync(up, max_attempts=3)
+        out = await sync(
+            up,
+            row=("cut after every 100 bytes", "214 requests a minute, for hours"),
+            max_attempts=3,
+        )
     assert "connection broken at byte" in out.failure(cut)
     assert up.requests[cut.sha256] == 3
     assert up.sent[cut.sha256] == 300
@@ -193,7 +260,14 @@ async def test_a_token_realm_on_another_origin_is_never_asked(sync: Any) -> None
             Bottle("imds", behaviour="challenge", realm="http://169.254.169.254/latest/"),
         ]
         async with HostileUpstream([*victims, neighbour()]) as up:
-            out = await sync(up, auth_realm_hosts=("169.254.169.254",))
+            out = await sync(
+                up,
+                row=(
+                    "401 realm on another origin, and on 169.254.169.254",
+                    "GET any realm, token sent to the registry",
+                ),
+                auth_realm_hosts=("169.254.169.254",),
+            )
     assert "is not on the registry's origin" in out.failure(victims[0])
     assert "169.254.169.254 is a link-local address" in out.failure(victims[1])
     assert sum(elsewhere.requests.values()) == 0
@@ -204,7 +278,7 @@ async def test_a_redirect_loop_says_how_many_redirects(sync: Any) -> None:
     """A 307 to itself: "more than 5 redirects", not "without usable Location"."""
     loop = Bottle("loop", behaviour="redirect_loop")
     async with HostileUpstream([loop]) as up:
-        out = await sync(up)
+        out = await sync(up, row=("307 to itself", 'reported as "without usable Location"'))
     assert "more than 5 redirects" in out.failure(loop)
     assert up.requests[loop.sha256] == 6
 
@@ -214,7 +288,7 @@ async def test_a_redirect_to_the_metadata_service_is_refused(sync: Any) -> None:
     Refused before connecting, and not retried."""
     imds = Bottle("imds", behaviour="redirect_to", location="http://169.254.169.254/latest/")
     async with HostileUpstream([imds]) as up:
-        out = await sync(up)
+        out = await sync(up, row=("307 to 169.254.169.254", "followed"))
     assert "169.254.169.254 is a link-local address" in out.failure(imds)
     assert up.requests[imds.sha256] == 1
 

@@ -26,14 +26,14 @@ import signal
 import statistics
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 import pytest
 from aiobotocore.session import get_session
-from conftest import DATE, ROOT, days_ago, make_settings, run_cli
+from conftest import DATE, ROOT, Ledger, days_ago, make_settings, run_cli
 from faultproxy import FaultProxy, Kind, Op
 
 from mirrord.app import App, crash_hook, open_app
@@ -57,23 +57,22 @@ full = pytest.mark.reliability
 # --- what the full run measured, for docs/reliability.md ---------------------------------
 
 
-@dataclass
-class Ledger:
-    matrix: list[dict[str, Any]] = field(default_factory=list)
-    crashes: list[dict[str, Any]] = field(default_factory=list)
-    soak: dict[str, Any] = field(default_factory=dict)
+@pytest.fixture(scope="module", autouse=True)
+def report_writer(ledger: Ledger) -> None:
+    """After a run of the whole set (make reliability, which also runs
+    tests/test_hostile_upstream.py), the session writes the report: only a run of the
+    whole set describes the whole set."""
 
+    def write_if_whole(path: Path, book: Ledger) -> None:
+        if (
+            len(book.matrix) == len(ROWS)
+            and len(book.crashes) == len(SWEEP)
+            and book.soak
+            and book.hostile
+        ):
+            write_report(path, book)
 
-@pytest.fixture(scope="module")
-def ledger(request: pytest.FixtureRequest) -> Any:
-    """Collects each row's figures; after a run of the whole set with
-    ``--reliability-report PATH`` (make reliability), writes the report there."""
-    book = Ledger()
-    yield book
-    out = request.config.getoption("--reliability-report")
-    # Only a run of the whole set describes the whole set.
-    if out and len(book.matrix) == len(ROWS) and len(book.crashes) == len(SWEEP) and book.soak:
-        write_report(Path(out), book)
+    ledger.writer = write_if_whole
 
 
 @pytest.fixture(autouse=True)
@@ -652,6 +651,25 @@ def write_report(path: Path, book: Ledger) -> None:
         "mode stopped retrying once its retry quota ran out (500 tokens, 5 per retry, 10 per",
         "connection error; refilled as requests succeed): a storm of failures is not",
         "multiplied by retries, and the bottles are reported failed and retried next run.",
+        "",
+        "## Hostile upstream",
+        "",
+        "tests/test_hostile_upstream.py: a loopback server (tests/hostile.py) answering one",
+        "bottle the way a red-team review found harmful, beside a well-behaved neighbour, in",
+        "one whole job into moto. *read*: body bytes mirrord read for the hostile bottle;",
+        "*sent*: what the server wrote to the socket (kernel buffers hold the difference);",
+        "*s*: the whole job; *requests*: blob GETs of the hostile bottle. In every row the",
+        "neighbour is stored and no multipart upload is left open. Defaults in production:",
+        "`MIRRORD_MAX_BOTTLE_BYTES` 4 GiB, `MIRRORD_BOTTLE_TIMEOUT` 3600 s, 5 attempts (at",
+        "most 20 requests a bottle however much progress it makes).",
+        "",
+        "| upstream answer | before (review) | outcome | read MiB | sent MiB | s | requests |",
+        "|---|---|---|---:|---:|---:|---:|",
+        *(
+            f"| {h['answer']} | {h['before']} | {h['outcome']} | {h['read_mib']} "
+            f"| {h['sent_mib']} | {h['seconds']} | {h['requests']} |"
+            for h in book.hostile
+        ),
         "",
         "## Crash-point sweep",
         "",
