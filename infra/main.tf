@@ -109,6 +109,7 @@ module "lambda" {
   sync_role_arn                   = module.iam.sync_role_arn
   environment                     = local.mirrord_environment
   lambda_margin_seconds           = 120
+  sync_memory_size                = var.sync_memory_size
   sync_dead_letter_arn            = module.sqs.dlq_arn
   enqueue_failure_destination_arn = module.notifications.topic_arn
   log_retention_days              = var.log_retention_days

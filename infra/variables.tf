@@ -130,6 +130,22 @@ variable "task_memory" {
   }
 }
 
+variable "sync_memory_size" {
+  description = "Memory of the sync Lambda in MB. A sync holds up to concurrency x 3 x part_size_mib MiB there as in the daemon's task; CPU and network scale with it too."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.sync_memory_size >= 512 && var.sync_memory_size <= 10240 && floor(var.sync_memory_size) == var.sync_memory_size
+    error_message = "sync_memory_size: a whole number from 512 to 10240 MB (Lambda's range)."
+  }
+
+  validation {
+    condition     = var.sync_memory_size >= var.concurrency * 3 * var.part_size_mib + 512
+    error_message = "sync_memory_size: the sync Lambda holds up to concurrency x 3 x part_size_mib MiB, as the daemon's task does; leave 512 MiB on top of that, or lower concurrency."
+  }
+}
+
 variable "image_uri" {
   description = "The daemon's container image (built from docker/Dockerfile), by tag or digest."
   type        = string

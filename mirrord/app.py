@@ -26,7 +26,7 @@ from aiobotocore.session import get_session
 from botocore.handlers import add_expect_header
 
 from mirrord import __version__
-from mirrord.brew import fetch_api, publish
+from mirrord.brew import Published, fetch_api, publish
 from mirrord.catalog import Catalog, filter_formulae, select_bottles
 from mirrord.errors import InputError, MirrordError, SettingsError, UpstreamError
 from mirrord.hashfile import HashFile, parse, utc_now
@@ -35,7 +35,7 @@ from mirrord.lock import BucketLock, LockBusy
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
 from mirrord.pipeline import AnnouncedSizes, Tuning, job_targets, load_hashfile, run_sync
 from mirrord.queue import JobQueue
-from mirrord.report import LogProgress, Progress, Report, emf
+from mirrord.report import Failure, LogProgress, Progress, Report, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
@@ -276,6 +276,12 @@ async def run_exclusive(
         await lock.release()
 
 
+class JobCrashed(MirrordError):
+    """A job ended on an exception mirrord does not expect: a bug. ``run_job`` raises it
+    once the traceback is logged and Slack told, so every entry point treats it as any
+    failed job: the daemon's message comes back, the CLI prints one line and exits 1."""
+
+
 async def run_job(
     app: App,
     job: Job,
@@ -286,48 +292,72 @@ async def run_job(
     progress: Progress | None = None,
 ) -> Report:
     """Catalog → sync → status.json, metrics and Slack: the same for the CLI, the daemon
-    and the sync Lambda. A job that dies early is reported to Slack and re-raised."""
-    s = app.settings
+    and the sync Lambda. A job that dies early is reported to Slack and re-raised; an
+    exception that is no ``MirrordError`` (a bug) too, as ``JobCrashed``."""
     slack_progress = SlackProgress(app.slack, progress or LogProgress(), job_id=job.job_id)
     try:
-        catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
-        # The API files are fetched with the catalog, not after a sync of hours: both
-        # must describe the same bottles, and formulae.brew.sh changes every few minutes.
-        api = await _fetch_api(app, catalog, job) if s.brew_mirror else None
-        report = await run_sync(
-            job,
-            catalog,
-            app.store,
-            app.registry,
-            Tuning(
-                s.concurrency,
-                s.part_size,
-                s.batch_size,
-                s.checkpoint_seconds,
-                s.max_bottle_bytes,
-                s.bottle_timeout,
-            ),
-            hash_key=s.hash_key,
-            default_platforms=s.platforms,
-            progress=slack_progress,
-            external=await load_external(app),
-            stop=stop,
-            grace=s.stop_grace if grace is None else grace,
-            hook=crash_hook(s),
-            sizes=AnnouncedSizes(app.registry),
-        )
-        if s.brew_mirror and not report.stopped:
-            published = await publish_for(app, catalog, job, api, report, stop)
-            report = replace(report, published=published)
-    except MirrordError as exc:
+        report = await _sync_and_publish(app, job, slack_progress, stop, grace)
         await slack_progress.aclose()
-        await app.slack.send(
-            failure_message(
-                job_id=job.job_id, date=job.date, error=str(exc), report=None, logs_hint=s.logs_hint
-            )
-        )
+        await _record(app, job, report, route)
+    except MirrordError as exc:
+        await _job_failed(app, job, slack_progress, str(exc))
         raise
-    await slack_progress.aclose()
+    except Exception as exc:  # not CancelledError, a BaseException: a stop is no bug
+        log.error("job_crashed", kind=type(exc).__name__, error=str(exc), exc_info=exc)
+        error = (
+            f"{type(exc).__name__}: {str(exc) or '(no message)'} — a bug in mirrord, not in its "
+            "input or peers: please report it with the traceback from the log"
+        )
+        await _job_failed(app, job, slack_progress, error)
+        raise JobCrashed(error) from exc
+    return report
+
+
+async def _sync_and_publish(
+    app: App,
+    job: Job,
+    progress: Progress,
+    stop: asyncio.Event | None,
+    grace: float | None,
+) -> Report:
+    s = app.settings
+    catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+    # The API files are fetched with the catalog, not after a sync of hours: both
+    # must describe the same bottles, and formulae.brew.sh changes every few minutes.
+    api = await _fetch_api(app, catalog, job) if s.brew_mirror else None
+    report = await run_sync(
+        job,
+        catalog,
+        app.store,
+        app.registry,
+        Tuning(
+            s.concurrency,
+            s.part_size,
+            s.batch_size,
+            s.checkpoint_seconds,
+            s.max_bottle_bytes,
+            s.bottle_timeout,
+        ),
+        hash_key=s.hash_key,
+        default_platforms=s.platforms,
+        progress=progress,
+        external=await load_external(app),
+        stop=stop,
+        grace=s.stop_grace if grace is None else grace,
+        hook=crash_hook(s),
+        sizes=AnnouncedSizes(app.registry),
+    )
+    if not s.brew_mirror:
+        return report
+    if report.stopped:  # not a step further; the publication is the next run's
+        skipped = Published(api="kept: stopped before publication", finished=False)
+        return replace(report, published=skipped.to_dict())
+    published = await publish_for(app, catalog, job, api, report, stop)
+    return replace(report, published=published)
+
+
+async def _record(app: App, job: Job, report: Report, route: str) -> None:
+    s = app.settings
     log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
     if report.complete:
         await app.store.put(
@@ -351,7 +381,19 @@ async def run_job(
                 job_id=job.job_id, date=job.date, error=None, report=report, logs_hint=s.logs_hint
             )
         )
-    return report
+
+
+async def _job_failed(app: App, job: Job, progress: SlackProgress, error: str) -> None:
+    await progress.aclose()
+    await app.slack.send(
+        failure_message(
+            job_id=job.job_id,
+            date=job.date,
+            error=error,
+            report=None,
+            logs_hint=app.settings.logs_hint,
+        )
+    )
 
 
 async def _fetch_api(app: App, catalog: Catalog, job: Job) -> dict[str, bytes] | None:
@@ -394,5 +436,7 @@ async def publish_for(
         )
     except MirrordError as exc:
         log.warning("publish_failed", error=str(exc), kind=type(exc).__name__)
-        return {"api": "kept: publication failed", "problems": [{"key": "", "error": str(exc)}]}
+        published = Published(
+            api="kept: publication failed", problems=[Failure("", str(exc))], finished=False
+        )
     return published.to_dict()

@@ -14,6 +14,12 @@ holds, at exactly those paths:
 * ``api/<endpoint>``: the Homebrew API files, byte for byte, written only after a clean
   sync and only when every bottle they name for a target is in the mirror.
 
+Every key is named as brew names what it asks for: the image from the formula's name
+(``image_name``) and the blob by the sha256 the catalog gives and the stored object was
+checked against, never from the path of the catalog's url (a hostile entry could name
+another formula's image or digest there). Two formulae whose names make one image are
+both left out and reported.
+
 Order makes it safe to stop anywhere: an index is written before the blob copies of its
 version, so "index and every blob present" means done, and a version is looked at again
 after any crash. Steady state costs one listing of ``v2/`` and no upstream request.
@@ -22,10 +28,10 @@ after any crash. Steady state costs one listing of ``v2/`` and no upstream reque
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -33,6 +39,7 @@ import structlog
 
 from mirrord.catalog import Catalog, formula_from_api, parse_catalog, select_file
 from mirrord.errors import (
+    CatalogError,
     FormulaError,
     InputError,
     IntegrityError,
@@ -41,7 +48,7 @@ from mirrord.errors import (
     UpstreamError,
 )
 from mirrord.hashfile import HashFile
-from mirrord.models import Bottle, BottleFile, Formula, HashEntry
+from mirrord.models import SHA256_RE, TAG_RE, Bottle, BottleFile, Formula, HashEntry
 from mirrord.plan import index_url
 from mirrord.report import Failure
 from mirrord.retry import Backoff
@@ -82,13 +89,32 @@ def content_type(endpoint: str) -> str:
 # --- pure: names, matching, the API's contents -------------------------------------------
 
 
-def oci_path(url: str) -> str | None:
-    """``https://ghcr.io/v2/homebrew/core/x/blobs/sha256:…`` → ``v2/homebrew/core/x/…``:
-    the key where the mirror serves what brew would ask ghcr.io for; None elsewhere."""
-    path = urlsplit(url).path.lstrip("/")
-    if not path.startswith(OCI_PREFIX) or ".." in path.split("/"):
-        return None
-    return path
+# OCI's repository path grammar (distribution spec): no empty, "." or ".." segment, and
+# nothing a URL or a CDN would normalise into another path.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+# Characters an OCI tag may not hold; brew writes them as "." (as plan.index_url does).
+_OCI_TAG_INVALID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def image_name(name: str) -> str | None:
+    """brew's GHCR repository of a formula: ``@`` → ``/``, ``+`` → ``x`` (openssl@3 →
+    openssl/3, libxml++ → libxmlxx); None when that is no OCI repository path."""
+    image = name.replace("@", "/").replace("+", "x")
+    return image if len(image) <= 255 and _IMAGE_RE.fullmatch(image) else None
+
+
+def manifest_ref(pkg_version: str, rebuild: int) -> str:
+    """The tag of a formula version's image index: ``<pkg_version>[-<rebuild>]``."""
+    return _OCI_TAG_INVALID.sub(".", pkg_version + (f"-{rebuild}" if rebuild else ""))
+
+
+def index_key(image: str, ref: str) -> str:
+    return f"{OCI_PREFIX}{image}/manifests/{ref}"
+
+
+def blob_key(image: str, sha256: str) -> str:
+    return f"{OCI_PREFIX}{image}/blobs/sha256:{sha256}"
 
 
 def ref_name(pkg_version: str, tag: str, rebuild: int) -> str:
@@ -118,9 +144,9 @@ def descriptor_problem(index: Any, sha256: str, ref: str) -> str | None:
     return f"no descriptor with sh.brew.bottle.digest {sha256[:12]}… and ref.name {ref}"
 
 
-def jws_payload(raw: bytes, source: str) -> Any:
-    """The document inside a ``*.jws.json`` file (its payload is a JSON string); the
-    signature is brew's to check. ``InputError`` naming the file and the field."""
+def jws_document(raw: bytes, source: str) -> bytes:
+    """The payload of a ``*.jws.json`` file (a JSON string holding a JSON document), as
+    bytes; the signature is brew's to check. ``InputError`` naming the file and field."""
     try:
         outer = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -130,15 +156,22 @@ def jws_payload(raw: bytes, source: str) -> Any:
         raise InputError(f"{source}: payload must be a JSON string")
     if not isinstance(outer.get("signatures"), list):
         raise InputError(f"{source}: signatures must be a list")
+    # orjson refuses lone surrogates in strings, so this encodes every string it returns.
+    return payload.encode()
+
+
+def jws_payload(raw: bytes, source: str) -> Any:
+    """The document inside a ``*.jws.json`` file, parsed."""
     try:
-        return orjson.loads(payload)
+        return orjson.loads(jws_document(raw, source))
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{source}: payload is not JSON: {exc}") from exc
 
 
 def packages_formulae(document: Any, source: str) -> tuple[list[Formula], list[FormulaError]]:
     """Formulae of an ``internal/packages.<tag>`` document ({"formulae": {name: hash}});
-    a bottle file without ``url`` gets the one brew derives from ``root_url``."""
+    a bottle file without ``url`` gets the one brew derives from ``root_url``. Total: any
+    JSON gives formulae and rejected entries, or ``InputError`` for the whole."""
     formulae = document.get("formulae") if isinstance(document, dict) else None
     if not isinstance(formulae, dict):
         raise InputError(f"{source}: formulae must be an object")
@@ -147,28 +180,44 @@ def packages_formulae(document: Any, source: str) -> tuple[list[Formula], list[F
     for name, body in formulae.items():
         entry = {**body, "name": name} if isinstance(body, dict) else body
         try:
-            _fill_urls(entry, name)
-            out.append(formula_from_api(entry))
+            out.append(formula_from_api(_with_urls(entry, name)))
         except FormulaError as exc:
             bad.append(exc)
     return out, bad
 
 
-def _fill_urls(entry: Any, name: str) -> None:
-    stable = entry.get("bottle", {}).get("stable") if isinstance(entry, dict) else None
-    if not isinstance(stable, dict) or not isinstance(stable.get("files"), dict):
-        return
-    root = stable.get("root_url", "https://ghcr.io/v2/homebrew/core")
-    image = name.replace("@", "/").replace("+", "x")
-    for spec in stable["files"].values():
-        if isinstance(spec, dict) and "url" not in spec and isinstance(spec.get("sha256"), str):
-            spec["url"] = f"{root}/{image}/blobs/sha256:{spec['sha256']}"
+def _with_urls(entry: Any, name: str) -> Any:
+    """``entry`` with brew's url on each bottle file that has none; anything of another
+    shape is returned as it is, for ``formula_from_api`` to refuse with its reason."""
+    bottle = entry.get("bottle") if isinstance(entry, dict) else None
+    if not isinstance(bottle, dict):
+        return entry
+    stable = bottle.get("stable")
+    if not isinstance(stable, dict):
+        return entry
+    files, root = stable.get("files"), stable.get("root_url", "https://ghcr.io/v2/homebrew/core")
+    image = image_name(name)
+    if not isinstance(files, dict) or not isinstance(root, str) or image is None:
+        return entry
+    filled = {
+        tag: {**spec, "url": f"{root}/{image}/blobs/sha256:{spec['sha256']}"}
+        if isinstance(spec, dict) and "url" not in spec and isinstance(spec.get("sha256"), str)
+        else spec
+        for tag, spec in files.items()
+    }
+    return {**entry, "bottle": {**bottle, "stable": {**stable, "files": filled}}}
 
 
 def api_formulae(endpoint: str, raw: bytes) -> list[Formula] | None:
-    """The formulae an API file names bottles for (None for files that name none)."""
+    """The formulae an API file names bottles for (None for files that name none);
+    ``InputError`` when the file is unusable, whatever its shape."""
     if endpoint == "formula.jws.json":
-        return list(parse_catalog(orjson.dumps(jws_payload(raw, endpoint))).formulae)
+        try:
+            return list(parse_catalog(jws_document(raw, endpoint)).formulae)
+        except CatalogError as exc:
+            raise InputError(f"{endpoint}: {exc}") from exc
+        except RecursionError as exc:  # msgspec, on a payload nested ~1,000 deep
+            raise InputError(f"{endpoint}: payload nested too deeply") from exc
     if endpoint.startswith("internal/packages."):
         return packages_formulae(jws_payload(raw, endpoint), endpoint)[0]
     return None
@@ -209,7 +258,9 @@ def registry_root(catalog: Catalog) -> str | None:
 
 def portable_ruby_formula(index: Any, version: str, root: str) -> Formula:
     """portable Ruby's image index as a formula whose files are its bottles, in index
-    order, so brew's choice of bottle (``select_file``) applies to it unchanged."""
+    order, so brew's choice of bottle (``select_file``) applies to it unchanged. A
+    descriptor whose digest is no sha256 or whose tag is no bottle tag is left out: the
+    digest names a key."""
     files: list[BottleFile] = []
     manifests = index.get("manifests") if isinstance(index, dict) else None
     for manifest in manifests if isinstance(manifests, list) else ():
@@ -223,43 +274,110 @@ def portable_ruby_formula(index: Any, version: str, root: str) -> Formula:
         if not (isinstance(ref, str) and isinstance(digest, str)):
             continue
         tag, sha256 = ref.removeprefix(f"{version}."), digest.removeprefix("sha256:")
-        url = f"{root}/{OCI_PREFIX}{PORTABLE_RUBY}/blobs/sha256:{sha256}"
+        if not (SHA256_RE.fullmatch(sha256) and TAG_RE.fullmatch(tag)):
+            continue
+        url = f"{root}/{blob_key(PORTABLE_RUBY, sha256)}"
         files.append(BottleFile(tag, url, sha256))
     return Formula(PORTABLE_RUBY, version, files=tuple(files))
 
 
 def ruby_index_url(root: str, version: str) -> str:
-    return f"{root}/{OCI_PREFIX}{PORTABLE_RUBY}/manifests/{version}"
+    return f"{root}/{index_key(PORTABLE_RUBY, version)}"
 
 
 @dataclass(frozen=True, slots=True)
 class Version:
     """One formula version: one image index, and the stored bottles it must describe."""
 
-    url: str  # upstream …/manifests/<ref>
-    key: str  # where the mirror serves it
+    url: str  # upstream …/manifests/<ref>, from the catalog's url
+    image: str  # from the formula's name
+    key: str  # where the mirror serves the index: from the name and the version
     bottles: tuple[tuple[Bottle, HashEntry], ...]
 
     def blob_keys(self) -> list[str]:
-        return [k for b, _ in self.bottles if (k := oci_path(b.url)) is not None]
+        return [blob_key(self.image, b.sha256) for b, _ in self.bottles]
+
+    def current(self, present: set[str]) -> bool:
+        """Done: the index, then every blob key, are in place (the order they are written)."""
+        return self.key in present and all(k in present for k in self.blob_keys())
 
 
-def versions(bottles: Iterable[Bottle], stored: Mapping[str, HashEntry]) -> list[Version]:
-    """Stored bottles grouped by their image index; bottles that are not registry blobs
-    (a catalog pointing at flat files) have none and are left out."""
-    by_url: dict[str, list[tuple[Bottle, HashEntry]]] = {}
+def versions(
+    bottles: Iterable[Bottle], stored: Mapping[str, HashEntry], names: Iterable[str] = ()
+) -> tuple[list[Version], list[Failure]]:
+    """Stored bottles grouped by their image index, and the formulae left out because
+    their name makes no image, or the image of another formula in ``names`` (the whole
+    catalog) or portable Ruby's: two formulae must never write one key. Bottles that are
+    not registry blobs (a catalog pointing at flat files) have no index: skipped."""
+    bottles = list(bottles)
+    owners: dict[str, set[str]] = {PORTABLE_RUBY: {""}}  # "": portable Ruby, no formula
+    for name in (*names, *(b.name for b in bottles)):
+        image = image_name(name)
+        if image is not None:
+            owners.setdefault(image, set()).add(name)
+    groups: dict[str, Version] = {}
+    refused: dict[str, Failure] = {}
     for bottle in bottles:
         entry = stored.get(bottle.sha256)
         url = index_url(bottle)
-        if entry is None or url is None or oci_path(bottle.url) is None:
+        if entry is None or url is None or bottle.name in refused:
             continue
-        by_url.setdefault(url, []).append((bottle, entry))
-    out = []
-    for url, group in by_url.items():
-        key = oci_path(url)
-        if key is not None:
-            out.append(Version(url, key, tuple(group)))
-    return out
+        image = image_name(bottle.name)
+        if image is None:
+            refused[bottle.name] = Failure(
+                bottle.name, "the name makes no OCI image name: not published", url
+            )
+            continue
+        others = sorted(n or "portable Ruby" for n in owners[image] - {bottle.name})
+        if others:
+            why = f"shares image {image} with {', '.join(others)}: not published"
+            refused[bottle.name] = Failure(bottle.name, why, url)
+            continue
+        key = index_key(image, manifest_ref(bottle.pkg_version, bottle.rebuild))
+        found = groups.setdefault(key, Version(url, image, key, ()))
+        groups[key] = replace(found, bottles=(*found.bottles, (bottle, entry)))
+    return list(groups.values()), list(refused.values())
+
+
+def status_lag(status: Any) -> str | None:
+    """Why the last complete job's report (status.json, parsed) says the brew-6 view is
+    behind, or None: no publication recorded, one cut short, or API files held back."""
+    published = status.get("published") if isinstance(status, dict) else None
+    if not isinstance(published, dict):
+        return "status.json records no publication"
+    if published.get("finished") is False:
+        return "the last publication did not finish"
+    api = published.get("api")
+    if api != "published":
+        return f"the API files are not current ({api!r:.120})"
+    return None
+
+
+async def publication_lag(
+    store: S3Store,
+    status_key: str,
+    bottles: Sequence[Bottle],
+    hf: HashFile,
+    names: Iterable[str],
+    ruby_versions: Sequence[str],
+) -> str | None:
+    """Why the brew-6 view is behind the bottles the mirror holds, or None: from
+    status.json and one listing of ``v2/``, without a request upstream (the enqueuer
+    sends a job for it even when no bottle is new)."""
+    found = await store.get(status_key)
+    try:
+        status = orjson.loads(found[0]) if found is not None else None
+    except orjson.JSONDecodeError:
+        return "status.json is not JSON"
+    why = status_lag(status)
+    if why is not None:
+        return why
+    present = {o.key async for o in store.list_objects(OCI_PREFIX)}
+    behind = [v.key for v in versions(bottles, hf.by_sha256(), names)[0] if not v.current(present)]
+    behind += [k for v in ruby_versions if (k := index_key(PORTABLE_RUBY, v)) not in present]
+    if behind:
+        return f"{len(behind)} image indexes or their blobs are not published (e.g. {behind[0]})"
+    return None
 
 
 # --- the stage ---------------------------------------------------------------------------
@@ -267,7 +385,9 @@ def versions(bottles: Iterable[Bottle], stored: Mapping[str, HashEntry]) -> list
 
 @dataclass
 class Published:
-    """What one publication did; ``problems`` never fail the bottle sync itself."""
+    """What one publication did; ``problems`` never fail the bottle sync itself.
+    ``finished`` is False when it was cut short (a stop, a failure): the rest is left
+    for the next run, and the job is not done."""
 
     indexes: int = 0  # image indexes written
     blobs: int = 0  # blob keys copied
@@ -275,9 +395,11 @@ class Published:
     portable_ruby: int = 0  # portable Ruby blobs stored
     api: str = "not fetched"  # published | kept: <why> | not fetched
     problems: list[Failure] = field(default_factory=list)
+    finished: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "finished": self.finished,
             "indexes": self.indexes,
             "blobs": self.blobs,
             "current": self.current,
@@ -295,6 +417,24 @@ async def _bounded(items: Iterable[T], fn: Callable[[T], Awaitable[None]], limit
             await fn(item)
 
     await asyncio.gather(*(run(i) for i in items))
+
+
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends (True) or ``stop`` is set (False; it is cancelled:
+    every step of a publication may be cut, the next run finds where it stood)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # its exception, if it raised one
+    return True
 
 
 async def fetch_api(
@@ -329,17 +469,17 @@ async def publish(
 ) -> Published:
     """Image indexes and blob keys for ``bottles`` (those the hash file holds), portable
     Ruby, then the API files when ``clean`` (a complete sync of every formula) and all
-    of the above went through. ``stop`` (SIGTERM, a Lambda deadline) leaves the rest,
-    and the API as it was, for the next run."""
+    of the above went through. ``stop`` (SIGTERM, a Lambda deadline) cuts it short at
+    once, leaving the rest, and the API as it was, for the next run (``finished`` False)."""
     done = Published()
     stop = stop or asyncio.Event()
     stored = hf.by_sha256()
     present = {o.key async for o in store.list_objects(OCI_PREFIX)}
+    found, refused = versions(bottles, stored, (f.name for f in catalog.formulae))
+    done.problems += refused
 
     async def one(version: Version) -> None:
-        if stop.is_set():
-            return
-        if version.key in present and all(k in present for k in version.blob_keys()):
+        if version.current(present):
             done.current += 1
             return
         try:
@@ -347,17 +487,20 @@ async def publish(
         except (UpstreamError, StoreError) as exc:
             done.problems.append(Failure(version.key, str(exc), version.url))
 
-    await _bounded(versions(bottles, stored), one, concurrency)
-    root = registry_root(catalog)
-    for ruby in ruby_versions:
-        if root is None:
-            done.problems.append(Failure(PORTABLE_RUBY, "no registry url in the catalog"))
-            break
-        try:
-            await _publish_ruby(store, registry, root, ruby, targets, present, part_size, done)
-        except (UpstreamError, StoreError, IntegrityError) as exc:
-            done.problems.append(Failure(f"{PORTABLE_RUBY}-{ruby}", str(exc)))
-    if stop.is_set():
+    async def everything() -> None:
+        await _bounded(found, one, concurrency)
+        root = registry_root(catalog)
+        for ruby in ruby_versions:
+            if root is None:
+                done.problems.append(Failure(PORTABLE_RUBY, "no registry url in the catalog"))
+                break
+            try:
+                await _publish_ruby(store, registry, root, ruby, targets, present, part_size, done)
+            except (UpstreamError, StoreError, IntegrityError) as exc:
+                done.problems.append(Failure(f"{PORTABLE_RUBY}-{ruby}", str(exc)))
+
+    done.finished = await _unless_stopped(everything(), stop)
+    if not done.finished:
         done.problems.append(Failure("", "stopped before the end: the rest is for the next run"))
     if api is not None:
         done.api = await _publish_api(store, api, targets, stored, clean and not done.problems)
@@ -391,8 +534,9 @@ async def _publish_version(
     present.add(version.key)
     done.indexes += 1
     for bottle, entry in described:
-        key = oci_path(bottle.url)
-        if key is None or key in present:
+        # The bottle's own sha256, which the dated object was checked against when stored.
+        key = blob_key(version.image, bottle.sha256)
+        if key in present:
             continue
         if entry.file_size is not None and entry.file_size > COPY_LIMIT:
             done.problems.append(Failure(bottle.hash_key, "over CopyObject's 5 GiB", key))
@@ -417,7 +561,7 @@ async def _publish_ruby(
     done: Published,
 ) -> None:
     url = ruby_index_url(root, version)
-    key = f"{OCI_PREFIX}{PORTABLE_RUBY}/manifests/{version}"
+    key = index_key(PORTABLE_RUBY, version)
     raw = await registry.index_bytes(url)
     if raw is None:
         raise UpstreamError("the registry has no portable Ruby of this version", url=url)
@@ -427,12 +571,12 @@ async def _publish_ruby(
         raise UpstreamError(f"image index is not JSON: {exc}", url=url) from exc
     chosen = {f.sha256: f for t in targets if (f := select_file(formula, t)) is not None}
     for file in chosen.values():
-        blob_key = oci_path(file.url)
-        if blob_key is None or blob_key in present:
+        ruby_blob = blob_key(PORTABLE_RUBY, file.sha256)
+        if ruby_blob in present:
             continue
         bottle = Bottle(PORTABLE_RUBY, version, file.tag, 0, file.sha256, file.url)
-        await transfer(bottle, blob_key, registry, store, part_size)
-        present.add(blob_key)
+        await transfer(bottle, ruby_blob, registry, store, part_size)  # checks the sha256
+        present.add(ruby_blob)
         done.portable_ruby += 1
     if key not in present:  # last: its presence says every blob above is in place
         await store.put(key, raw, content_type=INDEX_MEDIA_TYPE)

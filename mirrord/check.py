@@ -20,12 +20,14 @@ import aiohttp
 import orjson
 
 from mirrord.brew import (
-    OCI_PREFIX,
     PORTABLE_RUBY,
     api_endpoints,
+    blob_key,
     descriptor_problem,
+    image_name,
+    index_key,
     jws_payload,
-    oci_path,
+    manifest_ref,
     packages_endpoint,
     packages_formulae,
     portable_ruby_formula,
@@ -33,8 +35,7 @@ from mirrord.brew import (
 )
 from mirrord.catalog import select_file
 from mirrord.errors import InputError
-from mirrord.models import Bottle, BottleFile, Formula
-from mirrord.plan import index_url
+from mirrord.models import BottleFile, Formula
 from mirrord.report import LogProgress, Progress
 from mirrord.upstream import CHUNK, INDEX_MEDIA_TYPE
 
@@ -133,21 +134,18 @@ class _Walk:
             raise _Miss(url, f"sha256 mismatch: expected {sha256}, got {digest.hexdigest()}")
 
     async def bottle(self, formula: Formula, file: BottleFile) -> None:
-        bottle = Bottle(
-            formula.name, formula.pkg_version, file.tag, formula.rebuild, file.sha256, file.url
-        )
-        upstream_index = index_url(bottle)
-        index_path = oci_path(upstream_index) if upstream_index else None
-        blob_path = oci_path(file.url)
-        if index_path is None or blob_path is None:
-            raise _Miss(file.url, "the bottle url is not a registry blob url")
+        # As brew asks: the image from the formula's name, the blob by its sha256.
+        image = image_name(formula.name)
+        if image is None:
+            raise _Miss("", "the formula's name makes no OCI image name")
+        index_path = index_key(image, manifest_ref(formula.pkg_version, formula.rebuild))
         index = await self.index(index_path)
         problem = descriptor_problem(
             index, file.sha256, ref_name(formula.pkg_version, file.tag, formula.rebuild)
         )
         if problem is not None:
             raise _Miss(self.url(index_path), problem)
-        await self.blob(blob_path, file.sha256)
+        await self.blob(blob_key(image, file.sha256), file.sha256)
 
 
 async def check_client(
@@ -211,15 +209,13 @@ async def check_client(
     rubies = 0
     for version in ruby_versions:
         what = f"{PORTABLE_RUBY}-{version}"
-        path = f"{OCI_PREFIX}{PORTABLE_RUBY}/manifests/{version}"
+        path = index_key(PORTABLE_RUBY, version)
         try:
             ruby = portable_ruby_formula(await walk.index(path), version, walk.base)
             file = select_file(ruby, target)
             if file is None:
                 raise _Miss(walk.url(path), f"no portable Ruby bottle for {target}")
-            blob_path = oci_path(file.url)
-            assert blob_path is not None  # built from base + OCI_PREFIX above
-            await walk.blob(blob_path, file.sha256)
+            await walk.blob(blob_key(PORTABLE_RUBY, file.sha256), file.sha256)
             rubies += 1
         except _Miss as miss:
             walk.misses.append(Miss(what, miss.url, miss.reason))

@@ -6,10 +6,12 @@
 * While a job runs, a heartbeat keeps the message invisible and renews the bucket lock.
 * One sync per bucket: a second daemon (or a duplicate delivery) waits for the lock while
   keeping its message, then finds the work done.
-* The message is deleted only when the job ran to its end; a job that raised is left to
-  be delivered again. On SIGTERM the job stops starting transfers, in-flight ones get
-  ``MIRRORD_STOP_GRACE``, the checkpoint is written, the message is made visible again
-  for the next task, and the daemon returns (exit 0).
+* The message is deleted only when the job ran to its end, bottles and publication
+  (``Report.unfinished``); a job that raised, whatever it raised, is left to be delivered
+  again, and the daemon serves on. On SIGTERM the job stops starting transfers, in-flight
+  ones get ``MIRRORD_STOP_GRACE``, the checkpoint is written, a publication under way
+  stops, the message is made visible again for the next task, and the daemon returns
+  (exit 0).
 * Liveness: the file ``MIRRORD_HEALTH_FILE`` is touched at least every heartbeat;
   ``mirrord health`` (the ECS health check) fails when it is older than allowed.
 """
@@ -95,6 +97,14 @@ class Daemon:
                     await self.handle(message)
                 except MirrordError as exc:  # S3 or SQS failing mid-job: the message returns
                     log.error("message_failed", message_id=message.message_id, error=str(exc))
+                except Exception as exc:  # a bug here: the same, and the traceback to fix it
+                    log.error(
+                        "message_crashed",
+                        message_id=message.message_id,
+                        kind=type(exc).__name__,
+                        error=str(exc),
+                        exc_info=exc,
+                    )
         log.info("daemon_stopped", owner=self._owner, jobs=self.jobs_done)
 
     async def handle(self, message: Received) -> None:
@@ -148,12 +158,14 @@ class Daemon:
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
                 return  # the message comes back after its visibility timeout
-            if report.remaining:
-                await self._queue.hide(message.receipt, 0)  # the next task carries on
-                log.info("job_handed_back", remaining=report.remaining)
-            else:
+            if not report.unfinished:
                 await self._queue.delete(message.receipt)
                 self.jobs_done += 1
+            elif self._stop.is_set():
+                await self._queue.hide(message.receipt, 0)  # the next task carries on
+                log.info("job_handed_back", remaining=report.remaining)
+            else:  # a publication that failed: again after the visibility timeout, not now
+                log.warning("job_unfinished", remaining=report.remaining)
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)

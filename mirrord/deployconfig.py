@@ -122,7 +122,7 @@ def _emails(v: Any) -> str | None:
 REQUIRED = object()
 VARIABLES: Mapping[str, tuple[Check, Any]] = {
     "name_prefix": (_matches(r"[a-z][a-z0-9-]{1,20}", "lowercase letters, digits, '-'"), "mirrord"),
-    "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-\d", "an AWS region like eu-west-1"), REQUIRED),
+    "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-[0-9]", "an AWS region like eu-west-1"), REQUIRED),
     "bucket_name": (
         _matches(BUCKET_RE.pattern, "a valid S3 bucket name"),
         REQUIRED,
@@ -137,13 +137,14 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
     "size_threshold_gb": (_number(0), 20),
     "task_cpu": (_one_of(FARGATE_CPU), 2048),
     "task_memory": (_int(512, 122880), 8192),
+    "sync_memory_size": (_int(512, 10240), 2048),
     "image_uri": (_matches(r"\S+", "a container image URI"), REQUIRED),
     "lambda_package_path": (_matches(r"\S+", "a path to the Lambda zip"), REQUIRED),
     "log_retention_days": (_one_of(LOG_RETENTION_DAYS), 30),
     "alarm_emails": (_emails, []),
     "kms_key_arn": (
         _matches(
-            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[\w-]+",
+            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9_-]+",
             "null or a KMS key ARN",
             optional=True,
         ),
@@ -177,7 +178,8 @@ class DeployConfig:
 
 
 def _memory_floor(values: Mapping[str, Any]) -> int:
-    """The daemon holds about 3 parts per transfer in flight (tests bound it there)."""
+    """A sync holds about 3 parts per transfer in flight (tests bound it there), in the
+    daemon's task and in the sync Lambda alike."""
     c, p = values.get("concurrency"), values.get("part_size_mib")
     if isinstance(c, int) and isinstance(p, int) and not isinstance(c, bool):
         return c * 3 * p + 512
@@ -228,11 +230,13 @@ def parse(text: str | bytes) -> DeployConfig:
             elif (why := check(value)) is not None:
                 problems.append(f"{env}.{key}: {why} (got {value!r:.60})")
         memory_floor = _memory_floor(merged)
-        if memory_floor and merged["task_memory"] < memory_floor:
-            problems.append(
-                f"{env}.task_memory: {merged['task_memory']} MiB is under concurrency × 3 × "
-                f"part_size_mib + 512 = {memory_floor} MiB"
-            )
+        for key in ("task_memory", "sync_memory_size"):
+            memory = merged[key]
+            if memory_floor and isinstance(memory, int) and memory < memory_floor:
+                problems.append(
+                    f"{env}.{key}: {memory} MiB is under concurrency × 3 × part_size_mib "
+                    f"+ 512 = {memory_floor} MiB"
+                )
         resolved[env] = merged
     if problems:
         raise ConfigError(problems)

@@ -49,6 +49,14 @@ class Report:
         return not self.failed and not self.remaining
 
     @property
+    def unfinished(self) -> bool:
+        """Work is left for another run: bottles, or a publication cut short (a stop, a
+        failure). The sync Lambda hands such a job on, the daemon hands it back."""
+        if self.remaining:
+            return True
+        return self.published is not None and self.published.get("finished") is False
+
+    @property
     def exit_code(self) -> int:
         return EXIT_OK if self.complete else EXIT_FAILED
 

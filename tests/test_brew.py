@@ -19,9 +19,9 @@ from mirrord.app import App, open_app, run_job
 from mirrord.brew import (
     API_ENDPOINTS,
     api_gaps,
+    blob_key,
     descriptor_problem,
     jws_payload,
-    oci_path,
     packages_endpoint,
 )
 from mirrord.catalog import parse_catalog
@@ -123,9 +123,8 @@ async def test_published_files_are_byte_identical_to_upstream(mirror: Mirror) ->
     entry = hf_raw["bottles"]["jq-1.7.1_1-arm64_tahoe"]
     catalog = parse_catalog(await mirror.upstream("api/formula.json"))
     jq = next(f for f in catalog.formulae if f.name == "jq")
-    blob_key = oci_path(next(f.url for f in jq.files if f.tag == "arm64_tahoe"))
-    assert blob_key is not None
-    assert await mirror.body(blob_key) == await mirror.body(entry["s3_key"])
+    jq_blob = blob_key("jq", next(f.sha256 for f in jq.files if f.tag == "arm64_tahoe"))
+    assert await mirror.body(jq_blob) == await mirror.body(entry["s3_key"])
 
 
 async def test_portable_ruby_is_mirrored_for_both_architectures(mirror: Mirror) -> None:
@@ -212,7 +211,7 @@ async def test_check_client_reports_each_kind_of_miss_with_exit_1(
     s3, bucket = mirror.app.s3, mirror.app.settings.bucket
     catalog = parse_catalog(await mirror.upstream("api/formula.json"))
     by_name = {f.name: f for f in catalog.formulae}
-    jq_blob = oci_path(next(f.url for f in by_name["jq"].files if f.tag == "arm64_sonoma"))
+    jq_blob = blob_key("jq", next(f.sha256 for f in by_name["jq"].files if f.tag == "arm64_sonoma"))
     await s3.delete_object(Bucket=bucket, Key=jq_blob)
     xz_index = "v2/homebrew/core/xz/manifests/5.8.1"
     tampered = (await mirror.body(xz_index)).replace(b"sh.brew.bottle.digest", b"sh.brew.x")

@@ -54,6 +54,17 @@ def test_rendered_variables_are_exactly_the_root_modules() -> None:
             lambda d: d["environments"]["prod"].update(concurrency=64, task_memory=2048),
             "prod.task_memory",
         ),
+        # 64 × 3 × 16 + 512 = 3,584 MiB: the task's 8 GB hold it, the Lambda's 2 GB do not.
+        (lambda d: d["environments"]["prod"].update(concurrency=64), "prod.sync_memory_size"),
+        (lambda d: d["defaults"].update(sync_memory_size=20480), "prod.sync_memory_size: must be"),
+        (lambda d: d["defaults"].update(task_memory="lots"), "task_memory"),
+        (lambda d: d["environments"]["dev"].update(aws_region="eu-west-\u0661"), "dev.aws_region"),
+        (
+            lambda d: d["defaults"].update(
+                kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/\u00e9t\u00e9"
+            ),
+            "kms_key_arn",
+        ),
     ],
 )
 def test_each_problem_names_environment_and_key(mutate, needle: str) -> None:  # type: ignore[no-untyped-def]

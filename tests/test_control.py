@@ -5,6 +5,7 @@ themselves are stood in for (a context object, a background task)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import os
 import signal
@@ -697,3 +698,179 @@ async def test_job_emits_emf_metrics_and_slack_failure_never_fails_it(
     assert metrics["Route"] == "fargate"
     assert any(e["event"] == "slack_failed" for e in logs)
     assert "sEcReTtOkEn" not in repr(logs)
+
+
+# --- a bug inside a job (issue 12, item 2) ----------------------------------------------
+
+
+def fails_once(monkeypatch: pytest.MonkeyPatch, target: str) -> list[int]:
+    """Make the pure function ``target`` raise RuntimeError on its first call, as a bug
+    no one has found yet would; calls afterwards go through. Returns the call count."""
+    module, _, name = target.rpartition(".")
+    real = getattr(importlib.import_module(module), name)
+    calls = [0]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("boom: a bug we have not found yet")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, flaky)
+    return calls
+
+
+async def test_a_bug_inside_a_job_is_reported_and_the_daemon_serves_on(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception that is no MirrordError inside a job: logged with its traceback,
+    a Slack failure naming it and calling it a bug, the daemon alive, the message back
+    for another delivery, which then finishes the job."""
+    assert plane.app.queue is not None
+    calls = fails_once(monkeypatch, "mirrord.brew.versions")
+    await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    stop = asyncio.Event()
+    daemon = plane.daemon("d1", stop)
+    with capture_logs() as logs:
+        task = asyncio.create_task(daemon.serve())
+        await until(lambda: daemon.jobs_done == 1 or task.done(), 90, "the second delivery")
+        stop.set()
+        await asyncio.wait_for(task, 30)  # raised, before: the daemon died with the job
+    assert daemon.jobs_done == 1
+    assert calls[0] == 2
+    crashed = [e for e in logs if e["event"] == "job_crashed"]
+    assert len(crashed) == 1
+    assert isinstance(crashed[0]["exc_info"], RuntimeError)
+    texts = plane.slack_texts()
+    failure = next(t for t in texts if "sync failed" in t)
+    assert "RuntimeError: boom" in failure
+    assert "bug" in failure
+    assert "finished" in texts[-1]
+    assert await plane.queues.depth() == 0
+    assert await plane.complete()
+
+
+async def test_a_bug_outside_the_job_leaves_the_daemon_serving(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the daemon's own handling of a message (here: reading it) is logged with
+    its traceback; the message comes back after its visibility timeout and is done."""
+    assert plane.app.queue is not None
+    fails_once(monkeypatch, "mirrord.daemon.parse_job")
+    await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    stop = asyncio.Event()
+    daemon = plane.daemon("d1", stop)
+    with capture_logs() as logs:
+        task = asyncio.create_task(daemon.serve())
+        await until(lambda: daemon.jobs_done == 1 or task.done(), 90, "the second delivery")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert daemon.jobs_done == 1
+    crashed = [e for e in logs if e["event"] == "message_crashed"]
+    assert len(crashed) == 1
+    assert isinstance(crashed[0]["exc_info"], RuntimeError)
+    assert await plane.queues.depth() == 0
+
+
+# --- unfinished publication is remaining work (issue 12, item 11) ------------------------
+
+
+async def bottles_only(plane: Plane, job: Job) -> None:
+    """Store every bottle without publishing, so the next job's only work is publication."""
+    app = replace(plane.app, settings=replace(plane.app.settings, brew_mirror=False))
+    report = await run_job(app, job, route="test")
+    assert report.complete
+    assert report.published is None
+
+
+async def test_lambda_deadline_during_publication_hands_the_job_off(plane: Plane) -> None:
+    """The sync Lambda's deadline strikes while it publishes (jq's image index is
+    throttled): no bottle remains, yet the job is unfinished and goes to SQS; the report
+    says the publication did not finish; the daemon then finishes it."""
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    await bottles_only(plane, job)
+    plane.emu.set_manifest_faults("jq", [Fault("throttle", seconds=60, times=None)])
+    margin = plane.app.settings.lambda_margin_seconds
+    started = time.monotonic()
+    out = await sync_job(plane.app, job, LambdaContext(margin + 3).get_remaining_time_in_millis)
+    assert time.monotonic() - started < 15  # cut at the deadline, not after jq's retries
+    assert plane.emu.manifest_requests("jq") >= 1  # the deadline came during publication
+    assert out["planned"] == out["remaining"] == 0
+    assert out["published"]["finished"] is False
+    assert out["handed_off"] is True
+    assert await plane.queues.depth() == 1
+
+    plane.emu.clear_faults()
+    await plane.drain("d1")
+    assert await plane.queues.depth() == 0
+    assert await plane.app.store.get("v2/homebrew/core/jq/manifests/1.7.1_1") is not None
+
+
+async def test_stop_during_publication_hands_the_message_back(plane: Plane) -> None:
+    """SIGTERM (the stop event) while the daemon publishes: the message is made visible
+    again rather than deleted, and the next daemon finishes the publication."""
+    assert plane.app.queue is not None
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    await bottles_only(plane, job)
+    plane.emu.set_manifest_faults("jq", [Fault("throttle", seconds=60, times=None)])
+    await plane.app.queue.send(job)
+    stop = asyncio.Event()
+    daemon = plane.daemon("d1", stop)
+    with capture_logs() as logs:
+        task = asyncio.create_task(daemon.serve())
+        await until(lambda: plane.emu.manifest_requests("jq") >= 1, 60, "publication of jq")
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert daemon.jobs_done == 0
+    assert any(e["event"] == "job_handed_back" for e in logs)
+    assert await plane.queues.depth() == 1
+
+    plane.emu.clear_faults()
+    await plane.drain("d2")
+    assert await plane.queues.depth() == 0
+    assert await plane.app.store.get("v2/homebrew/core/jq/manifests/1.7.1_1") is not None
+
+
+async def test_enqueue_sends_a_job_when_the_brew_view_is_behind(plane: Plane) -> None:
+    """No bottle is new, yet a job is sent when a stored bottle's blob key is missing
+    from v2/, when status.json says the last publication did not finish, or when it
+    kept the API files back; none when all is current, or with MIRRORD_BREW_MIRROR off."""
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+    invoked: list[Job] = []
+
+    async def invoke(sent: Job) -> None:
+        invoked.append(sent)
+
+    async def route() -> tuple[str, Any]:
+        result = await enqueue(plane.app, job, invoke)
+        assert result["bottles"] == 0
+        return result["route"], result.get("publication_behind")
+
+    assert (await run_job(plane.app, job, route="test")).complete
+    assert await route() == ("none", None)
+
+    jq_blobs = [o.key async for o in plane.app.store.list_objects("v2/homebrew/core/jq/blobs/")]
+    await plane.app.s3.delete_object(Bucket=plane.app.settings.bucket, Key=jq_blobs[0])
+    where, why = await route()
+    assert where == "lambda"
+    assert "not published" in why
+    assert len(invoked) == 1
+
+    await run_job(plane.app, job, route="test")  # the job the enqueuer sent
+    assert await route() == ("none", None)
+
+    status = orjson.loads((await plane.app.store.get("status.json"))[0])
+    for published, reason in (
+        ({**status["published"], "finished": False}, "did not finish"),
+        ({**status["published"], "api": "kept: the sync was not clean"}, "API files"),
+    ):
+        body = orjson.dumps({**status, "published": published})
+        await plane.app.store.put("status.json", body, content_type="application/json")
+        where, why = await route()
+        assert where == "lambda"
+        assert reason in why
+
+    off = replace(plane.app, settings=replace(plane.app.settings, brew_mirror=False))
+    result = await enqueue(off, job, invoke)
+    assert result["route"] == "none"
+    assert len(invoked) == 3

@@ -58,6 +58,7 @@ ROOT_VARIABLES = frozenset(
         "size_threshold_gb",
         "task_cpu",
         "task_memory",
+        "sync_memory_size",
         "image_uri",
         "lambda_package_path",
         "log_retention_days",
@@ -264,6 +265,7 @@ def check_deployed(clients: dict[str, Any], out: dict[str, Any]) -> dict[str, st
     assert sync_env["MIRRORD_BUCKET"] == bucket
     assert sync_env["MIRRORD_QUEUE_URL"] == out["queue_url"]
     assert sync_env["MIRRORD_PART_SIZE"] == "16MiB"
+    assert functions["sync"]["MemorySize"] == 2048  # sync_memory_size's default
 
     task = ecs.describe_task_definition(taskDefinition=out["task_definition_arn"])["taskDefinition"]
     assert (task["cpu"], task["memory"]) == ("2048", "8192")
@@ -395,17 +397,13 @@ def test_terraform_validates(workspace: Workspace, directory: str) -> None:
     assert "Warning" not in validate.stdout + validate.stderr, output_of(validate)
 
 
-@pytest.mark.slow
-def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path: Path) -> None:
-    """With enable_cloudfront the root module plans the distribution (OAC, https-only),
-    grants it read on the bucket, and outputs its URL as mirror_url.
-    A plan, not an apply: moto has no CloudFront cache policies (CreateCachePolicy 404s)."""
+def moto_copy(workspace: Workspace, tmp_path: Path, moto_url: str, **tfvars: Any) -> Path:
+    """A copy of the initialised environments/moto with its own terraform.tfvars.json
+    (the apply test owns the original's state); the folder must still be called moto
+    (outputs.tf checks it), and only its .terraform is needed."""
     for proc in workspace.ready["environments/moto"].result(timeout=600):
         assert proc.returncode == 0, output_of(proc)
 
-    # A copy of the initialised tree (the apply test owns the original's state); the
-    # folder must still be called moto (outputs.tf checks it), and only its .terraform
-    # is needed.
     def skip(folder: str, names: list[str]) -> set[str]:
         own = Path(folder).name == "moto" and Path(folder).parent.name == "environments"
         return {
@@ -427,15 +425,24 @@ def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path
                 "moto_endpoint": moto_url,
                 "environment": "moto",
                 "aws_region": "us-east-1",
-                "bucket_name": f"mirrord-cdn-{uuid.uuid4().hex[:8]}",
+                "bucket_name": f"mirrord-plan-{uuid.uuid4().hex[:8]}",
                 "image_uri": "registry.invalid/mirrord:test",
                 "lambda_package_path": str(package),
                 "enable_autoscaling": False,
                 "enable_monitoring": False,
-                "enable_cloudfront": True,
+                **tfvars,
             }
         )
     )
+    return planned
+
+
+@pytest.mark.slow
+def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path: Path) -> None:
+    """With enable_cloudfront the root module plans the distribution (OAC, https-only),
+    grants it read on the bucket, and outputs its URL as mirror_url.
+    A plan, not an apply: moto has no CloudFront cache policies (CreateCachePolicy 404s)."""
+    planned = moto_copy(workspace, tmp_path, moto_url, enable_cloudfront=True)
     plan = terraform(
         "plan", "-input=false", "-lock=false", "-out=cdn.tfplan", cwd=planned, env=workspace.env
     )
@@ -450,3 +457,20 @@ def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path
     # The URL is known only after apply: it is among the output's unknown values.
     output = json.loads(shown.stdout)["output_changes"]["mirrord"]
     assert output["after_unknown"]["mirror_url"] is True
+
+
+def test_moto_plan_refuses_a_sync_lambda_too_small_for_its_concurrency(
+    workspace: Workspace, moto_url: str, tmp_path: Path
+) -> None:
+    """The sync Lambda runs the same sync as the task: concurrency 64 at 16 MiB parts
+    needs 64 × 3 × 16 + 512 = 3,584 MB, so the default 2,048 MB is refused at plan time
+    (naming sync_memory_size), and 3,584 MB is accepted."""
+    planned = moto_copy(workspace, tmp_path, moto_url, concurrency=64)
+    plan = terraform("plan", "-input=false", "-lock=false", cwd=planned, env=workspace.env)
+    assert plan.returncode != 0, output_of(plan)
+    assert "sync_memory_size: the sync Lambda holds" in plan.stderr, output_of(plan)
+    tfvars = planned / "terraform.tfvars.json"
+    tfvars.write_text(json.dumps({**json.loads(tfvars.read_text()), "sync_memory_size": 3584}))
+    plan = terraform("plan", "-input=false", "-lock=false", cwd=planned, env=workspace.env)
+    assert plan.returncode == 0, output_of(plan)
+    assert "memory_size                    = 3584" in plan.stdout, output_of(plan)

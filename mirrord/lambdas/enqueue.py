@@ -5,7 +5,10 @@ It plans exactly as a sync would, then sizes the new bottles: from each formula'
 image index (``sh.brew.bottle.size``, one GET per formula version with new bottles), else
 from the previous version's size in the hash file. Below ``MIRRORD_SIZE_THRESHOLD_GB`` the
 job goes to the sync Lambda (asynchronous invoke); at or above it, to SQS for the daemon.
-Nothing new: no job, one "nothing to do" notification.
+With ``MIRRORD_BREW_MIRROR`` a job is also sent when no bottle is new but the brew-6 view
+is behind (status.json says the last publication was cut short or kept the API files
+back, or the listing of ``v2/`` lacks an index or blob key of a stored bottle).
+Nothing new and nothing behind: no job, one "nothing to do" notification.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.app import App, load_external, open_app, run_loop
+from mirrord.brew import publication_lag
+from mirrord.catalog import filter_formulae, select_bottles
 from mirrord.errors import SettingsError, StoreError, UpstreamError
 from mirrord.jobs import Job, JobError, job_from_dict, parse_date
 from mirrord.lambdas import settings_from_env
@@ -98,6 +103,17 @@ async def enqueue(app: App, job: Job, invoke: Invoker | None) -> dict[str, Any]:
         catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
         hf, _ = await load_hashfile(app.store, s.hash_key)
         targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app))
+        behind = None
+        if s.brew_mirror:
+            bottles = select_bottles(filter_formulae(catalog, job.formulae), targets).bottles
+            behind = await publication_lag(
+                app.store,
+                s.status_key,
+                bottles,
+                hf,
+                (f.name for f in catalog.formulae),
+                s.portable_ruby,
+            )
         result: dict[str, Any] = {
             "job_id": job.job_id,
             "date": job.date,
@@ -105,8 +121,9 @@ async def enqueue(app: App, job: Job, invoke: Invoker | None) -> dict[str, Any]:
             "bottles": len(plan.transfers),
             "links": len(plan.links),
             "skipped": plan.skipped,
+            "publication_behind": behind,
         }
-        if not plan.transfers and not plan.links:
+        if not plan.transfers and not plan.links and behind is None:
             await app.slack.send(
                 nothing_to_do_message(date=job.date, platforms=targets, skipped=plan.skipped)
             )

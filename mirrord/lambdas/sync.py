@@ -1,8 +1,9 @@
 """The sync Lambda: the same pipeline as the daemon, for jobs small enough to finish
 inside one invocation. It watches ``context.get_remaining_time_in_millis()``; when less
 than ``MIRRORD_LAMBDA_MARGIN_SECONDS`` is left it stops starting transfers, lets those in
-flight finish (half the margin at most), checkpoints, and sends the job to SQS so the
-daemon finishes it. The plan is recomputed there, so nothing is fetched twice.
+flight finish (half the margin at most), checkpoints, stops a publication under way, and
+sends the job to SQS so the daemon finishes it (``Report.unfinished``). The plan is
+recomputed there, so nothing is fetched twice.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def sync_job(
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
         handed_off = False
-        if report.remaining:
+        if report.unfinished:  # bottles left, or a publication cut short
             if app.queue is None:
                 log.error("handoff_impossible", reason="MIRRORD_QUEUE_URL not set")
             else:

@@ -30,6 +30,7 @@ module "mirrord" {
   size_threshold_gb       = var.size_threshold_gb
   task_cpu                = var.task_cpu
   task_memory             = var.task_memory
+  sync_memory_size        = var.sync_memory_size
   image_uri               = var.image_uri
   lambda_package_path     = var.lambda_package_path
   log_retention_days      = var.log_retention_days
