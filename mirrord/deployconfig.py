@@ -122,7 +122,8 @@ def _emails(v: Any) -> str | None:
 REQUIRED = object()
 VARIABLES: Mapping[str, tuple[Check, Any]] = {
     "name_prefix": (_matches(r"[a-z][a-z0-9-]{1,20}", "lowercase letters, digits, '-'"), "mirrord"),
-    "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-\d", "an AWS region like eu-west-1"), REQUIRED),
+    # ASCII-only patterns: \d and \w also take other scripts' digits and letters.
+    "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-[0-9]", "an AWS region like eu-west-1"), REQUIRED),
     "bucket_name": (
         _matches(BUCKET_RE.pattern, "a valid S3 bucket name"),
         REQUIRED,
@@ -143,7 +144,7 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
     "alarm_emails": (_emails, []),
     "kms_key_arn": (
         _matches(
-            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[\w-]+",
+            r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9_-]+",
             "null or a KMS key ARN",
             optional=True,
         ),

@@ -33,7 +33,8 @@ from mirrord.errors import CatalogError, FormulaError, HashFileError, SettingsEr
 from mirrord.hashfile import HashFile, dumps, entry_problem, parse
 from mirrord.jobs import JOB_ID_RE, JobError, parse_job
 from mirrord.models import Bottle, HashEntry, is_bottle_key, is_hash_key
-from mirrord.plan import make_plan
+from mirrord.plan import make_plan, sizes_from_index
+from mirrord.retry import parse_retry_after
 from mirrord.settings import ENV, from_env
 
 # Examples that hold the 10 KB strings make hypothesis warn that their repr is large.
@@ -637,3 +638,62 @@ def test_the_hostile_strings_reach_every_rule() -> None:
                     }
                 )
             )
+
+
+# --- numbers from upstream --------------------------------------------------------------
+
+NUMBERISH = ["120", "0", "²", "10²", "١٢", "１２", "1_0", "1e3", "-1", " 7 ", "9" * 5000, "inf"]
+
+
+def numberish() -> st.SearchStrategy[str]:
+    return hostile_mix(NUMBERISH)
+
+
+@given(
+    value=st.one_of(
+        st.none(),
+        numberish(),
+        st.text(max_size=60),
+        st.sampled_from(["Wed, 21 Oct 2015 07:28:00 GMT", "Mon, 01 Jan 0001 00:00:00 -0000"]),
+    ),
+    now=st.floats(0, 2e9),
+)
+def test_retry_after_never_raises(value: str | None, now: float) -> None:
+    """Whatever a server sends as Retry-After: None, or seconds not below zero."""
+    seconds = parse_retry_after(value, now)
+    assert seconds is None or seconds >= 0
+
+
+def json_value() -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.one_of(st.none(), st.booleans(), big_int(-(2**70)), st.floats(), numberish()),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+@st.composite
+def image_index(draw: st.DrawFn) -> Any:
+    """An OCI image index, valid but for a field or two, or any JSON at all."""
+    notes = st.fixed_dictionaries(
+        {
+            "sh.brew.bottle.digest": maybe(st.just(f"sha256:{SHA}")),
+            "sh.brew.bottle.size": maybe(rarely(st.just("1024"), numberish())),
+        }
+    )
+    manifest = maybe(st.fixed_dictionaries({"annotations": maybe(notes)}))
+    index = st.fixed_dictionaries({"manifests": maybe(st.lists(manifest, max_size=3))})
+    return draw(st.one_of(index, json_value()))
+
+
+@given(index=image_index())
+def test_sizes_from_index_never_raises(index: Any) -> None:
+    """Whatever the registry's index holds: sizes that are plain ASCII numbers, the
+    rest left out."""
+    sizes = sizes_from_index(index)
+    for digest, size in sizes.items():
+        assert isinstance(digest, str)
+        assert isinstance(size, int)
+        assert 0 <= size < 10**15

@@ -7,6 +7,7 @@ S3, the CLI as a separate process."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,15 +15,20 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from conftest import make_settings, run_cli
 
 from mirrord import catalog as catalog_module
-from mirrord.app import open_app
+from mirrord.app import App, open_app
 from mirrord.catalog import formula_from_api, parse_catalog
 from mirrord.emulator import Emulator, catalog_from_entries
+from mirrord.emulator.server import parse_range
 from mirrord.errors import FormulaError, HashFileError
 from mirrord.hashfile import HashFile, dumps, entry_problem, parse
 from mirrord.models import Bottle, HashEntry
+from mirrord.plan import sizes_from_index
+from mirrord.queue import _receive_count
+from mirrord.retry import parse_retry_after
 from mirrord.s3 import S3Store
 
 DATE = "2026-11-22"
@@ -180,3 +186,119 @@ async def test_a_formula_with_revision_10_to_the_60_does_not_wedge_later_runs(
     assert again.code == 0, again.stderr[-2000:]
     verify = await run_cli("verify", env=wide_revision.env)
     assert verify.code == 0, verify.stdout + verify.stderr[-2000:]
+
+
+# --- 2. numbers from upstream are parsed, never trusted ---------------------------------
+
+NOT_NUMBERS = ["²", "10²", "١٢", "１２", "1_0", "+5", "-1", "1e3", "0x10", "9" * 5000, "", " "]
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+def test_retry_after_that_is_no_plain_number_is_ignored(value: str) -> None:
+    """'²' passed str.isdigit() and then made float() raise (a traceback in the CLI and
+    a dead daemon); other scripts' digits were read as numbers. Now: None, the policy's
+    own backoff."""
+    assert parse_retry_after(value, 0.0) is None
+
+
+def test_retry_after_plain_seconds_and_dates_still_count() -> None:
+    assert parse_retry_after(" 120 ", 0.0) == 120.0
+    assert parse_retry_after("Thu, 01 Jan 1970 00:02:00 GMT", 0.0) == 120.0
+    assert parse_retry_after("Thu, 01 Jan 1970 00:02:00 -0000", 0.0) == 120.0  # UTC, not local
+
+
+@pytest.mark.parametrize("size", NOT_NUMBERS)
+def test_index_size_annotation_that_is_no_plain_number_is_left_out(size: str) -> None:
+    """An image index announcing '10²' bytes made int() raise in the enqueuer; '١٢' was
+    read as 12. Such a size is left out (the estimate falls back), the others kept."""
+    index = {
+        "manifests": [
+            {
+                "annotations": {
+                    "sh.brew.bottle.digest": f"sha256:{'a' * 64}",
+                    "sh.brew.bottle.size": size,
+                }
+            },
+            {
+                "annotations": {
+                    "sh.brew.bottle.digest": f"sha256:{'b' * 64}",
+                    "sh.brew.bottle.size": "1024",
+                }
+            },
+        ]
+    }
+    assert sizes_from_index(index) == {"b" * 64: 1024}
+
+
+def test_sqs_receive_count_that_is_no_plain_number_counts_as_first() -> None:
+    """The daemon backs off 2**count seconds: an unreadable or absurd count is 1."""
+    assert _receive_count("3") == 3
+    for value in [*NOT_NUMBERS, None, 3, "9" * 7]:
+        assert _receive_count(value) == 1
+
+
+def test_emulator_ignores_a_range_it_cannot_read() -> None:
+    """A Range of 5,000 digits made int() raise (a 500); now it is ignored, as RFC 9110
+    says of a header the server cannot parse."""
+    assert parse_range(f"bytes={'1' * 5000}-", 100) is None
+    assert parse_range("bytes=１-２", 100) is None
+    assert parse_range("bytes=10-19", 100) == (10, 20)
+
+
+@dataclass
+class Hostile:
+    """formula.json and one bottle, served by a registry that answers the first GET of
+    the bottle 503 with ``Retry-After: ²``."""
+
+    url: str
+    blob_gets: int = 0
+
+
+@pytest.fixture
+async def superscript_retry_after() -> AsyncIterator[Hostile]:
+    body = b"bottle bytes " * 1000
+    digest = hashlib.sha256(body).hexdigest()
+    server = Hostile("")
+
+    async def catalog(request: web.Request) -> web.Response:
+        files = {"arm64_tahoe": {"url": f"{server.url}/blob", "sha256": digest}}
+        entry = {
+            "name": "jq",
+            "versions": {"stable": "1.7.1"},
+            "bottle": {"stable": {"files": files}},
+        }
+        return web.json_response([entry])
+
+    async def blob(request: web.Request) -> web.Response:
+        server.blob_gets += 1
+        if server.blob_gets == 1:
+            return web.Response(status=503, headers={"Retry-After": "²"})
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/api/formula.json", catalog)
+    app.router.add_get("/blob", blob)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield server
+    await runner.cleanup()
+
+
+async def test_a_superscript_retry_after_is_retried_not_a_traceback(
+    superscript_retry_after: Hostile, app: App
+) -> None:
+    """The finding: `Retry-After: ²` ended the CLI with a ValueError traceback. Now the
+    503 is retried on the policy's own backoff and the sync completes."""
+    env = {
+        "MIRRORD_BUCKET": app.settings.bucket,
+        "MIRRORD_API_URL": f"{superscript_retry_after.url}/api/formula.json",
+        "MIRRORD_PLATFORMS": "arm64_tahoe",
+    }
+    result = await run_cli("sync", "--json", "--date", DATE, env=env)
+    assert b"Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.code == 0, result.stderr[-2000:]
+    assert result.json()["downloaded"] == 1
+    assert superscript_retry_after.blob_gets == 2
