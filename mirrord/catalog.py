@@ -175,6 +175,8 @@ def _fast(raw: bytes) -> Catalog | None:
         formulae.append(Formula(name, version, e.revision, stable.rebuild, tuple(files)))
     if len({f.name for f in formulae}) != len(formulae):
         return None  # duplicates: the slow path reports which
+    if len({f"{f.name}-{f.pkg_version}" for f in formulae}) != len(formulae):
+        return None  # colliding keys: the slow path reports which
     return Catalog(tuple(formulae), ())
 
 
@@ -210,9 +212,40 @@ def _slow(raw: bytes) -> Catalog:
             continue
         seen.add(formula.name)
         formulae.append(formula)
+    formulae, collided = _without_collisions(formulae)
+    rejected += collided
     if data and not formulae:
         raise CatalogError(f"formula.json has {len(data)} entries and none is usable")
     return Catalog(tuple(formulae), tuple(rejected))
+
+
+def _without_collisions(formulae: list[Formula]) -> tuple[list[Formula], list[FormulaError]]:
+    """Names and versions both hold '-': ``python`` at ``tk@3.12-3.12.1`` and
+    ``python-tk@3.12`` at ``3.12.1`` spell one ``<name>-<pkg_version>``, so one hash key
+    and one file name per tag. Which formula a key means cannot be told, and keeping
+    either would drop the other unseen: both are refused."""
+    by_stem: dict[str, list[Formula]] = {}
+    for f in formulae:
+        by_stem.setdefault(f"{f.name}-{f.pkg_version}", []).append(f)
+    if len(by_stem) == len(formulae):
+        return formulae, []
+    kept: list[Formula] = []
+    refused: list[FormulaError] = []
+    for f in formulae:
+        group = by_stem[f"{f.name}-{f.pkg_version}"]
+        if len(group) == 1:
+            kept.append(f)
+            continue
+        others = [g.name for g in group if g is not f]
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        refused.append(
+            FormulaError(
+                f.name,
+                f"collides with formula {others[0]!r}{more}: the same <name>-<pkg_version>, "
+                "so the same hash keys and file names; both refused",
+            )
+        )
+    return kept, refused
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type, where: str, label: str) -> Any:

@@ -133,8 +133,11 @@ HOSTILE = [
     "a-" * 5000,
 ]
 # Valid, and odd on purpose: ".." inside a name is no path segment, and must round-trip.
-VALID_NAMES = ["jq", "openssl@3", "libxml++3", "python@3.13", "gtk+3", "a", "x-y.z_w", "a..b", "z-"]
-VALID_VERSIONS = ["1.7.1", "3.4.0", "2024-01-02", "1.0,2", "9", "1..2", "0-"]
+VALID_NAMES = [
+    *("jq", "openssl@3", "libxml++3", "python@3.13", "gtk+3", "a", "x-y.z_w", "a..b", "z-"),
+    *("python", "python-tk@3.12"),  # with the two versions below: one <name>-<pkg_version>
+]
+VALID_VERSIONS = ["1.7.1", "3.4.0", "2024-01-02", "1.0,2", "9", "1..2", "0-", "tk@3.12-3.12.1"]
 MACHINE_TAGS = sorted(
     {t for c in MACOS_RELEASES for t in (c, f"arm64_{c}") if is_machine(parse_tag(t))}
     | {"x86_64_linux", "arm64_linux"}
@@ -277,6 +280,14 @@ def wide(revision: int = 0, rebuild: int = 0) -> list[Any]:
 @example(entries=wide(rebuild=10**60), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
 @example(entries=wide(revision=2**64), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
 @example(entries=wide(2**64 - 1, 2**64 - 1), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
+@example(
+    entries=[
+        {**wide()[0], "name": "python", "versions": {"stable": "tk@3.12-3.12.1"}},
+        {**wide()[0], "name": "python-tk@3.12", "versions": {"stable": "3.12.1"}},
+    ],
+    day=Date(2026, 11, 22),
+    targets=["arm64_tahoe"],
+)
 def test_catalog_entries_are_rejected_by_field_or_stay_inside_the_layout(
     entries: list[Any], day: Date, targets: list[str]
 ) -> None:
@@ -306,6 +317,9 @@ def test_catalog_entries_are_rejected_by_field_or_stay_inside_the_layout(
         b.hash_key: HashEntry(b.sha256, date, 1, b.s3_key(date)) for b in selection.bottles
     }
     assert parse(dumps(HashFile(entries_out))).bottles == entries_out
+    # No two accepted formulae spell one <name>-<pkg_version>: their keys would collide.
+    stems = [f"{f.name}-{f.pkg_version}" for f in catalog.formulae]
+    assert len(set(stems)) == len(stems), stems
     # Every bottle of every accepted formula, whichever target picks it: its keys are
     # ones the hash-file reader accepts, so no catalog entry can wedge the mirror.
     every = {}

@@ -302,3 +302,73 @@ async def test_a_superscript_retry_after_is_retried_not_a_traceback(
     assert result.code == 0, result.stderr[-2000:]
     assert result.json()["downloaded"] == 1
     assert superscript_retry_after.blob_gets == 2
+
+
+# --- 7. keys that collide across formulae -----------------------------------------------
+
+
+def test_formulae_spelling_one_name_and_version_are_both_rejected_naming_each_other() -> None:
+    """`python` at `tk@3.12-3.12.1` and `python-tk@3.12` at `3.12.1` share every hash key
+    and file name; the second was dropped unseen and the sync exited 0. Now both are
+    rejected, each naming the other, on both parser paths; the rest go on."""
+    catalog = both_paths(
+        [
+            formula("python", "tk@3.12-3.12.1"),
+            formula("wget", "1.25.0"),
+            formula("python-tk@3.12", "3.12.1"),
+        ]
+    )
+    assert [f.name for f in catalog.formulae] == ["wget"]
+    reasons = {r.name: r.reason for r in catalog.rejected}
+    assert set(reasons) == {"python", "python-tk@3.12"}
+    assert "'python-tk@3.12'" in reasons["python"]
+    assert "'python'" in reasons["python-tk@3.12"]
+    assert all("collides" in r for r in reasons.values())
+
+
+def test_a_revision_can_make_the_collision_and_three_collide_at_once() -> None:
+    """pkg_version carries the revision (`a` at 1-2 revision 3 and `a-1` at 2 revision 3
+    are both `a-1-2_3`), and a group can hold three: every member is refused."""
+    catalog = both_paths(
+        [
+            formula("a", "1-2", revision=3),
+            formula("a-1", "2", revision=3),
+            formula("a-1-2", "0"),  # a-1-2-0: no collision with a-1-2_3
+            formula("x", "y-z-0"),
+            formula("x-y", "z-0"),
+            formula("x-y-z", "0"),
+        ]
+    )
+    assert [f.name for f in catalog.formulae] == ["a-1-2"]
+    reasons = {r.name: r.reason for r in catalog.rejected}
+    assert set(reasons) == {"a", "a-1", "x", "x-y", "x-y-z"}
+    assert "'x-y' and 1 more" in reasons["x"]
+
+
+async def test_colliding_formulae_are_reported_in_the_sync_and_not_stored(
+    bucket_name: str,
+) -> None:
+    """End to end: both appear in the report's `rejected`, neither is downloaded."""
+    entries = [
+        formula("python", "tk@3.12-3.12.1"),
+        formula("python-tk@3.12", "3.12.1"),
+        formula("wget", "1.25.0"),
+    ]
+    async with (
+        Emulator(catalog_from_entries(entries)) as emu,
+        open_app(make_settings(bucket_name, emu.api_url)) as app,
+    ):
+        await app.store._client.create_bucket(Bucket=bucket_name)
+        env = {
+            "MIRRORD_BUCKET": bucket_name,
+            "MIRRORD_API_URL": emu.api_url,
+            "MIRRORD_PLATFORMS": "arm64_tahoe",
+        }
+        result = await run_cli("sync", "--json", "--date", DATE, env=env)
+        assert result.code == 0, result.stderr[-2000:]
+        report = result.json()
+        assert {r["name"] for r in report["rejected"]} == {"python", "python-tk@3.12"}
+        assert report["downloaded"] == 1
+        stored = {o.key async for o in app.store.list_objects()}
+        assert f"{DATE}/wget-1.25.0.arm64_tahoe.bottle.tar.gz" in stored
+        assert not any(k.startswith(f"{DATE}/python") for k in stored)
