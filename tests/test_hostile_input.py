@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +17,24 @@ import orjson
 import pytest
 from aiohttp import web
 from conftest import make_settings, run_cli
+from faultproxy import FaultProxy
 
 from mirrord import catalog as catalog_module
 from mirrord.app import App, open_app
 from mirrord.catalog import formula_from_api, parse_catalog
-from mirrord.emulator import Emulator, catalog_from_entries
+from mirrord.emulator import Emulator, catalog_from_entries, sample_catalog
 from mirrord.emulator.server import parse_range
 from mirrord.errors import FormulaError, HashFileError
 from mirrord.hashfile import HashFile, dumps, entry_problem, parse
+from mirrord.jobs import Job
+from mirrord.lock import BucketLock
 from mirrord.models import Bottle, HashEntry
+from mirrord.pipeline import Tuning, run_sync
 from mirrord.plan import sizes_from_index
 from mirrord.queue import _receive_count
 from mirrord.retry import parse_retry_after
 from mirrord.s3 import S3Store
+from mirrord.upstream import fetch_catalog
 
 DATE = "2026-11-22"
 SHA = "ab" * 32
@@ -372,3 +377,111 @@ async def test_colliding_formulae_are_reported_in_the_sync_and_not_stored(
         stored = {o.key async for o in app.store.list_objects()}
         assert f"{DATE}/wget-1.25.0.arm64_tahoe.bottle.tar.gz" in stored
         assert not any(k.startswith(f"{DATE}/python") for k in stored)
+
+
+# --- 8. rebuild-hash under the bucket lock ----------------------------------------------
+
+
+@dataclass
+class Mirror:
+    app: App
+    env: dict[str, str]
+
+
+async def sync_into(app: App, api_url: str, date: str) -> None:
+    catalog = await fetch_catalog(app.http, api_url, app.backoff)
+    report = await run_sync(
+        Job("t", date, ("arm64_tahoe",)),
+        catalog,
+        app.store,
+        app.registry,
+        Tuning(4, 5 * 2**20, 100, 60.0),
+        hash_key="bottles_hash.json",
+    )
+    assert report.exit_code == 0, report.failed
+
+
+@pytest.fixture
+async def mirror(bucket_name: str) -> AsyncIterator[Mirror]:
+    """The sample catalog synced for arm64_tahoe."""
+    async with (
+        Emulator(sample_catalog()) as emu,
+        open_app(make_settings(bucket_name, emu.api_url)) as app,
+    ):
+        await app.store._client.create_bucket(Bucket=bucket_name)
+        await sync_into(app, emu.api_url, DATE)
+        yield Mirror(app, {"MIRRORD_BUCKET": bucket_name, "MIRRORD_API_URL": emu.api_url})
+
+
+async def stored(store: S3Store, key: str) -> bytes:
+    found = await store.get(key)
+    assert found is not None, key
+    return found[0]
+
+
+async def test_rebuild_hash_while_a_sync_holds_the_lock_exits_1_and_changes_nothing(
+    mirror: Mirror,
+) -> None:
+    """rebuild-hash took no lock: run during a sync it replaced the sync's checkpoints.
+    Now it exits 1 naming the holder and writes nothing; once the lock is free it runs,
+    and releases the lock for the next sync."""
+    store = mirror.app.store
+    sync = BucketLock(store, "fargate-task-7", ttl=600)
+    assert await sync.acquire("2026-11-22-weekly") is None
+    hash_before, lock_before = (
+        await stored(store, "bottles_hash.json"),
+        await stored(store, "sync.lock"),
+    )
+    busy = await run_cli("rebuild-hash", env=mirror.env)
+    assert busy.code == 1
+    assert b"another sync holds the bucket: fargate-task-7" in busy.stderr
+    assert await stored(store, "bottles_hash.json") == hash_before
+    assert await stored(store, "sync.lock") == lock_before
+
+    await sync.release()
+    done = await run_cli("rebuild-hash", "--json", env=mirror.env)
+    assert done.code == 0, done.stderr[-2000:]
+    assert parse(await stored(store, "bottles_hash.json")).bottles == parse(hash_before).bottles
+    assert await BucketLock(store, "next-sync", ttl=60).acquire("next") is None
+
+
+@dataclass
+class PausingProxy(FaultProxy):
+    """S3 through the fault proxy, which runs ``before_head`` once, before forwarding
+    the first HEAD: a moment after rebuild-hash has listed the bucket."""
+
+    before_head: Callable[[], Awaitable[None]] | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD" and self.before_head is not None:
+            hook, self.before_head = self.before_head, None
+            await hook()
+        return await super()._handle(request)
+
+
+async def test_a_checkpoint_landing_during_rebuild_hash_is_kept_not_overwritten(
+    mirror: Mirror, moto_url: str
+) -> None:
+    """A writer that ignores the lock (an older mirrord, a sync whose lease lapsed)
+    checkpoints after rebuild-hash listed the bucket. rebuild-hash read the ETag only
+    after listing, so it wrote over the checkpoint: the entry was lost. Now it read the
+    file first; its conditional write fails (exit 1, run it again) and the entry stays."""
+    store = mirror.app.store
+    body, etag = (await store.get("bottles_hash.json")) or (b"", "")
+    hf = parse(body)
+    key, entry = next(iter(sorted(hf.bottles.items())))
+    late_key = f"late-1.0-{key.rsplit('-', 1)[1]}"
+    late = HashEntry(entry.sha256, entry.download_date, entry.file_size, entry.s3_key)
+
+    async def checkpoint() -> None:
+        grown = HashFile({**hf.bottles, late_key: late}, hf.last_updated)
+        await store.put_if(
+            "bottles_hash.json", dumps(grown), etag=etag, content_type="application/json"
+        )
+
+    async with PausingProxy(moto_url, before_head=checkpoint) as proxy:
+        result = await run_cli("rebuild-hash", env={**mirror.env, "AWS_ENDPOINT_URL": proxy.url})
+    assert result.code == 1
+    assert b"changed while rebuild-hash ran" in result.stderr
+    assert late_key in parse(await stored(store, "bottles_hash.json")).bottles
+    assert await BucketLock(store, "next-sync", ttl=60).acquire("next") is None
