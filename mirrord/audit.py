@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -49,15 +50,40 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class Superseded:
+    """A bottle object its hash key no longer points at: the previous rebuild of a
+    bottle (``D/jq-1.7.1.arm64_sonoma.bottle.tar.gz`` once the entry moved to
+    ``D2/jq-1.7.1.arm64_sonoma.bottle.1.tar.gz``). Every rebottle leaves one; not a fault."""
+
+    key: str  # the object's S3 key
+    hash_key: str
+    current: str  # the S3 key the entry points at now
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     entries: int
     objects: int
     checked_deep: int
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    superseded: tuple[Superseded, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+# File name → hash key: the tag is the last '.'-separated part before
+# ".bottle[.<rebuild>].tar.gz" (tags hold no '.'), the rest is <name>-<pkg_version>.
+_FILE_NAME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}/([^/]+)\.([a-z0-9_]+)\.bottle(?:\.[0-9]+)?\.tar\.gz"
+)
+
+
+def hash_key_of(s3_key: str) -> str | None:
+    """The hash key a bottle key's file name spells, or None for another key."""
+    match = _FILE_NAME.fullmatch(s3_key)
+    return f"{match[1]}-{match[2]}" if match else None
 
 
 async def verify(
@@ -77,11 +103,16 @@ async def verify(
         else:
             present.append((key, entry))
     referenced = {e.s3_key for e in hf.bottles.values()}
-    problems += [
-        Problem("orphaned", k, "bottle object not in the hash file")
-        for k in sorted(listing)
-        if is_bottle_key(k) and k not in referenced
-    ]
+    superseded: list[Superseded] = []
+    for k in sorted(listing):
+        if not is_bottle_key(k) or k in referenced:
+            continue
+        hash_key = hash_key_of(k)
+        now = hf.bottles.get(hash_key) if hash_key else None
+        if hash_key and now:
+            superseded.append(Superseded(k, hash_key, now.s3_key))
+        else:
+            problems.append(Problem("orphaned", k, "bottle object not in the hash file"))
 
     async def check(item: tuple[str, HashEntry]) -> Problem | None:
         key, entry = item
@@ -102,7 +133,13 @@ async def verify(
 
     found = await _bounded(present, check, concurrency)
     problems += [p for p in found if p is not None]
-    return VerifyReport(len(hf.bottles), len(listing), len(present) if deep else 0, tuple(problems))
+    return VerifyReport(
+        len(hf.bottles),
+        len(listing),
+        len(present) if deep else 0,
+        tuple(problems),
+        tuple(superseded),
+    )
 
 
 def entry_from_object(obj: ObjectInfo) -> tuple[str, HashEntry] | None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -21,8 +22,10 @@ from faultproxy import FaultProxy
 
 from mirrord import catalog as catalog_module
 from mirrord.app import App, open_app
+from mirrord.audit import hash_key_of
 from mirrord.catalog import formula_from_api, parse_catalog
 from mirrord.emulator import Emulator, catalog_from_entries, sample_catalog
+from mirrord.emulator.content import SAMPLE_LARGE
 from mirrord.emulator.server import parse_range
 from mirrord.errors import FormulaError, HashFileError
 from mirrord.hashfile import HashFile, dumps, entry_problem, parse
@@ -485,3 +488,68 @@ async def test_a_checkpoint_landing_during_rebuild_hash_is_kept_not_overwritten(
     assert b"changed while rebuild-hash ran" in result.stderr
     assert late_key in parse(await stored(store, "bottles_hash.json")).bottles
     assert await BucketLock(store, "next-sync", ttl=60).acquire("next") is None
+
+
+# --- 13. verify after an ordinary rebottle ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("s3_key", "hash_key"),
+    [
+        (f"{DATE}/jq-1.7.1.arm64_sonoma.bottle.tar.gz", "jq-1.7.1-arm64_sonoma"),
+        (f"{DATE}/jq-1.7.1.arm64_sonoma.bottle.1.tar.gz", "jq-1.7.1-arm64_sonoma"),
+        (f"{DATE}/python@3.13-3.13.1_1.all.bottle.12.tar.gz", "python@3.13-3.13.1_1-all"),
+        (f"{DATE}/a.bottle-1.0.sonoma.bottle.tar.gz", "a.bottle-1.0-sonoma"),
+        ("bottles_hash.json", None),
+        ("v2/homebrew/core/jq/blobs/sha256:" + "a" * 64, None),
+    ],
+)
+def test_a_file_name_maps_back_to_its_hash_key(s3_key: str, hash_key: str | None) -> None:
+    assert hash_key_of(s3_key) == hash_key
+
+
+async def test_verify_reports_the_previous_rebuild_as_superseded_not_orphaned(
+    mirror: Mirror,
+) -> None:
+    """Upstream rebottles jq (rebuild 1, new bytes) and the next sync stores it under
+    its new name: the old object is no longer in the file. verify called it "orphaned"
+    and exited 1 after every rebottle, and rebuild-hash did not clear it. Now it is
+    listed as superseded and verify exits 0; a bottle no entry names is still orphaned."""
+    entries = orjson.loads(
+        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+    )
+    jq = next(e for e in entries if e["name"] == "jq")
+    jq["bottle"]["stable"]["rebuild"] = 1
+
+    def size_of(name: str, tag: str) -> int:  # the sample's sizes; jq's new bottle differs
+        return 20 * 2**20 if (name, tag) == SAMPLE_LARGE else 200_000 + (name == "jq")
+
+    later = "2026-11-29"
+    async with Emulator(catalog_from_entries(entries, size_of=size_of)) as rebottled:
+        await sync_into(mirror.app, rebottled.api_url, later)
+    old = f"{DATE}/jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"
+    new = f"{later}/jq-1.7.1_1.arm64_tahoe.bottle.1.tar.gz"
+    hf = parse(await stored(mirror.app.store, "bottles_hash.json"))
+    assert hf.bottles["jq-1.7.1_1-arm64_tahoe"].s3_key == new
+    expected = [{"key": old, "hash_key": "jq-1.7.1_1-arm64_tahoe", "current": new}]
+
+    result = await run_cli("verify", "--json", env=mirror.env)
+    assert result.code == 0, result.stdout
+    assert result.json()["problems"] == []
+    assert result.json()["superseded"] == expected
+    human = await run_cli("verify", env=mirror.env)
+    assert human.code == 0
+    assert b"0 problems, 1 superseded" in human.stdout
+    assert f"superseded {old}: jq-1.7.1_1-arm64_tahoe is now {new}".encode() in human.stdout
+
+    rebuilt = await run_cli("rebuild-hash", env=mirror.env)
+    assert rebuilt.code == 0, rebuilt.stderr[-2000:]
+    again = await run_cli("verify", "--json", env=mirror.env)
+    assert again.code == 0, again.stdout
+    assert again.json()["superseded"] == expected
+
+    stray = f"{later}/stray-1.0.arm64_tahoe.bottle.tar.gz"
+    await mirror.app.store._client.put_object(Bucket=mirror.app.store.bucket, Key=stray, Body=b"x")
+    orphaned = await run_cli("verify", "--json", env=mirror.env)
+    assert orphaned.code == 1
+    assert [(p["kind"], p["key"]) for p in orphaned.json()["problems"]] == [("orphaned", stray)]
