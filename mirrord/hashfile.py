@@ -177,7 +177,7 @@ def dumps(hf: HashFile) -> bytes:
         except TypeError:  # a field no reader yields, unhashable: refused all the same
             problem = entry_problem(key, entry)
         if problem is not None:
-            raise HashFileError(f"refusing to write bottles_hash.json: {problem}")
+            raise HashFileError(f"refusing to write a hash file the reader would refuse: {problem}")
     body = {
         "version": VERSION,
         "last_updated": hf.last_updated or utc_now(),
