@@ -16,7 +16,9 @@ import orjson
 
 from mirrord.errors import CatalogError, FormulaError, SettingsError
 from mirrord.models import (
+    MAX_JSON_INT,
     MAX_NAME_LEN,
+    MAX_TAG_LEN,
     MAX_VERSION_LEN,
     NAME_RE,
     SHA256_RE,
@@ -114,6 +116,7 @@ class _File(msgspec.Struct):
 
 class _Stable(msgspec.Struct):
     files: dict[str, _File]
+    # msgspec takes no bound beyond int64 (MAX_JSON_INT is larger): checked in _fast.
     rebuild: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
@@ -152,15 +155,19 @@ def _fast(raw: bytes) -> Catalog | None:
             and VERSION_RE.fullmatch(version)
         ):
             return None
+        if e.revision > MAX_JSON_INT:
+            return None
         stable = e.bottle.stable if e.bottle is not None else None
         if stable is None:
             formulae.append(Formula(name, version, e.revision))
             continue
+        if stable.rebuild > MAX_JSON_INT:
+            return None
         files = []
         for tag, f in stable.files.items():
             ok = tags.get(tag)
             if ok is None:
-                ok = tags[tag] = TAG_RE.fullmatch(tag) is not None
+                ok = tags[tag] = len(tag) <= MAX_TAG_LEN and TAG_RE.fullmatch(tag) is not None
             if not ok or not f.url.startswith(_SCHEMES):
                 return None
             cellar = f.cellar if isinstance(f.cellar, str) else ""
@@ -168,6 +175,8 @@ def _fast(raw: bytes) -> Catalog | None:
         formulae.append(Formula(name, version, e.revision, stable.rebuild, tuple(files)))
     if len({f.name for f in formulae}) != len(formulae):
         return None  # duplicates: the slow path reports which
+    if len({f"{f.name}-{f.pkg_version}" for f in formulae}) != len(formulae):
+        return None  # colliding keys: the slow path reports which
     return Catalog(tuple(formulae), ())
 
 
@@ -203,15 +212,60 @@ def _slow(raw: bytes) -> Catalog:
             continue
         seen.add(formula.name)
         formulae.append(formula)
+    formulae, collided = _without_collisions(formulae)
+    rejected += collided
     if data and not formulae:
         raise CatalogError(f"formula.json has {len(data)} entries and none is usable")
     return Catalog(tuple(formulae), tuple(rejected))
+
+
+def _without_collisions(formulae: list[Formula]) -> tuple[list[Formula], list[FormulaError]]:
+    """Names and versions both hold '-': ``python`` at ``tk@3.12-3.12.1`` and
+    ``python-tk@3.12`` at ``3.12.1`` spell one ``<name>-<pkg_version>``, so one hash key
+    and one file name per tag. Which formula a key means cannot be told, and keeping
+    either would drop the other unseen: both are refused."""
+    by_stem: dict[str, list[Formula]] = {}
+    for f in formulae:
+        by_stem.setdefault(f"{f.name}-{f.pkg_version}", []).append(f)
+    if len(by_stem) == len(formulae):
+        return formulae, []
+    kept: list[Formula] = []
+    refused: list[FormulaError] = []
+    for f in formulae:
+        group = by_stem[f"{f.name}-{f.pkg_version}"]
+        if len(group) == 1:
+            kept.append(f)
+            continue
+        others = [g.name for g in group if g is not f]
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        refused.append(
+            FormulaError(
+                f.name,
+                f"collides with formula {others[0]!r}{more}: the same <name>-<pkg_version>, "
+                "so the same hash keys and file names; both refused",
+            )
+        )
+    return kept, refused
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type, where: str, label: str) -> Any:
     value = obj.get(name)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise FormulaError(label, f"{where}{name} must be {kind.__name__}, got {value!r:.60}")
+    return value
+
+
+def _counter(value: Any, field: str, name: str) -> int:
+    """revision and rebuild: a larger one would shape keys the hash file refuses, and
+    the mirror would write a file that every later run stops at."""
+    rule = f"{field} must be an int from 0 to {MAX_JSON_INT}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FormulaError(name, f"{rule}, got {value!r:.60}")
+    if not 0 <= value <= MAX_JSON_INT:
+        # Its size, not its digits: str() of an int past 4,300 digits raises.
+        small = abs(value) <= MAX_JSON_INT
+        shown = str(value) if small else f"an int of {value.bit_length()} bits"
+        raise FormulaError(name, f"{rule}, got {shown}")
     return value
 
 
@@ -228,9 +282,7 @@ def formula_from_api(entry: Any, index: int = 0) -> Formula:
     version = _field(versions, "stable", str, "versions.", name)
     if len(version) > MAX_VERSION_LEN or not VERSION_RE.fullmatch(version):
         raise FormulaError(name, f"versions.stable {version!r:.60} is not a safe version")
-    revision = entry.get("revision", 0)
-    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
-        raise FormulaError(name, f"revision must be a non-negative int, got {revision!r:.60}")
+    revision = _counter(entry.get("revision", 0), "revision", name)
 
     bottle = entry.get("bottle") or {}
     if not isinstance(bottle, dict):
@@ -240,16 +292,12 @@ def formula_from_api(entry: Any, index: int = 0) -> Formula:
         return Formula(name, version, revision)
     if not isinstance(stable, dict):
         raise FormulaError(name, "bottle.stable must be an object")
-    rebuild = stable.get("rebuild", 0)
-    if not isinstance(rebuild, int) or isinstance(rebuild, bool) or rebuild < 0:
-        raise FormulaError(
-            name, f"bottle.stable.rebuild must be a non-negative int, got {rebuild!r:.60}"
-        )
+    rebuild = _counter(stable.get("rebuild", 0), "bottle.stable.rebuild", name)
     files_raw = _field(stable, "files", dict, "bottle.stable.", name)
     files: list[BottleFile] = []
     for tag, spec in files_raw.items():  # dict order is the catalog's order: keep it
         where = f"bottle.stable.files.{tag}."
-        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        if not isinstance(tag, str) or len(tag) > MAX_TAG_LEN or not TAG_RE.fullmatch(tag):
             raise FormulaError(name, f"bottle tag {tag!r:.60} is not a valid tag")
         if not isinstance(spec, dict):
             raise FormulaError(name, f"{where[:-1]} must be an object")

@@ -251,6 +251,10 @@ async def cmd_verify(args: argparse.Namespace, app: App) -> int:
     hf, _ = await load_hashfile(app.store, app.settings.hash_key)
     result = await verify(app.store, hf, deep=args.deep, concurrency=app.settings.concurrency)
     problems = [{"kind": p.kind, "key": p.key, "detail": p.detail} for p in result.problems]
+    # Older rebuilds of bottles the file now names elsewhere: listed, never a failure.
+    superseded = [
+        {"key": o.key, "hash_key": o.hash_key, "current": o.current} for o in result.superseded
+    ]
     _emit(
         args,
         {
@@ -258,16 +262,27 @@ async def cmd_verify(args: argparse.Namespace, app: App) -> int:
             "objects": result.objects,
             "checked_deep": result.checked_deep,
             "problems": problems,
+            "superseded": superseded,
         },
-        f"{result.entries} entries, {result.objects} objects, {len(problems)} problems"
-        + "".join(f"\n  {p['kind']:9} {p['key']}: {p['detail']}" for p in problems),
+        f"{result.entries} entries, {result.objects} objects, {len(problems)} problems, "
+        f"{len(superseded)} superseded"
+        + "".join(f"\n  {p['kind']:10} {p['key']}: {p['detail']}" for p in problems)
+        + "".join(
+            f"\n  {'superseded':10} {o['key']}: {o['hash_key']} is now {o['current']}"
+            for o in superseded
+        ),
     )
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
+    s = app.settings
     result = await rebuild_hash(
-        app.store, app.settings.hash_key, concurrency=app.settings.concurrency
+        app.store,
+        s.hash_key,
+        owner=default_owner(),
+        heartbeat=s.heartbeat_seconds,
+        concurrency=s.concurrency,
     )
     _emit(
         args,

@@ -122,6 +122,7 @@ def _emails(v: Any) -> str | None:
 REQUIRED = object()
 VARIABLES: Mapping[str, tuple[Check, Any]] = {
     "name_prefix": (_matches(r"[a-z][a-z0-9-]{1,20}", "lowercase letters, digits, '-'"), "mirrord"),
+    # ASCII-only patterns: \d and \w also take other scripts' digits and letters.
     "aws_region": (_matches(r"[a-z]{2}(-[a-z]+)+-[0-9]", "an AWS region like eu-west-1"), REQUIRED),
     "bucket_name": (
         _matches(BUCKET_RE.pattern, "a valid S3 bucket name"),

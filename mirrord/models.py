@@ -29,9 +29,15 @@ BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MAX_NAME_LEN = 128
 MAX_VERSION_LEN = 64
 MAX_TAG_LEN = 32  # the longest real tag, arm64_golden_gate, has 17
-# pkg_version adds "_<revision>" and a rebuild ".<n>": JSON integers have at most 20 digits.
-MAX_HASH_KEY_LEN = MAX_NAME_LEN + MAX_VERSION_LEN + MAX_TAG_LEN + 2 + 21
-MAX_BOTTLE_KEY_LEN = 11 + MAX_HASH_KEY_LEN + len(".bottle.tar.gz") + 21
+# The largest integer orjson reads as an int (beyond it, a float) and can write; msgspec
+# reads any. Every integer from outside is held to it, so both readers of a document agree.
+MAX_JSON_INT = 2**64 - 1
+# pkg_version adds "_<revision>" and a file name ".<rebuild>" (real ones stay below 100).
+# The catalog refuses more than MAX_JSON_INT, so every formula it accepts names keys that
+# fit the two lengths below, which the hash-file reader accepts.
+MAX_COUNTER_DIGITS = len(str(MAX_JSON_INT))
+MAX_HASH_KEY_LEN = MAX_NAME_LEN + MAX_VERSION_LEN + MAX_TAG_LEN + 2 + 1 + MAX_COUNTER_DIGITS
+MAX_BOTTLE_KEY_LEN = 11 + MAX_HASH_KEY_LEN + len(".bottle.tar.gz") + 1 + MAX_COUNTER_DIGITS
 
 # The bucket layout (DESIGN.md §4) as full-match rules. A hash file may name only keys of
 # these shapes: no "..", no second "/", no "%2F", NUL or look-alike characters, ever.

@@ -121,16 +121,22 @@ def index_url(bottle: Bottle) -> str | None:
     return _BLOB_SUFFIX.sub(f"/manifests/{_OCI_TAG_INVALID.sub('.', ref)}", bottle.url)
 
 
+# ASCII digits only (str.isdigit() takes '²', which int() refuses), and few enough for
+# int(): 15 digits are a petabyte, past any bottle.
+_SIZE = re.compile(r"[0-9]{1,15}")
+
+
 def sizes_from_index(index: Mapping[str, Any]) -> dict[str, int]:
-    """sha256 → bytes, from the ``sh.brew.bottle.digest``/``.size`` annotations."""
+    """sha256 → bytes, from the ``sh.brew.bottle.digest``/``.size`` annotations. The
+    index is the registry's word: a value that is not a plain number is left out."""
     sizes: dict[str, int] = {}
-    manifests = index.get("manifests")
+    manifests = index.get("manifests") if isinstance(index, Mapping) else None
     for manifest in manifests if isinstance(manifests, list) else ():
         notes = manifest.get("annotations") if isinstance(manifest, dict) else None
         if not isinstance(notes, dict):
             continue
         digest, size = notes.get("sh.brew.bottle.digest"), notes.get("sh.brew.bottle.size")
-        if isinstance(digest, str) and isinstance(size, str) and size.isdigit():
+        if isinstance(digest, str) and isinstance(size, str) and _SIZE.fullmatch(size):
             sizes[digest.removeprefix("sha256:")] = int(size)
     return sizes
 

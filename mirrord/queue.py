@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,16 @@ class Received:
     receipt: str
     body: str
     receive_count: int
+
+
+# ASCII digits, at most 6: the daemon backs off 2**count seconds (capped), and a count
+# past a million would only mean the queue's redrive policy is gone.
+_COUNT = re.compile(r"[0-9]{1,6}")
+
+
+def _receive_count(value: Any) -> int:
+    """SQS's ApproximateReceiveCount; 1 (as if first seen) when absent or unreadable."""
+    return int(value) if isinstance(value, str) and _COUNT.fullmatch(value) else 1
 
 
 class JobQueue:
@@ -51,7 +62,7 @@ class JobQueue:
                 m["MessageId"],
                 m["ReceiptHandle"],
                 m.get("Body", ""),
-                int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                _receive_count(m.get("Attributes", {}).get("ApproximateReceiveCount")),
             )
             for m in r.get("Messages", [])
         ]

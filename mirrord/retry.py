@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from mirrord.errors import RetryableError
@@ -22,18 +24,26 @@ def is_retryable_status(status: int) -> bool:
     return status >= 500 or status in RETRYABLE_4XX
 
 
+# ASCII digits only: str.isdigit() takes '²' (which float() refuses) and any script's
+# digits. Ten digits are three centuries, far past any wait the policy honours.
+_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds from ``now`` (epoch seconds); None when absent or bad."""
+    """``Retry-After`` as seconds from ``now`` (epoch seconds); None when absent or bad.
+    Never raises: the value is whatever the server sent."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _SECONDS.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": UTC, says RFC 5322, not the host's zone
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
 
 
 @dataclass(frozen=True, slots=True)

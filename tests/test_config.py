@@ -120,3 +120,22 @@ async def test_cli_validate_and_render(tmp_path: Path) -> None:
     )
     assert missing_env.code == 2
     assert b"qa" in missing_env.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("aws_region", "eu-west-\u0661"),  # Arabic-Indic one: \d took it
+        ("aws_region", "eu-west-\uff11"),  # fullwidth one
+        ("kms_key_arn", "arn:aws:kms:eu-west-1:\u0661" + "1" * 11 + ":key/abc"),
+        ("kms_key_arn", "arn:aws:kms:eu-west-1:" + "1" * 12 + ":key/\u00e9t\u00e9"),  # \w took é
+    ],
+)
+def test_patterns_take_ascii_only(key: str, value: str) -> None:
+    """Digits and letters of other scripts are no region or ARN: Terraform and AWS would
+    refuse them only at apply time."""
+    data = yaml.safe_load(GOOD)
+    data["environments"]["prod"][key] = value
+    with pytest.raises(ConfigError) as info:
+        parse(yaml.safe_dump(data))
+    assert any(f"prod.{key}" in p for p in info.value.problems), info.value.problems

@@ -15,6 +15,7 @@ examples: ``MIRRORD_FUZZ_PROFILE=deep .venv/bin/python -m pytest tests/test_fuzz
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 from datetime import date as Date
@@ -22,17 +23,18 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mirrord import catalog as catalog_module
 from mirrord import hashfile as hashfile_module
 from mirrord.catalog import MACOS_RELEASES, is_machine, parse_catalog, parse_tag, select_bottles
 from mirrord.errors import CatalogError, FormulaError, HashFileError, SettingsError
-from mirrord.hashfile import HashFile, dumps, parse
+from mirrord.hashfile import HashFile, dumps, entry_problem, parse
 from mirrord.jobs import JOB_ID_RE, JobError, parse_job
 from mirrord.models import Bottle, HashEntry, is_bottle_key, is_hash_key
-from mirrord.plan import make_plan
+from mirrord.plan import make_plan, sizes_from_index
+from mirrord.retry import parse_retry_after
 from mirrord.settings import ENV, from_env
 
 # Examples that hold the 10 KB strings make hypothesis warn that their repr is large.
@@ -80,6 +82,12 @@ def assert_hash_key(key: str) -> None:
     assert len(key) <= 300, key
 
 
+def to_json(value: Any) -> bytes:
+    """JSON for documents that may hold integers past 64 bits, which orjson refuses to
+    write (and which the readers must still meet)."""
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
 def attempt(call: Any, error: type[Exception]) -> tuple[Any, Exception | None]:
     """(result, None), or (None, the error) when ``call`` raises ``error``: anything else
     propagates and fails the property."""
@@ -125,8 +133,11 @@ HOSTILE = [
     "a-" * 5000,
 ]
 # Valid, and odd on purpose: ".." inside a name is no path segment, and must round-trip.
-VALID_NAMES = ["jq", "openssl@3", "libxml++3", "python@3.13", "gtk+3", "a", "x-y.z_w", "a..b", "z-"]
-VALID_VERSIONS = ["1.7.1", "3.4.0", "2024-01-02", "1.0,2", "9", "1..2", "0-"]
+VALID_NAMES = [
+    *("jq", "openssl@3", "libxml++3", "python@3.13", "gtk+3", "a", "x-y.z_w", "a..b", "z-"),
+    *("python", "python-tk@3.12"),  # with the two versions below: one <name>-<pkg_version>
+]
+VALID_VERSIONS = ["1.7.1", "3.4.0", "2024-01-02", "1.0,2", "9", "1..2", "0-", "tk@3.12-3.12.1"]
 MACHINE_TAGS = sorted(
     {t for c in MACOS_RELEASES for t in (c, f"arm64_{c}") if is_machine(parse_tag(t))}
     | {"x86_64_linux", "arm64_linux"}
@@ -170,6 +181,17 @@ def wrong_type() -> st.SearchStrategy[Any]:
         st.floats(allow_nan=False, allow_infinity=False),
         st.lists(st.integers(-5, 5), max_size=2),
         st.dictionaries(st.text(max_size=3), st.integers(-5, 5), max_size=2),
+    )
+
+
+def big_int(low: int) -> st.SearchStrategy[int]:
+    """Integers from ``low`` without an upper bound, the 64-bit edges and far beyond them
+    included: a JSON integer has no size, and past 20 digits it would shape keys the hash
+    file refuses."""
+    return st.one_of(
+        st.integers(low, 200),
+        st.integers(min_value=low),
+        st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**20, 10**60, 10**300]),
     )
 
 
@@ -218,11 +240,11 @@ def formula_entry(draw: st.DrawFn) -> Any:
             max_size=4,
         )
     )
-    stable = {"files": files, "rebuild": draw(absent_or(maybe(st.integers(-1, 2**63 - 1))))}
+    stable = {"files": files, "rebuild": draw(absent_or(maybe(big_int(-1))))}
     entry = {
         "name": draw(maybe(mostly(VALID_NAMES))),
         "versions": draw(maybe(st.fixed_dictionaries({"stable": maybe(mostly(VALID_VERSIONS))}))),
-        "revision": draw(absent_or(maybe(st.integers(min_value=-2, max_value=2**63 - 1)))),
+        "revision": draw(absent_or(maybe(big_int(-2)))),
         "bottle": draw(absent_or(maybe(st.just({"stable": draw(maybe(st.just(stable)))})))),
         "caveats": draw(absent_or(st.text(max_size=5))),
     }
@@ -235,10 +257,36 @@ def formula_entry(draw: st.DrawFn) -> Any:
 FORMULA_FIELDS = ("entry", "name", "versions", "revision", "bottle", "listed twice")
 
 
+def wide(revision: int = 0, rebuild: int = 0) -> list[Any]:
+    """A valid entry with a wide revision or rebuild: the fuzzer meets these only now
+    and then in a few thousand examples, so every run tries them."""
+    files = {"arm64_tahoe": {"url": "https://x.example/b", "sha256": SHA}}
+    return [
+        {
+            "name": "jq",
+            "versions": {"stable": "1.7.1"},
+            "revision": revision,
+            "bottle": {"stable": {"rebuild": rebuild, "files": files}},
+        }
+    ]
+
+
 @given(
     entries=st.lists(formula_entry(), max_size=6),
     day=st.dates(min_value=Date(2000, 1, 1), max_value=Date(2999, 12, 31)),
     targets=st.lists(st.sampled_from(MACHINE_TAGS), min_size=1, max_size=4, unique=True),
+)
+@example(entries=wide(revision=10**60), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
+@example(entries=wide(rebuild=10**60), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
+@example(entries=wide(revision=2**64), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
+@example(entries=wide(2**64 - 1, 2**64 - 1), day=Date(2026, 11, 22), targets=["arm64_tahoe"])
+@example(
+    entries=[
+        {**wide()[0], "name": "python", "versions": {"stable": "tk@3.12-3.12.1"}},
+        {**wide()[0], "name": "python-tk@3.12", "versions": {"stable": "3.12.1"}},
+    ],
+    day=Date(2026, 11, 22),
+    targets=["arm64_tahoe"],
 )
 def test_catalog_entries_are_rejected_by_field_or_stay_inside_the_layout(
     entries: list[Any], day: Date, targets: list[str]
@@ -246,7 +294,7 @@ def test_catalog_entries_are_rejected_by_field_or_stay_inside_the_layout(
     """formula.json: each bad entry is rejected naming its field, the rest go on, and
     every key the accepted ones shape is a bottle key of the layout (also through the
     hash file: written, read back, the same)."""
-    raw = orjson.dumps(entries)
+    raw = to_json(entries)
     catalog, exc = attempt(lambda: parse_catalog(raw), CatalogError)
     if exc is not None:
         assert "formula.json" in str(exc)
@@ -269,6 +317,21 @@ def test_catalog_entries_are_rejected_by_field_or_stay_inside_the_layout(
         b.hash_key: HashEntry(b.sha256, date, 1, b.s3_key(date)) for b in selection.bottles
     }
     assert parse(dumps(HashFile(entries_out))).bottles == entries_out
+    # No two accepted formulae spell one <name>-<pkg_version>: their keys would collide.
+    stems = [f"{f.name}-{f.pkg_version}" for f in catalog.formulae]
+    assert len(set(stems)) == len(stems), stems
+    # Every bottle of every accepted formula, whichever target picks it: its keys are
+    # ones the hash-file reader accepts, so no catalog entry can wedge the mirror.
+    every = {}
+    for formula in catalog.formulae:
+        for file in formula.files:
+            bottle = Bottle(
+                formula.name, formula.pkg_version, file.tag, formula.rebuild, file.sha256, file.url
+            )
+            entry = HashEntry(bottle.sha256, date, 2**64 - 1, bottle.s3_key(date))
+            assert entry_problem(bottle.hash_key, entry) is None, (bottle, entry)
+            every[bottle.hash_key] = entry
+    assert parse(dumps(HashFile(every))).bottles == every
 
 
 @given(raw=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
@@ -322,7 +385,7 @@ def hash_entry(draw: st.DrawFn, version: int | None) -> tuple[str, Any]:
     if version != 1 or draw(st.booleans()):
         entry["s3_key"] = s3_key
     if draw(st.booleans()):
-        entry["file_size"] = draw(maybe(st.one_of(st.none(), st.integers(-1, 2**63 - 1))))
+        entry["file_size"] = draw(maybe(st.one_of(st.none(), big_int(-1))))
     return key, draw(rarely(st.just(entry), wrong_type()))
 
 
@@ -373,13 +436,13 @@ def check_hash_file(raw: bytes, source: str) -> None:
 
 @given(doc=hash_document())
 def test_hash_files_v1_v2_fast_and_slow_agree_and_stay_inside_the_layout(doc: Any) -> None:
-    check_hash_file(orjson.dumps(doc), "bottles_hash.json")
+    check_hash_file(to_json(doc), "bottles_hash.json")
 
 
 @given(doc=hash_document(), host=hostile_mix(["mirror.example.com"]))
 def test_external_hash_files_name_their_source(doc: Any, host: str) -> None:
     """An external file is read by the same rules; its errors name the URL it came from."""
-    check_hash_file(orjson.dumps(doc), f"https://{host}/bottles_hash.json")
+    check_hash_file(to_json(doc), f"https://{host}/bottles_hash.json")
 
 
 @given(raw=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
@@ -408,10 +471,48 @@ def test_hash_file_bytes_fast_and_slow_agree(raw: bytes) -> None:
         b'{"version": 2, "bottles": {"jq-1-sonoma": {"sha256": "'
         + SHA.encode()
         + b'", "download_date": "2026-11-22", "s3_key": "2026-11-22/jq-1.sonoma.bottle.tar.gz\\u0000"}}}',
+        # Past 64 bits: msgspec reads an int, orjson a float; both readers must refuse it.
+        b'{"version": 2, "bottles": {"jq-1-sonoma": {"sha256": "'
+        + SHA.encode()
+        + b'", "download_date": "2026-11-22", "s3_key": "2026-11-22/jq-1.sonoma.bottle.tar.gz",'
+        b' "file_size": 18446744073709551616}}}',
     ],
 )
 def test_hash_file_edge_documents_fast_and_slow_agree(raw: bytes) -> None:
     check_hash_file(raw, "bottles_hash.json")
+
+
+@given(
+    key=st.one_of(
+        st.tuples(mostly(VALID_NAMES), mostly(VALID_VERSIONS), mostly(ALL_TAGS)).map("-".join),
+        hostile_mix(["jq-1.7.1-sonoma"]),
+    ),
+    sha256=sha_like(),
+    day=date_like(),
+    size=maybe(st.one_of(st.none(), big_int(-1))),
+    s3_key=maybe(
+        st.tuples(
+            date_like().map(str),
+            st.just("/"),
+            mostly(["jq-1.7.1.sonoma.bottle.tar.gz", "a-1.all.bottle.12.tar.gz"]),
+        ).map("".join)
+    ),
+)
+def test_dumps_writes_only_what_the_reader_reads_back(
+    key: str, sha256: Any, day: Any, size: Any, s3_key: Any
+) -> None:
+    """A hash file is never written that the reader would refuse: dumps() refuses the
+    entries entry_problem() names (naming the key), and what it writes reads back."""
+    entry = HashEntry(sha256, day, size, s3_key)
+    problem = entry_problem(key, entry)
+    written, exc = attempt(lambda: dumps(HashFile({key: entry})), HashFileError)
+    if problem is None:
+        assert exc is None
+        assert parse(written).bottles == {key: entry}
+    else:
+        assert exc is not None
+        assert problem in str(exc)
+        assert f"{key!r:.80}" in problem
 
 
 # --- SQS job messages -------------------------------------------------------------------
@@ -551,3 +652,62 @@ def test_the_hostile_strings_reach_every_rule() -> None:
                     }
                 )
             )
+
+
+# --- numbers from upstream --------------------------------------------------------------
+
+NUMBERISH = ["120", "0", "²", "10²", "١٢", "１２", "1_0", "1e3", "-1", " 7 ", "9" * 5000, "inf"]
+
+
+def numberish() -> st.SearchStrategy[str]:
+    return hostile_mix(NUMBERISH)
+
+
+@given(
+    value=st.one_of(
+        st.none(),
+        numberish(),
+        st.text(max_size=60),
+        st.sampled_from(["Wed, 21 Oct 2015 07:28:00 GMT", "Mon, 01 Jan 0001 00:00:00 -0000"]),
+    ),
+    now=st.floats(0, 2e9),
+)
+def test_retry_after_never_raises(value: str | None, now: float) -> None:
+    """Whatever a server sends as Retry-After: None, or seconds not below zero."""
+    seconds = parse_retry_after(value, now)
+    assert seconds is None or seconds >= 0
+
+
+def json_value() -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.one_of(st.none(), st.booleans(), big_int(-(2**70)), st.floats(), numberish()),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+@st.composite
+def image_index(draw: st.DrawFn) -> Any:
+    """An OCI image index, valid but for a field or two, or any JSON at all."""
+    notes = st.fixed_dictionaries(
+        {
+            "sh.brew.bottle.digest": maybe(st.just(f"sha256:{SHA}")),
+            "sh.brew.bottle.size": maybe(rarely(st.just("1024"), numberish())),
+        }
+    )
+    manifest = maybe(st.fixed_dictionaries({"annotations": maybe(notes)}))
+    index = st.fixed_dictionaries({"manifests": maybe(st.lists(manifest, max_size=3))})
+    return draw(st.one_of(index, json_value()))
+
+
+@given(index=image_index())
+def test_sizes_from_index_never_raises(index: Any) -> None:
+    """Whatever the registry's index holds: sizes that are plain ASCII numbers, the
+    rest left out."""
+    sizes = sizes_from_index(index)
+    for digest, size in sizes.items():
+        assert isinstance(digest, str)
+        assert isinstance(size, int)
+        assert 0 <= size < 10**15

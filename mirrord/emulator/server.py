@@ -159,7 +159,9 @@ def _json(obj: Any) -> web.Response:
     return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits, and few enough for int() (it refuses over 4,300): a longer number is no
+# range this server can hold, so the header is ignored, as with any it cannot parse.
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 
 
 def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
