@@ -25,13 +25,14 @@ import structlog
 from mirrord.catalog import Catalog, auto_targets, filter_formulae, select_bottles
 from mirrord.errors import (
     FatalUpstreamError,
+    FormulaError,
     IntegrityError,
     MirrordError,
     PreconditionFailed,
     StoreError,
     UpstreamError,
 )
-from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
+from mirrord.hashfile import HashFile, dumps, entry_problem, merge, missing_from, parse
 from mirrord.jobs import Job
 from mirrord.models import DATE_RE, Bottle, HashEntry, ObjectInfo, gc_paused
 from mirrord.plan import Plan, Transfer, index_url, make_plan, sizes_from_index
@@ -335,6 +336,11 @@ async def run_sync(
 
     async def one(t: Transfer) -> None:
         key = t.key
+        for hash_key, entry in _entries(t, job.date, 0, key).items():
+            # The catalog's rules should have refused it; never fetch what cannot be
+            # recorded, and never hand the checkpoint an entry that would stop it.
+            if (problem := entry_problem(hash_key, entry)) is not None:
+                raise FormulaError(t.bottle.name, f"cannot be recorded: {problem}")
         head = await stored_before(t)
         if head is not None:
             # Stored by a run that died before its checkpoint: adopt, do not refetch.
@@ -359,7 +365,7 @@ async def run_sync(
             try:
                 await one(t)
                 ok = True
-            except (UpstreamError, IntegrityError, StoreError) as exc:
+            except (UpstreamError, IntegrityError, StoreError, FormulaError) as exc:
                 failures.append(Failure(t.bottle.hash_key, str(exc), source_url(t.bottle.url)))
                 log.warning(
                     "bottle_failed", key=t.bottle.hash_key, error=str(exc), kind=type(exc).__name__

@@ -21,10 +21,11 @@ from hostile import Bottle, HostileUpstream
 from structlog.testing import capture_logs
 
 from mirrord.app import App, open_app, run_job
+from mirrord.catalog import Catalog, parse_catalog
 from mirrord.hashfile import HashFile, dumps
 from mirrord.jobs import Job, JobError, parse_date
-from mirrord.models import HashEntry
-from mirrord.pipeline import adoption_folders, load_hashfile
+from mirrord.models import Formula, HashEntry
+from mirrord.pipeline import Tuning, adoption_folders, load_hashfile, run_sync
 from mirrord.report import Report
 from mirrord.settings import Settings
 from mirrord.upstream import address_problem
@@ -456,3 +457,35 @@ async def test_sync_with_a_far_future_date_stops_at_start() -> None:
     result = await run_cli("sync", "--date", "9999-12-31", env={"MIRRORD_BUCKET": "b-unused"})
     assert result.code == 2
     assert b"--date 9999-12-31 is outside" in result.stderr
+
+
+async def test_an_entry_the_reader_would_refuse_fails_its_bottle_not_the_checkpoint(
+    bucket_name: str,
+) -> None:
+    """Defence behind the catalog's bounds: a formula that reached the pipeline with a
+    revision too long for a hash key fails alone, before any download, and the hash file
+    stays readable with its neighbour recorded. Without it, every checkpoint would be
+    refused (hashfile.dumps) and the job would end with nothing recorded."""
+    ok, source = neighbour(), Bottle("source")
+    async with (
+        HostileUpstream([ok, source]) as up,
+        open_app(make_settings(bucket_name, up.api_url)) as app,
+    ):
+        await app.s3.create_bucket(Bucket=bucket_name)
+        good, other = parse_catalog(up.catalog()).formulae
+        # 120 + 64 characters and 61 digits: longer than any hash key the reader takes.
+        wedge = Formula("wedge" + "w" * 115, "1." + "0" * 62, 10**60, 0, other.files)
+        report = await run_sync(
+            Job("hostile", DATE),
+            Catalog((good, wedge)),
+            app.store,
+            app.registry,
+            Tuning(2, PART, 10, 60.0),
+            hash_key="bottles_hash.json",
+        )
+        hf, _ = await load_hashfile(app.store, "bottles_hash.json")
+    assert [f.key[:5] for f in report.failed] == ["wedge"]
+    assert "cannot be recorded" in report.failed[0].error
+    assert set(hf.bottles) == {"neighbour-1.0-arm64_tahoe"}
+    assert up.requests[ok.sha256] == 1
+    assert up.requests[source.sha256] == 0
