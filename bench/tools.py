@@ -264,6 +264,10 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Expect "";
       proxy_set_header Content-Length "";
+      # Conditional writes (every bottle is written If-None-Match: *) always succeed
+      # here: nginx would answer its own 200s to them with 304 Not Modified.
+      proxy_set_header If-None-Match "";
+      proxy_set_header If-Match "";
       proxy_pass_request_body off;
       proxy_buffering off;
     }}

@@ -28,7 +28,7 @@ from botocore.handlers import add_expect_header
 from mirrord import __version__
 from mirrord.brew import Published, fetch_api, publish
 from mirrord.catalog import Catalog, filter_formulae, select_bottles
-from mirrord.errors import InputError, MirrordError, SettingsError, UpstreamError
+from mirrord.errors import InputError, JobCrashed, MirrordError, SettingsError, UpstreamError
 from mirrord.hashfile import HashFile, parse, utc_now
 from mirrord.jobs import Job
 from mirrord.lock import BucketLock, LockBusy
@@ -274,12 +274,6 @@ async def run_exclusive(
             return await run_job(app, job, route=route, stop=stop, grace=grace, progress=progress)
     finally:
         await lock.release()
-
-
-class JobCrashed(MirrordError):
-    """A job ended on an exception mirrord does not expect: a bug. ``run_job`` raises it
-    once the traceback is logged and Slack told, so every entry point treats it as any
-    failed job: the daemon's message comes back, the CLI prints one line and exits 1."""
 
 
 async def run_job(

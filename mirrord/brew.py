@@ -54,7 +54,7 @@ from mirrord.report import Failure
 from mirrord.retry import Backoff
 from mirrord.s3 import S3Store
 from mirrord.transfer import transfer
-from mirrord.upstream import INDEX_MEDIA_TYPE, Registry, fetch_bytes
+from mirrord.upstream import INDEX_MEDIA_TYPE, Registry, fetch_bytes, shown_url, source_url
 
 log = structlog.get_logger("mirrord.brew")
 T = TypeVar("T")
@@ -405,7 +405,11 @@ class Published:
             "current": self.current,
             "portable_ruby": self.portable_ruby,
             "api": self.api,
-            "problems": [{"key": p.key, "error": p.error, "url": p.url} for p in self.problems],
+            # Catalog URLs may carry credentials or a token: never in the report.
+            "problems": [
+                {"key": p.key, "error": p.error, "url": source_url(p.url) if p.url else ""}
+                for p in self.problems
+            ],
         }
 
 
@@ -506,7 +510,9 @@ async def publish(
         done.api = await _publish_api(store, api, targets, stored, clean and not done.problems)
     log.info("published", **{k: v for k, v in done.to_dict().items() if k != "problems"})
     for problem in done.problems:
-        log.warning("publish_problem", key=problem.key, error=problem.error, url=problem.url)
+        log.warning(
+            "publish_problem", key=problem.key, error=problem.error, url=shown_url(problem.url)
+        )
     return done
 
 

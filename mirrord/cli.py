@@ -42,7 +42,7 @@ from mirrord.lock import default_owner
 from mirrord.pipeline import load_hashfile, prepare
 from mirrord.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, progress_for
 from mirrord.settings import Settings, from_env
-from mirrord.upstream import fetch_catalog
+from mirrord.upstream import fetch_catalog, source_url
 
 log = structlog.get_logger("mirrord.cli")
 
@@ -226,7 +226,7 @@ async def cmd_plan(args: argparse.Namespace, app: App) -> int:
         "bottles": [
             {
                 "key": t.key,
-                "url": t.bottle.url,
+                "url": source_url(t.bottle.url),
                 "sha256": t.bottle.sha256,
                 "size_hint": t.size_hint or None,
             }

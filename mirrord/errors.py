@@ -15,8 +15,9 @@ once, with ``raise … from exc``; nothing above the adapters catches a foreign 
     │   └── FatalUpstreamError not worth another attempt (404, other 4xx)
     │       └── RefusedAddress an untrusted URL aims where it must not (SSRF)
     ├── IntegrityError         bytes do not match the catalog's sha256 or size
-    └── StoreError             S3
-        └── PreconditionFailed a conditional write lost (412)
+    ├── StoreError             S3
+    │   └── PreconditionFailed a conditional write lost (412)
+    └── JobCrashed             a job ended on an exception mirrord does not expect: a bug
 """
 
 from __future__ import annotations
@@ -103,3 +104,9 @@ class StoreError(MirrordError):
 
 class PreconditionFailed(StoreError):
     """A conditional write (If-Match / If-None-Match) was refused with 412."""
+
+
+class JobCrashed(MirrordError):
+    """A job ended on an exception mirrord does not expect: a bug. ``run_job`` raises it
+    once the traceback is logged and Slack told, so every entry point treats it as any
+    failed job: the daemon's message comes back, the CLI prints one line and exits 1."""

@@ -64,6 +64,7 @@ class Bottle:
     data: bytes = b""
     behaviour: Behaviour = "ok"
     announce: bool = True  # list it in its image index (sh.brew.bottle.size)
+    size_note: str = ""  # what the index says its size is, when not the truth
     realm: str = ""
     location: str = ""
     retry_after: str = ""
@@ -157,7 +158,7 @@ class HostileUpstream:
                 "annotations": {
                     "org.opencontainers.image.ref.name": f"{b.version}.{b.tag}",
                     "sh.brew.bottle.digest": f"sha256:{b.sha256}",
-                    "sh.brew.bottle.size": str(len(b.data)),
+                    "sh.brew.bottle.size": b.size_note or str(len(b.data)),
                 }
             }
             for b in found

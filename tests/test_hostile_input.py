@@ -7,17 +7,17 @@ S3, the CLI as a separate process."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import hostile
 import orjson
 import pytest
 from aiohttp import web
-from conftest import make_settings, run_cli
+from conftest import DATE, days_ago, make_settings, run_cli
 from faultproxy import FaultProxy
 
 from mirrord import catalog as catalog_module
@@ -39,7 +39,6 @@ from mirrord.retry import parse_retry_after
 from mirrord.s3 import S3Store
 from mirrord.upstream import fetch_catalog
 
-DATE = "2026-11-22"
 SHA = "ab" * 32
 
 
@@ -253,63 +252,22 @@ def test_emulator_ignores_a_range_it_cannot_read() -> None:
     assert parse_range("bytes=10-19", 100) == (10, 20)
 
 
-@dataclass
-class Hostile:
-    """formula.json and one bottle, served by a registry that answers the first GET of
-    the bottle 503 with ``Retry-After: ²``."""
-
-    url: str
-    blob_gets: int = 0
-
-
-@pytest.fixture
-async def superscript_retry_after() -> AsyncIterator[Hostile]:
-    body = b"bottle bytes " * 1000
-    digest = hashlib.sha256(body).hexdigest()
-    server = Hostile("")
-
-    async def catalog(request: web.Request) -> web.Response:
-        files = {"arm64_tahoe": {"url": f"{server.url}/blob", "sha256": digest}}
-        entry = {
-            "name": "jq",
-            "versions": {"stable": "1.7.1"},
-            "bottle": {"stable": {"files": files}},
-        }
-        return web.json_response([entry])
-
-    async def blob(request: web.Request) -> web.Response:
-        server.blob_gets += 1
-        if server.blob_gets == 1:
-            return web.Response(status=503, headers={"Retry-After": "²"})
-        return web.Response(body=body)
-
-    app = web.Application()
-    app.router.add_get("/api/formula.json", catalog)
-    app.router.add_get("/blob", blob)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield server
-    await runner.cleanup()
-
-
-async def test_a_superscript_retry_after_is_retried_not_a_traceback(
-    superscript_retry_after: Hostile, app: App
-) -> None:
+async def test_a_superscript_retry_after_is_retried_not_a_traceback(app: App) -> None:
     """The finding: `Retry-After: ²` ended the CLI with a ValueError traceback. Now the
     503 is retried on the policy's own backoff and the sync completes."""
-    env = {
-        "MIRRORD_BUCKET": app.settings.bucket,
-        "MIRRORD_API_URL": f"{superscript_retry_after.url}/api/formula.json",
-        "MIRRORD_PLATFORMS": "arm64_tahoe",
-    }
-    result = await run_cli("sync", "--json", "--date", DATE, env=env)
+    throttled = hostile.Bottle("jq", behaviour="retry_after", retry_after="²")
+    async with hostile.HostileUpstream([throttled]) as up:
+        env = {
+            "MIRRORD_BUCKET": app.settings.bucket,
+            "MIRRORD_API_URL": up.api_url,
+            "MIRRORD_PLATFORMS": "arm64_tahoe",
+            "MIRRORD_BREW_MIRROR": "false",
+        }
+        result = await run_cli("sync", "--json", "--date", DATE, env=env)
     assert b"Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.code == 0, result.stderr[-2000:]
     assert result.json()["downloaded"] == 1
-    assert superscript_retry_after.blob_gets == 2
+    assert up.requests[throttled.sha256] == 2
 
 
 # --- 7. keys that collide across formulae -----------------------------------------------
@@ -524,7 +482,7 @@ async def test_verify_reports_the_previous_rebuild_as_superseded_not_orphaned(
     def size_of(name: str, tag: str) -> int:  # the sample's sizes; jq's new bottle differs
         return 20 * 2**20 if (name, tag) == SAMPLE_LARGE else 200_000 + (name == "jq")
 
-    later = "2026-11-29"
+    later = days_ago(2)
     async with Emulator(catalog_from_entries(entries, size_of=size_of)) as rebottled:
         await sync_into(mirror.app, rebottled.api_url, later)
     old = f"{DATE}/jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"

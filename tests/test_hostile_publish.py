@@ -18,7 +18,7 @@ import boto3
 import orjson
 import pytest
 from aiohttp import web
-from conftest import ROOT, Receiver, make_settings
+from conftest import DATE, ROOT, Receiver, make_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +41,6 @@ from mirrord.jobs import Job
 from mirrord.models import Bottle, Formula, HashEntry
 from mirrord.upstream import INDEX_MEDIA_TYPE
 
-DATE = "2026-11-22"
 SHA = "ab" * 32
 TAGS = ["arm64_tahoe", "sonoma", "all", "arm64_sequoia"]
 

@@ -112,7 +112,7 @@ def figures(
     row: tuple[str, str], up: HostileUpstream, out: Outcome, settings: Settings
 ) -> dict[str, Any]:
     """One row of the hostile-upstream table: what the answer cost the victim bottles."""
-    victims = [b for b in up.bottles if b.behaviour != "ok"]
+    victims = [b for b in up.bottles if b.behaviour != "ok" or b.size_note]
     failed = {f.key.rsplit("-", 2)[0]: f.error for f in out.report.failed}
     outcomes = [f"failed: {failed[b.name]}" if b.name in failed else "stored" for b in victims]
     return {
@@ -249,6 +249,31 @@ async def test_cuts_after_every_100_bytes_give_up_after_max_attempts(sync: Any) 
     assert "connection broken at byte" in out.failure(cut)
     assert up.requests[cut.sha256] == 3
     assert up.sent[cut.sha256] == 300
+
+
+async def test_a_retry_after_of_superscript_two_is_a_plain_retry(sync: Any) -> None:
+    """`Retry-After: ²` (str.isdigit() says yes, float() says no): ignored, the 503 is
+    retried on the policy's own backoff. Before: a ValueError traceback ended the job."""
+    odd = Bottle("odd", behaviour="retry_after", retry_after="²")
+    async with HostileUpstream([odd]) as up:
+        out = await sync(
+            up, row=("503 with Retry-After: ² (superscript two)", "ValueError: the job died")
+        )
+    assert out.report.failed == ()
+    assert up.requests[odd.sha256] == 2
+
+
+async def test_an_index_size_of_10_superscript_two_is_no_size(sync: Any) -> None:
+    """An image index announcing `sh.brew.bottle.size: "10²"` for a bottle past one part:
+    no size is read from it, so MIRRORD_MAX_BOTTLE_BYTES caps the body, and the bottle is
+    stored. Before: int("10²") raised and ended the job."""
+    large = Bottle("large", data=random.Random(7).randbytes(6 * MiB), size_note="10²")
+    async with HostileUpstream([large]) as up:
+        out = await sync(
+            up, row=('image index size "10²", a 6 MiB bottle', "ValueError: the job died")
+        )
+    assert out.report.failed == ()
+    assert out.report.bytes == 6 * MiB
 
 
 async def test_a_token_realm_on_another_origin_is_never_asked(sync: Any) -> None:

@@ -31,7 +31,7 @@ from mirrord.lambdas import settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message
 from mirrord.pipeline import load_hashfile, prepare
 from mirrord.plan import Plan, estimate, index_url, sizes_from_index
-from mirrord.upstream import Registry, fetch_catalog
+from mirrord.upstream import Registry, fetch_catalog, shown_url
 
 log = structlog.get_logger("mirrord.enqueue")
 Invoker = Callable[[Job], Awaitable[None]]
@@ -67,7 +67,7 @@ async def index_sizes(registry: Registry, plan: Plan, concurrency: int) -> dict[
             try:
                 index = await registry.image_index(url)
             except UpstreamError as exc:  # an estimate, not a sync: fall back, go on
-                log.warning("image_index_failed", url=url, error=str(exc))
+                log.warning("image_index_failed", url=shown_url(url), error=str(exc))
                 return {}
         return sizes_from_index(index) if index else {}
 
