@@ -167,7 +167,9 @@ async def transfer(
                 if not why:
                     cap, why = await limit.cap()
                 if size > cap:
-                    raise IntegrityError(key, f"body passes {cap} bytes ({why}): stopped")
+                    raise IntegrityError(
+                        key, f"stopped at {size} bytes read: over the {cap} allowed ({why})"
+                    )
             # Strictly more than a part: now we know the bottle needs a multipart upload.
             while buffered > part_size:
                 # Part N must be sent before part N+1 is cut from the buffer: that keeps

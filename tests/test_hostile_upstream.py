@@ -202,7 +202,7 @@ async def test_endless_body_without_an_announced_size_stops_at_the_byte_cap(sync
             ),
             max_bottle_bytes=16 * MiB,
         )
-    assert "passes 16777216 bytes (MIRRORD_MAX_BOTTLE_BYTES)" in out.failure(endless)
+    assert "over the 16777216 allowed (MIRRORD_MAX_BOTTLE_BYTES)" in out.failure(endless)
     assert 16 * MiB < out.read <= 17 * MiB
     assert await out.stored() == {}
 
