@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -266,21 +267,31 @@ class Receiver:
         return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
 
 
+@contextlib.asynccontextmanager
+async def loopback(
+    app: web.Application, *, ssl_context: ssl.SSLContext | None = None, **runner: Any
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1:<free port> in the test's loop; yields its base URL."""
+    runs = web.AppRunner(app, **{"access_log": None, "shutdown_timeout": 0.25, **runner})
+    await runs.setup()
+    try:
+        await web.TCPSite(runs, "127.0.0.1", 0, ssl_context=ssl_context).start()
+        scheme = "https" if ssl_context is not None else "http"
+        yield f"{scheme}://127.0.0.1:{runs.addresses[0][1]}"
+    finally:
+        await runs.cleanup()
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     """A Slack incoming-webhook stand-in on 127.0.0.1:<free port>, in the test's loop."""
     rec = Receiver()
     app = web.Application()
     app.router.add_post(HOOK_PATH, rec.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rec.url = f"http://127.0.0.1:{port}{HOOK_PATH}"
-    yield rec
-    rec.release.set()
-    await runner.cleanup()
+    async with loopback(app) as url:
+        rec.url = f"{url}{HOOK_PATH}"
+        yield rec
+        rec.release.set()
 
 
 @dataclass

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiohttp
 from aiohttp import web
+from conftest import loopback
 
 Op = Literal["create", "part", "complete", "abort", "list_uploads", "put", "hashfile", "other"]
 Kind = Literal["slowdown", "internal", "reset", "precondition"]
@@ -79,7 +81,7 @@ class FaultProxy:
     chaos_ops: frozenset[str] = frozenset()
     chaos_kinds: tuple[Kind, ...] = ()
     rng: random.Random = field(default_factory=lambda: random.Random(0))
-    _runner: web.AppRunner | None = None
+    _served: AsyncExitStack = field(default_factory=AsyncExitStack)
     _session: aiohttp.ClientSession | None = None
 
     def inject(self, op: Op, kind: Kind, times: int = 1) -> None:
@@ -100,16 +102,11 @@ class FaultProxy:
         )
         app = web.Application(client_max_size=1 << 40)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.url = await self._served.enter_async_context(loopback(app))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._served.aclose()
         if self._session is not None:
             await self._session.close()
 

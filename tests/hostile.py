@@ -17,11 +17,13 @@ import io
 import tarfile
 import zlib
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
 from aiohttp import web
+from conftest import loopback
 
 Behaviour = Literal[
     "ok",  # 200, Content-Length, the bytes
@@ -94,7 +96,7 @@ class HostileUpstream:
     requests: Counter[str] = field(default_factory=Counter)  # digest → blob requests
     sent: Counter[str] = field(default_factory=Counter)  # digest → body bytes written
     url: str = ""
-    _runner: web.AppRunner | None = None
+    _served: AsyncExitStack = field(default_factory=AsyncExitStack)
     _retried: set[str] = field(default_factory=set)
 
     @property
@@ -134,16 +136,11 @@ class HostileUpstream:
         app.router.add_get("/api/formula.json", self._catalog)
         app.router.add_get("/v2/homebrew/core/{image:.+}/blobs/sha256:{digest}", self._blob)
         app.router.add_get("/v2/homebrew/core/{image:.+}/manifests/{ref}", self._index)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.url = await self._served.enter_async_context(loopback(app, handler_cancellation=True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._served.aclose()
 
     async def _catalog(self, request: web.Request) -> web.Response:
         return web.Response(body=self.catalog(), content_type="application/json")

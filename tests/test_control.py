@@ -23,7 +23,7 @@ import pytest
 import trustme
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import DATE, ROOT, Receiver, make_settings, run_cli
+from conftest import DATE, ROOT, Receiver, loopback, make_settings, run_cli
 from structlog.testing import capture_logs
 
 from mirrord.app import App, open_app, run_job
@@ -610,30 +610,23 @@ async def test_external_hash_file_over_https_with_a_test_ca(plane: Plane, tmp_pa
 
     web_app = web.Application()
     web_app.router.add_get("/mirror/bottles_hash.json", serve_file)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = runner.addresses[0][1]
     s = plane.app.settings
-    env = {
-        "MIRRORD_BUCKET": s.bucket,
-        "MIRRORD_API_URL": s.api_url,
-        "MIRRORD_EXTERNAL_HASH_URL": f"https://127.0.0.1:{port}/mirror/bottles_hash.json",
-        "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": "true",  # the test server is on loopback
-        "SSL_CERT_FILE": str(ca_file),
-    }
-    try:
+    async with loopback(web_app, ssl_context=server_ctx) as url:
+        env = {
+            "MIRRORD_BUCKET": s.bucket,
+            "MIRRORD_API_URL": s.api_url,
+            "MIRRORD_EXTERNAL_HASH_URL": f"{url}/mirror/bottles_hash.json",
+            "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": "true",  # the test server is on loopback
+            "SSL_CERT_FILE": str(ca_file),
+        }
         result = await run_cli("sync", "--json", "--date", DATE, env=env)
         plain = await run_cli(
             "plan",
             "--json",
             "--date",
             DATE,
-            env={**env, "MIRRORD_EXTERNAL_HASH_URL": f"http://127.0.0.1:{port}/x"},
+            env={**env, "MIRRORD_EXTERNAL_HASH_URL": f"{url.replace('https', 'http')}/x"},
         )
-    finally:
-        await runner.cleanup()
     assert result.code == 0, result.stderr[-2000:]
     assert result.json()["skipped"] == len(listed)
     assert any(e.get("event") == "external_hash_loaded" for e in result.logs())

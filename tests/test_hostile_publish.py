@@ -18,7 +18,7 @@ import boto3
 import orjson
 import pytest
 from aiohttp import web
-from conftest import DATE, ROOT, Receiver, make_settings
+from conftest import DATE, ROOT, Receiver, loopback, make_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -300,12 +300,8 @@ async def hostile() -> AsyncIterator[Hostile]:
     host = Hostile()
     app = web.Application()
     app.router.add_get("/{path:.*}", host.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield host
-    await runner.cleanup()
+    async with loopback(app) as host.url:
+        yield host
 
 
 async def _blob_keys_hash_to_their_names(app: Any) -> list[str]:

@@ -4,6 +4,7 @@ cap, no scheme downgrade) and secrets that never reach a log, stdout or the repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -21,7 +22,17 @@ import trustme
 import yaml
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import DATE, HOOK_PATH, SECRET_PART, Receiver, Reply, days_ago, make_settings, run_cli
+from conftest import (
+    DATE,
+    HOOK_PATH,
+    SECRET_PART,
+    Receiver,
+    Reply,
+    days_ago,
+    loopback,
+    make_settings,
+    run_cli,
+)
 from structlog.testing import capture_logs
 
 from mirrord.app import load_external, open_app, run_job
@@ -175,7 +186,7 @@ async def origin(tmp_path: Path) -> AsyncIterator[tuple[Origin, Origin, Path]]:
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     plain, tls = Origin(), Origin()
-    runners = []
+    served = contextlib.AsyncExitStack()
     for origin_, ctx in ((plain, None), (tls, server_ctx)):
 
         def routes(o: Origin) -> web.Application:
@@ -199,16 +210,9 @@ async def origin(tmp_path: Path) -> AsyncIterator[tuple[Origin, Origin, Path]]:
             app.router.add_get("/announced", announced)
             return app
 
-        runner = web.AppRunner(routes(origin_), access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        scheme = "https" if ctx else "http"
-        origin_.url = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
-        runners.append(runner)
-    yield plain, tls, ca_file
-    for runner in runners:
-        await runner.cleanup()
+        origin_.url = await served.enter_async_context(loopback(routes(origin_), ssl_context=ctx))
+    async with served:
+        yield plain, tls, ca_file
 
 
 async def test_opt_in_reaches_a_real_local_server(

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import DATE, REPORT_FIELDS, ROOT, days_ago, make_settings, run_cli
+from conftest import DATE, REPORT_FIELDS, ROOT, days_ago, loopback, make_settings, run_cli
 
 from mirrord.app import App, open_app
 from mirrord.catalog import auto_targets, parse_catalog, select_bottles
@@ -595,18 +595,11 @@ async def test_uploads_send_their_body_without_waiting_for_100_continue(
 
     server = web.Application()
     server.router.add_route("*", "/{path:.*}", s3)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    try:
+    async with loopback(server) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         async with open_app(make_settings(bucket_name, "http://127.0.0.1:9")) as app:
             await app.s3.put_object(Bucket=bucket_name, Key="k", Body=io.BytesIO(b"abc"))
             await app.s3.upload_part(
                 Bucket=bucket_name, Key="k", UploadId="u", PartNumber=1, Body=io.BytesIO(b"a")
             )
-    finally:
-        await runner.cleanup()
     assert seen == [("PUT", None), ("PUT", None)]
