@@ -7,6 +7,7 @@ arguments, so tests hand in clients pointed at the moto server and the emulator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -260,15 +261,24 @@ async def run_exclusive(
     stop: asyncio.Event | None = None,
     grace: float | None = None,
     progress: Progress | None = None,
+    wait: bool = False,
 ) -> Report:
     """``run_job`` under the bucket lock, renewed while it runs; ``LockBusy`` when
-    another sync holds the bucket (the daemon waits for it instead: see daemon.py)."""
+    another sync holds the bucket, or, with ``wait``, once ``stop`` is set while waiting
+    for it (the daemon waits in its own way: see daemon.py)."""
     s = app.settings
     stop = stop or asyncio.Event()
     lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
-    holder = await lock.acquire(job.job_id)
-    if holder is not None:
-        raise LockBusy(holder)
+    while (holder := await lock.acquire(job.job_id)) is not None:
+        if not wait or stop.is_set():
+            raise LockBusy(holder)
+        log.info(
+            "lock_wait", holder=holder.owner, holder_job=holder.job_id, left_s=int(holder.left)
+        )
+        # Asked again at the lease's end at the latest; a release is seen within 15 s.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(max(holder.left, 1.0), 15.0)):
+                await stop.wait()
     try:
         async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
             return await run_job(app, job, route=route, stop=stop, grace=grace, progress=progress)

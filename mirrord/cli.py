@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--concurrency", help="bottles in flight (MIRRORD_CONCURRENCY)")
     sync.add_argument("--part-size", help="multipart part size, e.g. 16MiB (MIRRORD_PART_SIZE)")
     sync.add_argument("--batch-size", help="bottles per checkpoint (MIRRORD_BATCH_SIZE)")
+    sync.add_argument(
+        "--wait", action="store_true", help="wait while another sync holds the bucket"
+    )
 
     plan = sub.add_parser("plan", help="what a sync would fetch; writes nothing")
     common(plan)
@@ -194,6 +197,7 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
             route="cli",
             stop=stop,
             progress=progress_for(sys.stderr),
+            wait=args.wait,
         )
     failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
     _emit(
@@ -365,8 +369,15 @@ COMMANDS = {
 }
 
 
+# Commands that work on the bucket ask for it first: a missing bucket or foreign
+# credentials are one line naming the bucket, before any catalog download or plan.
+NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "daemon", "enqueue"})
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     async with open_app(settings) as app:
+        if args.command in NEEDS_BUCKET:
+            await app.store.check_bucket()
         return await COMMANDS[args.command](args, app)
 
 

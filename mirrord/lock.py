@@ -8,17 +8,23 @@ is one conditional write, so S3 decides every race.
 Expiry is judged by S3's clock alone: the lock object's ``LastModified`` (set by S3 at
 each renewal) against the ``Date`` of the answer that read it, and the lease (``ttl``)
 its holder wrote. A host whose clock runs minutes fast cannot take over a live lock.
+
+The lock also names the holder's process (host, boot, pid, start time). A holder on this
+same machine whose process is gone (SIGKILL, OOM, a closed terminal) is taken over at
+once, so kill-and-rerun works; a holder elsewhere is only ever waited out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import structlog
@@ -40,9 +46,82 @@ class LockBusy(MirrordError):
     def __init__(self, holder: Holder) -> None:
         super().__init__(
             f"another sync holds the bucket: {holder.owner} (job {holder.job_id}), "
-            f"lease renewed for another {max(0, int(holder.left))}s"
+            f"lease renewed for another {max(0, int(holder.left))}s "
+            "(`mirrord sync --wait` waits for it)"
         )
         self.holder = holder
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """Where a lock holder runs: enough to tell, from the same machine, whether it still
+    does. ``boot`` and ``started`` are empty where the system does not say (not Linux)."""
+
+    host: str
+    boot: str
+    pid: int
+    started: str
+
+    @classmethod
+    def current(cls) -> Process:
+        return cls(socket.gethostname(), _boot_id(), os.getpid(), _started(os.getpid()))
+
+    def to_json(self) -> dict[str, object]:
+        return {"host": self.host, "boot": self.boot, "pid": self.pid, "started": self.started}
+
+    @classmethod
+    def from_json(cls, data: object) -> Process | None:
+        if not isinstance(data, dict):
+            return None
+        host, boot, pid, started = (data.get(k) for k in ("host", "boot", "pid", "started"))
+        if not (isinstance(host, str) and isinstance(boot, str) and isinstance(started, str)):
+            return None
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+            return None
+        return cls(host, boot, pid, started)
+
+    def gone(self, here: Process) -> bool:
+        """True only when certain that this process no longer runs: it ran on ``here``'s
+        machine, and that machine has rebooted since or has no such process now (or one
+        that started at another time: a reused pid)."""
+        if self.host != here.host or not self.host:
+            return False
+        if self.boot and here.boot:
+            if self.boot != here.boot:
+                return True
+        elif self.boot or here.boot:
+            return False  # one side cannot say which boot: not certain
+        if not _runs(self.pid):
+            return True
+        return bool(self.started) and _started(self.pid) != self.started
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22);
+    the command name before it may hold spaces and parentheses, so split after the last ')'."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +129,7 @@ class Holder:
     owner: str
     job_id: str
     left: float  # seconds of lease left, by S3's clock
+    process: Process | None = None
 
 
 def default_owner() -> str:
@@ -62,24 +142,28 @@ def default_owner() -> str:
 RESOLUTION = 1.0
 
 
-def live_holder(found: Read, default_ttl: float, clock: Callable[[], float]) -> Holder | None:
-    """Who holds the lock as read, or None when it is free (released, expired, unreadable:
-    a bad write cannot wedge the mirror). By S3's clock; a store that sends no dates
-    falls back to the holder's written expiry against ours."""
+def read_lock(found: Read, default_ttl: float, clock: Callable[[], float]) -> Holder | str:
+    """The live holder of the lock as read, or why it is free: "released", "expired" or
+    "unreadable" (a bad write cannot wedge the mirror). By S3's clock; a store that sends
+    no dates falls back to the holder's written expiry against ours."""
     try:
         data = orjson.loads(found.body)
         owner, job_id = str(data["owner"]), str(data["job_id"])
         expires_at = float(data["expires_at"])
         ttl = float(data.get("ttl", default_ttl))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return None
-    if expires_at <= 0 or not ttl > 0:
-        return None  # released
+        return "unreadable"
+    if not (math.isfinite(expires_at) and math.isfinite(ttl)):
+        return "unreadable"
+    if not (expires_at > 0 and ttl > 0):
+        return "released"
     if found.last_modified is not None and found.server_time is not None:
         left = found.last_modified + ttl + RESOLUTION - found.server_time
     else:
         left = expires_at - clock()
-    return Holder(owner, job_id, left) if left >= 0 else None
+    if left < 0:
+        return "expired"
+    return Holder(owner, job_id, left, Process.from_json(data.get("process")))
 
 
 class BucketLock:
@@ -91,8 +175,12 @@ class BucketLock:
         *,
         key: str = LOCK_KEY,
         clock: Callable[[], float] = time.time,
+        process: Process | None = None,
     ) -> None:
+        """``process``: this one (the default), as the lock records it and as it judges
+        whether a holder on the same machine is gone."""
         self._store = store
+        self._process = process or Process.current()
         self._owner = owner
         self._ttl = ttl
         self._key = key
@@ -105,12 +193,13 @@ class BucketLock:
         return self._etag is not None
 
     async def _put(self, etag: str | None, *, release: bool = False) -> str:
-        # expires_at is for people reading the object; S3's clock decides (live_holder).
+        # expires_at is for people reading the object; S3's clock decides (read_lock).
         body = {
             "owner": self._owner,
             "job_id": self._job_id,
             "ttl": 0 if release else self._ttl,
             "expires_at": 0.0 if release else self._clock() + self._ttl,
+            "process": self._process.to_json(),
         }
         return await self._store.put_if(
             self._key, orjson.dumps(body), etag=etag, content_type="application/json"
@@ -119,7 +208,10 @@ class BucketLock:
     async def holder(self) -> Holder | None:
         """Who holds the lock now, or None when it is free."""
         found = await self._store.read(self._key)
-        return None if found is None else live_holder(found, self._ttl, self._clock)
+        if found is None:
+            return None
+        state = read_lock(found, self._ttl, self._clock)
+        return state if isinstance(state, Holder) else None
 
     async def acquire(self, job_id: str) -> Holder | None:
         """Take the lock for ``job_id``: None on success, else who holds it."""
@@ -136,14 +228,25 @@ class BucketLock:
                 return None
             except PreconditionFailed:
                 return Holder("unknown", "unknown", self._ttl)
-        holder = live_holder(found, self._ttl, self._clock)
-        if holder is not None:
-            return holder
+        state = read_lock(found, self._ttl, self._clock)
+        if isinstance(state, Holder):
+            if state.process is None or not state.process.gone(self._process):
+                return state
+            state = f"its process {state.process.pid} on this host is gone"
+            previous: str | None = found.body.decode(errors="replace")[:200]
+        else:
+            previous = None if state == "released" else found.body.decode(errors="replace")[:200]
         try:
             self._etag = await self._put(found.etag)
         except PreconditionFailed:
             return Holder("unknown", "unknown", self._ttl)
-        log.warning("lock_taken_over", key=self._key)
+        if state == "released":
+            log.debug("lock_acquired", key=self._key)  # the ordinary case: no news
+        elif state == "expired" or state == "unreadable":
+            # A holder that stopped renewing without releasing: it crashed elsewhere.
+            log.warning("lock_taken_over", key=self._key, reason=state, previous=previous)
+        else:
+            log.info("lock_taken_over", key=self._key, reason=state, previous=previous)
         return None
 
     async def renew(self) -> None:

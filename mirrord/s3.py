@@ -97,6 +97,26 @@ class S3Store:
         self._client = client
         self.bucket = bucket
 
+    async def check_bucket(self) -> None:
+        """The bucket exists and these credentials may use it, else one ``StoreError``
+        naming the bucket: asked first, before a 30 MB catalog download or a plan that
+        could never be written."""
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            status, code = _status(exc), _code(exc)
+            if status == 404 or code in ("404", "NoSuchBucket", "NotFound"):
+                why = "does not exist (MIRRORD_BUCKET, AWS_ENDPOINT_URL?)"
+            elif status == 403 or code in ("403", "AccessDenied", "Forbidden"):
+                why = "refuses these credentials (another account's bucket, or a policy)"
+            elif status == 301 or code == "PermanentRedirect":
+                why = "is in another region (AWS_DEFAULT_REGION)"
+            else:
+                why = f"cannot be used: {code or status}"
+            raise StoreError(f"bucket {self.bucket} {why}", code=code) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StoreError(f"bucket {self.bucket} cannot be reached: {exc}") from exc
+
     async def head(self, key: str) -> ObjectInfo | None:
         try:
             r = await self._client.head_object(Bucket=self.bucket, Key=key)
