@@ -27,7 +27,6 @@ from mirrord.jobs import Job, JobError, parse_date
 from mirrord.models import Formula, HashEntry
 from mirrord.pipeline import Tuning, adoption_folders, load_hashfile, run_sync
 from mirrord.report import Report
-from mirrord.settings import Settings
 from mirrord.upstream import address_problem
 
 MiB = 2**20
@@ -100,7 +99,7 @@ async def sync(bucket_name: str, ledger: Ledger) -> AsyncIterator[Any]:
         outcome = Outcome(report, app, time.monotonic() - started, counted.read)
         assert await app.store.open_uploads() == [], "an upload was left open"
         if row is not None:
-            ledger.hostile.append(figures(row, upstream, outcome, settings))
+            ledger.hostile.append(figures(row, upstream, outcome))
         return outcome
 
     yield run
@@ -108,24 +107,21 @@ async def sync(bucket_name: str, ledger: Ledger) -> AsyncIterator[Any]:
         await context.__aexit__(None, None, None)
 
 
-def figures(
-    row: tuple[str, str], up: HostileUpstream, out: Outcome, settings: Settings
-) -> dict[str, Any]:
+def figures(row: tuple[str, str], up: HostileUpstream, out: Outcome) -> dict[str, Any]:
     """One row of the hostile-upstream table: what the answer cost the victim bottles."""
     victims = [b for b in up.bottles if b.behaviour != "ok" or b.size_note]
     failed = {f.key.rsplit("-", 2)[0]: f.error for f in out.report.failed}
     outcomes = [f"failed: {failed[b.name]}" if b.name in failed else "stored" for b in victims]
+    # The well-behaved neighbours were read once each, whole: the rest is the victims'.
+    neighbours = sum(len(b.data) for b in up.bottles if b not in victims and b.name not in failed)
     return {
         "answer": row[0],
         "before": row[1],
         "outcome": "; ".join(outcomes),
-        # Bytes read for the victims: all read, less what the stored bottles weigh.
-        "read_mib": round((out.read - out.report.bytes) / MiB, 2),
-        "sent_mib": round(sum(up.sent[b.sha256] for b in victims) / MiB, 2),
+        "read": out.read - neighbours,
+        "sent": sum(up.sent[b.sha256] for b in victims),
         "seconds": round(out.seconds, 2),
         "requests": sum(up.requests[b.sha256] for b in victims),
-        "settings": f"attempts {settings.max_attempts}, deadline {settings.bottle_timeout:g} s, "
-        f"cap {settings.max_bottle_bytes // MiB} MiB",
     }
 
 

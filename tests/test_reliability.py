@@ -663,11 +663,11 @@ def write_report(path: Path, book: Ledger) -> None:
         "`MIRRORD_MAX_BOTTLE_BYTES` 4 GiB, `MIRRORD_BOTTLE_TIMEOUT` 3600 s, 5 attempts (at",
         "most 20 requests a bottle however much progress it makes).",
         "",
-        "| upstream answer | before (review) | outcome | read MiB | sent MiB | s | requests |",
+        "| upstream answer | before (review) | outcome | read bytes | sent bytes | s | requests |",
         "|---|---|---|---:|---:|---:|---:|",
         *(
-            f"| {h['answer']} | {h['before']} | {h['outcome']} | {h['read_mib']} "
-            f"| {h['sent_mib']} | {h['seconds']} | {h['requests']} |"
+            f"| {h['answer']} | {h['before']} | {h['outcome']} | {h['read']:,} "
+            f"| {h['sent']:,} | {h['seconds']} | {h['requests']} |"
             for h in book.hostile
         ),
         "",
