@@ -409,12 +409,14 @@ async def test_rebuild_hash_while_a_sync_holds_the_lock_exits_1_and_changes_noth
 @dataclass
 class PausingProxy(FaultProxy):
     """S3 through the fault proxy, which runs ``before_head`` once, before forwarding
-    the first HEAD: a moment after rebuild-hash has listed the bucket."""
+    the first HEAD of an object: a moment after rebuild-hash has listed the bucket (the
+    HEAD of the bucket itself, the CLI's first question, is not one)."""
 
     before_head: Callable[[], Awaitable[None]] | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "HEAD" and self.before_head is not None:
+        is_object = request.path.strip("/").count("/") >= 1
+        if request.method == "HEAD" and is_object and self.before_head is not None:
             hook, self.before_head = self.before_head, None
             await hook()
         return await super()._handle(request)
