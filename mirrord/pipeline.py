@@ -82,6 +82,12 @@ class AnnouncedSizes:
 
         return size
 
+    async def aclose(self) -> None:
+        """Cancel what a stopped transfer left asking (its answer went unused)."""
+        for future in self._indexes.values():
+            future.cancel()
+        await asyncio.gather(*self._indexes.values(), return_exceptions=True)
+
     async def _fetch(self, url: str) -> dict[str, int]:
         try:
             index = await self._registry.image_index(url)
@@ -407,6 +413,8 @@ async def run_sync(
         for task in (watcher, writer, *workers):
             task.cancel()
         await asyncio.gather(watcher, writer, *workers, return_exceptions=True)
+        if sizes is not None:
+            await sizes.aclose()
         progress.close()
         # Also on the way out of a failure: what is stored must be recorded.
         await checkpoints.flush()
