@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mirrord.errors import SettingsError
+from mirrord.settings import from_env
 
 # The daemon's liveness settings; the others are none of the health check's business.
 VARIABLES = ("MIRRORD_HEALTH_FILE", "MIRRORD_HEARTBEAT_SECONDS")
@@ -32,8 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(max_age: float | None, env: Mapping[str, str]) -> tuple[bool, str]:
     """(healthy, why): raises SettingsError on a bad health setting."""
-    from mirrord.settings import from_env
-
     settings = from_env({k: env[k] for k in VARIABLES if k in env}, require_bucket=False)
     allowed = max_age if max_age is not None else settings.heartbeat_seconds * 3
     path = settings.health_file

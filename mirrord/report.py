@@ -78,17 +78,17 @@ class Progress(Protocol):
 class LogProgress:
     """Structured progress lines for daemons and pipes: one every ``every`` seconds."""
 
-    @property
-    def left(self) -> int:
-        """Bottles started or still queued (what a stop leaves to finish or for later)."""
-        return self._total - self._done
-
     def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = structlog.get_logger("mirrord.progress")
         self._every = every
         self._clock = clock
         self._total = self._done = self._failed = self._bytes = 0
         self._started = self._last = clock()
+
+    @property
+    def left(self) -> int:
+        """Bottles started or still queued (what a stop leaves to finish or for later)."""
+        return self._total - self._done
 
     def start(self, total: int) -> None:
         self._total = total
