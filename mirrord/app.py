@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 import aiohttp
 import orjson
@@ -36,7 +36,7 @@ from mirrord.lock import BucketLock, LockBusy
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
 from mirrord.pipeline import AnnouncedSizes, Tuning, job_targets, load_hashfile, run_sync
 from mirrord.queue import JobQueue
-from mirrord.report import Failure, LogProgress, Progress, Report, emf
+from mirrord.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
@@ -54,23 +54,54 @@ log = structlog.get_logger("mirrord.app")
 T = TypeVar("T")
 
 
-def configure_logging(level: str = "info", stream: BinaryIO | None = None) -> None:
+def configure_logging(
+    level: str = "info", stream: BinaryIO | None = None, *, human: bool | None = None
+) -> None:
     """structlog's production recipe: JSON lines (orjson) on stderr, contextvars merged
-    so every line of a job carries its ``job_id``."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
+    so every line of a job carries its ``job_id``: what ECS, Lambda, pipes and tests read.
+    A person at a terminal (``human``; default: stderr is a TTY) gets one readable line
+    per event instead, written above the progress bar (report.TerminalLogger)."""
+    if human is None:
+        human = stream is None and sys.stderr.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+    ]
+    if human:
+        processors = [
+            *shared,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(
+                colors=_colours(sys.stderr), exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
+
+        def factory(*_: Any) -> Any:
+            return TerminalLogger(sys.stderr)
+
+    else:
+        processors = [
+            *shared,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ],
+        ]
+        factory = structlog.BytesLoggerFactory(stream or sys.stderr.buffer)
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.BytesLoggerFactory(stream or sys.stderr.buffer),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def _colours(stream: TextIO) -> bool:
+    """ANSI colours only on a terminal that shows them, and never against NO_COLOR
+    (no-color.org) or TERM=dumb."""
+    term = os.environ.get("TERM", "")
+    return stream.isatty() and not os.environ.get("NO_COLOR") and term not in ("", "dumb")
 
 
 def run_loop(coro: Coroutine[Any, Any, T]) -> T:
@@ -362,7 +393,8 @@ async def _sync_and_publish(
 
 async def _record(app: App, job: Job, report: Report, route: str) -> None:
     s = app.settings
-    log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
+    if s.emf:  # where CloudWatch reads the log (Lambda, ECS) or MIRRORD_EMF asks for it
+        log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
     if report.complete:
         await app.store.put(
             s.status_key,

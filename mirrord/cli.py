@@ -1,8 +1,9 @@
-"""``mirrord sync | plan | verify | rebuild-hash`` (also ``python -m mirrord``).
+"""The ``mirrord`` command line (DESIGN.md §6); ``python -m mirrord`` is the same.
 
-stdout carries results only (the ``--json`` report is the one line there); logs are JSON
-lines on stderr. Exit status: 0 all planned bottles stored, 1 some failed (or a peer or
-an input was unusable), 2 bad settings or usage.
+stdout carries results only (the ``--json`` report is the one line there); logs go to
+stderr: JSON lines, or readable lines above the progress bar when stderr is a terminal.
+Exit status: 0 all planned bottles stored, 1 some failed (or a peer or an input was
+unusable), 2 bad settings or usage, 130 stopped at once by a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import structlog
 
@@ -32,17 +34,27 @@ from mirrord.app import (
 )
 from mirrord.audit import rebuild_hash, verify
 from mirrord.check import check_client
-from mirrord.daemon import Daemon, health_ok
+from mirrord.daemon import Daemon
 from mirrord.deployconfig import ConfigError
 from mirrord.deployconfig import parse as parse_deploy_config
 from mirrord.errors import MirrordError, SettingsError
+from mirrord.health import add_arguments as health_arguments
+from mirrord.health import run as run_health
 from mirrord.jobs import Job, JobError, parse_date
 from mirrord.lambdas.enqueue import enqueue, lambda_invoker
 from mirrord.lock import default_owner
 from mirrord.pipeline import load_hashfile, prepare
-from mirrord.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE, progress_for
+from mirrord.report import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    BarProgress,
+    LogProgress,
+    TerminalLogger,
+    progress_for,
+)
 from mirrord.settings import Settings, from_env
-from mirrord.upstream import fetch_catalog, source_url
+from mirrord.upstream import fetch_catalog, source_url, upstream_connector
 
 log = structlog.get_logger("mirrord.cli")
 
@@ -54,10 +66,64 @@ def _date(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+DESCRIPTION = "Keep an S3 bucket filled with the Homebrew bottles that macOS machines need."
+EPILOG = """\
+Settings come from MIRRORD_* environment variables and the usual AWS ones; a flag
+overrides its variable (-q and -v override MIRRORD_LOG_LEVEL).
+`mirrord COMMAND --help` shows a command's flags.
+Exit status: 0 done, 1 some bottles failed (or a peer or input was unusable),
+2 bad settings or usage, 130 stopped at once by a second Ctrl-C."""
+
+
+def _global_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    """-q/-v on the main parser and on every command, so they work before or after the
+    command's name. A command's parser leaves them unset (SUPPRESS) unless given there,
+    so `mirrord -q sync` keeps the -q."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action="store_const",
+        const="warning",
+        default=default,
+        help="warnings and errors only, no progress bar",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const="debug",
+        default=default,
+        help="debug lines too",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mirrord", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mirrord",
+        usage="%(prog)s [-h] [--version] [-q | -v] COMMAND ...",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"mirrord {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _global_flags(parser, None)
+    # argparse's own list of commands wraps the longer names onto a line of their own
+    # and heads it with a lone "COMMAND": the list is written into the description.
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS
+    )
+    listed: list[tuple[str, str]] = []
+
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        # The same sentence heads `mirrord <command> --help`.
+        p: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text + ".")
+        _global_flags(p, argparse.SUPPRESS)
+        if parent is sub:
+            listed.append((name, text))
+        return p
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--bucket", help="the mirror's bucket (MIRRORD_BUCKET)")
@@ -74,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
 
-    sync = sub.add_parser("sync", help="fetch every missing bottle into the bucket")
+    sync = command("sync", "fetch every missing bottle into the bucket")
     common(sync)
     job_flags(sync)
     sync.add_argument("--job-id", help="id in logs and the report (default: <date>-cli)")
@@ -85,41 +151,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait while another sync holds the bucket"
     )
 
-    plan = sub.add_parser("plan", help="what a sync would fetch; writes nothing")
+    plan = command("plan", "show what a sync would fetch, writing nothing")
     common(plan)
     job_flags(plan)
 
-    ver = sub.add_parser("verify", help="the hash file against the bucket")
+    ver = command("verify", "check the hash file against the objects in the bucket")
     common(ver)
     ver.add_argument("--deep", action="store_true", help="re-hash every object's bytes")
 
-    rebuild = sub.add_parser("rebuild-hash", help="rewrite the hash file from object metadata")
+    rebuild = command("rebuild-hash", "rewrite the hash file from the objects' metadata")
     common(rebuild)
 
-    daemon = sub.add_parser("daemon", help="serve jobs from MIRRORD_QUEUE_URL until SIGTERM")
+    daemon = command("daemon", "serve jobs from the SQS queue until SIGTERM (Fargate)")
     common(daemon)
     daemon.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
 
-    enqueue = sub.add_parser("enqueue", help="plan, estimate and send a job (as the cron Lambda)")
+    enqueue = command("enqueue", "plan, estimate and send a job, as the weekly Lambda does")
     common(enqueue)
     job_flags(enqueue)
     enqueue.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
 
-    config = sub.add_parser("config", help="config.yaml: validate, or render Terraform variables")
-    config_sub = config.add_subparsers(dest="action", required=True)
+    config = command("config", "check config.yaml, or render it as Terraform variables")
+    config_sub = config.add_subparsers(
+        dest="action", required=True, title="actions", metavar="ACTION"
+    )
     for action, text in (
-        ("validate", "check every environment"),
+        ("validate", "check every environment in the file"),
         ("render", "write infra/environments/<env>/terraform.tfvars.json"),
     ):
-        p = config_sub.add_parser(action, help=text)
+        p = command(action, text, config_sub)
         p.add_argument("--file", type=Path, default=Path("config.yaml"))
         if action == "render":
             p.add_argument("--env", required=True, help="dev, staging or prod")
             p.add_argument("--out", type=Path, help="default: infra/environments/<env>/…")
 
-    check = sub.add_parser(
-        "check-client", help="walk the mirror over HTTP as brew 6 would on a machine"
-    )
+    check = command("check-client", "walk the mirror over HTTP as brew 6 would on a machine")
     check.add_argument("--json", action="store_true", help="print the result as one JSON object")
     check.add_argument(
         "--target",
@@ -133,35 +199,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--portable-ruby", help="portable Ruby versions to check, or none (MIRRORD_PORTABLE_RUBY)"
     )
 
-    health = sub.add_parser("health", help="exit 0 when the daemon's heartbeat file is fresh")
-    common(health)
-    health.add_argument(
-        "--max-age", type=float, default=None, help="seconds (default: 3 heartbeats)"
+    health = command("health", "exit 0 while the daemon's heartbeat file is fresh (ECS)")
+    health_arguments(health)
+    width = max(len(name) for name, _ in listed) + 2
+    parser.description = f"{DESCRIPTION}\n\ncommands:\n" + "\n".join(
+        f"  {name:{width}}{text}" for name, text in listed
     )
     return parser
 
 
+# Each setting a flag overrides, and that flag as typed: an error names what the user
+# typed (`--platform`, not the field's name). check-client has its own names.
+FLAGS = {
+    "MIRRORD_BUCKET": "--bucket",
+    "MIRRORD_API_URL": "--api-url",
+    "MIRRORD_PLATFORMS": "--platform",
+    "MIRRORD_CONCURRENCY": "--concurrency",
+    "MIRRORD_PART_SIZE": "--part-size",
+    "MIRRORD_BATCH_SIZE": "--batch-size",
+    "MIRRORD_QUEUE_URL": "--queue-url",
+}
+CHECK_CLIENT_FLAGS = {
+    "MIRRORD_MIRROR_URL": "--base",
+    "MIRRORD_PORTABLE_RUBY": "--portable-ruby",
+    "MIRRORD_PLATFORMS": "--target",
+}
+
+
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    if args.command == "health":  # the ECS health check needs the heartbeat settings only
-        return from_env(env, require_bucket=False)
-    if args.command == "check-client":  # HTTP only: no bucket, no AWS
-        flags = {
-            "MIRRORD_MIRROR_URL": args.base,
-            "MIRRORD_PORTABLE_RUBY": args.portable_ruby,
-            "MIRRORD_PLATFORMS": ",".join(args.target),
-        }
-        return from_env(env, flags, require_bucket=False)
-    platforms = getattr(args, "platform", None)
-    flags = {
-        "MIRRORD_BUCKET": args.bucket,
-        "MIRRORD_API_URL": getattr(args, "api_url", None),
-        "MIRRORD_PLATFORMS": ",".join(platforms) if platforms else None,
-        "MIRRORD_CONCURRENCY": getattr(args, "concurrency", None),
-        "MIRRORD_PART_SIZE": getattr(args, "part_size", None),
-        "MIRRORD_BATCH_SIZE": getattr(args, "batch_size", None),
-        "MIRRORD_QUEUE_URL": getattr(args, "queue_url", None),
-    }
-    return from_env(env, flags)
+    check_client = args.command == "check-client"  # HTTP only: no bucket, no AWS
+    names = CHECK_CLIENT_FLAGS if check_client else FLAGS
+    flags: dict[str, str | None] = {"MIRRORD_LOG_LEVEL": getattr(args, "log_level", None)}
+    for variable, flag in names.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
+        flags[variable] = ",".join(value) if isinstance(value, list) else value
+    return from_env(env, flags, require_bucket=not check_client, flag_names=names)
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> Job:
@@ -182,31 +254,97 @@ def _emit(args: argparse.Namespace, body: dict[str, Any], human: str) -> None:
     sys.stdout.flush()
 
 
+def _progress(args: argparse.Namespace) -> BarProgress | LogProgress:
+    if args.log_level == "warning":  # -q: no bar; LogProgress's lines are info, not shown
+        return LogProgress()
+    return progress_for(sys.stderr)
+
+
+def _tell(text: str, event: str, **fields: Any) -> None:
+    """A sentence for the person at the terminal (above the bar); for pipes, ECS and
+    tests a log event like every other."""
+    if sys.stderr.isatty():
+        TerminalLogger(sys.stderr).msg(f"mirrord: {text}")
+    else:
+        log.warning(event, **fields)
+
+
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
     s = app.settings
     job = _job(args, s)
     stop = asyncio.Event()
+    progress = _progress(args)
+    task = asyncio.current_task()
+    assert task is not None
+    interrupts = 0
+
+    def in_flight() -> int:
+        # Workers take the next bottle without a pause after finishing one, so between
+        # two events every worker holds one while any are left.
+        return min(s.concurrency, max(progress.left, 0))
+
+    def interrupt() -> None:
+        """Ctrl-C: stop as SIGTERM does (finish in-flight transfers, checkpoint, exit 1);
+        a second one stops at once: cancelling aborts the uploads in flight."""
+        nonlocal interrupts
+        interrupts += 1
+        n = in_flight()
+        if interrupts == 1:
+            stop.set()
+            doing = (
+                f"finishing {n} transfers in flight (up to {s.stop_grace:g}s)"
+                if n
+                else "ending the job"
+            )
+            _tell(f"stopping: {doing}, Ctrl-C again to stop now", "interrupted", in_flight=n)
+        else:
+            if interrupts == 2:
+                _tell(
+                    f"stopping now: aborting {n} transfers in flight",
+                    "interrupted_again",
+                    in_flight=n,
+                )
+            task.cancel()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # finish in-flight, checkpoint, exit 1
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)  # ECS and kill: the grace period
+    loop.add_signal_handler(signal.SIGINT, interrupt)
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
-        report = await run_exclusive(
-            app,
-            job,
-            owner=default_owner(),
-            route="cli",
-            stop=stop,
-            progress=progress_for(sys.stderr),
-            wait=args.wait,
-        )
+        try:
+            report = await run_exclusive(
+                app,
+                job,
+                owner=default_owner(),
+                route="cli",
+                stop=stop,
+                progress=progress,
+                wait=args.wait,
+            )
+        except asyncio.CancelledError:
+            if interrupts >= 2:  # main() turns the cancellation into exit 130
+                left = max(progress.left, 0)
+                _tell(
+                    f"stopped: {left} bottles remain; `mirrord sync` again fetches them",
+                    "stopped_at_once",
+                    remaining=left,
+                )
+            raise
     failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
+    stopped = ""
+    if report.stopped:
+        still = (
+            f"{report.remaining} of {report.planned} bottles remain"
+            if report.remaining
+            else "every bottle is stored, the files for brew are not all published"
+        )
+        stopped = f"\nstopped early: {still}; `mirrord sync` again finishes the job"
     _emit(
         args,
         report.to_dict(),
         f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
         f"{report.skipped} already mirrored, {len(report.failed)} failed of "
         f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
-        f" → s3://{s.bucket}/{report.date}/{failed}",
+        f" → s3://{s.bucket}/{report.date}/{failed}{stopped}",
     )
     return report.exit_code
 
@@ -304,7 +442,7 @@ async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
 
 async def cmd_daemon(args: argparse.Namespace, app: App) -> int:
     if app.queue is None:
-        raise SettingsError("MIRRORD_QUEUE_URL: required by the daemon")
+        raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -322,8 +460,9 @@ async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK
 
 
-async def cmd_check_client(args: argparse.Namespace, app: App) -> int:
-    s = app.settings
+async def cmd_check_client(
+    args: argparse.Namespace, s: Settings, http: aiohttp.ClientSession
+) -> int:
     if not s.mirror_url:
         raise SettingsError("--base: required (or MIRRORD_MIRROR_URL): the mirror's URL")
     if not s.platforms:
@@ -332,12 +471,12 @@ async def cmd_check_client(args: argparse.Namespace, app: App) -> int:
     for target in s.platforms:
         results.append(
             await check_client(
-                app.http,
+                http,
                 s.mirror_url,
                 target,
                 ruby_versions=s.portable_ruby,
                 concurrency=s.concurrency,
-                progress=progress_for(sys.stderr),
+                progress=_progress(args),
             )
         )
     lines = []
@@ -359,7 +498,6 @@ async def cmd_check_client(args: argparse.Namespace, app: App) -> int:
 
 
 COMMANDS = {
-    "check-client": cmd_check_client,
     "sync": cmd_sync,
     "plan": cmd_plan,
     "verify": cmd_verify,
@@ -375,10 +513,24 @@ NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "daemon", "e
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "check-client":
+        return await _check_client(args, settings)
     async with open_app(settings) as app:
         if args.command in NEEDS_BUCKET:
             await app.store.check_bucket()
         return await COMMANDS[args.command](args, app)
+
+
+async def _check_client(args: argparse.Namespace, s: Settings) -> int:
+    """HTTP only, as brew on a user's machine: one session like open_app's upstream one
+    (same connector, timeouts, User-Agent), and no AWS client, so no region is needed."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_read=s.read_timeout)
+    async with aiohttp.ClientSession(
+        connector=upstream_connector(s.concurrency + 4),
+        timeout=timeout,
+        headers={"User-Agent": f"mirrord/{__version__}"},
+    ) as http:
+        return await cmd_check_client(args, s, http)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -409,14 +561,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "config":
         return cmd_config(args)
     env = os.environ if env is None else env
+    if args.command == "health":  # the `mirrord` command answers it in __main__, not here
+        return run_health(args.max_age, env)
     try:
         settings = settings_from(args, env)
     except SettingsError as exc:
         print(f"mirrord: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "health":  # the ECS health check: no clients, no network
-        max_age = args.max_age if args.max_age is not None else settings.heartbeat_seconds * 3
-        return EXIT_OK if health_ok(settings.health_file, max_age) else EXIT_FAILED
     configure_logging(settings.log_level)
     try:
         return run_loop(_run(args, settings))
@@ -427,5 +578,5 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log.error("command_failed", command=args.command, error=str(exc), kind=type(exc).__name__)
         print(f"mirrord: {args.command} failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C; a second one in sync
         return 130

@@ -13,13 +13,13 @@
   stops, the message is made visible again for the next task, and the daemon returns
   (exit 0).
 * Liveness: the file ``MIRRORD_HEALTH_FILE`` is touched at least every heartbeat;
-  ``mirrord health`` (the ECS health check) fails when it is older than allowed.
+  ``mirrord health`` (the ECS health check, health.py) fails when it is older than
+  allowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
@@ -43,14 +43,6 @@ def touch(path: str) -> None:
         Path(path).touch()
     except OSError as exc:  # a health file we cannot write must not stop the work
         log.warning("health_file_unwritable", path=path, error=str(exc))
-
-
-def health_ok(path: str, max_age: float, now: float | None = None) -> bool:
-    try:
-        age = (time.time() if now is None else now) - Path(path).stat().st_mtime
-    except OSError:
-        return False
-    return age <= max_age
 
 
 class Daemon:

@@ -85,6 +85,11 @@ class LogProgress:
         self._total = self._done = self._failed = self._bytes = 0
         self._started = self._last = clock()
 
+    @property
+    def left(self) -> int:
+        """Bottles started or still queued (what a stop leaves to finish or for later)."""
+        return self._total - self._done
+
     def start(self, total: int) -> None:
         self._total = total
         self._started = self._last = self._clock()
@@ -119,25 +124,40 @@ class LogProgress:
 
 
 class BarProgress:
-    """A terminal progress bar: bottles, bytes, rate, ETA."""
+    """A terminal progress bar: bottles, bytes, rate, ETA. Drawn from ``start`` on, so
+    the lines logged while the catalog loads come first, not under an empty bar."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
-        from tqdm import tqdm  # only a terminal needs it
-
-        self._bar = tqdm(total=0, unit="bottle", file=stream, dynamic_ncols=True, leave=True)
+        self._stream = stream
+        self._bar: Any = None
         self._bytes = 0
         self._failed = 0
+        self._total = self._done = 0
         self._started = time.monotonic()
 
+    @property
+    def left(self) -> int:
+        """Bottles started or still queued (what a stop leaves to finish or for later)."""
+        return self._total - self._done
+
     def start(self, total: int) -> None:
-        self._bar.reset(total=total)
+        from tqdm import tqdm  # only a terminal needs it
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, unit="bottle", file=self._stream, dynamic_ncols=True)
+        else:
+            self._bar.reset(total=total)
+        self._total, self._done = total, 0
         self._started = time.monotonic()
 
     def add_bytes(self, n: int) -> None:
         self._bytes += n
 
     def done(self, ok: bool) -> None:
+        self._done += 1
         self._failed += not ok
+        if self._bar is None:
+            return
         rate = self._bytes / max(time.monotonic() - self._started, 1e-9) / 1e6
         self._bar.set_postfix_str(
             f"{self._bytes / 1e6:,.1f} MB, {rate:,.1f} MB/s, {self._failed} failed", refresh=False
@@ -145,10 +165,27 @@ class BarProgress:
         self._bar.update(1)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
-def progress_for(stream: TextIO) -> Progress:
+class TerminalLogger:
+    """structlog's logger for a terminal: each rendered line goes through ``tqdm.write``,
+    which takes the bars' lock, clears the bar, writes the line and draws the bar again
+    below it, so log lines never land in the middle of the bar."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=self._stream)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def progress_for(stream: TextIO) -> BarProgress | LogProgress:
     return BarProgress(stream) if stream.isatty() else LogProgress()
 
 

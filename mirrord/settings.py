@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from mirrord.catalog import validate_targets
 from mirrord.errors import SettingsError
 from mirrord.models import BUCKET_RE, VERSION_RE
 
@@ -72,6 +71,10 @@ def parse_platforms(text: str, name: str = "MIRRORD_PLATFORMS") -> tuple[str, ..
     """``auto`` → None (decided from the catalog); else validated machine tags."""
     if text.strip().lower() == "auto":
         return None
+    # Here, not at the top: `mirrord health` (ECS, every minute) reads this module and
+    # must not pay for the catalog's imports (msgspec, orjson).
+    from mirrord.catalog import validate_targets
+
     tags = [t.strip() for t in text.split(",") if t.strip()]
     try:
         return validate_targets(tags)
@@ -100,6 +103,8 @@ class Settings:
     # Hosts besides the registry's own that may answer its 401 challenge (a token realm).
     auth_realm_hosts: tuple[str, ...] = ()
     log_level: str = "info"
+    # Log the job's CloudWatch metrics record (EMF); from_env decides when not set.
+    emf: bool = False
     # The control plane (daemon, Lambdas, notifications).
     queue_url: str | None = None
     size_threshold_gb: float = 20.0
@@ -155,6 +160,7 @@ ENV: dict[str, tuple[str, Any]] = {
         "log_level",
         lambda t, n: _choice(t, n, ("debug", "info", "warning", "error")),
     ),
+    "MIRRORD_EMF": ("emf", lambda t, n: _bool(t, n)),
     "MIRRORD_QUEUE_URL": ("queue_url", lambda t, n: _url(t, n)),
     "MIRRORD_SIZE_THRESHOLD_GB": ("size_threshold_gb", lambda t, n: _float(t, n, 0, 100_000)),
     "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: _text(t, n, 256)),
@@ -309,9 +315,12 @@ def from_env(
     flags: Mapping[str, str | None] | None = None,
     *,
     require_bucket: bool = True,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build Settings; ``flags`` maps variable names to flag values (None = not given).
-    ``require_bucket=False`` for commands that never touch the bucket (``health``)."""
+    """Build Settings; ``flags`` maps variable names to flag values (None = not given),
+    ``flag_names`` variable names to the flag as the user types it (``--platform`` sets
+    MIRRORD_PLATFORMS), so an error names what was typed; default ``--<field>``.
+    ``require_bucket=False`` for commands that never touch the bucket (``check-client``)."""
     values: dict[str, Any] = {}
     for variable, (field_name, parser) in ENV.items():
         text = (flags or {}).get(variable)
@@ -319,12 +328,20 @@ def from_env(
         if text is None:
             text = env.get(variable)
         else:
-            source = f"--{field_name.replace('_', '-')}"
+            source = (flag_names or {}).get(variable) or f"--{field_name.replace('_', '-')}"
         if text is None or text == "":
             continue
         values[field_name] = parser(text, source)
+    if "emf" not in values:
+        # CloudWatch turns the metrics record into metrics where it reads the log: in a
+        # Lambda and on ECS (each runtime sets its variable); elsewhere it is noise.
+        values["emf"] = bool(env.get("AWS_LAMBDA_FUNCTION_NAME")) or bool(
+            env.get("ECS_CONTAINER_METADATA_URI_V4")
+        )
     if "bucket" not in values:
         if require_bucket:
-            raise SettingsError("MIRRORD_BUCKET: required (the mirror's S3 bucket)")
+            flag = (flag_names or {}).get("MIRRORD_BUCKET")
+            named = f"MIRRORD_BUCKET (or {flag})" if flag else "MIRRORD_BUCKET"
+            raise SettingsError(f"{named}: required (the mirror's S3 bucket)")
         values["bucket"] = ""
     return Settings(**values)

@@ -189,13 +189,14 @@ def seaweed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> None:
     """No test sees the developer's AWS or MIRRORD settings; all point at moto."""
     for name in list(os.environ):
-        if name.startswith(("AWS_", "MIRRORD_")):
+        # ECS_…: on an ECS host the metrics record would be logged (settings.py).
+        if name.startswith(("AWS_", "MIRRORD_", "ECS_CONTAINER_METADATA_URI")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    configure_logging("debug")
+    configure_logging("debug", human=False)  # JSON, also under `pytest -s` in a terminal
 
 
 @pytest.fixture

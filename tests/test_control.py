@@ -669,7 +669,11 @@ async def test_job_emits_emf_metrics_and_slack_failure_never_fails_it(
         Emulator(sample_catalog()) as emu,
         open_app(
             make_settings(
-                bucket_name, emu.api_url, queue_url=queues.url, slack_webhook_url=dead_hook
+                bucket_name,
+                emu.api_url,
+                queue_url=queues.url,
+                slack_webhook_url=dead_hook,
+                emf=True,  # as on ECS or Lambda (settings.from_env)
             )
         ) as app,
     ):

@@ -417,7 +417,7 @@ async def test_cli_sync_json_report_and_exit_codes(world: World) -> None:
     [
         ({"MIRRORD_BUCKET": ""}, (), "MIRRORD_BUCKET"),
         ({"MIRRORD_CONCURRENCY": "lots"}, (), "MIRRORD_CONCURRENCY"),
-        ({}, ("--platform", "arm64_windows"), "--platforms"),
+        ({}, ("--platform", "arm64_windows"), "--platform:"),  # as typed, not the field
         ({}, ("--formula", "no-such-formula"), "no-such-formula"),
         ({"AWS_DEFAULT_REGION": ""}, (), "AWS_DEFAULT_REGION"),
     ],
