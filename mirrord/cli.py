@@ -233,7 +233,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     for variable, flag in names.items():
         value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
         flags[variable] = ",".join(value) if isinstance(value, list) else value
-    return from_env(env, flags, require_bucket=not check_client, flag_names=names)
+    settings = from_env(env, flags, require_bucket=not check_client, flag_names=names)
+    if args.command == "daemon" and not settings.queue_url:
+        # A usage error, said before any request (the bucket is asked for first).
+        raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")
+    return settings
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> Job:
@@ -441,8 +445,7 @@ async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
 
 
 async def cmd_daemon(args: argparse.Namespace, app: App) -> int:
-    if app.queue is None:
-        raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")
+    assert app.queue is not None  # settings_from refused a daemon without a queue
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
