@@ -244,6 +244,32 @@ def progress_message(
     return Message(_clip(_esc(text), _TEXT_MAX), blocks)
 
 
+def _attention(report: Report) -> tuple[list[dict[str, Any]], list[str]]:
+    """What an operator should know beyond the counts, as blocks and as plain-text parts:
+    catalog tags of a macOS mirrord does not know."""
+    blocks: list[dict[str, Any]] = []
+    text: list[str] = []
+    if report.unknown_tags:
+        block, line = _unknown_tags(report.unknown_tags)
+        blocks.append(block)
+        text.append(line)
+    return blocks, text
+
+
+def _unknown_tags(unknown: Sequence[str]) -> tuple[dict[str, Any], str]:
+    """The catalog's tags of a macOS mirrord does not know, and the setting that fixes it."""
+    tags = ", ".join(_code(t, 40) for t in unknown[:20])
+    if len(unknown) > 20:
+        tags += f" … and {len(unknown) - 20:,} more"
+    codename = unknown[0].removeprefix("arm64_")
+    block = _section(
+        f"*Unknown macOS tags in the catalog*: {tags}. `auto` ignores them and no target "
+        "may name them until the release is added to `MIRRORD_MACOS_RELEASES` "
+        f"(e.g. `{_esc(f'{codename[:40]}=<release number>')}`)."
+    )
+    return block, f"unknown macOS tags: {', '.join(unknown[:20])}"
+
+
 def success_message(report: Report, *, bucket: str, estimated_bytes: int | None = None) -> Message:
     """A job finished with every planned bottle in the bucket."""
     new = report.downloaded + report.adopted
@@ -272,6 +298,10 @@ def success_message(report: Report, *, bucket: str, estimated_bytes: int | None 
         _header(":white_check_mark: mirrord sync finished"),
         _fields(pairs),
     ]
+    attention, parts = _attention(report)
+    blocks += attention
+    if parts:
+        text += "; " + "; ".join(parts)
     notes = [f"job {_code(report.job_id)}"]
     if estimated_bytes is not None:
         notes.append(estimate_line(estimated_bytes, report.bytes))
@@ -331,26 +361,38 @@ def failure_message(
         if len(failed) > len(keys):
             listed += f" … and {len(failed) - len(keys):,} more"
         text_parts.append(f"failed: {listed}")
+    if report is not None:
+        attention, parts = _attention(report)
+        blocks += attention
+        text_parts += parts
     blocks.append(_context(f"Logs: {_esc(logs_hint, 1000)}"))
     text_parts.append(f"logs: {logs_hint}")
     return Message(_esc("; ".join(text_parts), _TEXT_MAX), tuple(blocks))
 
 
-def nothing_to_do_message(*, date: str, platforms: Sequence[str], skipped: int) -> Message:
-    """The plan is empty: every bottle the targets need is already in the bucket."""
+def nothing_to_do_message(
+    *, date: str, platforms: Sequence[str], skipped: int, unknown_tags: Sequence[str] = ()
+) -> Message:
+    """The plan is empty: every bottle the targets need is already in the bucket. A new
+    macOS often comes without a new bottle for the known ones: its tags are named here
+    too, since no sync runs to report them."""
     targets = ", ".join(platforms) if platforms else "the configured platforms"
     text = (
         f"mirrord: nothing to do for {date}: all {_count(skipped, 'bottle')} "
         f"for {targets} already mirrored"
     )
-    blocks = (
+    blocks = [
         _header(":zzz: mirrord: nothing to do"),
         _section(
             f"All {_count(skipped, 'bottle')} for {_esc(targets, 2000)} are already in the "
             f"mirror; nothing was downloaded for {_esc(date)}."
         ),
-    )
-    return Message(_esc(text, _TEXT_MAX), blocks)
+    ]
+    if unknown_tags:
+        block, line = _unknown_tags(unknown_tags)
+        blocks.append(block)
+        text += f"; {line}"
+    return Message(_esc(text, _TEXT_MAX), tuple(blocks))
 
 
 # --- the webhook (I/O) ---------------------------------------------------------------

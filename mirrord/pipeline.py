@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.catalog import Catalog, auto_targets, filter_formulae, select_bottles
+from mirrord.catalog import (
+    DEFAULT_RELEASES,
+    Catalog,
+    Releases,
+    auto_targets,
+    filter_formulae,
+    select_bottles,
+    unknown_tags,
+)
 from mirrord.errors import (
     FatalUpstreamError,
     FormulaError,
@@ -191,9 +199,12 @@ async def abort_orphans(store: S3Store) -> int:
 
 
 def job_targets(
-    catalog: Catalog, job: Job, default_platforms: Sequence[str] | None
+    catalog: Catalog,
+    job: Job,
+    default_platforms: Sequence[str] | None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> tuple[str, ...]:
-    return tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
+    return tuple(job.platforms or default_platforms or auto_targets(catalog.formulae, releases))
 
 
 def prepare(
@@ -202,12 +213,13 @@ def prepare(
     job: Job,
     default_platforms: Sequence[str] | None,
     external: HashFile | None = None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> tuple[tuple[str, ...], Plan]:
     """Pure: which targets, and what to fetch for them."""
     with gc_paused():  # ~10⁵ new records, no cycles
         formulae = filter_formulae(catalog, job.formulae)
-        targets = job_targets(catalog, job, default_platforms)
-        selection = select_bottles(formulae, targets)
+        targets = job_targets(catalog, job, default_platforms, releases)
+        selection = select_bottles(formulae, targets, releases)
         plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
     return targets, plan
 
@@ -265,16 +277,26 @@ async def run_sync(
     hook: Hook = no_hook,
     sizes: AnnouncedSizes | None = None,
     today: str | None = None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> Report:
     """``sizes``: where transfers past one part learn how big their bottle should be
     (without it, ``max_bottle_bytes`` is their only cap). ``today``: UTC date, for
-    telling a bad job date from a real one (default: now)."""
+    telling a bad job date from a real one (default: now). ``releases``: the macOS
+    codenames tags are read with (MIRRORD_MACOS_RELEASES)."""
     started = clock()
     today = today or datetime.now(UTC).date().isoformat()
     progress = progress or LogProgress()
     stop = stop or asyncio.Event()
     hf, etag = await load_hashfile(store, hash_key)
-    targets, plan = prepare(catalog, hf, job, default_platforms, external)
+    targets, plan = prepare(catalog, hf, job, default_platforms, external, releases)
+    unknown = unknown_tags(catalog.formulae, releases)
+    if unknown:
+        log.warning(
+            "unknown_macos_tags",
+            tags=list(unknown),
+            hint="a macOS release mirrord does not know: add it to MIRRORD_MACOS_RELEASES "
+            "(e.g. redwood=28) so that auto and targets can use it",
+        )
     log.info(
         "plan",
         job_id=job.job_id,
@@ -429,6 +451,7 @@ async def run_sync(
         stopped=stop.is_set(),
         remaining=len(plan.transfers) - finished,
         estimated_bytes=job.estimated_bytes,
+        unknown_tags=unknown,
     )
     log.info(
         "sync_done",

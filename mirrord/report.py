@@ -43,6 +43,9 @@ class Report:
     # What the brew-facing publication did (brew.Published.to_dict()); None when off.
     # Its problems never change the exit status: that is about the bottles.
     published: dict[str, Any] | None = None
+    # macOS-looking tags of the catalog that MIRRORD_MACOS_RELEASES does not name either:
+    # a new macOS that ``auto`` cannot see and no target may name until it is added.
+    unknown_tags: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -63,7 +66,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["duration_s"] = round(self.duration_s, 3)
-        for name in ("failed", "platforms", "rejected"):
+        for name in ("failed", "platforms", "rejected", "unknown_tags"):
             body[name] = list(body[name])
         return body
 

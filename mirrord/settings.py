@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from mirrord.catalog import validate_targets
+from mirrord.catalog import DEFAULT_RELEASES, Releases, validate_targets
 from mirrord.errors import SettingsError
 from mirrord.models import BUCKET_RE, VERSION_RE
 
@@ -68,15 +68,44 @@ def _float(text: str, name: str, low: float, high: float) -> float:
     return float(_number(text, name, float, low, high))
 
 
-def parse_platforms(text: str, name: str = "MIRRORD_PLATFORMS") -> tuple[str, ...] | None:
+def parse_platforms(
+    text: str, name: str = "MIRRORD_PLATFORMS", releases: Releases = DEFAULT_RELEASES
+) -> tuple[str, ...] | None:
     """``auto`` → None (decided from the catalog); else validated machine tags."""
     if text.strip().lower() == "auto":
         return None
     tags = [t.strip() for t in text.split(",") if t.strip()]
     try:
-        return validate_targets(tags)
+        return validate_targets(tags, releases)
     except SettingsError as exc:
         raise SettingsError(str(exc).replace("MIRRORD_PLATFORMS", name, 1)) from None
+
+
+# One ``codename=number`` of MIRRORD_MACOS_RELEASES: the number as macOS names its
+# releases (28, 10.15), ASCII digits only; the codename is checked by Releases.extended.
+_RELEASE_RE = re.compile(r"([A-Za-z0-9_]{1,64})[ \t]*=[ \t]*([0-9]{1,3}(?:\.[0-9]{1,2})?)")
+
+
+def parse_releases(text: str, name: str = "MIRRORD_MACOS_RELEASES") -> Releases:
+    """``redwood=28`` or a comma list: macOS releases beyond the built-in table, so a new
+    macOS can be mirrored (``auto`` sees it, targets may name it) before mirrord knows it."""
+    extra: dict[str, float] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        match = _RELEASE_RE.fullmatch(item)
+        if match is None:
+            raise SettingsError(f"{name}: {item!r:.60} is not codename=number (e.g. redwood=28)")
+        codename, number = match.group(1), float(match.group(2))
+        if not 10 <= number < 1000:
+            raise SettingsError(f"{name}: {number:g} is no macOS release number (10 to 999)")
+        if extra.get(codename, number) != number:
+            raise SettingsError(f"{name}: {codename} is given twice with different numbers")
+        extra[codename] = number
+    try:
+        return DEFAULT_RELEASES.extended(extra)
+    except SettingsError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +113,7 @@ class Settings:
     bucket: str
     api_url: str = "https://formulae.brew.sh/api/formula.json"
     platforms: tuple[str, ...] | None = None  # None = auto
+    releases: Releases = DEFAULT_RELEASES  # macOS codenames → numbers, as tags are read
     concurrency: int = 16
     part_size: int = 16 * MiB
     batch_size: int = 100
@@ -136,6 +166,8 @@ class Settings:
 ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
     "MIRRORD_API_URL": ("api_url", lambda t, n: _url(t, n)),
+    # Before MIRRORD_PLATFORMS: its tags are read with this table (see from_env).
+    "MIRRORD_MACOS_RELEASES": ("releases", parse_releases),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),
     "MIRRORD_CONCURRENCY": ("concurrency", lambda t, n: _int(t, n, 1, 256)),
     "MIRRORD_PART_SIZE": ("part_size", lambda t, n: _part_size(parse_size(t, n), n)),
@@ -321,6 +353,11 @@ def from_env(
         else:
             source = f"--{field_name.replace('_', '-')}"
         if text is None or text == "":
+            continue
+        if parser is parse_platforms:  # the tags a table given beside them defines
+            values[field_name] = parse_platforms(
+                text, source, values.get("releases", DEFAULT_RELEASES)
+            )
             continue
         values[field_name] = parser(text, source)
     if "bucket" not in values:

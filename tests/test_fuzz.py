@@ -575,7 +575,8 @@ def test_job_message_bytes_never_raise_anything_else(raw: bytes | str) -> None:
 VALID_SETTINGS: dict[str, list[str]] = {
     "MIRRORD_BUCKET": ["my-mirror", "a.b-c"],
     "MIRRORD_API_URL": ["https://formulae.brew.sh/api/formula.json", "http://127.0.0.1:9/x"],
-    "MIRRORD_PLATFORMS": ["auto", "arm64_tahoe,sonoma", "x86_64_linux"],
+    "MIRRORD_PLATFORMS": ["auto", "arm64_tahoe,sonoma", "x86_64_linux", "arm64_redwood"],
+    "MIRRORD_MACOS_RELEASES": ["redwood=28", "redwood=28,big_sky=29", "tahoe=26"],
     "MIRRORD_CONCURRENCY": ["16", "1", "256"],
     "MIRRORD_PART_SIZE": ["16MiB", "5242880", "8 MB"],
     "MIRRORD_BATCH_SIZE": ["100"],
