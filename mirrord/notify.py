@@ -32,7 +32,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.errors import InputError
-from mirrord.report import Failure, Progress, Report
+from mirrord.report import Failure, Progress, Quarantined, Report
 from mirrord.retry import parse_retry_after
 
 log = structlog.get_logger("mirrord.notify")
@@ -244,11 +244,43 @@ def progress_message(
     return Message(_clip(_esc(text), _TEXT_MAX), blocks)
 
 
+def _quarantine_line(q: Quarantined) -> str:
+    served = f"served {q.actual_sha256[:12]}…" if q.actual_sha256 else "cut off past its size cap"
+    return (
+        f"• {_code(q.key)} — {q.count:,} runs since {_esc(q.first_seen[:10])}: "
+        f"expected {q.expected_sha256[:12]}…, {served}"
+    )
+
+
 def _attention(report: Report) -> tuple[list[dict[str, Any]], list[str]]:
     """What an operator should know beyond the counts, as blocks and as plain-text parts:
-    catalog tags of a macOS mirrord does not know."""
+    quarantined bottles (once each), releases from quarantine, and catalog tags of a
+    macOS mirrord does not know."""
     blocks: list[dict[str, Any]] = []
     text: list[str] = []
+    if report.quarantined:
+        title = (
+            f"*Quarantined ({len(report.quarantined):,})*: failed verification in runs in a "
+            "row; retried each run, they no longer fail the job or hold back the API files"
+        )
+        shown = report.quarantined[:LIST_MAX]
+        lines = [title, *(_quarantine_line(q) for q in shown)]
+        if len(report.quarantined) > len(shown):
+            lines.append(f"… and {len(report.quarantined) - len(shown):,} more")
+        blocks.append(_section("\n".join(lines)))
+        keys = ", ".join(_clip(q.key, _KEY_MAX) for q in shown)
+        more = len(report.quarantined) - len(shown)
+        text.append(f"quarantined: {keys}" + (f" … and {more:,} more" if more else ""))
+    if report.released:
+        shown_keys = report.released[:LIST_MAX]
+        listed = ", ".join(_code(k) for k in shown_keys)
+        more = len(report.released) - len(shown_keys)
+        blocks.append(
+            _context(
+                f"Released from quarantine: {listed}" + (f" … and {more:,} more" if more else "")
+            )
+        )
+        text.append(f"released from quarantine: {', '.join(shown_keys)}")
     if report.unknown_tags:
         block, line = _unknown_tags(report.unknown_tags)
         blocks.append(block)
@@ -294,6 +326,8 @@ def success_message(report: Report, *, bucket: str, estimated_bytes: int | None 
         pairs.append(("Platforms", _esc(", ".join(report.platforms), 1000)))
     if report.failed:
         pairs.append(("Failed", f"{len(report.failed):,}"))
+    if report.quarantined:
+        pairs.append(("Quarantined", f"{len(report.quarantined):,}"))
     blocks: list[dict[str, Any]] = [
         _header(":white_check_mark: mirrord sync finished"),
         _fields(pairs),
