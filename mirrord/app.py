@@ -381,6 +381,7 @@ async def _sync_and_publish(
         grace=s.stop_grace if grace is None else grace,
         hook=crash_hook(s),
         sizes=AnnouncedSizes(app.registry),
+        releases=s.releases,
     )
     if not s.brew_mirror:
         return report
@@ -433,7 +434,7 @@ async def _job_failed(app: App, job: Job, progress: SlackProgress, error: str) -
 
 
 async def _fetch_api(app: App, catalog: Catalog, job: Job) -> dict[str, bytes] | None:
-    targets = job_targets(catalog, job, app.settings.platforms)
+    targets = job_targets(catalog, job, app.settings.platforms, app.settings.releases)
     try:
         return await fetch_api(app.http, app.settings.api_base, targets, app.backoff)
     except UpstreamError as exc:  # the bottles still sync; the API files stay as they were
@@ -452,8 +453,8 @@ async def publish_for(
     """The brew-facing stage after a sync (brew.py); never fails the job: its problems
     are in the report and the log, and ``mirrord check-client`` shows what a user sees."""
     s = app.settings
-    targets = job_targets(catalog, job, s.platforms)
-    bottles = select_bottles(filter_formulae(catalog, job.formulae), targets).bottles
+    targets = job_targets(catalog, job, s.platforms, s.releases)
+    bottles = select_bottles(filter_formulae(catalog, job.formulae), targets, s.releases).bottles
     try:
         hf, _ = await load_hashfile(app.store, s.hash_key)
         published = await publish(

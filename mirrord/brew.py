@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -224,10 +224,14 @@ def api_formulae(endpoint: str, raw: bytes) -> list[Formula] | None:
 
 
 def api_gaps(
-    files: Mapping[str, bytes], targets: Sequence[str], stored: Mapping[str, HashEntry]
+    files: Mapping[str, bytes],
+    targets: Sequence[str],
+    stored: Mapping[str, HashEntry],
+    known: Collection[str] = frozenset(),
 ) -> list[str]:
     """``name-version-tag`` of every bottle the API files would send a target machine
-    to that the mirror does not hold: published, they would send brew to a 404."""
+    to that the mirror does not hold: published, they would send brew to a 404.
+    ``known``: sha256s of quarantined bottles, broken upstream too: no gap."""
     gaps: list[str] = []
     for endpoint, raw in files.items():
         formulae = api_formulae(endpoint, raw)
@@ -241,7 +245,7 @@ def api_gaps(
         for formula in formulae:
             for target in machines:
                 file = select_file(formula, target)
-                if file is not None and file.sha256 not in stored:
+                if file is not None and file.sha256 not in stored and file.sha256 not in known:
                     gaps.append(f"{formula.name}-{formula.pkg_version}-{file.tag} ({endpoint})")
     return gaps
 
@@ -507,7 +511,9 @@ async def publish(
     if not done.finished:
         done.problems.append(Failure("", "stopped before the end: the rest is for the next run"))
     if api is not None:
-        done.api = await _publish_api(store, api, targets, stored, clean and not done.problems)
+        known = {q.expected_sha256 for q in hf.quarantine.values() if q.quarantined}
+        clean = clean and not done.problems
+        done.api = await _publish_api(store, api, targets, stored, clean, known)
     log.info("published", **{k: v for k, v in done.to_dict().items() if k != "problems"})
     for problem in done.problems:
         log.warning(
@@ -595,11 +601,12 @@ async def _publish_api(
     targets: Sequence[str],
     stored: Mapping[str, HashEntry],
     clean: bool,
+    known: Collection[str],
 ) -> str:
     if not clean:
         return "kept: the sync was not clean (failures, a stop, or only some formulae)"
     try:
-        gaps = api_gaps(files, targets, stored)
+        gaps = api_gaps(files, targets, stored, known)
     except (InputError, MirrordError) as exc:
         return f"kept: {exc}"
     if gaps:

@@ -57,6 +57,8 @@ class Coverage:
     api_expected: int
     portable_ruby: int  # portable Ruby blobs served with the right sha256
     misses: tuple[Miss, ...] = ()
+    # Bottles the mirror's status.json lists as quarantined (broken upstream): no miss.
+    known_misses: tuple[Miss, ...] = ()
 
     @property
     def percent(self) -> float:
@@ -73,6 +75,9 @@ class Coverage:
             "api_expected": self.api_expected,
             "portable_ruby": self.portable_ruby,
             "misses": [{"what": m.what, "url": m.url, "reason": m.reason} for m in self.misses],
+            "known_misses": [
+                {"what": m.what, "url": m.url, "reason": m.reason} for m in self.known_misses
+            ],
         }
 
 
@@ -156,8 +161,11 @@ async def check_client(
     ruby_versions: Sequence[str] = (),
     concurrency: int = 16,
     progress: Progress | None = None,
+    status_key: str = "status.json",
 ) -> Coverage:
     walk = _Walk(http, base.rstrip("/"), progress=progress or LogProgress())
+    known = await _quarantined(walk, status_key)
+    known_misses: list[Miss] = []
     endpoints = api_endpoints([target])
     api_ok = 0
     packages: Any = None
@@ -195,7 +203,8 @@ async def check_client(
             try:
                 await walk.bottle(formula, file)
             except _Miss as miss:
-                walk.misses.append(Miss(formula.name, miss.url, miss.reason))
+                found = Miss(formula.name, miss.url, miss.reason)
+                (known_misses if file.sha256 in known else walk.misses).append(found)
                 walk.progress.done(False)
                 return
             installable += 1
@@ -228,4 +237,23 @@ async def check_client(
         api_expected=len(endpoints),
         portable_ruby=rubies,
         misses=tuple(sorted(walk.misses, key=lambda m: (m.what, m.url))),
+        known_misses=tuple(sorted(known_misses, key=lambda m: (m.what, m.url))),
     )
+
+
+async def _quarantined(walk: _Walk, status_key: str) -> set[str]:
+    """sha256s of the bottles the last complete sync quarantined, from the status.json
+    the mirror serves beside the bottles; none when it is missing or unreadable (it only
+    explains misses, it never hides one it does not name)."""
+    try:
+        status = orjson.loads(await walk.get(status_key))
+    except (_Miss, orjson.JSONDecodeError):
+        return set()
+    listed = status.get("quarantined") if isinstance(status, dict) else None
+    if not isinstance(listed, list):
+        return set()
+    return {
+        q["expected_sha256"]
+        for q in listed
+        if isinstance(q, dict) and isinstance(q.get("expected_sha256"), str)
+    }

@@ -358,7 +358,7 @@ async def cmd_plan(args: argparse.Namespace, app: App) -> int:
     job = _job(args, s)
     catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
     hf, _ = await load_hashfile(app.store, s.hash_key)
-    targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app))
+    targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app), s.releases)
     body = {
         "date": plan.date,
         "platforms": list(targets),

@@ -101,7 +101,7 @@ class Daemon:
 
     async def handle(self, message: Received) -> None:
         try:
-            job = parse_job(message.body)
+            job = parse_job(message.body, releases=self._app.settings.releases)
         except JobError as exc:
             delay = min(2**message.receive_count, POISON_DELAY_CAP)
             log.error(

@@ -88,9 +88,10 @@ class RefusedAddress(FatalUpstreamError):
 class IntegrityError(MirrordError):
     """Downloaded bytes do not hash to the catalog's sha256, or the size is wrong."""
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, *, actual: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.actual = actual  # the sha256 of what was served; None when cut off early
 
 
 class StoreError(MirrordError):

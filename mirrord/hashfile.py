@@ -4,13 +4,19 @@ Entries are facts ("this object holds these bytes"), so a writer that lost a con
 write merges by union. Where it and the file disagree about one key, the writer's entry
 wins: it comes from the catalog of the running sync (one sync holds the bucket at a time),
 while the file's may be a rebuild the catalog has moved on from, stored the same day.
+
+Beside ``bottles``, a ``quarantine`` object (omitted while empty) holds the bottles whose
+bytes failed verification in consecutive runs (``Suspect``): the state that lets a bottle
+corrupt upstream be quarantined instead of failing every week. Readers that predate it
+ignore it (msgspec skips unknown fields; the checked reader reads ``bottles`` only).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -29,6 +35,40 @@ from mirrord.models import (
 )
 
 VERSION = 2
+# Runs in a row whose bytes of one bottle failed verification before it is quarantined:
+# one bad run is a glitch, three weekly ones are a bottle broken upstream.
+QUARANTINE_AFTER = 3
+TIMESTAMP_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # jobs.JOB_ID_RE
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """A bottle whose bytes failed verification (sha256 mismatch, or a body past its size
+    cap) in ``count`` consecutive runs; quarantined from ``QUARANTINE_AFTER`` on. A run is
+    a job: one handed on (Lambda to daemon) or delivered again counts once."""
+
+    expected_sha256: str  # the catalog's
+    actual_sha256: str | None  # what was served; None when cut off past its size cap
+    first_seen: str  # UTC, YYYY-MM-DDTHH:MM:SSZ
+    last_seen: str
+    count: int
+    last_job: str  # the job that counted last
+
+    @property
+    def quarantined(self) -> bool:
+        return self.count >= QUARANTINE_AFTER
+
+
+def note_failure(
+    current: Suspect | None, expected: str, actual: str | None, job_id: str, now: str
+) -> Suspect:
+    """``current`` after one more failed verification in job ``job_id``. Other bytes
+    expected (a new rebuild under the same key) start a new count."""
+    if current is None or current.expected_sha256 != expected:
+        return Suspect(expected, actual, now, now, 1, job_id)
+    count = current.count if current.last_job == job_id else current.count + 1
+    return replace(current, actual_sha256=actual, last_seen=now, count=count, last_job=job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +76,7 @@ class HashFile:
     bottles: Mapping[str, HashEntry] = field(default_factory=dict)
     last_updated: str = ""
     migrated_from: int | None = None  # 1 when read from a v1 file
+    quarantine: Mapping[str, Suspect] = field(default_factory=dict)
 
     def by_sha256(self) -> dict[str, HashEntry]:
         """sha256 → an entry whose object already holds those bytes (first seen wins)."""
@@ -78,6 +119,44 @@ def _checked(key: str, sha256: Any, date: Any, size: Any, s3_key: Any) -> HashEn
     return HashEntry(sha256, date, size, s3_key)
 
 
+def _suspect(
+    key: str,
+    expected: Any,
+    actual: Any,
+    first_seen: Any,
+    last_seen: Any,
+    count: Any,
+    last_job: Any,
+) -> Suspect:
+    """The one rule for a quarantine record, for both readers, like ``_checked``."""
+    where = f"quarantine[{key!r:.80}]"
+    if not is_hash_key(key):
+        raise HashFileError(f"{where}: the key must be <name>-<pkg_version>-<tag>")
+    if not isinstance(expected, str) or not SHA256_RE.fullmatch(expected):
+        raise HashFileError(f"{where}.expected_sha256 is not 64 lowercase hex digits")
+    if actual is not None and (not isinstance(actual, str) or not SHA256_RE.fullmatch(actual)):
+        raise HashFileError(f"{where}.actual_sha256 is not null or 64 lowercase hex digits")
+    for name, value in (("first_seen", first_seen), ("last_seen", last_seen)):
+        if not isinstance(value, str) or not TIMESTAMP_RE.fullmatch(value):
+            raise HashFileError(f"{where}.{name} must be a UTC time YYYY-MM-DDTHH:MM:SSZ")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_JSON_INT:
+        raise HashFileError(f"{where}.count must be an integer from 1 to {MAX_JSON_INT}")
+    if not isinstance(last_job, str) or not _JOB_ID_RE.fullmatch(last_job):
+        raise HashFileError(f"{where}.last_job must be a job id ([A-Za-z0-9._:-], 1-128)")
+    return Suspect(expected, actual, first_seen, last_seen, count, last_job)
+
+
+def suspect_problem(key: str, s: Suspect) -> str | None:
+    """Why the reader would refuse ``key`` → ``s``, or None (see ``entry_problem``)."""
+    try:
+        _suspect(
+            key, s.expected_sha256, s.actual_sha256, s.first_seen, s.last_seen, s.count, s.last_job
+        )
+    except HashFileError as exc:
+        return str(exc)
+    return None
+
+
 def _entry(key: str, raw: Any, version: int) -> HashEntry:
     if not isinstance(raw, dict):
         raise HashFileError(f"bottles[{key!r:.80}] must be an object")
@@ -95,10 +174,20 @@ class _Entry(msgspec.Struct):
     file_size: int | None = None
 
 
+class _Suspect(msgspec.Struct):
+    expected_sha256: str
+    first_seen: str
+    last_seen: str
+    count: int
+    last_job: str
+    actual_sha256: str | None = None
+
+
 class _V2(msgspec.Struct):
     version: Literal[2]
     bottles: dict[str, _Entry]
     last_updated: Any = ""
+    quarantine: dict[str, _Suspect] = {}
 
 
 _DECODER = msgspec.json.Decoder(_V2)
@@ -112,13 +201,24 @@ def _fast(raw: bytes) -> HashFile | None:
     except msgspec.MsgspecError:
         return None
     entries: dict[str, HashEntry] = {}
+    quarantine: dict[str, Suspect] = {}
     try:
         for key, e in data.bottles.items():
             entries[key] = _checked(key, e.sha256, e.download_date, e.file_size, e.s3_key)
+        for key, q in data.quarantine.items():
+            quarantine[key] = _suspect(
+                key,
+                q.expected_sha256,
+                q.actual_sha256,
+                q.first_seen,
+                q.last_seen,
+                q.count,
+                q.last_job,
+            )
     except HashFileError:
         return None
     last = data.last_updated
-    return HashFile(entries, last if isinstance(last, str) else "", None)
+    return HashFile(entries, last if isinstance(last, str) else "", None, quarantine)
 
 
 def parse(raw: bytes, *, source: str = "bottles_hash.json") -> HashFile:
@@ -143,12 +243,32 @@ def _slow(raw: bytes, source: str) -> HashFile:
         bottles = {k: v for k, v in data.items() if k not in ("version", "last_updated")}
     if not isinstance(bottles, dict):
         raise HashFileError(f"{source}: bottles must be an object")
+    raw_quarantine = data.get("quarantine", {}) if version == VERSION else {}
+    if not isinstance(raw_quarantine, dict):
+        raise HashFileError(f"{source}: quarantine must be an object")
     try:
         entries = {k: _entry(k, v, version) for k, v in bottles.items()}
+        quarantine = {k: _quarantine_record(k, v) for k, v in raw_quarantine.items()}
     except HashFileError as exc:
         raise HashFileError(f"{source}: {exc}") from None
     last = data.get("last_updated", "")
-    return HashFile(entries, last if isinstance(last, str) else "", 1 if version == 1 else None)
+    return HashFile(
+        entries, last if isinstance(last, str) else "", 1 if version == 1 else None, quarantine
+    )
+
+
+def _quarantine_record(key: str, raw: Any) -> Suspect:
+    if not isinstance(raw, dict):
+        raise HashFileError(f"quarantine[{key!r:.80}] must be an object")
+    return _suspect(
+        key,
+        raw.get("expected_sha256"),
+        raw.get("actual_sha256"),
+        raw.get("first_seen"),
+        raw.get("last_seen"),
+        raw.get("count"),
+        raw.get("last_job"),
+    )
 
 
 def entry_problem(key: str, entry: HashEntry) -> str | None:
@@ -179,7 +299,10 @@ def dumps(hf: HashFile) -> bytes:
             problem = entry_problem(key, entry)
         if problem is not None:
             raise HashFileError(f"refusing to write a hash file the reader would refuse: {problem}")
-    body = {
+    for key, suspect in hf.quarantine.items():  # a handful: no cache needed
+        if (problem := suspect_problem(key, suspect)) is not None:
+            raise HashFileError(f"refusing to write a hash file the reader would refuse: {problem}")
+    body: dict[str, Any] = {
         "version": VERSION,
         "last_updated": hf.last_updated or utc_now(),
         "bottles": {
@@ -192,16 +315,53 @@ def dumps(hf: HashFile) -> bytes:
             for key, e in sorted(hf.bottles.items())
         },
     }
+    if hf.quarantine:  # absent while empty: files stay as they were for every mirror
+        body["quarantine"] = {
+            key: {
+                "expected_sha256": q.expected_sha256,
+                "actual_sha256": q.actual_sha256,
+                "first_seen": q.first_seen,
+                "last_seen": q.last_seen,
+                "count": q.count,
+                "last_job": q.last_job,
+            }
+            for key, q in sorted(hf.quarantine.items())
+        }
     return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def merge(base: HashFile, *others: Mapping[str, HashEntry], now: str | None = None) -> HashFile:
+def merge(
+    base: HashFile,
+    *others: Mapping[str, HashEntry],
+    now: str | None = None,
+    quarantine: Mapping[str, Suspect | None] | None = None,
+) -> HashFile:
     """Union of entries; where a key is in several, the last one given wins (the running
-    sync's own entries go last: its catalog names the bottle that is current)."""
+    sync's own entries go last: its catalog names the bottle that is current).
+
+    ``quarantine``: the running sync's records, which win the same way; None removes a
+    key's record (its bottle verified). A record whose key now holds the bytes it
+    expected is dropped whoever wrote it: that bottle is in the mirror."""
     merged = dict(base.bottles)
     for entries in others:
         merged.update(entries)
-    return HashFile(merged, now or utc_now())
+    held = dict(base.quarantine)
+    for key, suspect in (quarantine or {}).items():
+        if suspect is None:
+            held.pop(key, None)
+        else:
+            held[key] = suspect
+    kept = {
+        k: q
+        for k, q in held.items()
+        if (e := merged.get(k)) is None or e.sha256 != q.expected_sha256
+    }
+    return HashFile(merged, now or utc_now(), quarantine=kept)
+
+
+def quarantine_missing(hf: HashFile, records: Mapping[str, Suspect | None]) -> bool:
+    """Whether ``hf`` lacks any of ``records`` (None: holds a record it should not)."""
+    return any(hf.quarantine.get(k) != q for k, q in records.items())
 
 
 def missing_from(hf: HashFile, entries: Mapping[str, HashEntry]) -> dict[str, HashEntry]:

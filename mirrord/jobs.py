@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from mirrord.catalog import validate_targets
+from mirrord.catalog import DEFAULT_RELEASES, Releases, validate_targets
 from mirrord.errors import InputError, SettingsError
 from mirrord.models import MAX_NAME_LEN, NAME_RE
 
@@ -86,18 +86,24 @@ def parse_date(text: Any, field: str = "job.date", *, today: Date | None = None)
     return day.isoformat()
 
 
-def parse_job(raw: bytes | str, *, today: Date | None = None) -> Job:
-    """An SQS body (or a Lambda event's JSON) → ``Job``; ``JobError`` names the field."""
+def parse_job(
+    raw: bytes | str, *, today: Date | None = None, releases: Releases = DEFAULT_RELEASES
+) -> Job:
+    """An SQS body (or a Lambda event's JSON) → ``Job``; ``JobError`` names the field.
+    ``releases``: the macOS codenames its platforms are read with (the enqueuer names
+    the targets ``auto`` chose, which MIRRORD_MACOS_RELEASES may extend)."""
     if len(raw) > MAX_BODY:
         raise JobError(f"job message of {len(raw)} bytes is over {MAX_BODY}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise JobError(f"job message is not JSON: {exc}") from None
-    return job_from_dict(data, today=today)
+    return job_from_dict(data, today=today, releases=releases)
 
 
-def job_from_dict(data: Any, *, today: Date | None = None) -> Job:
+def job_from_dict(
+    data: Any, *, today: Date | None = None, releases: Releases = DEFAULT_RELEASES
+) -> Job:
     if not isinstance(data, dict):
         raise JobError("job message must be a JSON object")
     if data.get("v") != VERSION or isinstance(data.get("v"), bool):
@@ -109,7 +115,7 @@ def job_from_dict(data: Any, *, today: Date | None = None) -> Job:
     platforms = _strings(data, "platforms")
     if platforms is not None:
         try:
-            platforms = list(validate_targets(platforms))
+            platforms = list(validate_targets(platforms, releases))
         except SettingsError as exc:
             raise JobError(str(exc).replace("MIRRORD_PLATFORMS", "job.platforms")) from None
     formulae = _strings(data, "formulae")

@@ -32,7 +32,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.errors import InputError
-from mirrord.report import Failure, Progress, Report
+from mirrord.report import Failure, Progress, Quarantined, Report
 from mirrord.retry import parse_retry_after
 
 log = structlog.get_logger("mirrord.notify")
@@ -244,6 +244,64 @@ def progress_message(
     return Message(_clip(_esc(text), _TEXT_MAX), blocks)
 
 
+def _quarantine_line(q: Quarantined) -> str:
+    served = f"served {q.actual_sha256[:12]}…" if q.actual_sha256 else "cut off past its size cap"
+    return (
+        f"• {_code(q.key)} — {q.count:,} runs since {_esc(q.first_seen[:10])}: "
+        f"expected {q.expected_sha256[:12]}…, {served}"
+    )
+
+
+def _attention(report: Report) -> tuple[list[dict[str, Any]], list[str]]:
+    """What an operator should know beyond the counts, as blocks and as plain-text parts:
+    quarantined bottles (once each), releases from quarantine, and catalog tags of a
+    macOS mirrord does not know."""
+    blocks: list[dict[str, Any]] = []
+    text: list[str] = []
+    if report.quarantined:
+        title = (
+            f"*Quarantined ({len(report.quarantined):,})*: failed verification in runs in a "
+            "row; retried each run, they no longer fail the job or hold back the API files"
+        )
+        shown = report.quarantined[:LIST_MAX]
+        lines = [title, *(_quarantine_line(q) for q in shown)]
+        if len(report.quarantined) > len(shown):
+            lines.append(f"… and {len(report.quarantined) - len(shown):,} more")
+        blocks.append(_section("\n".join(lines)))
+        keys = ", ".join(_clip(q.key, _KEY_MAX) for q in shown)
+        more = len(report.quarantined) - len(shown)
+        text.append(f"quarantined: {keys}" + (f" … and {more:,} more" if more else ""))
+    if report.released:
+        shown_keys = report.released[:LIST_MAX]
+        listed = ", ".join(_code(k) for k in shown_keys)
+        more = len(report.released) - len(shown_keys)
+        blocks.append(
+            _context(
+                f"Released from quarantine: {listed}" + (f" … and {more:,} more" if more else "")
+            )
+        )
+        text.append(f"released from quarantine: {', '.join(shown_keys)}")
+    if report.unknown_tags:
+        block, line = _unknown_tags(report.unknown_tags)
+        blocks.append(block)
+        text.append(line)
+    return blocks, text
+
+
+def _unknown_tags(unknown: Sequence[str]) -> tuple[dict[str, Any], str]:
+    """The catalog's tags of a macOS mirrord does not know, and the setting that fixes it."""
+    tags = ", ".join(_code(t, 40) for t in unknown[:20])
+    if len(unknown) > 20:
+        tags += f" … and {len(unknown) - 20:,} more"
+    codename = unknown[0].removeprefix("arm64_")
+    block = _section(
+        f"*Unknown macOS tags in the catalog*: {tags}. `auto` ignores them and no target "
+        "may name them until the release is added to `MIRRORD_MACOS_RELEASES` "
+        f"(e.g. `{_esc(f'{codename[:40]}=<release number>')}`)."
+    )
+    return block, f"unknown macOS tags: {', '.join(unknown[:20])}"
+
+
 def success_message(report: Report, *, bucket: str, estimated_bytes: int | None = None) -> Message:
     """A job finished with every planned bottle in the bucket."""
     new = report.downloaded + report.adopted
@@ -268,10 +326,16 @@ def success_message(report: Report, *, bucket: str, estimated_bytes: int | None 
         pairs.append(("Platforms", _esc(", ".join(report.platforms), 1000)))
     if report.failed:
         pairs.append(("Failed", f"{len(report.failed):,}"))
+    if report.quarantined:
+        pairs.append(("Quarantined", f"{len(report.quarantined):,}"))
     blocks: list[dict[str, Any]] = [
         _header(":white_check_mark: mirrord sync finished"),
         _fields(pairs),
     ]
+    attention, parts = _attention(report)
+    blocks += attention
+    if parts:
+        text += "; " + "; ".join(parts)
     notes = [f"job {_code(report.job_id)}"]
     if estimated_bytes is not None:
         notes.append(estimate_line(estimated_bytes, report.bytes))
@@ -331,26 +395,38 @@ def failure_message(
         if len(failed) > len(keys):
             listed += f" … and {len(failed) - len(keys):,} more"
         text_parts.append(f"failed: {listed}")
+    if report is not None:
+        attention, parts = _attention(report)
+        blocks += attention
+        text_parts += parts
     blocks.append(_context(f"Logs: {_esc(logs_hint, 1000)}"))
     text_parts.append(f"logs: {logs_hint}")
     return Message(_esc("; ".join(text_parts), _TEXT_MAX), tuple(blocks))
 
 
-def nothing_to_do_message(*, date: str, platforms: Sequence[str], skipped: int) -> Message:
-    """The plan is empty: every bottle the targets need is already in the bucket."""
+def nothing_to_do_message(
+    *, date: str, platforms: Sequence[str], skipped: int, unknown_tags: Sequence[str] = ()
+) -> Message:
+    """The plan is empty: every bottle the targets need is already in the bucket. A new
+    macOS often comes without a new bottle for the known ones: its tags are named here
+    too, since no sync runs to report them."""
     targets = ", ".join(platforms) if platforms else "the configured platforms"
     text = (
         f"mirrord: nothing to do for {date}: all {_count(skipped, 'bottle')} "
         f"for {targets} already mirrored"
     )
-    blocks = (
+    blocks = [
         _header(":zzz: mirrord: nothing to do"),
         _section(
             f"All {_count(skipped, 'bottle')} for {_esc(targets, 2000)} are already in the "
             f"mirror; nothing was downloaded for {_esc(date)}."
         ),
-    )
-    return Message(_esc(text, _TEXT_MAX), blocks)
+    ]
+    if unknown_tags:
+        block, line = _unknown_tags(unknown_tags)
+        blocks.append(block)
+        text += f"; {line}"
+    return Message(_esc(text, _TEXT_MAX), tuple(blocks))
 
 
 # --- the webhook (I/O) ---------------------------------------------------------------

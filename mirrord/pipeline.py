@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.catalog import Catalog, auto_targets, filter_formulae, select_bottles
+from mirrord.catalog import (
+    DEFAULT_RELEASES,
+    Catalog,
+    Releases,
+    auto_targets,
+    filter_formulae,
+    select_bottles,
+    unknown_tags,
+)
 from mirrord.errors import (
     FatalUpstreamError,
     FormulaError,
@@ -32,11 +40,22 @@ from mirrord.errors import (
     StoreError,
     UpstreamError,
 )
-from mirrord.hashfile import HashFile, dumps, entry_problem, merge, missing_from, parse
+from mirrord.hashfile import (
+    HashFile,
+    Suspect,
+    dumps,
+    entry_problem,
+    merge,
+    missing_from,
+    note_failure,
+    parse,
+    quarantine_missing,
+    utc_now,
+)
 from mirrord.jobs import Job
 from mirrord.models import DATE_RE, Bottle, HashEntry, ObjectInfo, gc_paused
 from mirrord.plan import Plan, Transfer, index_url, make_plan, sizes_from_index
-from mirrord.report import Failure, LogProgress, Progress, Report
+from mirrord.report import Failure, LogProgress, Progress, Quarantined, Report
 from mirrord.s3 import S3Store
 from mirrord.transfer import Hook, SizeLimit, Source, no_hook, transfer
 from mirrord.upstream import shown_url, source_url
@@ -125,6 +144,7 @@ class Checkpointer:
         self._etag = etag
         self._batch = batch_size
         self._pending: dict[str, HashEntry] = {}
+        self._pending_quarantine: dict[str, Suspect | None] = {}
         self._hook = hook
         self._lock = asyncio.Lock()
         self.saves = 0
@@ -138,14 +158,20 @@ class Checkpointer:
         self._pending.update(entries)
         return len(self._pending) >= self._batch
 
+    def note(self, key: str, suspect: Suspect | None) -> None:
+        """Queue a quarantine record for ``key`` (None: remove it), written with the
+        next checkpoint and merged like the entries."""
+        self._pending_quarantine[key] = suspect
+
     async def flush(self) -> None:
         async with self._lock:
-            if not self._pending:
+            if not self._pending and not self._pending_quarantine:
                 return
             snapshot = dict(self._pending)
+            records = dict(self._pending_quarantine)
             pending = snapshot
             for _ in range(SAVE_ATTEMPTS):
-                merged = merge(self._hf, pending)
+                merged = merge(self._hf, pending, quarantine=records)
                 body = dumps(merged)
                 self._hook("during_hashfile_write")
                 try:
@@ -157,7 +183,7 @@ class Checkpointer:
                     self._hf, self._etag = await load_hashfile(self._store, self._key)
                     pending = missing_from(self._hf, pending)
                     log.info("hashfile_conflict", key=self._key, pending=len(pending))
-                    if not pending:
+                    if not pending and not quarantine_missing(self._hf, records):
                         break
                     continue
                 self._hf, self._etag = merged, etag
@@ -170,6 +196,9 @@ class Checkpointer:
             for k, entry in snapshot.items():
                 if self._pending.get(k) == entry:
                     del self._pending[k]
+            for k, record in records.items():
+                if k in self._pending_quarantine and self._pending_quarantine[k] == record:
+                    del self._pending_quarantine[k]
             log.info("checkpoint", key=self._key, entries=len(self._hf.bottles))
 
 
@@ -197,9 +226,12 @@ async def abort_orphans(store: S3Store) -> int:
 
 
 def job_targets(
-    catalog: Catalog, job: Job, default_platforms: Sequence[str] | None
+    catalog: Catalog,
+    job: Job,
+    default_platforms: Sequence[str] | None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> tuple[str, ...]:
-    return tuple(job.platforms or default_platforms or auto_targets(catalog.formulae))
+    return tuple(job.platforms or default_platforms or auto_targets(catalog.formulae, releases))
 
 
 def prepare(
@@ -208,12 +240,13 @@ def prepare(
     job: Job,
     default_platforms: Sequence[str] | None,
     external: HashFile | None = None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> tuple[tuple[str, ...], Plan]:
     """Pure: which targets, and what to fetch for them."""
     with gc_paused():  # ~10⁵ new records, no cycles
         formulae = filter_formulae(catalog, job.formulae)
-        targets = job_targets(catalog, job, default_platforms)
-        selection = select_bottles(formulae, targets)
+        targets = job_targets(catalog, job, default_platforms, releases)
+        selection = select_bottles(formulae, targets, releases)
         plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
     return targets, plan
 
@@ -249,6 +282,13 @@ async def unrecorded(
     return found
 
 
+def stale_suspects(hf: HashFile, catalog: Catalog) -> list[str]:
+    """Quarantine records of versions the catalog no longer lists: never tried again,
+    so never released. (Tags hold no '-': a key's stem is its <name>-<pkg_version>.)"""
+    stems = {f"{f.name}-{f.pkg_version}" for f in catalog.formulae}
+    return sorted(k for k in hf.quarantine if k.rpartition("-")[0] not in stems)
+
+
 def _entries(t: Transfer, date: str, size: int, key: str) -> dict[str, HashEntry]:
     entry = HashEntry(t.bottle.sha256, date, size, key)
     return {b.hash_key: entry for b in (t.bottle, *t.aliases)}
@@ -271,16 +311,26 @@ async def run_sync(
     hook: Hook = no_hook,
     sizes: AnnouncedSizes | None = None,
     today: str | None = None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> Report:
     """``sizes``: where transfers past one part learn how big their bottle should be
     (without it, ``max_bottle_bytes`` is their only cap). ``today``: UTC date, for
-    telling a bad job date from a real one (default: now)."""
+    telling a bad job date from a real one (default: now). ``releases``: the macOS
+    codenames tags are read with (MIRRORD_MACOS_RELEASES)."""
     started = clock()
     today = today or datetime.now(UTC).date().isoformat()
     progress = progress or LogProgress()
     stop = stop or asyncio.Event()
     hf, etag = await load_hashfile(store, hash_key)
-    targets, plan = prepare(catalog, hf, job, default_platforms, external)
+    targets, plan = prepare(catalog, hf, job, default_platforms, external, releases)
+    unknown = unknown_tags(catalog.formulae, releases)
+    if unknown:
+        log.warning(
+            "unknown_macos_tags",
+            tags=list(unknown),
+            hint="a macOS release mirrord does not know: add it to MIRRORD_MACOS_RELEASES "
+            "(e.g. redwood=28) so that auto and targets can use it",
+        )
     log.info(
         "plan",
         job_id=job.job_id,
@@ -294,6 +344,9 @@ async def run_sync(
     )
     checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size, hook)
     checkpoints.add(plan.links)
+    for key in stale_suspects(hf, catalog):
+        log.info("quarantine_dropped", key=key, reason="the catalog no longer lists this version")
+        checkpoints.note(key, None)
     batch_full = asyncio.Event()
 
     queue: asyncio.Queue[Transfer] = asyncio.Queue()
@@ -301,6 +354,8 @@ async def run_sync(
         queue.put_nowait(t)
     counts = {"downloaded": 0, "adopted": 0, "bytes": 0}
     failures: list[Failure] = []
+    quarantined: list[Quarantined] = []
+    released: list[str] = []
     progress.start(len(plan.transfers))
 
     present = await unrecorded(store, hf, job.date, today) if plan.transfers else {}
@@ -358,8 +413,41 @@ async def run_sync(
             counts["downloaded"] += 1
             counts["bytes"] += size
             hook("after_complete_before_checkpoint")
+        for bottle in (t.bottle, *t.aliases):
+            if bottle.hash_key in hf.quarantine:  # verified at last: out of quarantine
+                released.append(bottle.hash_key)
+                checkpoints.note(bottle.hash_key, None)
+                log.info("bottle_released", key=bottle.hash_key)
         if checkpoints.add(_entries(t, job.date, size, key)):
             batch_full.set()  # the writer below saves it; workers go on transferring
+
+    def failed(t: Transfer, exc: MirrordError) -> None:
+        """A failure, or, for bytes that failed verification in QUARANTINE_AFTER runs in
+        a row, a quarantined bottle: a known miss, reported once in ``quarantined``."""
+        key, url = t.bottle.hash_key, source_url(t.bottle.url)
+        runs: dict[str, int] = {}
+        if isinstance(exc, IntegrityError):  # counted across runs in the hash file
+            current = checkpoints.current.quarantine.get(key)
+            suspect = note_failure(current, t.bottle.sha256, exc.actual, job.job_id, utc_now())
+            checkpoints.note(key, suspect)
+            runs = {"runs": suspect.count}
+            if suspect.quarantined:
+                quarantined.append(
+                    Quarantined(
+                        key,
+                        suspect.expected_sha256,
+                        suspect.actual_sha256,
+                        suspect.first_seen,
+                        suspect.last_seen,
+                        suspect.count,
+                        str(exc),
+                        url,
+                    )
+                )
+                log.warning("bottle_quarantined", key=key, error=str(exc), **runs)
+                return
+        failures.append(Failure(key, str(exc), url))
+        log.warning("bottle_failed", key=key, error=str(exc), kind=type(exc).__name__, **runs)
 
     async def worker() -> None:
         while not stop.is_set():
@@ -372,10 +460,7 @@ async def run_sync(
                 await one(t)
                 ok = True
             except (UpstreamError, IntegrityError, StoreError, FormulaError) as exc:
-                failures.append(Failure(t.bottle.hash_key, str(exc), source_url(t.bottle.url)))
-                log.warning(
-                    "bottle_failed", key=t.bottle.hash_key, error=str(exc), kind=type(exc).__name__
-                )
+                failed(t, exc)
             progress.done(ok)
 
     async def checkpoint_writer() -> None:
@@ -419,7 +504,7 @@ async def run_sync(
         # Also on the way out of a failure: what is stored must be recorded.
         await checkpoints.flush()
 
-    finished = counts["downloaded"] + counts["adopted"] + len(failures)
+    finished = counts["downloaded"] + counts["adopted"] + len(failures) + len(quarantined)
     report = Report(
         job_id=job.job_id,
         date=job.date,
@@ -437,11 +522,19 @@ async def run_sync(
         stopped=stop.is_set(),
         remaining=len(plan.transfers) - finished,
         estimated_bytes=job.estimated_bytes,
+        unknown_tags=unknown,
+        quarantined=tuple(quarantined),
+        released=tuple(released),
     )
     log.info(
         "sync_done",
-        **{k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")},
+        **{
+            k: v
+            for k, v in report.to_dict().items()
+            if k not in ("failed", "rejected", "quarantined")
+        },
         failed=len(failures),
         rejected=len(catalog.rejected),
+        quarantined=len(quarantined),
     )
     return report

@@ -23,6 +23,21 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A bottle that failed verification again this run, in quarantine (the hash file's
+    record, hashfile.Suspect, with this run's error): a known miss, not a failure."""
+
+    key: str  # the hash-file key, <name>-<pkg_version>-<tag>
+    expected_sha256: str
+    actual_sha256: str | None  # None: cut off past its size cap
+    first_seen: str
+    last_seen: str
+    count: int  # consecutive runs it failed in
+    error: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     job_id: str
     date: str
@@ -43,9 +58,18 @@ class Report:
     # What the brew-facing publication did (brew.Published.to_dict()); None when off.
     # Its problems never change the exit status: that is about the bottles.
     published: dict[str, Any] | None = None
+    # macOS-looking tags of the catalog that MIRRORD_MACOS_RELEASES does not name either:
+    # a new macOS that ``auto`` cannot see and no target may name until it is added.
+    unknown_tags: tuple[str, ...] = ()
+    # Failed verification again after QUARANTINE_AFTER runs in a row: listed here, not in
+    # ``failed``, so they neither fail the job nor hold back the API files.
+    quarantined: tuple[Quarantined, ...] = ()
+    released: tuple[str, ...] = ()  # quarantine records ended: the bottle verified
 
     @property
     def complete(self) -> bool:
+        """Every planned bottle is in the bucket, or quarantined: a bottle broken upstream
+        (brew fails on it as much) must not keep a mirror from ever being complete."""
         return not self.failed and not self.remaining
 
     @property
@@ -63,7 +87,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["duration_s"] = round(self.duration_s, 3)
-        for name in ("failed", "platforms", "rejected"):
+        for name in ("failed", "platforms", "rejected", "unknown_tags", "quarantined", "released"):
             body[name] = list(body[name])
         return body
 
@@ -196,6 +220,7 @@ def emf(report: Report, *, route: str, now_ms: int, namespace: str = "mirrord") 
         "BottlesDownloaded": (report.downloaded, "Count"),
         "BottlesAdopted": (report.adopted, "Count"),
         "BottlesFailed": (len(report.failed), "Count"),
+        "BottlesQuarantined": (len(report.quarantined), "Count"),
         "BottlesRemaining": (report.remaining, "Count"),
         "BytesDownloaded": (report.bytes, "Bytes"),
         "DurationSeconds": (round(report.duration_s, 3), "Seconds"),

@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mirrord.errors import SettingsError
 from mirrord.models import BUCKET_RE, VERSION_RE
+
+if TYPE_CHECKING:  # the catalog's imports (msgspec, orjson) only where tags are read
+    from mirrord.catalog import Releases
 
 MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
@@ -67,19 +70,50 @@ def _float(text: str, name: str, low: float, high: float) -> float:
     return float(_number(text, name, float, low, high))
 
 
-def parse_platforms(text: str, name: str = "MIRRORD_PLATFORMS") -> tuple[str, ...] | None:
+def parse_platforms(
+    text: str, name: str = "MIRRORD_PLATFORMS", releases: Releases | None = None
+) -> tuple[str, ...] | None:
     """``auto`` → None (decided from the catalog); else validated machine tags."""
     if text.strip().lower() == "auto":
         return None
     # Here, not at the top: `mirrord health` (ECS, every minute) reads this module and
     # must not pay for the catalog's imports (msgspec, orjson).
-    from mirrord.catalog import validate_targets
+    from mirrord.catalog import DEFAULT_RELEASES, validate_targets
 
     tags = [t.strip() for t in text.split(",") if t.strip()]
     try:
-        return validate_targets(tags)
+        return validate_targets(tags, releases or DEFAULT_RELEASES)
     except SettingsError as exc:
         raise SettingsError(str(exc).replace("MIRRORD_PLATFORMS", name, 1)) from None
+
+
+# One ``codename=number`` of MIRRORD_MACOS_RELEASES: the number as macOS names its
+# releases (28, 10.15), ASCII digits only; the codename is checked by Releases.extended.
+_RELEASE_RE = re.compile(r"([A-Za-z0-9_]{1,64})[ \t]*=[ \t]*([0-9]{1,3}(?:\.[0-9]{1,2})?)")
+
+
+def parse_releases(text: str, name: str = "MIRRORD_MACOS_RELEASES") -> Releases:
+    """``redwood=28`` or a comma list: macOS releases beyond the built-in table, so a new
+    macOS can be mirrored (``auto`` sees it, targets may name it) before mirrord knows it."""
+    extra: dict[str, float] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        match = _RELEASE_RE.fullmatch(item)
+        if match is None:
+            raise SettingsError(f"{name}: {item!r:.60} is not codename=number (e.g. redwood=28)")
+        codename, number = match.group(1), float(match.group(2))
+        if not 10 <= number < 1000:
+            raise SettingsError(f"{name}: {number:g} is no macOS release number (10 to 999)")
+        if extra.get(codename, number) != number:
+            raise SettingsError(f"{name}: {codename} is given twice with different numbers")
+        extra[codename] = number
+    from mirrord.catalog import DEFAULT_RELEASES  # see parse_platforms
+
+    try:
+        return DEFAULT_RELEASES.extended(extra)
+    except SettingsError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +121,8 @@ class Settings:
     bucket: str
     api_url: str = "https://formulae.brew.sh/api/formula.json"
     platforms: tuple[str, ...] | None = None  # None = auto
+    # MIRRORD_MACOS_RELEASES: the built-in table plus these; None, the built-in one alone.
+    macos_releases: Releases | None = None
     concurrency: int = 16
     part_size: int = 16 * MiB
     batch_size: int = 100
@@ -132,6 +168,13 @@ class Settings:
     crash_signal: str = "KILL"
 
     @property
+    def releases(self) -> Releases:
+        """macOS codenames → numbers, as every reading of a tag goes by."""
+        from mirrord.catalog import DEFAULT_RELEASES  # see parse_platforms
+
+        return self.macos_releases or DEFAULT_RELEASES
+
+    @property
     def api_base(self) -> str:
         """Where the Homebrew API files are: MIRRORD_BREW_API_URL, else beside formula.json."""
         return self.brew_api_url or self.api_url.rsplit("/", 1)[0]
@@ -141,6 +184,8 @@ class Settings:
 ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
     "MIRRORD_API_URL": ("api_url", lambda t, n: _url(t, n)),
+    # Before MIRRORD_PLATFORMS: its tags are read with this table (see from_env).
+    "MIRRORD_MACOS_RELEASES": ("macos_releases", parse_releases),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),
     "MIRRORD_CONCURRENCY": ("concurrency", lambda t, n: _int(t, n, 1, 256)),
     "MIRRORD_PART_SIZE": ("part_size", lambda t, n: _part_size(parse_size(t, n), n)),
@@ -330,6 +375,11 @@ def from_env(
         else:
             source = (flag_names or {}).get(variable) or f"--{field_name.replace('_', '-')}"
         if text is None or text == "":
+            continue
+        if parser is parse_platforms:  # the tags a table given beside them defines
+            values[field_name] = parse_platforms(
+                text, source, values.get("macos_releases")
+            )
             continue
         values[field_name] = parser(text, source)
     if "emf" not in values:

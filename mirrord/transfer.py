@@ -116,7 +116,9 @@ def _check(key: str, bottle: Bottle, hasher: Any, size: int) -> None:
     digest = hasher.hexdigest()
     if digest != bottle.sha256:
         raise IntegrityError(
-            key, f"sha256 mismatch: expected {bottle.sha256}, got {digest} ({size} bytes)"
+            key,
+            f"sha256 mismatch: expected {bottle.sha256}, got {digest} ({size} bytes)",
+            actual=digest,
         )
 
 

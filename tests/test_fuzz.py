@@ -390,6 +390,26 @@ def hash_entry(draw: st.DrawFn, version: int | None) -> tuple[str, Any]:
 
 
 @st.composite
+def quarantine_record(draw: st.DrawFn) -> tuple[str, Any]:
+    """One record of the quarantine section (hashfile.Suspect), valid but for a field."""
+    key = draw(
+        st.tuples(mostly(VALID_NAMES), mostly(VALID_VERSIONS), mostly(ALL_TAGS)).map("-".join)
+    )
+    seen = maybe(rarely(st.just("2026-11-22T03:04:05Z"), hostile_mix(["2026-11-22"])))
+    record = {
+        "expected_sha256": draw(sha_like()),
+        "actual_sha256": draw(absent_or(st.one_of(st.none(), sha_like()))),
+        "first_seen": draw(seen),
+        "last_seen": draw(seen),
+        "count": draw(maybe(rarely(st.integers(1, 5), big_int(-1)))),
+        "last_job": draw(maybe(mostly(["2026-11-22-weekly", "w1"]))),
+        "later_field": draw(absent_or(st.integers())),  # a newer writer's: ignored
+    }
+    record = {k: v for k, v in record.items() if v is not ABSENT}
+    return key, draw(rarely(st.just(record), wrong_type()))
+
+
+@st.composite
 def hash_document(draw: st.DrawFn) -> Any:
     version = draw(st.sampled_from([None, 1, 2, 2, 2, 3]))
     bottles = dict(draw(st.lists(hash_entry(version), min_size=1, max_size=3)))
@@ -403,10 +423,16 @@ def hash_document(draw: st.DrawFn) -> Any:
         doc["bottles"] = draw(rarely(st.just(bottles), wrong_type()))
     if draw(st.booleans()):
         doc["last_updated"] = draw(maybe(st.just("2026-11-22T03:04:05Z")))
+    if version == 2 and draw(st.booleans()):
+        records = dict(draw(st.lists(quarantine_record(), max_size=2)))
+        doc["quarantine"] = draw(rarely(st.just(records), wrong_type()))
     return doc
 
 
-HASH_FIELDS = ("sha256", "download_date", "file_size", "s3_key", "key", "version", "bottles")
+HASH_FIELDS = (
+    *("sha256", "download_date", "file_size", "s3_key", "key", "version", "bottles"),
+    *("quarantine", "first_seen", "last_seen", "count", "last_job"),
+)
 
 
 def check_hash_file(raw: bytes, source: str) -> None:
@@ -432,6 +458,7 @@ def check_hash_file(raw: bytes, source: str) -> None:
         assert_hash_key(key)
         assert_bottle_key(entry.s3_key)
     assert parse(dumps(slow)).bottles == slow.bottles
+    assert parse(dumps(slow)).quarantine == slow.quarantine
 
 
 @given(doc=hash_document())
@@ -575,7 +602,8 @@ def test_job_message_bytes_never_raise_anything_else(raw: bytes | str) -> None:
 VALID_SETTINGS: dict[str, list[str]] = {
     "MIRRORD_BUCKET": ["my-mirror", "a.b-c"],
     "MIRRORD_API_URL": ["https://formulae.brew.sh/api/formula.json", "http://127.0.0.1:9/x"],
-    "MIRRORD_PLATFORMS": ["auto", "arm64_tahoe,sonoma", "x86_64_linux"],
+    "MIRRORD_PLATFORMS": ["auto", "arm64_tahoe,sonoma", "x86_64_linux", "arm64_redwood"],
+    "MIRRORD_MACOS_RELEASES": ["redwood=28", "redwood=28,big_sky=29", "tahoe=26"],
     "MIRRORD_CONCURRENCY": ["16", "1", "256"],
     "MIRRORD_PART_SIZE": ["16MiB", "5242880", "8 MB"],
     "MIRRORD_BATCH_SIZE": ["100"],

@@ -24,7 +24,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.app import App, load_external, open_app, run_loop
 from mirrord.brew import publication_lag
-from mirrord.catalog import filter_formulae, select_bottles
+from mirrord.catalog import (
+    DEFAULT_RELEASES,
+    Releases,
+    filter_formulae,
+    select_bottles,
+    unknown_tags,
+)
 from mirrord.errors import SettingsError, StoreError, UpstreamError
 from mirrord.jobs import Job, JobError, job_from_dict, parse_date
 from mirrord.lambdas import settings_from_env
@@ -37,8 +43,9 @@ log = structlog.get_logger("mirrord.enqueue")
 Invoker = Callable[[Job], Awaitable[None]]
 
 
-def job_from_event(event: Any, now: datetime) -> Job:
-    """An EventBridge scheduled event or a manual event → the job it asks for."""
+def job_from_event(event: Any, now: datetime, releases: Releases = DEFAULT_RELEASES) -> Job:
+    """An EventBridge scheduled event or a manual event → the job it asks for; its
+    platforms are read with ``releases`` (MIRRORD_MACOS_RELEASES)."""
     if not isinstance(event, dict):
         raise JobError("event must be a JSON object")
     today = now.astimezone(UTC).date().isoformat()
@@ -51,7 +58,8 @@ def job_from_event(event: Any, now: datetime) -> Job:
         fields = {k: event.get(k) for k in ("platforms", "formulae")}
         job_id = event.get("job_id") or f"{day}-manual"
         reason = event.get("reason", "manual")
-        return job_from_dict({"v": 1, "job_id": job_id, "date": day, "reason": reason, **fields})
+        body = {"v": 1, "job_id": job_id, "date": day, "reason": reason, **fields}
+        return job_from_dict(body, releases=releases)
     raise JobError(
         f"event.source must be 'aws.events' or 'manual', got {event.get('source')!r:.40}"
     )
@@ -102,10 +110,11 @@ async def enqueue(app: App, job: Job, invoke: Invoker | None) -> dict[str, Any]:
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
         catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
         hf, _ = await load_hashfile(app.store, s.hash_key)
-        targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app))
+        targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app), s.releases)
         behind = None
         if s.brew_mirror:
-            bottles = select_bottles(filter_formulae(catalog, job.formulae), targets).bottles
+            formulae = filter_formulae(catalog, job.formulae)
+            bottles = select_bottles(formulae, targets, s.releases).bottles
             behind = await publication_lag(
                 app.store,
                 s.status_key,
@@ -124,8 +133,14 @@ async def enqueue(app: App, job: Job, invoke: Invoker | None) -> dict[str, Any]:
             "publication_behind": behind,
         }
         if not plan.transfers and not plan.links and behind is None:
+            # No sync will run to name them: a new macOS must not go unnoticed for it.
+            unknown = unknown_tags(catalog.formulae, s.releases)
+            if unknown:
+                log.warning("unknown_macos_tags", tags=list(unknown))
             await app.slack.send(
-                nothing_to_do_message(date=job.date, platforms=targets, skipped=plan.skipped)
+                nothing_to_do_message(
+                    date=job.date, platforms=targets, skipped=plan.skipped, unknown_tags=unknown
+                )
             )
             log.info("nothing_to_do", **result)
             return {**result, "route": "none"}
@@ -156,7 +171,7 @@ async def enqueue(app: App, job: Job, invoke: Invoker | None) -> dict[str, Any]:
 
 async def _main(event: Any) -> dict[str, Any]:
     settings = settings_from_env()
-    job = job_from_event(event, datetime.now(UTC))
+    job = job_from_event(event, datetime.now(UTC), settings.releases)
     async with open_app(settings) as app:
         return await enqueue(app, job, lambda_invoker(app))
 

@@ -68,7 +68,7 @@ async def sync_job(
 
 async def _main(event: Any, context: Any) -> dict[str, Any]:
     settings = settings_from_env()
-    job = job_from_dict(event)
+    job = job_from_dict(event, releases=settings.releases)
     async with open_app(settings) as app:
         return await sync_job(app, job, context.get_remaining_time_in_millis)
 
