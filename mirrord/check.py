@@ -21,17 +21,21 @@ import orjson
 
 from mirrord.brew import (
     PORTABLE_RUBY,
+    RUBY_LATEST,
     api_endpoints,
     blob_key,
     descriptor_problem,
     image_name,
     index_key,
     jws_payload,
+    listed_tags,
     manifest_ref,
+    newest_rubies,
     packages_endpoint,
     packages_formulae,
     portable_ruby_formula,
     ref_name,
+    tags_key,
 )
 from mirrord.catalog import select_file
 from mirrord.errors import InputError
@@ -56,6 +60,7 @@ class Coverage:
     api_files: int  # API files served and well-formed
     api_expected: int
     portable_ruby: int  # portable Ruby blobs served with the right sha256
+    portable_ruby_expected: int = 0  # versions checked
     misses: tuple[Miss, ...] = ()
 
     @property
@@ -72,6 +77,7 @@ class Coverage:
             "api_files": self.api_files,
             "api_expected": self.api_expected,
             "portable_ruby": self.portable_ruby,
+            "portable_ruby_expected": self.portable_ruby_expected,
             "misses": [{"what": m.what, "url": m.url, "reason": m.reason} for m in self.misses],
         }
 
@@ -133,6 +139,24 @@ class _Walk:
         if digest.hexdigest() != sha256:
             raise _Miss(url, f"sha256 mismatch: expected {sha256}, got {digest.hexdigest()}")
 
+    async def ruby_versions(self) -> list[str]:
+        """``latest``: the newest versions the mirror's own tag list names. brew itself
+        asks only for the blob whose sha256 its vendor/portable-ruby-* file holds, which
+        the mirror cannot know; the sync keeps the newest two (this brew and the one
+        before) and lists every version it holds there, as a registry would."""
+        path = tags_key(PORTABLE_RUBY)
+        try:
+            found = newest_rubies(listed_tags(await self.get(path), self.url(path)))
+        except _Miss as miss:
+            self.misses.append(Miss(PORTABLE_RUBY, miss.url, miss.reason))
+            return []
+        except InputError as exc:
+            self.misses.append(Miss(PORTABLE_RUBY, self.url(path), str(exc)))
+            return []
+        if not found:
+            self.misses.append(Miss(PORTABLE_RUBY, self.url(path), "lists no portable Ruby"))
+        return found
+
     async def bottle(self, formula: Formula, file: BottleFile) -> None:
         # As brew asks: the image from the formula's name, the blob by its sha256.
         image = image_name(formula.name)
@@ -179,7 +203,8 @@ async def check_client(
     formulae: list[Formula] = []
     if packages is not None:
         try:
-            formulae, rejected = packages_formulae(packages, packages_endpoint(target))
+            # As brew 6 builds bottle urls: under the artifact domain, here the mirror.
+            formulae, rejected = packages_formulae(packages, packages_endpoint(target), walk.base)
         except InputError as exc:
             walk.misses.append(Miss(packages_endpoint(target), "", str(exc)))
         else:
@@ -207,6 +232,8 @@ async def check_client(
         walk.progress.close()
 
     rubies = 0
+    if list(ruby_versions) == [RUBY_LATEST]:
+        ruby_versions = await walk.ruby_versions()
     for version in ruby_versions:
         what = f"{PORTABLE_RUBY}-{version}"
         path = index_key(PORTABLE_RUBY, version)
@@ -227,5 +254,6 @@ async def check_client(
         api_files=api_ok,
         api_expected=len(endpoints),
         portable_ruby=rubies,
+        portable_ruby_expected=len(ruby_versions),
         misses=tuple(sorted(walk.misses, key=lambda m: (m.what, m.url))),
     )
