@@ -276,10 +276,6 @@ def catalog_from_entries(
         stable = entry["bottle"]["stable"]
         if "root_url" in stable:
             stable["root_url"] = f"{REGISTRY}/v2/homebrew/core"
-        # Another version, revision or rebuild of a formula is another build: other bytes.
-        versions = entry.get("versions")
-        stable_version = versions.get("stable") if isinstance(versions, dict) else None
-        build = f"{name}\0{stable_version}\0{entry.get('revision')}\0{stable.get('rebuild')}"
         for tag, file in files.items():
             if not isinstance(file, dict):
                 continue
@@ -288,7 +284,7 @@ def catalog_from_entries(
             blob = by_original.get(original) if isinstance(original, str) else None
             if blob is None:
                 size = size_of(name, tag_str) if size_of is not None else default_size
-                blob = catalog.add_blob(name, tag_str, size, derive_seed(seed, build, tag_str))
+                blob = catalog.add_blob(name, tag_str, size, derive_seed(seed, name, tag_str))
                 if isinstance(original, str):
                     by_original[original] = blob
             file["url"] = blob_url(name, blob.sha256)
