@@ -815,7 +815,7 @@ async def test_api_catalog_serves_a_republished_api_and_both_sets_of_bottles(
     registry serves the bottles and image indexes of both."""
     old = catalog_from_entries(INDEX_ENTRIES, seed=3, default_size=1000)
     bumped = [{**e, "versions": {**e["versions"], "stable": "9.9"}} for e in INDEX_ENTRIES]
-    new = catalog_from_entries(bumped, seed=3, default_size=1000)
+    new = catalog_from_entries(bumped, seed=3, default_size=1001)  # rebuilt: other bytes
     async with Emulator(old, api_catalog=new) as emu:
         async with http.get(emu.api_url) as resp:
             assert "9.9" not in {e["versions"]["stable"] for e in await resp.json()}
