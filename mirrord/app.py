@@ -27,20 +27,35 @@ from aiobotocore.session import get_session
 from botocore.handlers import add_expect_header
 
 from mirrord import __version__
-from mirrord.brew import Published, fetch_api, publish
+from mirrord.brew import (
+    Fetched,
+    Published,
+    fetch_api,
+    fetch_missing,
+    missing_bottles,
+    publish,
+    registry_root,
+)
 from mirrord.catalog import Catalog, filter_formulae, select_bottles
 from mirrord.errors import InputError, JobCrashed, MirrordError, SettingsError, UpstreamError
 from mirrord.hashfile import HashFile, parse, utc_now
 from mirrord.jobs import Job
 from mirrord.lock import BucketLock, LockBusy
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
-from mirrord.pipeline import AnnouncedSizes, Tuning, job_targets, load_hashfile, run_sync
+from mirrord.pipeline import (
+    AnnouncedSizes,
+    Checkpointer,
+    Tuning,
+    job_targets,
+    load_hashfile,
+    run_sync,
+)
 from mirrord.queue import JobQueue
 from mirrord.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
 from mirrord.retry import Backoff, RetryPolicy
 from mirrord.s3 import S3Store
 from mirrord.settings import Settings
-from mirrord.transfer import Hook, no_hook
+from mirrord.transfer import Hook, SizeLimit, no_hook
 from mirrord.upstream import (
     Registry,
     fetch_catalog,
@@ -389,7 +404,13 @@ async def _sync_and_publish(
         skipped = Published(api="kept: stopped before publication", finished=False)
         return replace(report, published=skipped.to_dict())
     published = await publish_for(app, catalog, job, api, report, stop)
-    return replace(report, published=published)
+    # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
+    # the API files went out without it.
+    return replace(
+        report,
+        published=published.to_dict(),
+        failed=(*report.failed, *published.ruby_problems),
+    )
 
 
 async def _record(app: App, job: Job, report: Report, route: str) -> None:
@@ -449,31 +470,55 @@ async def publish_for(
     api: dict[str, bytes] | None,
     report: Report,
     stop: asyncio.Event | None = None,
-) -> dict[str, Any]:
-    """The brew-facing stage after a sync (brew.py); never fails the job: its problems
-    are in the report and the log, and ``mirrord check-client`` shows what a user sees."""
+) -> Published:
+    """The brew-facing stage after a sync (brew.py); never raises: its problems are in
+    the report and the log, and ``mirrord check-client`` shows what a user sees.
+    Bottles the API files name that the catalog did not (formulae.brew.sh republished
+    in between) are fetched and recorded first, so the API files can go out."""
     s = app.settings
     targets = job_targets(catalog, job, s.platforms, s.releases)
     bottles = select_bottles(filter_formulae(catalog, job.formulae), targets, s.releases).bottles
+    clean = report.complete and job.formulae is None
     try:
-        hf, _ = await load_hashfile(app.store, s.hash_key)
+        hf, etag = await load_hashfile(app.store, s.hash_key)
+        fetched = Fetched()
+        root = registry_root(catalog)
+        if api is not None and clean and root is not None:
+            missing = missing_bottles(api, targets, hf.by_sha256(), catalog, root, s.releases)
+            fetched = await fetch_missing(
+                app.store,
+                app.registry,
+                missing,
+                job.date,
+                part_size=s.part_size,
+                limit=SizeLimit(s.max_bottle_bytes),
+                concurrency=s.concurrency,
+                stop=stop,
+            )
+            if fetched.entries:
+                record = Checkpointer(app.store, s.hash_key, hf, etag, s.batch_size)
+                record.add(fetched.entries)
+                await record.flush()
+                hf = record.current
         published = await publish(
             app.store,
             app.registry,
             catalog,
-            bottles,
+            [*bottles, *fetched.bottles],
             hf,
             targets,
             api=api,
-            clean=report.complete and job.formulae is None,
+            clean=clean,
             ruby_versions=s.portable_ruby,
             part_size=s.part_size,
             concurrency=s.concurrency,
             stop=stop,
+            fetched=fetched,
+            releases=s.releases,
         )
     except MirrordError as exc:
         log.warning("publish_failed", error=str(exc), kind=type(exc).__name__)
         published = Published(
             api="kept: publication failed", problems=[Failure("", str(exc))], finished=False
         )
-    return published.to_dict()
+    return published

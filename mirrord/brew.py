@@ -37,7 +37,7 @@ import aiohttp
 import orjson
 import structlog
 
-from mirrord.catalog import Catalog, formula_from_api, parse_catalog, select_file
+from mirrord.catalog import DEFAULT_RELEASES, Catalog, Releases, parse_catalog, select_file
 from mirrord.errors import (
     CatalogError,
     FormulaError,
@@ -47,13 +47,26 @@ from mirrord.errors import (
     StoreError,
     UpstreamError,
 )
-from mirrord.hashfile import HashFile
-from mirrord.models import SHA256_RE, TAG_RE, Bottle, BottleFile, Formula, HashEntry
+from mirrord.hashfile import HashFile, entry_problem
+from mirrord.models import (
+    MAX_JSON_INT,
+    MAX_NAME_LEN,
+    MAX_TAG_LEN,
+    MAX_VERSION_LEN,
+    NAME_RE,
+    SHA256_RE,
+    TAG_RE,
+    VERSION_RE,
+    Bottle,
+    BottleFile,
+    Formula,
+    HashEntry,
+)
 from mirrord.plan import index_url
 from mirrord.report import Failure
 from mirrord.retry import Backoff
 from mirrord.s3 import S3Store
-from mirrord.transfer import transfer
+from mirrord.transfer import SizeLimit, transfer
 from mirrord.upstream import INDEX_MEDIA_TYPE, Registry, fetch_bytes, shown_url, source_url
 
 log = structlog.get_logger("mirrord.brew")
@@ -61,7 +74,13 @@ T = TypeVar("T")
 
 OCI_PREFIX = "v2/homebrew/core/"
 API_PREFIX = "api/"
+GHCR = "https://ghcr.io"  # brew's default artifact domain
 PORTABLE_RUBY = "portable-ruby"
+# MIRRORD_PORTABLE_RUBY's default: the newest RUBY_NEWEST versions the registry lists
+# (the brew being rolled out and the one before it), so an upgrade upstream is followed.
+RUBY_LATEST = "latest"
+RUBY_NEWEST = 2
+TAGS_LIMIT = 2**20  # a tags/list answer: a few KB
 # The files brew 6 fetches from HOMEBREW_API_DOMAIN, besides internal/packages.<tag>.jws.json.
 API_ENDPOINTS = (
     "formula.jws.json",
@@ -168,47 +187,76 @@ def jws_payload(raw: bytes, source: str) -> Any:
         raise InputError(f"{source}: payload is not JSON: {exc}") from exc
 
 
-def packages_formulae(document: Any, source: str) -> tuple[list[Formula], list[FormulaError]]:
-    """Formulae of an ``internal/packages.<tag>`` document ({"formulae": {name: hash}});
-    a bottle file without ``url`` gets the one brew derives from ``root_url``. Total: any
-    JSON gives formulae and rejected entries, or ``InputError`` for the whole."""
+def packages_tag(endpoint: str) -> str:
+    """The bottle tag of ``internal/packages.<tag>.jws.json``."""
+    return endpoint.removeprefix("internal/packages.").removesuffix(".jws.json")
+
+
+def packages_formulae(
+    document: Any, endpoint: str, root: str = GHCR
+) -> tuple[list[Formula], list[FormulaError]]:
+    """Formulae of an ``internal/packages.<tag>`` document as brew 6 reads it (brew's
+    FormulaStruct.deserialize): each formula hash is flat, ``stable_version``,
+    ``revision`` and ``bottle_rebuild`` (0 when absent), and, when brew pours a bottle on
+    <tag>, ``bottle_checksum`` with ``bottle_tag`` (``":arm64_sequoia"``, when the bottle
+    is another tag's; else <tag>). That bottle is the formula's one file, at the url brew
+    builds from its domain, the name and the checksum. Total: any JSON gives formulae and
+    rejected entries, or ``InputError`` for the whole."""
+    tag = packages_tag(endpoint)
     formulae = document.get("formulae") if isinstance(document, dict) else None
     if not isinstance(formulae, dict):
-        raise InputError(f"{source}: formulae must be an object")
+        raise InputError(f"{endpoint}: formulae must be an object")
+    metadata = document.get("metadata", {})
+    said = metadata.get("bottle_tag", tag) if isinstance(metadata, dict) else None
+    if said != tag:  # another machine's file under this name: brew would pour wrong bottles
+        raise InputError(f"{endpoint}: metadata.bottle_tag is {said!r:.40}, not {tag!r}")
     out: list[Formula] = []
     bad: list[FormulaError] = []
     for name, body in formulae.items():
-        entry = {**body, "name": name} if isinstance(body, dict) else body
         try:
-            out.append(formula_from_api(_with_urls(entry, name)))
+            out.append(_packages_formula(name, body, tag, root))
         except FormulaError as exc:
             bad.append(exc)
     return out, bad
 
 
-def _with_urls(entry: Any, name: str) -> Any:
-    """``entry`` with brew's url on each bottle file that has none; anything of another
-    shape is returned as it is, for ``formula_from_api`` to refuse with its reason."""
-    bottle = entry.get("bottle") if isinstance(entry, dict) else None
-    if not isinstance(bottle, dict):
-        return entry
-    stable = bottle.get("stable")
-    if not isinstance(stable, dict):
-        return entry
-    files, root = stable.get("files"), stable.get("root_url", "https://ghcr.io/v2/homebrew/core")
-    image = image_name(name)
-    if not isinstance(files, dict) or not isinstance(root, str) or image is None:
-        return entry
-    filled = {
-        tag: {**spec, "url": f"{root}/{image}/blobs/sha256:{spec['sha256']}"}
-        if isinstance(spec, dict) and "url" not in spec and isinstance(spec.get("sha256"), str)
-        else spec
-        for tag, spec in files.items()
-    }
-    return {**entry, "bottle": {**bottle, "stable": {**stable, "files": filled}}}
+def _packages_formula(name: str, body: Any, tag: str, root: str) -> Formula:
+    if len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+        raise FormulaError(name[:MAX_NAME_LEN], "name has characters outside [A-Za-z0-9@+._-]")
+    if not isinstance(body, dict):
+        raise FormulaError(name, f"must be an object, got {type(body).__name__}")
+    version = body.get("stable_version")
+    if not isinstance(version, str) or len(version) > MAX_VERSION_LEN:
+        raise FormulaError(name, f"stable_version must be a version, got {version!r:.60}")
+    if not VERSION_RE.fullmatch(version):
+        raise FormulaError(name, f"stable_version {version!r:.60} is not a safe version")
+    revision = _counter(body, "revision", name)
+    rebuild = _counter(body, "bottle_rebuild", name)
+    checksum = body.get("bottle_checksum")
+    if checksum is None:  # no bottle for this machine
+        return Formula(name, version, revision, rebuild)
+    if not isinstance(checksum, str) or not SHA256_RE.fullmatch(checksum):
+        raise FormulaError(name, "bottle_checksum is not 64 lowercase hex digits")
+    # A symbol, as brew writes one (":arm64_sequoia"); a plain string reads the same.
+    chosen = body.get("bottle_tag", tag)
+    chosen = chosen.removeprefix(":") if isinstance(chosen, str) else chosen
+    if not isinstance(chosen, str) or len(chosen) > MAX_TAG_LEN or not TAG_RE.fullmatch(chosen):
+        raise FormulaError(name, f"bottle_tag {body.get('bottle_tag')!r:.60} is not a bottle tag")
+    # Only where to GET it; every key is named from the name and checksum (image_name).
+    url = f"{root}/{OCI_PREFIX}{image_name(name) or name}/blobs/sha256:{checksum}"
+    return Formula(name, version, revision, rebuild, (BottleFile(chosen, url, checksum),))
 
 
-def api_formulae(endpoint: str, raw: bytes) -> list[Formula] | None:
+def _counter(body: dict[str, Any], field: str, name: str) -> int:
+    """revision, bottle_rebuild: absent is 0 (brew leaves zeros out); larger than the
+    catalog allows would shape keys the hash file refuses."""
+    value = body.get(field, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_JSON_INT:
+        raise FormulaError(name, f"{field} must be an int from 0 to {MAX_JSON_INT}")
+    return value
+
+
+def api_formulae(endpoint: str, raw: bytes, root: str = GHCR) -> list[Formula] | None:
     """The formulae an API file names bottles for (None for files that name none);
     ``InputError`` when the file is unusable, whatever its shape."""
     if endpoint == "formula.jws.json":
@@ -219,8 +267,42 @@ def api_formulae(endpoint: str, raw: bytes) -> list[Formula] | None:
         except RecursionError as exc:  # msgspec, on a payload nested ~1,000 deep
             raise InputError(f"{endpoint}: payload nested too deeply") from exc
     if endpoint.startswith("internal/packages."):
-        return packages_formulae(jws_payload(raw, endpoint), endpoint)[0]
+        return packages_formulae(jws_payload(raw, endpoint), endpoint, root)[0]
     return None
+
+
+def api_bottles(
+    files: Mapping[str, bytes],
+    targets: Sequence[str],
+    root: str = GHCR,
+    releases: Releases = DEFAULT_RELEASES,
+) -> list[tuple[str, Bottle]]:
+    """(endpoint, bottle) for every bottle the API files send a target machine to:
+    formula.jws.json's by brew's choice for each target, and each packages file's own
+    (generated for its tag, it names the one bottle brew pours there)."""
+    found: dict[tuple[str, Bottle], None] = {}
+    for endpoint, raw in files.items():
+        formulae = api_formulae(endpoint, raw, root)
+        if formulae is None:
+            continue
+        for formula in formulae:
+            if endpoint == "formula.jws.json":
+                chosen = [
+                    f for t in targets if (f := select_file(formula, t, releases)) is not None
+                ]
+            else:
+                chosen = list(formula.files)
+            for file in chosen:
+                bottle = Bottle(
+                    formula.name,
+                    formula.pkg_version,
+                    file.tag,
+                    formula.rebuild,
+                    file.sha256,
+                    file.url,
+                )
+                found[(endpoint, bottle)] = None
+    return list(found)
 
 
 def api_gaps(
@@ -228,26 +310,41 @@ def api_gaps(
     targets: Sequence[str],
     stored: Mapping[str, HashEntry],
     known: Collection[str] = frozenset(),
+    releases: Releases = DEFAULT_RELEASES,
 ) -> list[str]:
-    """``name-version-tag`` of every bottle the API files would send a target machine
-    to that the mirror does not hold: published, they would send brew to a 404.
+    """``name-version-tag (endpoint)`` of every bottle the API files would send a target
+    machine to that the mirror does not hold: published, they would send brew to a 404.
     ``known``: sha256s of quarantined bottles, broken upstream too: no gap."""
-    gaps: list[str] = []
-    for endpoint, raw in files.items():
-        formulae = api_formulae(endpoint, raw)
-        if formulae is None:
+    return [
+        f"{bottle.hash_key} ({endpoint})"
+        for endpoint, bottle in api_bottles(files, targets, releases=releases)
+        if bottle.sha256 not in stored and bottle.sha256 not in known
+    ]
+
+
+def missing_bottles(
+    files: Mapping[str, bytes],
+    targets: Sequence[str],
+    stored: Mapping[str, HashEntry],
+    catalog: Catalog,
+    root: str,
+    releases: Releases = DEFAULT_RELEASES,
+) -> list[Bottle]:
+    """The bottles the API files name, the catalog does not and the mirror lacks, once
+    each, to be fetched by digest from the formula's image at ``root`` (the registry the
+    catalog names): the API was republished after formula.json was read. A bottle the
+    catalog names too is the sync's (left to an external hash file's mirror, say), and a
+    name that makes no image has no blob to ask for: both stay gaps."""
+    known = {f.sha256 for formula in catalog.formulae for f in formula.files}
+    missing: dict[str, Bottle] = {}
+    for _, bottle in api_bottles(files, targets, root, releases):
+        image = image_name(bottle.name)
+        if bottle.sha256 in stored or bottle.sha256 in known or image is None:
             continue
-        machines = (
-            targets
-            if endpoint == "formula.jws.json"
-            else [endpoint.removeprefix("internal/packages.").removesuffix(".jws.json")]
-        )
-        for formula in formulae:
-            for target in machines:
-                file = select_file(formula, target)
-                if file is not None and file.sha256 not in stored and file.sha256 not in known:
-                    gaps.append(f"{formula.name}-{formula.pkg_version}-{file.tag} ({endpoint})")
-    return gaps
+        if bottle.sha256 in missing:
+            continue
+        missing[bottle.sha256] = replace(bottle, url=f"{root}/{blob_key(image, bottle.sha256)}")
+    return list(missing.values())
 
 
 def registry_root(catalog: Catalog) -> str | None:
@@ -287,6 +384,64 @@ def portable_ruby_formula(index: Any, version: str, root: str) -> Formula:
 
 def ruby_index_url(root: str, version: str) -> str:
     return f"{root}/{index_key(PORTABLE_RUBY, version)}"
+
+
+def tags_key(image: str) -> str:
+    """OCI distribution's tag listing of an image (``GET /v2/<name>/tags/list``)."""
+    return f"{OCI_PREFIX}{image}/tags/list"
+
+
+# portable Ruby's release tags: brew's vendor/portable-ruby-version, "4.0.7" or with a
+# revision "4.0.7_1". ASCII digits, and few enough for int().
+_RUBY_VERSION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9}){0,7})(?:_([0-9]{1,9}))?")
+
+
+def ruby_version_key(tag: str) -> tuple[tuple[int, ...], int] | None:
+    """A portable Ruby tag as a comparable version: 4.0.10 > 4.0.9, 4.0.7_1 > 4.0.7;
+    None for any other tag (a registry may list signatures or test tags too)."""
+    match = _RUBY_VERSION.fullmatch(tag)
+    if match is None:
+        return None
+    return tuple(int(p) for p in match[1].split(".")), int(match[2] or 0)
+
+
+def newest_rubies(tags: Iterable[Any], n: int = RUBY_NEWEST) -> list[str]:
+    """The ``n`` newest versions among ``tags``, newest first; other tags are ignored."""
+    keyed = {t: k for t in tags if isinstance(t, str) and (k := ruby_version_key(t)) is not None}
+    return sorted(keyed, key=lambda t: keyed[t], reverse=True)[:n]
+
+
+def listed_tags(raw: bytes, source: str) -> list[Any]:
+    """``tags`` of a tags/list answer (``{"name": …, "tags": [...]}``; null when the
+    image has none), or ``InputError`` naming the file."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{source}: not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InputError(f"{source}: must be an object with a tags list")
+    tags = document.get("tags")
+    if tags is None:
+        return []
+    if not isinstance(tags, list):
+        raise InputError(f"{source}: tags must be a list")
+    return tags
+
+
+async def latest_rubies(registry: Registry, root: str) -> list[str]:
+    """The newest portable Rubies the registry lists, or ``UpstreamError`` saying why
+    there are none."""
+    url = f"{root}/{tags_key(PORTABLE_RUBY)}"
+    raw = await registry.document(url, accept="application/json", limit=TAGS_LIMIT)
+    if raw is None:
+        raise UpstreamError("the registry has no portable Ruby tag list (404)", url=url)
+    try:
+        found = newest_rubies(listed_tags(raw, shown_url(url)))
+    except InputError as exc:
+        raise UpstreamError(str(exc), url=url) from exc
+    if not found:
+        raise UpstreamError("the registry lists no portable Ruby version", url=url)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +533,13 @@ async def publication_lag(
         return why
     present = {o.key async for o in store.list_objects(OCI_PREFIX)}
     behind = [v.key for v in versions(bottles, hf.by_sha256(), names)[0] if not v.current(present)]
-    behind += [k for v in ruby_versions if (k := index_key(PORTABLE_RUBY, v)) not in present]
+    # "latest" names no version without asking the registry: the mirror's own tag list
+    # says a publication stored portable Ruby at all; which versions is the sync's to find.
+    wanted = [
+        tags_key(PORTABLE_RUBY) if v == RUBY_LATEST else index_key(PORTABLE_RUBY, v)
+        for v in ruby_versions
+    ]
+    behind += [k for k in wanted if k not in present]
     if behind:
         return f"{len(behind)} image indexes or their blobs are not published (e.g. {behind[0]})"
     return None
@@ -389,16 +550,22 @@ async def publication_lag(
 
 @dataclass
 class Published:
-    """What one publication did; ``problems`` never fail the bottle sync itself.
-    ``finished`` is False when it was cut short (a stop, a failure): the rest is left
-    for the next run, and the job is not done."""
+    """What one publication did; ``problems`` never fail the bottle sync itself, while
+    ``ruby_problems`` do (the caller adds them to the job's failures). ``finished`` is
+    False when it was cut short (a stop, a failure): the rest is left for the next run,
+    and the job is not done."""
 
     indexes: int = 0  # image indexes written
     blobs: int = 0  # blob keys copied
     current: int = 0  # versions already complete
+    fetched: int = 0  # bottles only the API files named, fetched by digest (skew)
     portable_ruby: int = 0  # portable Ruby blobs stored
+    ruby_versions: list[str] = field(default_factory=list)  # what "latest" meant, or the list
     api: str = "not fetched"  # published | kept: <why> | not fetched
-    problems: list[Failure] = field(default_factory=list)
+    problems: list[Failure] = field(default_factory=list)  # they keep the API files back
+    # portable Ruby that could not be stored: a failure of the job, never a reason to keep
+    # the API files (brew needs both; one missing is no cause to freeze the other).
+    ruby_problems: list[Failure] = field(default_factory=list)
     finished: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -407,12 +574,14 @@ class Published:
             "indexes": self.indexes,
             "blobs": self.blobs,
             "current": self.current,
+            "fetched": self.fetched,
             "portable_ruby": self.portable_ruby,
+            "portable_ruby_versions": list(self.ruby_versions),
             "api": self.api,
             # Catalog URLs may carry credentials or a token: never in the report.
             "problems": [
                 {"key": p.key, "error": p.error, "url": source_url(p.url) if p.url else ""}
-                for p in self.problems
+                for p in (*self.problems, *self.ruby_problems)
             ],
         }
 
@@ -460,6 +629,59 @@ async def fetch_api(
     return dict(zip(endpoints, bodies, strict=True))
 
 
+@dataclass
+class Fetched:
+    """What ``fetch_missing`` stored: hash-file entries to record, the bottles (to be
+    published like the catalog's), and the ones that failed."""
+
+    entries: dict[str, HashEntry] = field(default_factory=dict)
+    bottles: list[Bottle] = field(default_factory=list)
+    problems: list[Failure] = field(default_factory=list)
+
+
+async def fetch_missing(
+    store: S3Store,
+    registry: Registry,
+    bottles: Sequence[Bottle],
+    date: str,
+    *,
+    part_size: int,
+    limit: SizeLimit,
+    concurrency: int = 16,
+    stop: asyncio.Event | None = None,
+) -> Fetched:
+    """Store ``bottles`` (``missing_bottles``: named by the API files, not by the
+    catalog) under the job's date folder as the sync would have: by digest from their
+    image, the sha256 checked on the way (``transfer``). One already there with the same
+    sha256 (a run that died before recording it) is adopted. ``stop`` cuts it short:
+    what is stored by then is returned, the rest stays missing."""
+    done = Fetched()
+
+    async def one(bottle: Bottle) -> None:
+        key = bottle.s3_key(date)
+        entry = HashEntry(bottle.sha256, date, 0, key)
+        problem = entry_problem(bottle.hash_key, entry)
+        if problem is not None:  # never hand the hash file an entry its reader refuses
+            done.problems.append(Failure(bottle.hash_key, f"cannot be recorded: {problem}"))
+            return
+        try:
+            head = await store.head(key)
+            if head is not None and head.metadata.get("sha256") == bottle.sha256:
+                size = head.size
+            else:
+                size = await transfer(bottle, key, registry, store, part_size, limit=limit)
+        except (UpstreamError, IntegrityError, StoreError) as exc:
+            done.problems.append(Failure(bottle.hash_key, str(exc), bottle.url))
+            log.warning("api_bottle_failed", key=bottle.hash_key, error=str(exc))
+            return
+        done.entries[bottle.hash_key] = replace(entry, file_size=size)
+        done.bottles.append(bottle)
+        log.info("api_bottle_fetched", key=bottle.hash_key, bytes=size)
+
+    await _unless_stopped(_bounded(bottles, one, concurrency), stop or asyncio.Event())
+    return done
+
+
 async def publish(
     store: S3Store,
     registry: Registry,
@@ -474,12 +696,16 @@ async def publish(
     part_size: int = 16 * 2**20,
     concurrency: int = 16,
     stop: asyncio.Event | None = None,
+    fetched: Fetched | None = None,
+    releases: Releases = DEFAULT_RELEASES,
 ) -> Published:
     """Image indexes and blob keys for ``bottles`` (those the hash file holds), portable
     Ruby, then the API files when ``clean`` (a complete sync of every formula) and all
     of the above went through. ``stop`` (SIGTERM, a Lambda deadline) cuts it short at
     once, leaving the rest, and the API as it was, for the next run (``finished`` False)."""
     done = Published()
+    if fetched is not None:  # fetch_missing's part: its bottles are in ``bottles`` too
+        done.fetched, done.problems = len(fetched.bottles), list(fetched.problems)
     stop = stop or asyncio.Event()
     stored = hf.by_sha256()
     present = {o.key async for o in store.list_objects(OCI_PREFIX)}
@@ -497,25 +723,20 @@ async def publish(
 
     async def everything() -> None:
         await _bounded(found, one, concurrency)
-        root = registry_root(catalog)
-        for ruby in ruby_versions:
-            if root is None:
-                done.problems.append(Failure(PORTABLE_RUBY, "no registry url in the catalog"))
-                break
-            try:
-                await _publish_ruby(store, registry, root, ruby, targets, present, part_size, done)
-            except (UpstreamError, StoreError, IntegrityError) as exc:
-                done.problems.append(Failure(f"{PORTABLE_RUBY}-{ruby}", str(exc)))
+        await _publish_rubies(
+            store, registry, catalog, ruby_versions, targets, present, part_size, done, releases
+        )
 
     done.finished = await _unless_stopped(everything(), stop)
     if not done.finished:
         done.problems.append(Failure("", "stopped before the end: the rest is for the next run"))
     if api is not None:
         known = {q.expected_sha256 for q in hf.quarantine.values() if q.quarantined}
-        clean = clean and not done.problems
-        done.api = await _publish_api(store, api, targets, stored, clean, known)
+        done.api = await _publish_api(
+            store, api, targets, stored, clean, done.problems, known, releases
+        )
     log.info("published", **{k: v for k, v in done.to_dict().items() if k != "problems"})
-    for problem in done.problems:
+    for problem in (*done.problems, *done.ruby_problems):
         log.warning(
             "publish_problem", key=problem.key, error=problem.error, url=shown_url(problem.url)
         )
@@ -562,6 +783,61 @@ def _ref(bottle: Bottle) -> tuple[str, str, int]:
     return bottle.pkg_version, bottle.tag, bottle.rebuild
 
 
+async def _publish_rubies(
+    store: S3Store,
+    registry: Registry,
+    catalog: Catalog,
+    wanted: Sequence[str],
+    targets: Sequence[str],
+    present: set[str],
+    part_size: int,
+    done: Published,
+    releases: Releases,
+) -> None:
+    """portable Ruby: the versions asked for (``latest``: the newest the registry
+    lists), then the mirror's own tag list of every version it holds, which is how
+    ``check-client`` learns what to walk (S3 cannot be listed over plain HTTP)."""
+    if not wanted:
+        return
+    root = registry_root(catalog)
+    if root is None:
+        done.ruby_problems.append(Failure(PORTABLE_RUBY, "no registry url in the catalog"))
+        return
+    rubies = list(wanted)
+    if rubies == [RUBY_LATEST]:
+        try:
+            rubies = await latest_rubies(registry, root)
+        except UpstreamError as exc:
+            done.ruby_problems.append(Failure(PORTABLE_RUBY, str(exc), exc.url))
+            rubies = []
+    done.ruby_versions = rubies
+    stored_before = _ruby_versions(present)
+    for ruby in rubies:
+        try:
+            await _publish_ruby(
+                store, registry, root, ruby, targets, present, part_size, done, releases
+            )
+        except (UpstreamError, StoreError, IntegrityError) as exc:
+            url = exc.url if isinstance(exc, UpstreamError) else ruby_index_url(root, ruby)
+            done.ruby_problems.append(Failure(f"{PORTABLE_RUBY}-{ruby}", str(exc), url))
+    held = _ruby_versions(present)
+    key = tags_key(PORTABLE_RUBY)
+    if held and (held != stored_before or key not in present):
+        listing = {"name": f"homebrew/core/{PORTABLE_RUBY}", "tags": sorted(held)}
+        try:
+            await store.put(key, orjson.dumps(listing), content_type="application/json")
+        except StoreError as exc:
+            done.ruby_problems.append(Failure(key, str(exc)))
+            return
+        present.add(key)
+
+
+def _ruby_versions(present: set[str]) -> set[str]:
+    """The portable Ruby versions whose index the mirror holds (written last of each)."""
+    prefix = index_key(PORTABLE_RUBY, "")
+    return {k.removeprefix(prefix) for k in present if k.startswith(prefix)}
+
+
 async def _publish_ruby(
     store: S3Store,
     registry: Registry,
@@ -571,6 +847,7 @@ async def _publish_ruby(
     present: set[str],
     part_size: int,
     done: Published,
+    releases: Releases,
 ) -> None:
     url = ruby_index_url(root, version)
     key = index_key(PORTABLE_RUBY, version)
@@ -581,7 +858,7 @@ async def _publish_ruby(
         formula = portable_ruby_formula(orjson.loads(raw), version, root)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError(f"image index is not JSON: {exc}", url=url) from exc
-    chosen = {f.sha256: f for t in targets if (f := select_file(formula, t)) is not None}
+    chosen = {f.sha256: f for t in targets if (f := select_file(formula, t, releases)) is not None}
     for file in chosen.values():
         ruby_blob = blob_key(PORTABLE_RUBY, file.sha256)
         if ruby_blob in present:
@@ -601,17 +878,23 @@ async def _publish_api(
     targets: Sequence[str],
     stored: Mapping[str, HashEntry],
     clean: bool,
+    problems: Sequence[Failure],
     known: Collection[str],
+    releases: Releases,
 ) -> str:
     if not clean:
         return "kept: the sync was not clean (failures, a stop, or only some formulae)"
     try:
-        gaps = api_gaps(files, targets, stored, known)
+        gaps = api_gaps(files, targets, stored, known, releases)
     except (InputError, MirrordError) as exc:
         return f"kept: {exc}"
     if gaps:
         shown = ", ".join(gaps[:3])
         return f"kept: the API names {len(gaps)} bottles the mirror lacks ({shown})"
+    if problems:
+        first = problems[0]
+        where = f"{first.key}: " if first.key else ""
+        return f"kept: {len(problems)} publication problems (first: {where}{first.error:.200})"
     # Each PUT replaces one file atomically; the packages files, which brew 6 reads
     # first, go last, so a client never gets one that is newer than the rest.
     for endpoint in sorted(files, key=lambda e: e.startswith("internal/packages.")):

@@ -21,19 +21,23 @@ import orjson
 
 from mirrord.brew import (
     PORTABLE_RUBY,
+    RUBY_LATEST,
     api_endpoints,
     blob_key,
     descriptor_problem,
     image_name,
     index_key,
     jws_payload,
+    listed_tags,
     manifest_ref,
+    newest_rubies,
     packages_endpoint,
     packages_formulae,
     portable_ruby_formula,
     ref_name,
+    tags_key,
 )
-from mirrord.catalog import select_file
+from mirrord.catalog import DEFAULT_RELEASES, Releases, select_file
 from mirrord.errors import InputError
 from mirrord.models import BottleFile, Formula
 from mirrord.report import LogProgress, Progress
@@ -56,6 +60,7 @@ class Coverage:
     api_files: int  # API files served and well-formed
     api_expected: int
     portable_ruby: int  # portable Ruby blobs served with the right sha256
+    portable_ruby_expected: int = 0  # versions checked
     misses: tuple[Miss, ...] = ()
     # Bottles the mirror's status.json lists as quarantined (broken upstream): no miss.
     known_misses: tuple[Miss, ...] = ()
@@ -74,6 +79,7 @@ class Coverage:
             "api_files": self.api_files,
             "api_expected": self.api_expected,
             "portable_ruby": self.portable_ruby,
+            "portable_ruby_expected": self.portable_ruby_expected,
             "misses": [{"what": m.what, "url": m.url, "reason": m.reason} for m in self.misses],
             "known_misses": [
                 {"what": m.what, "url": m.url, "reason": m.reason} for m in self.known_misses
@@ -138,6 +144,24 @@ class _Walk:
         if digest.hexdigest() != sha256:
             raise _Miss(url, f"sha256 mismatch: expected {sha256}, got {digest.hexdigest()}")
 
+    async def ruby_versions(self) -> list[str]:
+        """``latest``: the newest versions the mirror's own tag list names. brew itself
+        asks only for the blob whose sha256 its vendor/portable-ruby-* file holds, which
+        the mirror cannot know; the sync keeps the newest two (this brew and the one
+        before) and lists every version it holds there, as a registry would."""
+        path = tags_key(PORTABLE_RUBY)
+        try:
+            found = newest_rubies(listed_tags(await self.get(path), self.url(path)))
+        except _Miss as miss:
+            self.misses.append(Miss(PORTABLE_RUBY, miss.url, miss.reason))
+            return []
+        except InputError as exc:
+            self.misses.append(Miss(PORTABLE_RUBY, self.url(path), str(exc)))
+            return []
+        if not found:
+            self.misses.append(Miss(PORTABLE_RUBY, self.url(path), "lists no portable Ruby"))
+        return found
+
     async def bottle(self, formula: Formula, file: BottleFile) -> None:
         # As brew asks: the image from the formula's name, the blob by its sha256.
         image = image_name(formula.name)
@@ -162,6 +186,7 @@ async def check_client(
     concurrency: int = 16,
     progress: Progress | None = None,
     status_key: str = "status.json",
+    releases: Releases = DEFAULT_RELEASES,
 ) -> Coverage:
     walk = _Walk(http, base.rstrip("/"), progress=progress or LogProgress())
     known = await _quarantined(walk, status_key)
@@ -187,12 +212,13 @@ async def check_client(
     formulae: list[Formula] = []
     if packages is not None:
         try:
-            formulae, rejected = packages_formulae(packages, packages_endpoint(target))
+            # As brew 6 builds bottle urls: under the artifact domain, here the mirror.
+            formulae, rejected = packages_formulae(packages, packages_endpoint(target), walk.base)
         except InputError as exc:
             walk.misses.append(Miss(packages_endpoint(target), "", str(exc)))
         else:
             walk.misses += [Miss(r.name, "", r.reason) for r in rejected]
-    chosen = [(f, file) for f in formulae if (file := select_file(f, target)) is not None]
+    chosen = [(f, file) for f in formulae if (file := select_file(f, target, releases)) is not None]
     walk.progress.start(len(chosen))
     installable = 0
     gate = asyncio.Semaphore(concurrency)
@@ -216,12 +242,14 @@ async def check_client(
         walk.progress.close()
 
     rubies = 0
+    if list(ruby_versions) == [RUBY_LATEST]:
+        ruby_versions = await walk.ruby_versions()
     for version in ruby_versions:
         what = f"{PORTABLE_RUBY}-{version}"
         path = index_key(PORTABLE_RUBY, version)
         try:
             ruby = portable_ruby_formula(await walk.index(path), version, walk.base)
-            file = select_file(ruby, target)
+            file = select_file(ruby, target, releases)
             if file is None:
                 raise _Miss(walk.url(path), f"no portable Ruby bottle for {target}")
             await walk.blob(blob_key(PORTABLE_RUBY, file.sha256), file.sha256)
@@ -236,6 +264,7 @@ async def check_client(
         api_files=api_ok,
         api_expected=len(endpoints),
         portable_ruby=rubies,
+        portable_ruby_expected=len(ruby_versions),
         misses=tuple(sorted(walk.misses, key=lambda m: (m.what, m.url))),
         known_misses=tuple(sorted(known_misses, key=lambda m: (m.what, m.url))),
     )

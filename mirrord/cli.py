@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--base", help="the mirror's URL, as users set it (MIRRORD_MIRROR_URL)")
     check.add_argument(
-        "--portable-ruby", help="portable Ruby versions to check, or none (MIRRORD_PORTABLE_RUBY)"
+        "--portable-ruby",
+        help="portable Ruby to check: latest (the newest two the mirror lists), versions, "
+        "or none (MIRRORD_PORTABLE_RUBY)",
     )
 
     health = command("health", "exit 0 while the daemon's heartbeat file is fresh (ECS)")
@@ -480,6 +482,8 @@ async def cmd_check_client(
                 ruby_versions=s.portable_ruby,
                 concurrency=s.concurrency,
                 progress=_progress(args),
+                status_key=s.status_key,
+                releases=s.releases,
             )
         )
     lines = []
@@ -488,7 +492,7 @@ async def cmd_check_client(
             f"{c.target}: {c.installable}/{c.with_bottle} formulae installable "
             f"({c.percent:.1f} %), {c.no_bottle} without a bottle; API files "
             f"{c.api_files}/{c.api_expected}; portable Ruby {c.portable_ruby}/"
-            f"{len(s.portable_ruby)}"
+            f"{c.portable_ruby_expected}"
         )
         lines += [f"  MISS {m.what}: {m.reason} ({m.url})" for m in c.misses]
     complete = all(not c.misses for c in results)

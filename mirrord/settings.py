@@ -160,7 +160,8 @@ class Settings:
     # brew 6 straight from the bucket (brew.py): image indexes, blob keys, API, portable Ruby.
     brew_mirror: bool = True
     brew_api_url: str | None = None  # None: the folder of api_url (…/api)
-    portable_ruby: tuple[str, ...] = ("4.0.7_1",)  # brew's vendor/portable-ruby-version
+    # ("latest",): the newest two versions the registry lists; or versions; () for none.
+    portable_ruby: tuple[str, ...] = ("latest",)
     mirror_url: str | None = None  # what check-client walks (the CloudFront URL)
     # Reliability testing only (tests/test_reliability.py): signal ourselves at the nth
     # pass through a named point of the data path. None: the hook is a no-op.
@@ -304,13 +305,20 @@ def _bool(text: str, name: str) -> bool:
 
 
 def _versions(text: str, name: str) -> tuple[str, ...]:
-    """``4.0.7_1`` or a comma list; ``none`` for no portable Ruby."""
-    if text.strip().lower() == "none":
+    """``latest``, ``4.0.7_1`` or a comma list; ``none`` for no portable Ruby."""
+    word = text.strip().lower()
+    if word == "none":
         return ()
+    if word == "latest":
+        return ("latest",)
     versions = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if "latest" in (v.lower() for v in versions):
+        raise SettingsError(f"{name}: latest stands alone (the newest two); or list versions")
     for version in versions:
         if not VERSION_RE.fullmatch(version) or len(version) > 64:
-            raise SettingsError(f"{name}: {version!r:.60} is not a version (e.g. 4.0.7_1), or none")
+            raise SettingsError(
+                f"{name}: {version!r:.60} is not a version (e.g. 4.0.7_1), latest or none"
+            )
     return versions
 
 
@@ -377,9 +385,7 @@ def from_env(
         if text is None or text == "":
             continue
         if parser is parse_platforms:  # the tags a table given beside them defines
-            values[field_name] = parse_platforms(
-                text, source, values.get("macos_releases")
-            )
+            values[field_name] = parse_platforms(text, source, values.get("macos_releases"))
             continue
         values[field_name] = parser(text, source)
     if "emf" not in values:

@@ -254,7 +254,12 @@ class Registry:
     async def index_bytes(self, url: str, *, limit: int = 16 * 2**20) -> bytes | None:
         """The image index at ``url`` exactly as the registry sent it (a mirror serves
         it unchanged), or None on 404; refused over ``limit`` bytes, decoded or not."""
-        headers = {"Accept": INDEX_MEDIA_TYPE}
+        return await self.document(url, accept=INDEX_MEDIA_TYPE, limit=limit)
+
+    async def document(self, url: str, *, accept: str, limit: int) -> bytes | None:
+        """A small registry answer (an image index, a ``…/tags/list``) as sent, or None
+        on 404: the token and retry rules of blobs, read whole up to ``limit`` bytes."""
+        headers = {"Accept": accept}
         for attempt in count(1):
             try:
                 response = await self._get(

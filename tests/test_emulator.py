@@ -716,18 +716,37 @@ def _payload(raw: bytes) -> Any:
 async def test_api_files_are_jws_and_packages_keep_brews_bottle(
     emu: Emulator, http: aiohttp.ClientSession
 ) -> None:
-    """formula.jws.json wraps formula.json; packages.<tag> keeps, per formula, only the
-    bottle brew pours on that tag (exact, all, older macOS); unknown files are 404."""
+    """formula.jws.json wraps formula.json; packages.<tag> is generate-internal-api's
+    shape: per formula, flat fields and only the bottle brew pours on that tag (exact,
+    all, older macOS) as bottle_checksum, with bottle_tag when it is another tag's and
+    bottle_cellar when not :any_skip_relocation; unknown files are 404."""
     async with http.get(emu.api_url) as resp:
         served = orjson.loads(await resp.read())
+    by_name = {e["name"]: e["bottle"].get("stable", {}).get("files", {}) for e in served}
     async with http.get(f"{emu.registry_url}/api/formula.jws.json") as resp:
         assert resp.status == 200
         assert _payload(await resp.read()) == served
     async with http.get(f"{emu.registry_url}/api/internal/packages.tahoe.jws.json") as resp:
-        formulae = _payload(await resp.read())["formulae"]
-    assert list(formulae["jq"]["bottle"]["stable"]["files"]) == ["sonoma"]
-    assert list(formulae["openssl@3"]["bottle"]["stable"]["files"]) == ["all"]
-    assert formulae["libxml++"]["bottle"] == {}
+        document = _payload(await resp.read())
+    assert list(document) == [
+        "metadata", "formulae", "casks", "formula_aliases", "formula_renames", "cask_renames",
+        "formula_tap_git_head", "cask_tap_git_head", "formula_tap_migrations",
+        "cask_tap_migrations",
+    ]  # fmt: skip
+    assert document["metadata"]["bottle_tag"] == "tahoe"
+    assert isinstance(document["metadata"]["generated_at"], int)
+    formulae = document["formulae"]
+    assert formulae["jq"] == {
+        "desc": "kept as is",
+        "stable_version": "1.0",
+        "bottle_tag": ":sonoma",
+        "bottle_cellar": ":any",
+        "bottle_checksum": by_name["jq"]["sonoma"]["sha256"],
+    }
+    assert formulae["openssl@3"]["bottle_tag"] == ":all"
+    assert "bottle_checksum" not in formulae["libxml++"]  # a Linux bottle only
+    assert formulae["nobottle"] == {"desc": "kept as is", "stable_version": "1.0"}
+    assert not any("bottle" in f or "url" in str(f) for f in formulae.values())
     async with http.get(f"{emu.registry_url}/api/internal/executables.txt") as resp:
         assert "jq:jq" in (await resp.text()).splitlines()
     for missing in ("internal/packages.arm64_nowhere.jws.json", "nope.json"):
@@ -754,3 +773,60 @@ async def test_portable_ruby_is_served_and_every_request_is_counted(
     assert emu.total_requests() == 3  # index, registry blob (307), storage
     emu.reset_stats()
     assert emu.total_requests() == 0
+
+
+@pytest.mark.asyncio
+async def test_tags_list_as_oci_distribution_serves_it(http: aiohttp.ClientSession) -> None:
+    """GET /v2/<name>/tags/list: {"name", "tags"} in lexical order, behind the image's
+    token challenge like its manifests; an image the registry has none of is 404."""
+    catalog = catalog_from_entries(INDEX_ENTRIES, seed=3, default_size=1000)
+    rubies = ("4.0.9", "4.0.10", "4.0.7_1")
+    async with Emulator(catalog, auth="challenge", portable_ruby_versions=rubies) as emu:
+        url = f"{emu.registry_url}/v2/homebrew/core/portable-ruby/tags/list"
+        async with http.get(url, headers=ANON) as resp:
+            assert resp.status == 401
+            params = dict(re.findall(r'(\w+)="([^"]*)"', resp.headers["WWW-Authenticate"]))
+        assert params["scope"] == "repository:homebrew/core/portable-ruby:pull"
+        async with http.get(params["realm"], params={"scope": params["scope"]}) as resp:
+            auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        async with http.get(url, headers=auth) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {
+                "name": "homebrew/core/portable-ruby",
+                "tags": ["4.0.10", "4.0.7_1", "4.0.9"],
+            }
+    async with Emulator(catalog) as emu:
+        async with http.get(
+            f"{emu.registry_url}/v2/homebrew/core/openssl/3/tags/list", headers=ANON
+        ) as resp:
+            assert (await resp.json())["tags"] == ["3.4.0-1"]
+        async with http.get(
+            f"{emu.registry_url}/v2/homebrew/core/nothing/tags/list", headers=ANON
+        ) as resp:
+            assert resp.status == 404
+            assert (await resp.json())["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+@pytest.mark.asyncio
+async def test_api_catalog_serves_a_republished_api_and_both_sets_of_bottles(
+    http: aiohttp.ClientSession,
+) -> None:
+    """formula.json as first read, the API files from what was republished since: the
+    registry serves the bottles and image indexes of both."""
+    old = catalog_from_entries(INDEX_ENTRIES, seed=3, default_size=1000)
+    bumped = [{**e, "versions": {**e["versions"], "stable": "9.9"}} for e in INDEX_ENTRIES]
+    new = catalog_from_entries(bumped, seed=3, default_size=1001)  # rebuilt: other bytes
+    async with Emulator(old, api_catalog=new) as emu:
+        async with http.get(emu.api_url) as resp:
+            assert "9.9" not in {e["versions"]["stable"] for e in await resp.json()}
+        async with http.get(f"{emu.registry_url}/api/internal/packages.sonoma.jws.json") as resp:
+            jq = orjson.loads(orjson.loads(await resp.read())["payload"])["formulae"]["jq"]
+        new_sha = new.formulae[0]["bottle"]["stable"]["files"]["sonoma"]["sha256"]
+        assert (jq["stable_version"], jq["bottle_checksum"]) == ("9.9", new_sha)
+        assert new_sha not in old.blobs
+        blob = f"{emu.registry_url}/v2/homebrew/core/jq/blobs/sha256:{new_sha}"
+        async with http.get(blob, headers=ANON) as resp:
+            assert hashlib.sha256(await resp.read()).hexdigest() == new_sha
+        for ref in ("1.7.1_1", "9.9_1"):
+            async with http.get(_manifest_url(emu, "jq", ref), headers=INDEX_HEADERS) as resp:
+                assert resp.status == 200, ref

@@ -16,6 +16,7 @@ from conftest import DATE, Receiver, make_settings
 from structlog.testing import capture_logs
 
 from mirrord.app import open_app, run_job
+from mirrord.brew import api_gaps
 from mirrord.catalog import (
     DEFAULT_RELEASES,
     auto_targets,
@@ -28,6 +29,7 @@ from mirrord.catalog import (
 )
 from mirrord.daemon import Daemon
 from mirrord.emulator import Emulator, catalog_from_entries
+from mirrord.emulator.content import jws
 from mirrord.errors import SettingsError
 from mirrord.jobs import Job, JobError, parse_job
 from mirrord.lambdas.enqueue import enqueue, job_from_event
@@ -329,3 +331,29 @@ async def test_sync_lambda_reads_its_event_with_the_extended_table(
         out = await asyncio.to_thread(sync_handler, event, LambdaContext())
     assert out["platforms"] == ["arm64_redwood"]
     assert out["downloaded"] == out["planned"] == 3  # jq's own, tahoe-only's fallback, certs
+
+
+def test_the_api_gap_check_follows_the_extended_table() -> None:
+    """brew on a redwood Mac falls back to the tahoe bottle; the check that published API
+    files never send brew to a missing bottle must see that fallback too, so it reads
+    tags by the extended table. With the built-in one it saw no bottle, so no gap."""
+    sha = "ab" * 32
+    entry = {
+        "name": "jq",
+        "versions": {"stable": "1.7.1"},
+        "bottle": {
+            "stable": {
+                "files": {
+                    "arm64_tahoe": {
+                        "cellar": ":any",
+                        "url": f"https://ghcr.io/v2/homebrew/core/jq/blobs/sha256:{sha}",
+                        "sha256": sha,
+                    }
+                }
+            }
+        },
+    }
+    files = {"formula.jws.json": jws(orjson.dumps([entry]))}
+    assert api_gaps(files, ["arm64_redwood"], {}, releases=REDWOOD) == [
+        "jq-1.7.1-arm64_tahoe (formula.jws.json)"
+    ]

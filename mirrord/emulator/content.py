@@ -473,9 +473,16 @@ def portable_ruby(version: str, *, seed: int = 0) -> tuple[dict[str, Blob], dict
 # document as a string>", "signatures": [...]}; brew checks the signature with its own
 # public key and parses the payload. The emulator's signature is a stand-in (no real
 # key): a mirror must serve the bytes unchanged, so it never looks inside anyway.
-# internal/packages.<tag>.jws.json carries {"formulae": {name: hash}, "casks": {...},
-# aliases, renames, tap migrations}; each formula hash keeps only the bottle brew would
-# pour on <tag> (under its own tag), which is how brew 6 reads it for that machine.
+#
+# internal/packages.<tag>.jws.json is what brew's `generate-internal-api` writes for one
+# bottle tag (formulae.brew.sh runs it on macOS, so brew's older-macOS fallback applies):
+# {"metadata": {...}, "formulae": {name: hash}, "casks": {...}, aliases, renames, tap git
+# heads and migrations}. Each formula hash is FormulaStruct#serialize for that tag: flat
+# fields, blank ones (empty, nil, false, 0) left out, symbols written as ":name", and of
+# the bottles only the one brew pours on that tag, as `bottle_checksum` (plus
+# `bottle_tag` when it is another tag's bottle, `bottle_cellar` when the cellar is not
+# :any_skip_relocation). No `bottle.stable.files`, no url: brew builds the url from its
+# bottle domain, the formula's name and the checksum.
 
 API_ENDPOINTS = (
     "formula.jws.json",
@@ -484,10 +491,8 @@ API_ENDPOINTS = (
     "cask_tap_migrations.jws.json",
     "internal/executables.txt",
 )
-_FORMULA_KEYS = (
-    "desc", "license", "homepage", "versions", "revision", "version_scheme", "dependencies",
-    "keg_only", "deprecated", "disabled", "aliases", "oldnames",
-)  # fmt: skip
+HOMEBREW_VERSION = "6.0.0"  # metadata.homebrew_version of the files served
+_DEFAULT_CELLAR = ":any_skip_relocation"  # FormulaStruct::DEFAULT_CELLAR, left out when chosen
 
 
 def _b64url(raw: bytes) -> str:
@@ -537,35 +542,100 @@ def pick_bottle(files: dict[str, Any], tag: str) -> str | None:
     return None
 
 
-def packages_payload(formulae: list[Any], tag: str) -> dict[str, Any]:
-    """The document inside internal/packages.<tag>.jws.json, from formula.json entries."""
-    out: dict[str, Any] = {}
-    for entry in formulae:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            continue
-        item = {k: entry[k] for k in _FORMULA_KEYS if k in entry}
-        files = _bottle_files(entry)
-        chosen = pick_bottle(files, tag) if files else None
-        item["bottle"] = {}
-        if chosen is not None and files is not None:
-            stable = dict(entry["bottle"]["stable"])
-            stable["files"] = {chosen: files[chosen]}
-            item["bottle"] = {"stable": stable}
-        out[entry["name"]] = item
+def _blank(value: Any) -> bool:
+    """Utils.deep_compact_blank's test: nil, false, 0, and empty strings, lists, hashes."""
+    return value is None or value is False or value == 0 or value in ("", [], {})
+
+
+def _symbol(text: str) -> str:
+    """A symbol as Utils.deep_stringify_symbols writes it."""
+    return text if text.startswith(":") else f":{text}"
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    # Malformed entries are served too (the hostile tests): only what brew could write.
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def packages_formula(entry: dict[str, Any], tag: str) -> dict[str, Any]:
+    """One formula.json entry as its ``formulae`` hash in packages.<tag>: the fields of
+    FormulaStruct this emulator knows, in the struct's order, blank ones left out."""
+    versions = _object(entry.get("versions"))
+    stable_url = _object(_object(entry.get("urls")).get("stable"))
+    stable = _object(_object(entry.get("bottle")).get("stable"))
+    url_specs = {k: stable_url.get(k) for k in ("tag", "revision", "using")}
+    item: dict[str, Any] = {
+        "aliases": entry.get("aliases"),
+        "bottle_rebuild": stable.get("rebuild"),
+        "desc": entry.get("desc"),
+        "homepage": entry.get("homepage"),
+        "license": entry.get("license"),
+        "oldnames": entry.get("oldnames"),
+        "revision": entry.get("revision"),
+        "ruby_source_checksum": _object(entry.get("ruby_source_checksum")).get("sha256"),
+        "stable_dependencies": [
+            *_strings(entry.get("dependencies")),
+            *({dep: ":build"} for dep in _strings(entry.get("build_dependencies"))),
+        ],
+        "stable_checksum": stable_url.get("checksum"),
+        # [url, specs]; an empty specs hash is blank, so only [url] is left.
+        "stable_url_args": [
+            stable_url.get("url"),
+            {
+                k: _symbol(v) if k == "using" and isinstance(v, str) else v
+                for k, v in url_specs.items()
+                if v
+            },
+        ],
+        "stable_version": versions.get("stable"),
+        "version_scheme": entry.get("version_scheme"),
+        "versioned_formulae": entry.get("versioned_formulae"),
+    }
+    files = _bottle_files(entry)
+    chosen = pick_bottle(files, tag) if files else None
+    spec = files.get(chosen) if files is not None and chosen is not None else None
+    if isinstance(spec, dict):
+        cellar = spec.get("cellar")
+        item["bottle_tag"] = _symbol(chosen) if chosen != tag and chosen else None
+        item["bottle_cellar"] = cellar if cellar != _DEFAULT_CELLAR else None
+        item["bottle_checksum"] = spec.get("sha256")
+    item["stable_url_args"] = [a for a in item["stable_url_args"] if not _blank(a)]
+    return {k: v for k, v in item.items() if not _blank(v)}
+
+
+def packages_payload(
+    formulae: list[Any], tag: str, *, generated_at: int = 0, git_head: str = "0" * 40
+) -> dict[str, Any]:
+    """The document inside internal/packages.<tag>.jws.json, from formula.json entries,
+    with generate-internal-api's keys in its order."""
+    out = {
+        entry["name"]: packages_formula(entry, tag)
+        for entry in formulae
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+    }
     return {
+        "metadata": {
+            "homebrew_version": HOMEBREW_VERSION,
+            "bottle_tag": tag,
+            "generated_at": generated_at,
+        },
         "formulae": out,
         "casks": {},
         "formula_aliases": {},
         "formula_renames": {},
-        "formula_tap_git_head": "0" * 40,
-        "formula_tap_migrations": {},
         "cask_renames": {},
-        "cask_tap_git_head": "0" * 40,
+        "formula_tap_git_head": git_head,
+        "cask_tap_git_head": git_head,
+        "formula_tap_migrations": {},
         "cask_tap_migrations": {},
     }
 
 
-def api_file(formulae_json: bytes, endpoint: str) -> bytes | None:
+def api_file(formulae_json: bytes, endpoint: str, *, generated_at: int = 0) -> bytes | None:
     """The body of ``api/<endpoint>`` for the served formula.json, or None if unknown."""
     if endpoint == "formula.jws.json":
         return jws(formulae_json)
@@ -583,4 +653,5 @@ def api_file(formulae_json: bytes, endpoint: str) -> bytes | None:
     match = re.fullmatch(r"internal/packages\.([a-z0-9_]+)\.jws\.json", endpoint)
     if match is None or match.group(1) not in machine_tags():
         return None
-    return jws(orjson.dumps(packages_payload(entries, match.group(1))))
+    payload = packages_payload(entries, match.group(1), generated_at=generated_at)
+    return jws(orjson.dumps(payload))

@@ -198,13 +198,20 @@ class Emulator:
         auth: Literal["anonymous", "challenge"] = "anonymous",
         raw_api: bytes | None = None,
         portable_ruby_versions: Iterable[str] = PORTABLE_RUBY_VERSIONS,
+        api_catalog: EmulatorCatalog | None = None,
     ) -> None:
+        """``api_catalog``: what formulae.brew.sh republished after ``catalog``'s
+        formula.json was read (it does so every few minutes): the API files are made from
+        it, and the registry serves the bottles and image indexes of both."""
         self.catalog = catalog
+        self.api_catalog = api_catalog
         self.host = host
         self.auth = auth
         self._ports = (port, blob_port)
         self._raw_api = raw_api
         self._api_body = b""
+        self._api_source = b""  # the formula.json the API files are made from
+        self._generated_at = 0  # metadata.generated_at of the packages files
         self._api_files: dict[str, bytes | None] = {}  # endpoint → body (None: 404), lazily
         self._ruby_versions = tuple(portable_ruby_versions)
         # Blobs outside the formula catalog (portable Ruby): small, kept as bytes.
@@ -242,6 +249,7 @@ class Emulator:
         registry.router.add_get(
             "/v2/homebrew/core/{image:.+}/manifests/{ref}", self._manifest, allow_head=False
         )
+        registry.router.add_get("/v2/homebrew/core/{image:.+}/tags/list", self._tags)
         registry.router.add_post("/_emulator/faults", self._admin_faults)
         registry.router.add_post("/_emulator/reset", self._admin_reset)
         registry.router.add_get("/_emulator/stats", self._admin_stats)
@@ -264,25 +272,37 @@ class Emulator:
         self.blob_url = f"http://{self.host}:{ports[1]}"
         self._dead_url = f"http://{self.host}:{self._dead.getsockname()[1]}"
         # A plain byte replace is safe: the url holds nothing JSON would escape.
-        self._api_body = (
-            self._raw_api
-            if self._raw_api is not None
-            else orjson.dumps(self.catalog.formulae).replace(
-                b"{registry}", self.registry_url.encode()
-            )
+        self._api_body = self._raw_api if self._raw_api is not None else self._served(self.catalog)
+        self._api_source = (
+            self._served(self.api_catalog) if self.api_catalog is not None else self._api_body
         )
+        self._generated_at = int(time.time())
         self._index_manifests()
+
+    def _served(self, catalog: EmulatorCatalog) -> bytes:
+        return orjson.dumps(catalog.formulae).replace(b"{registry}", self.registry_url.encode())
+
+    def _catalogs(self) -> tuple[EmulatorCatalog, ...]:
+        return (self.catalog,) if self.api_catalog is None else (self.catalog, self.api_catalog)
+
+    def _catalog_of(self, digest: str) -> EmulatorCatalog | None:
+        """The catalog holding this blob, if any."""
+        return next((c for c in self._catalogs() if digest in c.blobs), None)
 
     def _index_manifests(self) -> None:
         # Encoded once: a client asks for the same few indexes over and over. Two names can
         # share an image (foo+ and foox); the first in the catalog wins, as neither is real.
-        for entry in self.catalog.formulae:
+        for catalog, entry in ((c, e) for c in self._catalogs() for e in c.formulae):
             name = entry.get("name") if isinstance(entry, dict) else None
             if not isinstance(name, str):
                 continue
             image = image_name(name)
             self._names.setdefault(image, name)
-            found = image_index(entry, self.catalog)
+            # portable Ruby's repository holds portable Ruby alone on ghcr.io: a catalog
+            # entry that names it is the hostile input, and the registry knows no such push.
+            if image == PORTABLE_RUBY_IMAGE and self._ruby_versions:
+                continue
+            found = image_index(entry, catalog)
             if found is None or (image, found[0]) in self._indexes:
                 continue
             # Indented like the JSON.pretty_generate output brew pushes, so a client cannot
@@ -388,9 +408,10 @@ class Emulator:
     async def _api_other(self, request: web.Request) -> web.Response:
         endpoint = request.match_info["endpoint"]
         if endpoint not in self._api_files:
-            source = self._raw_api if self._raw_api is not None else self._api_body
             try:
-                self._api_files[endpoint] = api_file(source, endpoint)
+                self._api_files[endpoint] = api_file(
+                    self._api_source, endpoint, generated_at=self._generated_at
+                )
             except orjson.JSONDecodeError:
                 self._api_files[endpoint] = None
         body = self._api_files[endpoint]
@@ -432,7 +453,7 @@ class Emulator:
         response = _fault_response(fault) if fault is not None else None
         if response is not None:
             return response
-        if digest not in self.catalog.blobs and digest not in self._extra:
+        if self._catalog_of(digest) is None and digest not in self._extra:
             return _oci_error(404, "BLOB_UNKNOWN", "blob unknown to registry")
         dead = fault is not None and fault.kind == "dead_redirect"
         base = self._dead_url if dead else self.blob_url
@@ -461,6 +482,18 @@ class Emulator:
         return web.Response(
             body=body, content_type=INDEX_MEDIA_TYPE, headers={"Docker-Content-Digest": digest}
         )
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        """OCI distribution's tag listing, ``{"name": …, "tags": […]}`` in lexical order
+        (as distribution returns it), behind the same auth as the image's manifests."""
+        image = request.match_info["image"]
+        scope = f"repository:homebrew/core/{image}:pull"
+        if not self._authorized(request, scope):
+            return self._unauthorized(scope)
+        tags = sorted(ref for known, ref in self._indexes if known == image)
+        if not tags or image in self._hidden:
+            return _oci_error(404, "NAME_UNKNOWN", "repository name not known to registry")
+        return _json({"name": f"homebrew/core/{image}", "tags": tags})
 
     def _sign(self, digest: str, expiry: int) -> str:
         mac = hmac.new(self._secret, f"{digest}:{expiry}".encode(), hashlib.sha256)
@@ -512,11 +545,13 @@ class Emulator:
             return web.Response(
                 status=403, text="AuthenticationFailed: signature missing, invalid or expired"
             )
-        blob = self.catalog.blobs.get(digest)
+        catalog = self._catalog_of(digest)
         extra = self._extra.get(digest)
-        if blob is None and extra is not None:
+        if catalog is not None:
+            blob = catalog.blobs[digest]
+        elif extra is not None:
             blob = extra[0]
-        if blob is None:
+        else:
             return web.Response(status=404, text="BlobNotFound")
         fault = self._take(digest, "blob")
         response = _fault_response(fault) if fault is not None else None
@@ -525,10 +560,11 @@ class Emulator:
         span = parse_range(request.headers.get("Range"), blob.size)
         start, end = span if span is not None else (0, blob.size)
         # Generation can take seconds for a large evicted blob: keep the loop serving.
-        if extra is not None:
-            data = extra[1]
+        if catalog is not None:
+            data = await asyncio.get_running_loop().run_in_executor(None, catalog.data, digest)
         else:
-            data = await asyncio.get_running_loop().run_in_executor(None, self.catalog.data, digest)
+            assert extra is not None  # checked above: one of the two holds it
+            data = extra[1]
         body = memoryview(data)[start:end]
         resp = web.StreamResponse(status=200 if span is None else 206)
         resp.content_type = "application/octet-stream"
