@@ -2,7 +2,7 @@
 
 brew with ``HOMEBREW_ARTIFACT_DOMAIN=https://M`` asks ``M/v2/homebrew/core/<image>/…``
 where it would have asked ghcr.io, and with ``HOMEBREW_API_DOMAIN=https://M/api`` it asks
-``M/api/<endpoint>``. So next to the dated folders (unchanged, DESIGN.md §4) the bucket
+``M/api/<endpoint>``. So next to the dated folders (unchanged, docs/design.md §6) the bucket
 holds, at exactly those paths:
 
 * ``v2/homebrew/core/<image>/manifests/<ref>``: each formula version's OCI image index,

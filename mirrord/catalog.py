@@ -30,7 +30,7 @@ from mirrord.models import (
     gc_paused,
 )
 
-# DESIGN.md §3. Codenames before big_sur only ever appear as fallbacks in old data.
+# docs/design.md §4. Codenames before big_sur only ever appear as fallbacks in old data.
 # The built-in table; MIRRORD_MACOS_RELEASES extends it (``Releases.extended``) so that a
 # new macOS needs no new mirrord release.
 MACOS_RELEASES: Mapping[str, float] = {

@@ -1,4 +1,4 @@
-"""The ``mirrord`` command line (DESIGN.md §6); ``python -m mirrord`` is the same.
+"""The ``mirrord`` command line (docs/design.md §10); ``python -m mirrord`` is the same.
 
 stdout carries results only (the ``--json`` report is the one line there); logs go to
 stderr: JSON lines, or readable lines above the progress bar when stderr is a terminal.

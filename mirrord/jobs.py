@@ -1,4 +1,4 @@
-"""The job message (DESIGN.md §5): intent only, never a list of bottles. Pure.
+"""The job message (docs/design.md §8): intent only, never a list of bottles. Pure.
 
 ``{"v": 1, "job_id": "2026-11-22-weekly", "date": "2026-11-22",
 "platforms": ["arm64_tahoe"], "formulae": null, "reason": "schedule"}``

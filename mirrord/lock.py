@@ -1,4 +1,4 @@
-"""One sync at a time per bucket (DESIGN.md §5): a lock object in the bucket.
+"""One sync at a time per bucket (docs/design.md §8): a lock object in the bucket.
 
 Taken with ``If-None-Match: *``; renewed with ``If-Match`` on our own ETag; taken over
 only once its holder let it expire (``If-Match`` on the stale ETag, so two contenders

@@ -17,7 +17,7 @@ _VERSION = r"[A-Za-z0-9][A-Za-z0-9@+._,-]*"  # brew's versions: a name's charact
 _TAG = r"[a-z0-9]+(?:_[a-z0-9]+)*"
 _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
-# DESIGN.md §3: a name that does not match never shapes an S3 key or a path.
+# docs/design.md §4: a name that does not match never shapes an S3 key or a path.
 NAME_RE = re.compile(_NAME)
 VERSION_RE = re.compile(_VERSION)
 TAG_RE = re.compile(_TAG)
@@ -39,7 +39,7 @@ MAX_COUNTER_DIGITS = len(str(MAX_JSON_INT))
 MAX_HASH_KEY_LEN = MAX_NAME_LEN + MAX_VERSION_LEN + MAX_TAG_LEN + 2 + 1 + MAX_COUNTER_DIGITS
 MAX_BOTTLE_KEY_LEN = 11 + MAX_HASH_KEY_LEN + len(".bottle.tar.gz") + 1 + MAX_COUNTER_DIGITS
 
-# The bucket layout (DESIGN.md §4) as full-match rules. A hash file may name only keys of
+# The bucket layout (docs/design.md §6) as full-match rules. A hash file may name only keys of
 # these shapes: no "..", no second "/", no "%2F", NUL or look-alike characters, ever.
 # The lengths are checked first, which also bounds the regex's backtracking.
 HASH_KEY_RE = re.compile(rf"{_NAME}-{_VERSION}-{_TAG}")

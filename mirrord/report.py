@@ -1,4 +1,4 @@
-"""The job report (DESIGN.md §6) and how progress is shown while a job runs."""
+"""The job report (docs/design.md §10) and how progress is shown while a job runs."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def no_hook(point: str) -> None:
 
 
 def object_metadata(bottle: Bottle) -> dict[str, str]:
-    """Enough to rebuild the hash file from the bucket alone (DESIGN.md §2)."""
+    """Enough to rebuild the hash file from the bucket alone (docs/design.md §6)."""
     return {
         "sha256": bottle.sha256,
         "formula": bottle.name,

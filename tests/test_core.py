@@ -214,7 +214,7 @@ def test_size_hint_handles_dashes_in_names() -> None:
 
 
 def test_settings_defaults_env_and_flag_precedence() -> None:
-    """Defaults per DESIGN.md §6; env overrides defaults; flags override env."""
+    """Defaults per docs/design.md §10; env overrides defaults; flags override env."""
     s = from_env({"MIRRORD_BUCKET": "my-mirror"})
     assert (s.concurrency, s.part_size, s.batch_size, s.hash_key, s.platforms) == (
         16,

@@ -2,7 +2,7 @@
 hash files (v1, v2, external) and settings.
 
 The property, for each: either the project's own error naming the field, or a valid
-result whose every derived S3 key stays inside the bucket layout of DESIGN.md §4. Never
+result whose every derived S3 key stays inside the bucket layout of docs/design.md §6. Never
 another exception. The strategies mix valid-shaped data with hostile strings: '..', '/',
 '%2F', NUL, look-alikes (fullwidth digits and solidus, division slash), RTL marks and
 10 KB names.

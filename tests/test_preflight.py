@@ -28,7 +28,7 @@ def test_missing_tools_are_one_line_each_naming_what_to_install(tmp_path: Path) 
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 3, result.stderr
-    assert "terraform 1.11 or newer" in lines[0]
+    assert "terraform 1.9 or newer" in lines[0]
     assert "developer.hashicorp.com/terraform/install" in lines[0]
     assert "Node.js 18 or newer" in lines[1]
     assert "npm" in lines[2]
@@ -44,7 +44,7 @@ def test_an_old_tool_is_named_with_the_version_found(tmp_path: Path) -> None:
     result = preflight(path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "make test needs terraform 1.11 or newer (the infra tests apply infra/ to moto): "
+        "make test needs terraform 1.9 or newer (the infra tests apply infra/ to moto): "
         "https://developer.hashicorp.com/terraform/install (found 1.5)"
     ]
 

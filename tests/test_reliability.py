@@ -1,4 +1,4 @@
-"""Reliability, proven (README "Guarantees", docs/reliability.md).
+"""Reliability, proven (docs/internals.md "Guarantees", docs/reliability.md).
 
 1. Nothing unverified is ever visible: a bottle object exists only if its bytes hash to
    the catalog's sha256.
@@ -399,7 +399,7 @@ async def test_crash_sweep(crash: Crash, bucket_name: str, ledger: Ledger) -> No
         else:
             report = first.json()
             assert report["stopped"] is True
-            # DESIGN.md §6: 0 when every planned bottle is in the bucket, else 1.
+            # docs/design.md §10: 0 when every planned bottle is in the bucket, else 1.
             assert first.code == (0 if report["remaining"] == 0 and not report["failed"] else 1)
             assert not unrecorded, f"TERM exit without checkpoint of {unrecorded}"
             assert open_at_crash == 0, "TERM left a multipart upload open"
@@ -624,7 +624,7 @@ def write_report(path: Path, book: Ledger) -> None:
         "# Reliability, measured",
         "",
         "Written by `make reliability` (tests/test_reliability.py) from what it measured;",
-        'do not edit by hand. The guarantees are stated in the README ("Guarantees").',
+        'do not edit by hand. The guarantees are stated in docs/internals.md ("Guarantees").',
         "Peers: a moto server (behind tests/faultproxy.py for S3 faults), the emulator for",
         "GHCR, real sockets. Part size 5 MiB; 4 attempts per request (`MIRRORD_MAX_ATTEMPTS`).",
         "",

@@ -54,7 +54,7 @@ def test_bar_progress_shows_bottles_bytes_and_rate() -> None:
 
 
 def test_report_contract_and_exit_code() -> None:
-    """DESIGN.md §6 fields; exit 1 exactly when something failed."""
+    """docs/design.md §10 fields; exit 1 exactly when something failed."""
     ok = Report("j", "2026-11-22", planned=2, downloaded=2, bytes=10, duration_s=1.23456)
     assert ok.exit_code == 0
     body = ok.to_dict()

@@ -392,7 +392,7 @@ def cli_env(world: World, **extra: str) -> dict[str, str]:
 
 
 async def test_cli_sync_json_report_and_exit_codes(world: World) -> None:
-    """`sync --json`: the report alone on stdout with DESIGN.md §6's fields; logs JSON on
+    """`sync --json`: the report alone on stdout with docs/design.md §10's fields; logs JSON on
     stderr; exit 0, then exit 1 when a bottle is corrupt."""
     result = await run_cli("sync", "--json", "--date", DATE, env=cli_env(world))
     assert result.code == 0, result.stderr[-2000:]
