@@ -308,6 +308,7 @@ async def run_exclusive(
     grace: float | None = None,
     progress: Progress | None = None,
     wait: bool = False,
+    publish_progress: Progress | None = None,
 ) -> Report:
     """``run_job`` under the bucket lock, renewed while it runs; ``LockBusy`` when
     another sync holds the bucket, or, with ``wait``, once ``stop`` is set while waiting
@@ -327,7 +328,15 @@ async def run_exclusive(
                 await stop.wait()
     try:
         async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
-            return await run_job(app, job, route=route, stop=stop, grace=grace, progress=progress)
+            return await run_job(
+                app,
+                job,
+                route=route,
+                stop=stop,
+                grace=grace,
+                progress=progress,
+                publish_progress=publish_progress,
+            )
     finally:
         await lock.release()
 
@@ -340,13 +349,14 @@ async def run_job(
     stop: asyncio.Event | None = None,
     grace: float | None = None,
     progress: Progress | None = None,
+    publish_progress: Progress | None = None,
 ) -> Report:
     """Catalog → sync → status.json, metrics and Slack: the same for the CLI, the daemon
     and the sync Lambda. A job that dies early is reported to Slack and re-raised; an
     exception that is no ``MirrordError`` (a bug) too, as ``JobCrashed``."""
     slack_progress = SlackProgress(app.slack, progress or LogProgress(), job_id=job.job_id)
     try:
-        report = await _sync_and_publish(app, job, slack_progress, stop, grace)
+        report = await _sync_and_publish(app, job, slack_progress, stop, grace, publish_progress)
         await slack_progress.aclose()
         await _record(app, job, report, route)
     except MirrordError as exc:
@@ -369,6 +379,7 @@ async def _sync_and_publish(
     progress: Progress,
     stop: asyncio.Event | None,
     grace: float | None,
+    publish_progress: Progress | None = None,
 ) -> Report:
     s = app.settings
     catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
@@ -403,7 +414,7 @@ async def _sync_and_publish(
     if report.stopped:  # not a step further; the publication is the next run's
         skipped = Published(api="kept: stopped before publication", finished=False)
         return replace(report, published=skipped.to_dict())
-    published = await publish_for(app, catalog, job, api, report, stop)
+    published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
     # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
     # the API files went out without it.
     return replace(
@@ -470,6 +481,7 @@ async def publish_for(
     api: dict[str, bytes] | None,
     report: Report,
     stop: asyncio.Event | None = None,
+    progress: Progress | None = None,
 ) -> Published:
     """The brew-facing stage after a sync (brew.py); never raises: its problems are in
     the report and the log, and ``mirrord check-client`` shows what a user sees.
@@ -515,6 +527,7 @@ async def publish_for(
             stop=stop,
             fetched=fetched,
             releases=s.releases,
+            progress=progress,
         )
     except MirrordError as exc:
         log.warning("publish_failed", error=str(exc), kind=type(exc).__name__)

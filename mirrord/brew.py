@@ -63,7 +63,7 @@ from mirrord.models import (
     HashEntry,
 )
 from mirrord.plan import index_url
-from mirrord.report import Failure
+from mirrord.report import Failure, LogProgress, Progress
 from mirrord.retry import Backoff
 from mirrord.s3 import S3Store
 from mirrord.transfer import SizeLimit, transfer
@@ -698,6 +698,7 @@ async def publish(
     stop: asyncio.Event | None = None,
     fetched: Fetched | None = None,
     releases: Releases = DEFAULT_RELEASES,
+    progress: Progress | None = None,
 ) -> Published:
     """Image indexes and blob keys for ``bottles`` (those the hash file holds), portable
     Ruby, then the API files when ``clean`` (a complete sync of every formula) and all
@@ -711,15 +712,22 @@ async def publish(
     present = {o.key async for o in store.list_objects(OCI_PREFIX)}
     found, refused = versions(bottles, stored, (f.name for f in catalog.formulae))
     done.problems += refused
+    # A first publication of a whole mirror is ~8,000 versions: worth a bar of its own.
+    progress = progress or LogProgress(event="publish_progress")
+    progress.start(len(found))
 
     async def one(version: Version) -> None:
-        if version.current(present):
-            done.current += 1
-            return
+        ok = True
         try:
+            if version.current(present):
+                done.current += 1
+                return
             await _publish_version(store, registry, version, present, done)
         except (UpstreamError, StoreError) as exc:
+            ok = False
             done.problems.append(Failure(version.key, str(exc), version.url))
+        finally:
+            progress.done(ok)
 
     async def everything() -> None:
         await _bounded(found, one, concurrency)
@@ -727,7 +735,10 @@ async def publish(
             store, registry, catalog, ruby_versions, targets, present, part_size, done, releases
         )
 
-    done.finished = await _unless_stopped(everything(), stop)
+    try:
+        done.finished = await _unless_stopped(everything(), stop)
+    finally:
+        progress.close()
     if not done.finished:
         done.problems.append(Failure("", "stopped before the end: the rest is for the next run"))
     if api is not None:

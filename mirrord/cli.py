@@ -260,10 +260,10 @@ def _emit(args: argparse.Namespace, body: dict[str, Any], human: str) -> None:
     sys.stdout.flush()
 
 
-def _progress(args: argparse.Namespace) -> BarProgress | LogProgress:
+def _progress(args: argparse.Namespace, unit: str = "bottle") -> BarProgress | LogProgress:
     if args.log_level == "warning":  # -q: no bar; LogProgress's lines are info, not shown
         return LogProgress()
-    return progress_for(sys.stderr)
+    return progress_for(sys.stderr, unit)
 
 
 def _tell(text: str, event: str, **fields: Any) -> None:
@@ -325,6 +325,7 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
                 stop=stop,
                 progress=progress,
                 wait=args.wait,
+                publish_progress=_progress(args, "version"),
             )
         except asyncio.CancelledError:
             if interrupts >= 2:  # main() turns the cancellation into exit 130

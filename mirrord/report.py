@@ -100,10 +100,18 @@ class Progress(Protocol):
 
 
 class LogProgress:
-    """Structured progress lines for daemons and pipes: one every ``every`` seconds."""
+    """Structured progress lines for daemons and pipes: one every ``every`` seconds.
+    ``event`` names them: ``progress`` for bottles, ``publish_progress`` for the brew-6
+    publication's formula versions."""
 
-    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        event: str = "progress",
+    ) -> None:
         self._log = structlog.get_logger("mirrord.progress")
+        self._event = event
         self._every = every
         self._clock = clock
         self._total = self._done = self._failed = self._bytes = 0
@@ -134,7 +142,7 @@ class LogProgress:
         rate = self._done / elapsed
         left = self._total - self._done
         self._log.info(
-            "progress",
+            self._event,
             done=self._done,
             total=self._total,
             failed=self._failed,
@@ -151,8 +159,9 @@ class BarProgress:
     """A terminal progress bar: bottles, bytes, rate, ETA. Drawn from ``start`` on, so
     the lines logged while the catalog loads come first, not under an empty bar."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, unit: str = "bottle") -> None:
         self._stream = stream
+        self._unit = unit
         self._bar: Any = None
         self._bytes = 0
         self._failed = 0
@@ -168,7 +177,7 @@ class BarProgress:
         from tqdm import tqdm  # only a terminal needs it
 
         if self._bar is None:
-            self._bar = tqdm(total=total, unit="bottle", file=self._stream, dynamic_ncols=True)
+            self._bar = tqdm(total=total, unit=self._unit, file=self._stream, dynamic_ncols=True)
         else:
             self._bar.reset(total=total)
         self._total, self._done = total, 0
@@ -183,9 +192,8 @@ class BarProgress:
         if self._bar is None:
             return
         rate = self._bytes / max(time.monotonic() - self._started, 1e-9) / 1e6
-        self._bar.set_postfix_str(
-            f"{self._bytes / 1e6:,.1f} MB, {rate:,.1f} MB/s, {self._failed} failed", refresh=False
-        )
+        moved = f"{self._bytes / 1e6:,.1f} MB, {rate:,.1f} MB/s, " if self._bytes else ""
+        self._bar.set_postfix_str(f"{moved}{self._failed} failed", refresh=False)
         self._bar.update(1)
 
     def close(self) -> None:
@@ -209,8 +217,11 @@ class TerminalLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
-def progress_for(stream: TextIO) -> BarProgress | LogProgress:
-    return BarProgress(stream) if stream.isatty() else LogProgress()
+def progress_for(stream: TextIO, unit: str = "bottle") -> BarProgress | LogProgress:
+    """A bar in a terminal, log lines elsewhere; ``unit`` "version" for the publication."""
+    if stream.isatty():
+        return BarProgress(stream, unit)
+    return LogProgress(event="progress" if unit == "bottle" else "publish_progress")
 
 
 def emf(report: Report, *, route: str, now_ms: int, namespace: str = "mirrord") -> dict[str, Any]:

@@ -183,6 +183,20 @@ async def test_a_terminal_gets_readable_lines_above_the_bar_and_no_metrics_recor
     assert any("downloaded" in line for line in screen)  # the summary (stdout, same pty)
 
 
+async def test_the_publication_shows_progress_too(peers: Peers) -> None:
+    """After the bottles, the brew-6 publication (some 8,000 formula versions on a first
+    sync of a whole mirror) gets a bar of its own in a terminal, counted in versions, and
+    structured `publish_progress` lines elsewhere."""
+    term = await in_terminal("sync", "--date", DATE, env=peers.env())
+    assert await term.finish() == 0, term.text[-3000:]
+    screen = term.screen()
+    assert any("100%" in line and "version" in line for line in screen), screen
+    piped = await run_cli("sync", "--date", DATE, env=peers.env())
+    assert piped.code == 0, piped.stderr[-2000:]
+    (last,) = [e for e in piped.logs() if e.get("event") == "publish_progress"]
+    assert last["done"] == last["total"] > 0
+
+
 @pytest.mark.parametrize(("term", "extra", "colours"), [
     ("xterm-256color", {}, True),
     ("xterm-256color", {"NO_COLOR": "1"}, False),
