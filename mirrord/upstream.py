@@ -159,7 +159,6 @@ class Registry:
             )
             assert isinstance(error, RetryableError)
             if attempt >= ceiling:
-                error.attempt = attempt
                 raise RetryableError(
                     f"gave up after {attempt} requests ({offset} bytes received): {error}",
                     url=url,

@@ -36,7 +36,7 @@ Behaviour = Literal[
     "redirect_to",  # 307 to ``location`` (a link-local address, say)
     "retry_after",  # 503 with Retry-After ``retry_after`` once, then the bytes
     "trickle",  # one byte every half second: never silent long enough for a read timeout
-    "cut_every",  # 100 bytes from the Range asked, then the connection closes
+    "cut_every",  # ``cut_bytes`` from the Range asked, then the connection closes
 ]
 
 JUNK = bytes(range(256)) * 256  # 64 KiB a write
@@ -67,6 +67,7 @@ class Bottle:
     behaviour: Behaviour = "ok"
     announce: bool = True  # list it in its image index (sh.brew.bottle.size)
     size_note: str = ""  # what the index says its size is, when not the truth
+    cut_bytes: int = 100  # cut_every: bytes sent before each cut
     realm: str = ""
     location: str = ""
     retry_after: str = ""
@@ -183,7 +184,7 @@ class HostileUpstream:
             self._retried.add(digest)
             return web.Response(status=503, headers={"Retry-After": bottle.retry_after})
         if kind == "cut_every":
-            return await self._cut(request, digest, bottle.data)
+            return await self._cut(request, digest, bottle.data, bottle.cut_bytes)
         resp = web.StreamResponse()
         resp.content_type = "application/octet-stream"
         if kind in ("gzip_label", "gzip_bomb"):
@@ -211,7 +212,9 @@ class HostileUpstream:
         await resp.write_eof()
         return resp
 
-    async def _cut(self, request: web.Request, digest: str, data: bytes) -> web.StreamResponse:
+    async def _cut(
+        self, request: web.Request, digest: str, data: bytes, size: int
+    ) -> web.StreamResponse:
         start = 0
         asked = request.headers.get("Range", "")
         if asked.startswith("bytes=") and asked.endswith("-"):
@@ -221,7 +224,7 @@ class HostileUpstream:
         if start:
             resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         await resp.prepare(request)
-        await self._write(resp, digest, data[start : start + 100])
+        await self._write(resp, digest, data[start : start + size])
         if request.transport is not None:
             request.transport.close()  # mid-body: the client sees a cut
         return resp

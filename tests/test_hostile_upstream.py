@@ -272,6 +272,18 @@ async def test_an_index_size_of_10_superscript_two_is_no_size(sync: Any) -> None
     assert out.report.bytes == 6 * MiB
 
 
+async def test_progress_earns_attempts_back_but_never_past_the_ceiling(sync: Any) -> None:
+    """Cuts after every 1.5 MiB: each attempt makes real progress and earns the retry
+    budget back, but a bottle gets at most 4 × MIRRORD_MAX_ATTEMPTS requests in all, so
+    a 15 MiB body that would need 10 stops at 4 × 2 = 8 (and says so)."""
+    long = Bottle("long", data=random.Random(3).randbytes(15 * MiB), behaviour="cut_every")
+    long.cut_bytes = 3 * MiB // 2
+    async with HostileUpstream([long]) as up:
+        out = await sync(up, max_attempts=2)
+    assert out.failure(long).startswith("gave up after 8 requests (")
+    assert up.requests[long.sha256] == 8
+
+
 async def test_a_token_realm_on_another_origin_is_never_asked(sync: Any) -> None:
     """A 401 whose realm is another server (here the same loopback host, another port)
     or the instance metadata address: refused, nothing sent there, the bottle fails alone.
