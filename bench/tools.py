@@ -243,6 +243,11 @@ http {{
   scgi_temp_path {tmp};
   keepalive_requests 100000;
   default_type application/xml;
+  # HeadBucket (mirrord asks for the bucket before anything else): the bucket exists.
+  map "$request_method:$uri" $s3bucket {{
+    default 0;
+    "~^HEAD:/[^/]+/?$" 1;
+  }}
   map "$request_method:$args" $s3op {{
     default other;
     "~^POST:uploads" create;
@@ -276,6 +281,7 @@ http {{
     listen 127.0.0.1:{port2};
     location / {{
       add_header ETag '"0123456789abcdef0123456789abcdef"' always;
+      if ($s3bucket) {{ return 200; }}
       if ($s3op = create) {{
         return 200 '<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>u</UploadId></InitiateMultipartUploadResult>';
       }}
