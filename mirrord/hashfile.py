@@ -289,14 +289,25 @@ def _cached_problem(key: str, entry: HashEntry) -> str | None:
     return entry_problem(key, entry)
 
 
+def _exact(key: str, entry: HashEntry) -> bool:
+    """Fields of exactly the types a reader yields, so equal means identical: the cache
+    must not answer for ``file_size`` 5.0 or True what it found for 5 or 1 (equal and
+    hashing alike, yet 5.0 would be written as a float the reader refuses)."""
+    size = entry.file_size
+    return (
+        type(key) is str
+        and type(entry.sha256) is str
+        and type(entry.download_date) is str
+        and type(entry.s3_key) is str
+        and (size is None or type(size) is int)
+    )
+
+
 def dumps(hf: HashFile) -> bytes:
     """Serialise ``hf``; raises ``HashFileError`` naming the first entry the reader would
     refuse, since a file it cannot read back stops every later sync and verify."""
     for key, entry in hf.bottles.items():
-        try:
-            problem = _cached_problem(key, entry)
-        except TypeError:  # a field no reader yields, unhashable: refused all the same
-            problem = entry_problem(key, entry)
+        problem = (_cached_problem if _exact(key, entry) else entry_problem)(key, entry)
         if problem is not None:
             raise HashFileError(f"refusing to write a hash file the reader would refuse: {problem}")
     for key, suspect in hf.quarantine.items():  # a handful: no cache needed

@@ -513,3 +513,17 @@ async def test_verify_reports_the_previous_rebuild_as_superseded_not_orphaned(
     orphaned = await run_cli("verify", "--json", env=mirror.env)
     assert orphaned.code == 1
     assert [(p["kind"], p["key"]) for p in orphaned.json()["problems"]] == [("orphaned", stray)]
+
+
+def test_dumps_is_not_fooled_by_a_value_equal_to_one_it_checked_before() -> None:
+    """The per-entry check is cached for speed; 5.0 and True equal 5 and 1 and hash
+    alike, yet a float or bool file_size is refused by the reader. An entry with such a
+    field is checked afresh (the fuzzer found the stale answer: size False after 0)."""
+    key, good = (
+        "jq-1.7.1-sonoma",
+        HashEntry("ab" * 32, "2026-11-01", 5, "2026-11-01/jq-1.7.1.sonoma.bottle.tar.gz"),
+    )
+    dumps(HashFile({key: good}))  # cached: no problem
+    for odd in (5.0, True):
+        with pytest.raises(HashFileError, match="file_size"):
+            dumps(HashFile({key: HashEntry(good.sha256, good.download_date, odd, good.s3_key)}))  # type: ignore[arg-type]
