@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from asyncio.subprocess import PIPE
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -314,19 +315,27 @@ class CliResult:
         return out
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
-    """``python -m mirrord`` as a separate process; the event loop keeps serving the
-    emulator meanwhile, so in-process peers and the CLI talk over real sockets."""
-    proc = await asyncio.create_subprocess_exec(
+async def spawn_cli(
+    *args: str, env: dict[str, str] | None = None, stdout: int = PIPE, stderr: int = PIPE
+) -> asyncio.subprocess.Process:
+    """``python -m mirrord`` started as a separate process (a daemon, a sync to kill),
+    with the test's environment plus ``env``."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "mirrord",
         *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
         env={**os.environ, **(env or {})},
         cwd=ROOT,
     )
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    """``python -m mirrord`` as a separate process; the event loop keeps serving the
+    emulator meanwhile, so in-process peers and the CLI talk over real sockets."""
+    proc = await spawn_cli(*args, env=env)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

@@ -10,9 +10,9 @@ import io
 import os
 import signal
 import ssl
-import sys
 import time
 import zipfile
+from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ import pytest
 import trustme
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import DATE, ROOT, Receiver, loopback, make_settings, run_cli
+from conftest import DATE, Receiver, loopback, make_settings, run_cli, spawn_cli
 from structlog.testing import capture_logs
 
 from mirrord.app import App, open_app, run_job
@@ -463,16 +463,7 @@ async def test_sigterm_mid_job_hands_the_job_back(plane: Plane) -> None:
         "MIRRORD_BATCH_SIZE": "2",
         "MIRRORD_CONCURRENCY": "4",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirrord",
-        "daemon",
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_cli("daemon", env=env, stdout=DEVNULL)
 
     async def some_recorded() -> bool:
         hf, _ = await load_hashfile(plane.app.store, "bottles_hash.json")

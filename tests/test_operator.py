@@ -5,15 +5,14 @@ CLI as a separate process."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
+from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import orjson
 import pytest
-from conftest import DATE, ROOT, make_settings, run_cli
+from conftest import DATE, make_settings, run_cli, spawn_cli
 
 from mirrord.app import App, open_app
 from mirrord.emulator import Emulator, Fault, sample_catalog
@@ -58,18 +57,7 @@ async def test_kill_9_then_rerun_takes_the_dead_holders_lock_at_once(
     app, emu, env = mirror
     large = max(emu.catalog.blobs.values(), key=lambda b: b.size)
     emu.set_faults(large.sha256, [Fault("trickle", bytes_per_s=256 * 1024, times=None)])
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirrord",
-        "sync",
-        "--date",
-        DATE,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await spawn_cli("sync", "--date", DATE, env=env, stdout=DEVNULL, stderr=DEVNULL)
     probe = BucketLock(app.store, "probe", ttl=180)
     for _ in range(200):
         if await probe.holder() is not None:

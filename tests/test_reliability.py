@@ -24,7 +24,7 @@ import os
 import random
 import signal
 import statistics
-import sys
+from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any, Literal
 import orjson
 import pytest
 from aiobotocore.session import get_session
-from conftest import DATE, ROOT, Ledger, days_ago, make_settings, run_cli
+from conftest import DATE, Ledger, days_ago, make_settings, run_cli, spawn_cli
 from faultproxy import FaultProxy, Kind, Op
 
 from mirrord.app import App, crash_hook, open_app
@@ -539,10 +539,7 @@ async def test_soak_daemon_80_jobs_with_random_faults(
             "MIRRORD_READ_TIMEOUT": "5",
             "MIRRORD_LOG_LEVEL": "info",
         }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mirrord", "daemon",
-            env=env, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        proc = await spawn_cli("daemon", env=env, stdout=DEVNULL)
         assert proc.stderr is not None
         samples: list[tuple[int, float, int]] = []
         reports: list[dict[str, Any]] = []

@@ -6,17 +6,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 import signal
-import sys
 import tracemalloc
+from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
-from conftest import DATE, REPORT_FIELDS, ROOT, days_ago, loopback, make_settings, run_cli
+from conftest import (
+    DATE,
+    REPORT_FIELDS,
+    days_ago,
+    loopback,
+    make_settings,
+    run_cli,
+    spawn_cli,
+)
 
 from mirrord.app import App, open_app
 from mirrord.catalog import auto_targets, parse_catalog, select_bottles
@@ -527,18 +534,7 @@ async def test_crash_mid_sync_then_resume(bucket_name: str) -> None:
             # The killed run's bucket lock lapses after 3 heartbeats: keep that short.
             "MIRRORD_HEARTBEAT_SECONDS": "1",
         }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mirrord",
-            "sync",
-            "--date",
-            DATE,
-            env={**os.environ, **env},
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        proc = await spawn_cli("sync", "--date", DATE, env=env, stdout=DEVNULL, stderr=DEVNULL)
         for _ in range(600):  # until at least two checkpoints are in
             await asyncio.sleep(0.05)
             hf, _ = await load_hashfile(app.store, "bottles_hash.json")
