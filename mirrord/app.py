@@ -7,7 +7,6 @@ arguments, so tests hand in clients pointed at the moto server and the emulator.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -316,16 +315,12 @@ async def run_exclusive(
     s = app.settings
     stop = stop or asyncio.Event()
     lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
-    while (holder := await lock.acquire(job.job_id)) is not None:
-        if not wait or stop.is_set():
-            raise LockBusy(holder)
-        log.info(
-            "lock_wait", holder=holder.owner, holder_job=holder.job_id, left_s=int(holder.left)
-        )
-        # Asked again at the lease's end at the latest; a release is seen within 15 s.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(max(holder.left, 1.0), 15.0)):
-                await stop.wait()
+    if wait:  # a release is seen within 15 s
+        holder = await lock.wait(job.job_id, stop, every=15.0)
+    else:
+        holder = await lock.acquire(job.job_id)
+    if holder is not None:
+        raise LockBusy(holder)
     try:
         async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
             return await run_job(

@@ -129,13 +129,10 @@ class Daemon:
                 log.warning("heartbeat_failed", error=str(exc))
 
     async def _acquire(self, job: Job) -> bool:
-        while not self._stop.is_set():
-            holder = await self._lock.acquire(job.job_id)
-            if holder is None:
-                return True
-            log.info("lock_busy", holder=holder.owner, holder_job=holder.job_id)
-            await self._unless_stopped(asyncio.sleep(min(self._beat, 30)))
-        return False
+        if self._stop.is_set():
+            return False
+        holder = await self._lock.wait(job.job_id, self._stop, every=min(self._beat, 30))
+        return holder is None
 
     async def _run(self, job: Job, message: Received) -> None:
         beat = asyncio.create_task(self._heartbeat(message.receipt))

@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,6 +247,20 @@ class BucketLock:
             log.warning("lock_taken_over", key=self._key, reason=state, previous=previous)
         else:
             log.info("lock_taken_over", key=self._key, reason=state, previous=previous)
+        return None
+
+    async def wait(self, job_id: str, stop: asyncio.Event, *, every: float) -> Holder | None:
+        """``acquire`` until it succeeds (None), asking again at the holder's lease end
+        or every ``every`` seconds, whichever is first; the holder once ``stop`` is set."""
+        while (holder := await self.acquire(job_id)) is not None:
+            if stop.is_set():
+                return holder
+            log.info(
+                "lock_wait", holder=holder.owner, holder_job=holder.job_id, left_s=int(holder.left)
+            )
+            with suppress(TimeoutError):
+                async with asyncio.timeout(min(max(holder.left, 1.0), every)):
+                    await stop.wait()
         return None
 
     async def renew(self) -> None:
