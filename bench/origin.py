@@ -17,9 +17,8 @@ import sys
 from dataclasses import dataclass
 
 import orjson
-
-from mirrord.emulator.content import REGISTRY, EmulatorCatalog, blob_url, derive_seed
-from mirrord.emulator.server import Emulator
+from mirrord_dev.emulator.content import REGISTRY, EmulatorCatalog, blob_url, derive_seed
+from mirrord_dev.emulator.server import Emulator
 
 TAG = "arm64_tahoe"  # one bottle per formula: bottles = formulae, nothing shared or skipped
 KB, MB = 1000, 1000 * 1000

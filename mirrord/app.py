@@ -26,6 +26,17 @@ from aiobotocore.session import get_session
 from botocore.handlers import add_expect_header
 
 from mirrord import __version__
+from mirrord.adapters.lock import BucketLock, LockBusy
+from mirrord.adapters.registry import (
+    Registry,
+    fetch_catalog,
+    fetch_untrusted,
+    guarded_session,
+    shown_url,
+    upstream_connector,
+)
+from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.sqs import JobQueue
 from mirrord.brew import (
     Fetched,
     Published,
@@ -35,13 +46,15 @@ from mirrord.brew import (
     publish,
     registry_root,
 )
-from mirrord.catalog import Catalog, filter_formulae, select_bottles
-from mirrord.errors import InputError, JobCrashed, MirrordError, SettingsError, UpstreamError
-from mirrord.hashfile import HashFile, parse, utc_now
-from mirrord.jobs import Job
-from mirrord.lock import BucketLock, LockBusy
+from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
+from mirrord.core.errors import InputError, JobCrashed, MirrordError, SettingsError, UpstreamError
+from mirrord.core.hashfile import HashFile, parse, utc_now
+from mirrord.core.jobs import Job
+from mirrord.core.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
+from mirrord.core.retry import Backoff, RetryPolicy
+from mirrord.core.settings import Settings
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
-from mirrord.pipeline import (
+from mirrord.services.sync import (
     AnnouncedSizes,
     Checkpointer,
     Tuning,
@@ -49,20 +62,7 @@ from mirrord.pipeline import (
     load_hashfile,
     run_sync,
 )
-from mirrord.queue import JobQueue
-from mirrord.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
-from mirrord.retry import Backoff, RetryPolicy
-from mirrord.s3 import S3Store
-from mirrord.settings import Settings
-from mirrord.transfer import Hook, SizeLimit, no_hook
-from mirrord.upstream import (
-    Registry,
-    fetch_catalog,
-    fetch_untrusted,
-    guarded_session,
-    shown_url,
-    upstream_connector,
-)
+from mirrord.services.transfer import Hook, SizeLimit, no_hook
 
 log = structlog.get_logger("mirrord.app")
 T = TypeVar("T")

@@ -37,8 +37,10 @@ import aiohttp
 import orjson
 import structlog
 
-from mirrord.catalog import DEFAULT_RELEASES, Catalog, Releases, parse_catalog, select_file
-from mirrord.errors import (
+from mirrord.adapters.registry import INDEX_MEDIA_TYPE, Registry, fetch_bytes, shown_url, source_url
+from mirrord.adapters.s3 import S3Store
+from mirrord.core.catalog import DEFAULT_RELEASES, Catalog, Releases, parse_catalog, select_file
+from mirrord.core.errors import (
     CatalogError,
     FormulaError,
     InputError,
@@ -47,8 +49,8 @@ from mirrord.errors import (
     StoreError,
     UpstreamError,
 )
-from mirrord.hashfile import HashFile, entry_problem
-from mirrord.models import (
+from mirrord.core.hashfile import HashFile, entry_problem
+from mirrord.core.models import (
     MAX_JSON_INT,
     MAX_NAME_LEN,
     MAX_TAG_LEN,
@@ -62,12 +64,10 @@ from mirrord.models import (
     Formula,
     HashEntry,
 )
-from mirrord.plan import index_url
-from mirrord.report import Failure, LogProgress, Progress
-from mirrord.retry import Backoff
-from mirrord.s3 import S3Store
-from mirrord.transfer import SizeLimit, transfer
-from mirrord.upstream import INDEX_MEDIA_TYPE, Registry, fetch_bytes, shown_url, source_url
+from mirrord.core.plan import index_url
+from mirrord.core.report import Failure, LogProgress, Progress
+from mirrord.core.retry import Backoff
+from mirrord.services.transfer import SizeLimit, transfer
 
 log = structlog.get_logger("mirrord.brew")
 T = TypeVar("T")

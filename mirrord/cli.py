@@ -24,6 +24,8 @@ import orjson
 import structlog
 
 from mirrord import __version__
+from mirrord.adapters.lock import default_owner
+from mirrord.adapters.registry import fetch_catalog, source_url, upstream_connector
 from mirrord.app import (
     App,
     configure_logging,
@@ -32,19 +34,11 @@ from mirrord.app import (
     run_exclusive,
     run_loop,
 )
-from mirrord.audit import rebuild_hash, verify
-from mirrord.check import check_client
-from mirrord.daemon import Daemon
-from mirrord.deployconfig import ConfigError
-from mirrord.deployconfig import parse as parse_deploy_config
-from mirrord.errors import MirrordError, SettingsError
-from mirrord.health import add_arguments as health_arguments
-from mirrord.health import run as run_health
-from mirrord.jobs import Job, JobError, parse_date
-from mirrord.lambdas.enqueue import enqueue, lambda_invoker
-from mirrord.lock import default_owner
-from mirrord.pipeline import load_hashfile, prepare
-from mirrord.report import (
+from mirrord.core.deployconfig import ConfigError
+from mirrord.core.deployconfig import parse as parse_deploy_config
+from mirrord.core.errors import MirrordError, SettingsError
+from mirrord.core.jobs import Job, JobError, parse_date
+from mirrord.core.report import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -53,8 +47,14 @@ from mirrord.report import (
     TerminalLogger,
     progress_for,
 )
-from mirrord.settings import Settings, from_env
-from mirrord.upstream import fetch_catalog, source_url, upstream_connector
+from mirrord.core.settings import Settings, from_env
+from mirrord.daemon import Daemon
+from mirrord.health import add_arguments as health_arguments
+from mirrord.health import run as run_health
+from mirrord.lambdas.enqueue import enqueue, lambda_invoker
+from mirrord.services.check import check_client
+from mirrord.services.sync import load_hashfile, prepare
+from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")
 

@@ -26,11 +26,11 @@ from typing import TypeVar
 
 import structlog
 
+from mirrord.adapters.lock import BucketLock
+from mirrord.adapters.sqs import JobQueue, Received
 from mirrord.app import App, run_job
-from mirrord.errors import MirrordError
-from mirrord.jobs import Job, JobError, parse_job
-from mirrord.lock import BucketLock
-from mirrord.queue import JobQueue, Received
+from mirrord.core.errors import MirrordError
+from mirrord.core.jobs import Job, JobError, parse_job
 
 log = structlog.get_logger("mirrord.daemon")
 T = TypeVar("T")

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mirrord.errors import SettingsError
-from mirrord.settings import from_env
+from mirrord.core.errors import SettingsError
+from mirrord.core.settings import from_env
 
 # The daemon's liveness settings; the others are none of the health check's business.
 VARIABLES = ("MIRRORD_HEALTH_FILE", "MIRRORD_HEARTBEAT_SECONDS")

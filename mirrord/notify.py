@@ -31,9 +31,9 @@ import orjson
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mirrord.errors import InputError
-from mirrord.report import Failure, Progress, Quarantined, Report
-from mirrord.retry import parse_retry_after
+from mirrord.core.errors import InputError
+from mirrord.core.report import Failure, Progress, Quarantined, Report
+from mirrord.core.retry import parse_retry_after
 
 log = structlog.get_logger("mirrord.notify")
 

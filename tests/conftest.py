@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from mirrord.app import App, configure_logging, open_app
-from mirrord.settings import Settings
+from mirrord.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # docs/design.md §10: the fields every `sync --json` report carries.

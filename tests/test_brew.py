@@ -14,6 +14,14 @@ import boto3
 import orjson
 import pytest
 from conftest import DATE, make_settings, run_cli
+from mirrord_dev.emulator import (
+    PORTABLE_RUBY_VERSIONS,
+    Emulator,
+    Fault,
+    catalog_from_entries,
+    sample_catalog,
+)
+from mirrord_dev.local import Front, bucket_front
 
 from mirrord.app import App, open_app, run_job
 from mirrord.brew import (
@@ -24,22 +32,14 @@ from mirrord.brew import (
     jws_payload,
     packages_endpoint,
 )
-from mirrord.catalog import parse_catalog
-from mirrord.check import check_client
-from mirrord.emulator import (
-    PORTABLE_RUBY_VERSIONS,
-    Emulator,
-    Fault,
-    catalog_from_entries,
-    sample_catalog,
-)
-from mirrord.errors import InputError, SettingsError
-from mirrord.hashfile import HashFile
-from mirrord.jobs import Job
-from mirrord.local import Front, bucket_front
-from mirrord.models import HashEntry
-from mirrord.report import Report
-from mirrord.settings import from_env
+from mirrord.core.catalog import parse_catalog
+from mirrord.core.errors import InputError, SettingsError
+from mirrord.core.hashfile import HashFile
+from mirrord.core.jobs import Job
+from mirrord.core.models import HashEntry
+from mirrord.core.report import Report
+from mirrord.core.settings import from_env
+from mirrord.services.check import check_client
 
 TARGETS = ("arm64_tahoe", "tahoe", "arm64_sequoia", "sequoia", "arm64_sonoma", "sonoma")
 RUBY = PORTABLE_RUBY_VERSIONS[0]
@@ -321,7 +321,7 @@ async def test_new_rebuild_gets_its_own_index_and_the_old_one_stays(bucket_name:
     """A formula whose rebuild changes is published under its new ref; the previous
     version's index and blob stay for clients that still hold the old API files."""
     entries = orjson.loads(
-        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+        resources.files("mirrord_dev.emulator").joinpath("sample_catalog.json").read_bytes()
     )
     jq = next(e for e in entries if e["name"] == "jq")
     jq["bottle"]["stable"]["rebuild"] = 1

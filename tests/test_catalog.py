@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
+from mirrord_dev.emulator.content import synthetic_catalog
 
-from mirrord import catalog as catalog_module
-from mirrord.catalog import (
+from mirrord.core import catalog as catalog_module
+from mirrord.core.catalog import (
     auto_targets,
     filter_formulae,
     formula_from_api,
@@ -18,8 +19,7 @@ from mirrord.catalog import (
     select_file,
     validate_targets,
 )
-from mirrord.emulator.content import synthetic_catalog
-from mirrord.errors import CatalogError, FormulaError, SettingsError
+from mirrord.core.errors import CatalogError, FormulaError, SettingsError
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 
@@ -225,7 +225,7 @@ def test_one_malformed_entry_leaves_the_fast_path_and_is_rejected_alone(mutate: 
 @pytest.mark.parametrize(
     "raw",
     [
-        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes(),
+        resources.files("mirrord_dev.emulator").joinpath("sample_catalog.json").read_bytes(),
         orjson.dumps(synthetic_catalog(300).formulae).replace(b"{registry}", b"https://ghcr.io"),
         orjson.dumps([JQ, OPENSSL, CERTS, OLD, LINUX, NONE, {**JQ, "name": "nob", "bottle": None}]),
     ],

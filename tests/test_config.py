@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from mirrord.deployconfig import ROOT_VARIABLES, ConfigError, parse
+from mirrord.core.deployconfig import ROOT_VARIABLES, ConfigError, parse
 
 GOOD = (ROOT / "config.yaml").read_text()
 

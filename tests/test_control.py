@@ -24,20 +24,20 @@ import trustme
 from aiobotocore.session import get_session
 from aiohttp import web
 from conftest import DATE, Receiver, loopback, make_settings, run_cli, spawn_cli
+from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
+from mirrord.adapters.lock import BucketLock, LockLost
 from mirrord.app import App, open_app, run_job
-from mirrord.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.errors import StoreError
+from mirrord.core.jobs import Job
 from mirrord.daemon import Daemon
-from mirrord.emulator import Emulator, Fault, sample_catalog
-from mirrord.errors import StoreError
-from mirrord.jobs import Job
 from mirrord.lambdas.enqueue import enqueue, job_from_event, lambda_invoker
 from mirrord.lambdas.enqueue import handler as enqueue_handler
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.lambdas.sync import sync_job
-from mirrord.lock import BucketLock, LockLost
-from mirrord.pipeline import load_hashfile
+from mirrord.services.sync import load_hashfile
 
 MiB = 2**20
 SCHEDULED = {

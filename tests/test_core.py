@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from mirrord import hashfile as hashfile_module
-from mirrord.errors import HashFileError, SettingsError
-from mirrord.hashfile import HashFile, dumps, merge, missing_from, parse
-from mirrord.models import Bottle, HashEntry
-from mirrord.plan import make_plan
-from mirrord.retry import RetryPolicy, is_retryable_status, parse_retry_after
-from mirrord.settings import ENV, Settings, from_env, parse_size
+from mirrord.core import hashfile as hashfile_module
+from mirrord.core.errors import HashFileError, SettingsError
+from mirrord.core.hashfile import HashFile, dumps, merge, missing_from, parse
+from mirrord.core.models import Bottle, HashEntry
+from mirrord.core.plan import make_plan
+from mirrord.core.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from mirrord.core.settings import ENV, Settings, from_env, parse_size
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 

@@ -16,8 +16,7 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
-
-from mirrord.emulator import (
+from mirrord_dev.emulator import (
     INDEX_MEDIA_TYPE,
     Emulator,
     EmulatorCatalog,
@@ -477,7 +476,7 @@ def test_blob_bytes_is_deterministic() -> None:
 async def test_cli_prints_urls_serves_and_exits_on_sigterm(http: aiohttp.ClientSession) -> None:
     """The CLI prints one JSON line once listening, serves, and exits 0 on SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mirrord.emulator", "--synthetic", "3", "--seed", "1"],
+        [sys.executable, "-m", "mirrord_dev.emulator", "--synthetic", "3", "--seed", "1"],
         stdout=subprocess.PIPE,
     )
     try:

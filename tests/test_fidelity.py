@@ -17,6 +17,16 @@ import pytest
 from conftest import DATE, Receiver, make_settings, run_cli
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from mirrord_dev.emulator import (
+    Emulator,
+    EmulatorCatalog,
+    Fault,
+    catalog_from_entries,
+    packages_payload,
+    sample_catalog,
+)
+from mirrord_dev.emulator.content import SAMPLE_LARGE, jws
+from mirrord_dev.local import Front, bucket_front
 
 from mirrord.app import App, open_app, run_job
 from mirrord.brew import (
@@ -29,31 +39,21 @@ from mirrord.brew import (
     publication_lag,
     ruby_version_key,
 )
-from mirrord.catalog import parse_catalog, select_bottles, select_file
-from mirrord.check import check_client
-from mirrord.emulator import (
-    Emulator,
-    EmulatorCatalog,
-    Fault,
-    catalog_from_entries,
-    packages_payload,
-    sample_catalog,
-)
-from mirrord.emulator.content import SAMPLE_LARGE, jws
-from mirrord.errors import InputError, SettingsError
-from mirrord.hashfile import parse
-from mirrord.jobs import Job
-from mirrord.local import Front, bucket_front
-from mirrord.models import Formula
-from mirrord.report import Report
-from mirrord.settings import from_env
+from mirrord.core.catalog import parse_catalog, select_bottles, select_file
+from mirrord.core.errors import InputError, SettingsError
+from mirrord.core.hashfile import parse
+from mirrord.core.jobs import Job
+from mirrord.core.models import Formula
+from mirrord.core.report import Report
+from mirrord.core.settings import from_env
+from mirrord.services.check import check_client
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 TAHOE = packages_endpoint("arm64_tahoe")
 
 
 def sample_entries() -> list[dict[str, Any]]:
-    raw = resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+    raw = resources.files("mirrord_dev.emulator").joinpath("sample_catalog.json").read_bytes()
     entries: list[dict[str, Any]] = orjson.loads(raw)
     return entries
 

@@ -26,16 +26,22 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mirrord import catalog as catalog_module
-from mirrord import hashfile as hashfile_module
-from mirrord.catalog import MACOS_RELEASES, is_machine, parse_catalog, parse_tag, select_bottles
-from mirrord.errors import CatalogError, FormulaError, HashFileError, SettingsError
-from mirrord.hashfile import HashFile, dumps, entry_problem, parse
-from mirrord.jobs import JOB_ID_RE, JobError, parse_job
-from mirrord.models import Bottle, HashEntry, is_bottle_key, is_hash_key
-from mirrord.plan import make_plan, sizes_from_index
-from mirrord.retry import parse_retry_after
-from mirrord.settings import ENV, from_env
+from mirrord.core import catalog as catalog_module
+from mirrord.core import hashfile as hashfile_module
+from mirrord.core.catalog import (
+    MACOS_RELEASES,
+    is_machine,
+    parse_catalog,
+    parse_tag,
+    select_bottles,
+)
+from mirrord.core.errors import CatalogError, FormulaError, HashFileError, SettingsError
+from mirrord.core.hashfile import HashFile, dumps, entry_problem, parse
+from mirrord.core.jobs import JOB_ID_RE, JobError, parse_job
+from mirrord.core.models import Bottle, HashEntry, is_bottle_key, is_hash_key
+from mirrord.core.plan import make_plan, sizes_from_index
+from mirrord.core.retry import parse_retry_after
+from mirrord.core.settings import ENV, from_env
 
 # Examples that hold the 10 KB strings make hypothesis warn that their repr is large.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

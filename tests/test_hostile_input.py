@@ -19,25 +19,25 @@ import pytest
 from aiohttp import web
 from conftest import DATE, days_ago, make_settings, run_cli
 from faultproxy import FaultProxy
+from mirrord_dev.emulator import Emulator, catalog_from_entries, sample_catalog
+from mirrord_dev.emulator.content import SAMPLE_LARGE
+from mirrord_dev.emulator.server import parse_range
 
-from mirrord import catalog as catalog_module
+from mirrord.adapters.lock import BucketLock
+from mirrord.adapters.registry import fetch_catalog
+from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.sqs import _receive_count
 from mirrord.app import App, open_app
-from mirrord.audit import hash_key_of
-from mirrord.catalog import formula_from_api, parse_catalog
-from mirrord.emulator import Emulator, catalog_from_entries, sample_catalog
-from mirrord.emulator.content import SAMPLE_LARGE
-from mirrord.emulator.server import parse_range
-from mirrord.errors import FormulaError, HashFileError
-from mirrord.hashfile import HashFile, dumps, entry_problem, parse
-from mirrord.jobs import Job
-from mirrord.lock import BucketLock
-from mirrord.models import Bottle, HashEntry
-from mirrord.pipeline import Tuning, run_sync
-from mirrord.plan import sizes_from_index
-from mirrord.queue import _receive_count
-from mirrord.retry import parse_retry_after
-from mirrord.s3 import S3Store
-from mirrord.upstream import fetch_catalog
+from mirrord.core import catalog as catalog_module
+from mirrord.core.catalog import formula_from_api, parse_catalog
+from mirrord.core.errors import FormulaError, HashFileError
+from mirrord.core.hashfile import HashFile, dumps, entry_problem, parse
+from mirrord.core.jobs import Job
+from mirrord.core.models import Bottle, HashEntry
+from mirrord.core.plan import sizes_from_index
+from mirrord.core.retry import parse_retry_after
+from mirrord.services.sync import Tuning, run_sync
+from mirrord.services.verify import hash_key_of
 
 SHA = "ab" * 32
 
@@ -476,7 +476,7 @@ async def test_verify_reports_the_previous_rebuild_as_superseded_not_orphaned(
     and exited 1 after every rebottle, and rebuild-hash did not clear it. Now it is
     listed as superseded and verify exits 0; a bottle no entry names is still orphaned."""
     entries = orjson.loads(
-        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+        resources.files("mirrord_dev.emulator").joinpath("sample_catalog.json").read_bytes()
     )
     jq = next(e for e in entries if e["name"] == "jq")
     jq["bottle"]["stable"]["rebuild"] = 1

@@ -21,7 +21,9 @@ from aiohttp import web
 from conftest import DATE, ROOT, Receiver, loopback, make_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from mirrord_dev.emulator import Emulator, catalog_from_entries, sample_catalog
 
+from mirrord.adapters.registry import INDEX_MEDIA_TYPE
 from mirrord.app import open_app, run_job
 from mirrord.brew import (
     OCI_PREFIX,
@@ -35,11 +37,9 @@ from mirrord.brew import (
     portable_ruby_formula,
     versions,
 )
-from mirrord.emulator import Emulator, catalog_from_entries, sample_catalog
-from mirrord.errors import InputError
-from mirrord.jobs import Job
-from mirrord.models import Bottle, Formula, HashEntry
-from mirrord.upstream import INDEX_MEDIA_TYPE
+from mirrord.core.errors import InputError
+from mirrord.core.jobs import Job
+from mirrord.core.models import Bottle, Formula, HashEntry
 
 SHA = "ab" * 32
 TAGS = ["arm64_tahoe", "sonoma", "all", "arm64_sequoia"]
@@ -369,7 +369,7 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
     would write portable Ruby's keys: none of the three is published, each is reported,
     and the rest of the mirror is published as usual."""
     entries = orjson.loads(
-        resources.files("mirrord.emulator").joinpath("sample_catalog.json").read_bytes()
+        resources.files("mirrord_dev.emulator").joinpath("sample_catalog.json").read_bytes()
     )
     jq = next(e for e in entries if e["name"] == "jq")
     for name in ("foo+bar", "fooxbar", "portable-ruby"):

@@ -20,14 +20,14 @@ from conftest import DATE, Ledger, days_ago, make_settings, run_cli
 from hostile import Bottle, HostileUpstream
 from structlog.testing import capture_logs
 
+from mirrord.adapters.registry import address_problem
 from mirrord.app import App, open_app, run_job
-from mirrord.catalog import Catalog, parse_catalog
-from mirrord.hashfile import HashFile, dumps
-from mirrord.jobs import Job, JobError, parse_date
-from mirrord.models import Formula, HashEntry
-from mirrord.pipeline import Tuning, adoption_folders, load_hashfile, run_sync
-from mirrord.report import Report
-from mirrord.upstream import address_problem
+from mirrord.core.catalog import Catalog, parse_catalog
+from mirrord.core.hashfile import HashFile, dumps
+from mirrord.core.jobs import Job, JobError, parse_date
+from mirrord.core.models import Formula, HashEntry
+from mirrord.core.report import Report
+from mirrord.services.sync import Tuning, adoption_folders, load_hashfile, run_sync
 
 MiB = 2**20
 PART = 5 * MiB  # the tests' part size (make_settings)

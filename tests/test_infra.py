@@ -30,8 +30,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from conftest import ROOT, run_cli
-
-from mirrord.emulator import Emulator, sample_catalog
+from mirrord_dev.emulator import Emulator, sample_catalog
 
 INFRA = ROOT / "infra"
 TERRAFORM = shutil.which("terraform")
@@ -44,7 +43,7 @@ DIRECTORIES = (
     *(f"modules/{m}" for m in MODULES),
     *(f"environments/{e}" for e in ENVIRONMENTS if e != "moto"),
 )
-# What `mirrord config render` writes to terraform.tfvars.json (mirrord/deployconfig.py).
+# What `mirrord config render` writes to terraform.tfvars.json (mirrord/core/deployconfig.py).
 ROOT_VARIABLES = frozenset(
     {
         "name_prefix",

@@ -17,6 +17,7 @@ from aiobotocore.session import AioSession, get_session
 from conftest import HOOK_PATH, SECRET_PART, Receiver, Reply, free_port
 from structlog.testing import capture_logs
 
+from mirrord.core.report import Failure, Report
 from mirrord.notify import (
     Message,
     Slack,
@@ -30,7 +31,6 @@ from mirrord.notify import (
     start_message,
     success_message,
 )
-from mirrord.report import Failure, Report
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from dataclasses import replace
 import orjson
 import pytest
 from conftest import DATE, make_settings, run_cli, spawn_cli
+from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 
+from mirrord.adapters.lock import BucketLock, Process
 from mirrord.app import App, open_app
-from mirrord.emulator import Emulator, Fault, sample_catalog
-from mirrord.lock import BucketLock, Process
 
 MiB = 2**20
 

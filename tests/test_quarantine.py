@@ -14,14 +14,14 @@ import boto3
 import orjson
 import pytest
 from conftest import DATE, Receiver, make_settings
+from mirrord_dev.emulator import PORTABLE_RUBY_VERSIONS, Emulator, Fault, sample_catalog
+from mirrord_dev.local import Front, bucket_front
 
-from mirrord import hashfile as hashfile_module
 from mirrord.app import App, open_app, run_job
-from mirrord.catalog import parse_catalog
-from mirrord.check import check_client
-from mirrord.emulator import PORTABLE_RUBY_VERSIONS, Emulator, Fault, sample_catalog
-from mirrord.errors import HashFileError
-from mirrord.hashfile import (
+from mirrord.core import hashfile as hashfile_module
+from mirrord.core.catalog import parse_catalog
+from mirrord.core.errors import HashFileError
+from mirrord.core.hashfile import (
     QUARANTINE_AFTER,
     HashFile,
     Suspect,
@@ -30,11 +30,11 @@ from mirrord.hashfile import (
     note_failure,
     parse,
 )
-from mirrord.jobs import Job
-from mirrord.local import Front, bucket_front
-from mirrord.models import HashEntry
-from mirrord.pipeline import Checkpointer, load_hashfile, stale_suspects
-from mirrord.report import Report
+from mirrord.core.jobs import Job
+from mirrord.core.models import HashEntry
+from mirrord.core.report import Report
+from mirrord.services.check import check_client
+from mirrord.services.sync import Checkpointer, load_hashfile, stale_suspects
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 T0, T1 = "2026-11-08T03:00:00Z", "2026-11-15T03:00:00Z"

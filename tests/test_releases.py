@@ -13,11 +13,13 @@ import orjson
 import pytest
 from aiobotocore.session import get_session
 from conftest import DATE, Receiver, make_settings
+from mirrord_dev.emulator import Emulator, catalog_from_entries
+from mirrord_dev.emulator.content import jws
 from structlog.testing import capture_logs
 
 from mirrord.app import open_app, run_job
 from mirrord.brew import api_gaps
-from mirrord.catalog import (
+from mirrord.core.catalog import (
     DEFAULT_RELEASES,
     auto_targets,
     macos_looking,
@@ -27,17 +29,15 @@ from mirrord.catalog import (
     unknown_tags,
     validate_targets,
 )
+from mirrord.core.errors import SettingsError
+from mirrord.core.jobs import Job, JobError, parse_job
+from mirrord.core.report import Report
+from mirrord.core.settings import from_env, parse_releases
 from mirrord.daemon import Daemon
-from mirrord.emulator import Emulator, catalog_from_entries
-from mirrord.emulator.content import jws
-from mirrord.errors import SettingsError
-from mirrord.jobs import Job, JobError, parse_job
 from mirrord.lambdas.enqueue import enqueue, job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.notify import failure_message, success_message
-from mirrord.pipeline import load_hashfile
-from mirrord.report import Report
-from mirrord.settings import from_env, parse_releases
+from mirrord.services.sync import load_hashfile
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 REDWOOD = parse_releases("redwood=28")

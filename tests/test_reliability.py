@@ -35,19 +35,19 @@ import pytest
 from aiobotocore.session import get_session
 from conftest import DATE, Ledger, days_ago, make_settings, run_cli, spawn_cli
 from faultproxy import FaultProxy, Kind, Op
+from mirrord_dev.emulator import Emulator, EmulatorCatalog, Fault, sample_catalog, synthetic_catalog
 
+from mirrord.adapters.lock import BucketLock
+from mirrord.adapters.registry import fetch_catalog
 from mirrord.app import App, crash_hook, open_app
-from mirrord.catalog import auto_targets, parse_catalog, select_bottles
-from mirrord.emulator import Emulator, EmulatorCatalog, Fault, sample_catalog, synthetic_catalog
-from mirrord.errors import SettingsError
-from mirrord.hashfile import HashFile
-from mirrord.jobs import Job
-from mirrord.lock import BucketLock
-from mirrord.models import Bottle
-from mirrord.pipeline import Tuning, load_hashfile, run_sync
-from mirrord.settings import CRASH_POINTS, from_env
-from mirrord.transfer import no_hook
-from mirrord.upstream import fetch_catalog
+from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.errors import SettingsError
+from mirrord.core.hashfile import HashFile
+from mirrord.core.jobs import Job
+from mirrord.core.models import Bottle
+from mirrord.core.settings import CRASH_POINTS, from_env
+from mirrord.services.sync import Tuning, load_hashfile, run_sync
+from mirrord.services.transfer import no_hook
 
 MiB = 2**20
 HASH_KEY = "bottles_hash.json"

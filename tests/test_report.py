@@ -7,7 +7,7 @@ import io
 from conftest import REPORT_FIELDS
 from structlog.testing import capture_logs
 
-from mirrord.report import BarProgress, Failure, LogProgress, Report
+from mirrord.core.report import BarProgress, Failure, LogProgress, Report
 
 
 class Clock:

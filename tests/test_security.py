@@ -33,15 +33,15 @@ from conftest import (
     make_settings,
     run_cli,
 )
+from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
+from mirrord.adapters.registry import address_problem, fetch_untrusted, guarded_session, shown_url
 from mirrord.app import load_external, open_app, run_job
-from mirrord.emulator import Emulator, Fault, sample_catalog
-from mirrord.errors import FatalUpstreamError, RefusedAddress, SettingsError
-from mirrord.jobs import Job
-from mirrord.retry import Backoff, RetryPolicy
-from mirrord.settings import from_env
-from mirrord.upstream import address_problem, fetch_untrusted, guarded_session, shown_url
+from mirrord.core.errors import FatalUpstreamError, RefusedAddress, SettingsError
+from mirrord.core.jobs import Job
+from mirrord.core.retry import Backoff, RetryPolicy
+from mirrord.core.settings import from_env
 
 MiB = 2**20
 SHA = "ab" * 32

@@ -24,24 +24,24 @@ from conftest import (
     run_cli,
     spawn_cli,
 )
-
-from mirrord.app import App, open_app
-from mirrord.catalog import auto_targets, parse_catalog, select_bottles
-from mirrord.emulator import (
+from mirrord_dev.emulator import (
     Emulator,
     Fault,
     catalog_from_entries,
     sample_catalog,
     synthetic_catalog,
 )
-from mirrord.errors import StoreError
-from mirrord.hashfile import HashFile
-from mirrord.jobs import Job
-from mirrord.lock import BucketLock
-from mirrord.models import HashEntry
-from mirrord.pipeline import Checkpointer, Tuning, load_hashfile, run_sync
-from mirrord.transfer import transfer
-from mirrord.upstream import fetch_catalog
+
+from mirrord.adapters.lock import BucketLock
+from mirrord.adapters.registry import fetch_catalog
+from mirrord.app import App, open_app
+from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.errors import StoreError
+from mirrord.core.hashfile import HashFile
+from mirrord.core.jobs import Job
+from mirrord.core.models import HashEntry
+from mirrord.services.sync import Checkpointer, Tuning, load_hashfile, run_sync
+from mirrord.services.transfer import transfer
 
 MiB = 2**20
 

@@ -27,11 +27,11 @@ import orjson
 import pytest
 from aiohttp import web
 from conftest import DATE, ROOT, loopback, make_settings, run_cli
+from mirrord_dev.emulator import Emulator, Fault, sample_catalog, synthetic_catalog
 
 from mirrord.app import App, open_app
 from mirrord.cli import build_parser, main
-from mirrord.emulator import Emulator, Fault, sample_catalog, synthetic_catalog
-from mirrord.settings import from_env
+from mirrord.core.settings import from_env
 
 MiB = 2**20
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -10,11 +10,11 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from mirrord_dev.emulator import Emulator, Fault, catalog_from_entries
 
-from mirrord.emulator import Emulator, Fault, catalog_from_entries
-from mirrord.errors import CatalogError, FatalUpstreamError, RetryableError
-from mirrord.retry import Backoff, RetryPolicy
-from mirrord.upstream import Registry, fetch_catalog, parse_challenge
+from mirrord.adapters.registry import Registry, fetch_catalog, parse_challenge
+from mirrord.core.errors import CatalogError, FatalUpstreamError, RetryableError
+from mirrord.core.retry import Backoff, RetryPolicy
 
 MiB = 2**20
 

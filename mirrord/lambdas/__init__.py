@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from mirrord.app import configure_logging
-from mirrord.settings import Settings, from_env
+from mirrord.core.settings import Settings, from_env
 
 
 def settings_from_env() -> Settings:

@@ -14,10 +14,10 @@ from typing import Any
 
 import structlog
 
+from mirrord.adapters.lock import LockBusy, default_owner
 from mirrord.app import App, open_app, run_exclusive, run_loop
-from mirrord.jobs import Job, job_from_dict
+from mirrord.core.jobs import Job, job_from_dict
 from mirrord.lambdas import settings_from_env
-from mirrord.lock import LockBusy, default_owner
 
 log = structlog.get_logger("mirrord.sync_lambda")
 

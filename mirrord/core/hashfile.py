@@ -23,8 +23,8 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from mirrord.errors import HashFileError
-from mirrord.models import (
+from mirrord.core.errors import HashFileError
+from mirrord.core.models import (
     MAX_JSON_INT,
     SHA256_RE,
     HashEntry,

@@ -1,4 +1,4 @@
-"""python -m mirrord.emulator: serve a catalog until SIGTERM/SIGINT.
+"""python -m mirrord_dev.emulator: serve a catalog until SIGTERM/SIGINT.
 
 Prints one JSON line with the urls once both origins listen, so a parent process can read
 where to point the client.
@@ -14,17 +14,17 @@ from pathlib import Path
 
 import orjson
 
-from mirrord.emulator.content import (
+from mirrord_dev.emulator.content import (
     EmulatorCatalog,
     catalog_from_entries,
     sample_catalog,
     synthetic_catalog,
 )
-from mirrord.emulator.server import Emulator, faults_from_json
+from mirrord_dev.emulator.server import Emulator, faults_from_json
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mirrord.emulator", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mirrord_dev.emulator", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="registry/api port (0: any free)")
     p.add_argument("--blob-port", type=int, default=0, help="blob storage port (0: any free)")

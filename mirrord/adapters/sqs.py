@@ -9,8 +9,8 @@ from typing import Any
 import botocore.exceptions
 from botocore.exceptions import ClientError
 
-from mirrord.errors import StoreError
-from mirrord.jobs import Job
+from mirrord.core.errors import StoreError
+from mirrord.core.jobs import Job
 
 _ERRORS = (ClientError, botocore.exceptions.BotoCoreError)
 

@@ -35,9 +35,9 @@ import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from mirrord.catalog import Catalog, parse_catalog
-from mirrord.errors import FatalUpstreamError, RefusedAddress, RetryableError, UpstreamError
-from mirrord.retry import Backoff, is_retryable_status, parse_retry_after
+from mirrord.core.catalog import Catalog, parse_catalog
+from mirrord.core.errors import FatalUpstreamError, RefusedAddress, RetryableError, UpstreamError
+from mirrord.core.retry import Backoff, is_retryable_status, parse_retry_after
 
 ANONYMOUS_TOKEN = "QQ=="  # noqa: S105  # nosec B105  # GHCR's public anonymous token, as brew sends it
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -57,7 +57,7 @@ _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-")
 _URL_SAFE = ":/@!$&'()*+,;=~%[]"
 TOKEN_LIMIT = 1 << 20  # a registry token answer is a few KB
 
-log = structlog.get_logger("mirrord.upstream")
+log = structlog.get_logger("mirrord.adapters.registry")
 
 # What a broken connection looks like from aiohttp; all are worth resuming.
 _TRANSIENT = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)

@@ -29,10 +29,10 @@ from pathlib import Path
 import orjson
 import structlog
 
-from mirrord.errors import MirrordError, PreconditionFailed
-from mirrord.s3 import Read, S3Store
+from mirrord.adapters.s3 import Read, S3Store
+from mirrord.core.errors import MirrordError, PreconditionFailed
 
-log = structlog.get_logger("mirrord.lock")
+log = structlog.get_logger("mirrord.adapters.lock")
 LOCK_KEY = "sync.lock"
 
 

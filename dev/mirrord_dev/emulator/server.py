@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 import orjson
 from aiohttp import web
 
-from mirrord.emulator.content import (
+from mirrord_dev.emulator.content import (
     INDEX_MEDIA_TYPE,
     PORTABLE_RUBY_IMAGE,
     Blob,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from mirrord.hashfile import HashFile
-from mirrord.models import Bottle, HashEntry
+from mirrord.core.hashfile import HashFile
+from mirrord.core.models import Bottle, HashEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,15 +24,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.errors import IntegrityError, PreconditionFailed, StoreError
-from mirrord.models import Bottle
-from mirrord.s3 import Part, S3Store
-from mirrord.upstream import source_url
+from mirrord.adapters.registry import source_url
+from mirrord.adapters.s3 import Part, S3Store
+from mirrord.core.errors import IntegrityError, PreconditionFailed, StoreError
+from mirrord.core.models import Bottle
 
 # Below this, hashing on the event loop is cheaper than a hop to a thread.
 THREAD_HASH_MIN = 1 << 20
 
-log = structlog.get_logger("mirrord.transfer")
+log = structlog.get_logger("mirrord.services.transfer")
 
 
 class Source(Protocol):

@@ -1,7 +1,7 @@
 """Offline stand-in for formulae.brew.sh, ghcr.io and GHCR's blob storage (tests, run-local,
 benchmarks). Imports nothing from the rest of mirrord."""
 
-from mirrord.emulator.content import (
+from mirrord_dev.emulator.content import (
     API_ENDPOINTS,
     INDEX_MEDIA_TYPE,
     PORTABLE_RUBY_IMAGE,
@@ -19,7 +19,7 @@ from mirrord.emulator.content import (
     sample_catalog,
     synthetic_catalog,
 )
-from mirrord.emulator.server import (
+from mirrord_dev.emulator.server import (
     PORTABLE_RUBY_VERSIONS,
     BlobStats,
     Emulator,

@@ -12,10 +12,11 @@ from typing import TypeVar
 
 import structlog
 
-from mirrord.errors import HashFileError, PreconditionFailed
-from mirrord.hashfile import HashFile, dumps, parse, utc_now
-from mirrord.lock import BucketLock, LockBusy
-from mirrord.models import (
+from mirrord.adapters.lock import BucketLock, LockBusy
+from mirrord.adapters.s3 import S3Store
+from mirrord.core.errors import HashFileError, PreconditionFailed
+from mirrord.core.hashfile import HashFile, dumps, parse, utc_now
+from mirrord.core.models import (
     NAME_RE,
     SHA256_RE,
     TAG_RE,
@@ -25,9 +26,8 @@ from mirrord.models import (
     is_bottle_key,
     is_hash_key,
 )
-from mirrord.s3 import S3Store
 
-log = structlog.get_logger("mirrord.audit")
+log = structlog.get_logger("mirrord.services.verify")
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from mirrord.errors import CatalogError, FormulaError, SettingsError
-from mirrord.models import (
+from mirrord.core.errors import CatalogError, FormulaError, SettingsError
+from mirrord.core.models import (
     MAX_JSON_INT,
     MAX_NAME_LEN,
     MAX_TAG_LEN,

@@ -22,7 +22,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.catalog import (
+from mirrord.adapters.registry import shown_url, source_url
+from mirrord.adapters.s3 import S3Store
+from mirrord.core.catalog import (
     DEFAULT_RELEASES,
     Catalog,
     Releases,
@@ -31,7 +33,7 @@ from mirrord.catalog import (
     select_bottles,
     unknown_tags,
 )
-from mirrord.errors import (
+from mirrord.core.errors import (
     FatalUpstreamError,
     FormulaError,
     IntegrityError,
@@ -40,7 +42,7 @@ from mirrord.errors import (
     StoreError,
     UpstreamError,
 )
-from mirrord.hashfile import (
+from mirrord.core.hashfile import (
     HashFile,
     Suspect,
     dumps,
@@ -52,15 +54,13 @@ from mirrord.hashfile import (
     quarantine_missing,
     utc_now,
 )
-from mirrord.jobs import Job
-from mirrord.models import DATE_RE, Bottle, HashEntry, ObjectInfo, gc_paused
-from mirrord.plan import Plan, Transfer, index_url, make_plan, sizes_from_index
-from mirrord.report import Failure, LogProgress, Progress, Quarantined, Report
-from mirrord.s3 import S3Store
-from mirrord.transfer import Hook, SizeLimit, Source, no_hook, transfer
-from mirrord.upstream import shown_url, source_url
+from mirrord.core.jobs import Job
+from mirrord.core.models import DATE_RE, Bottle, HashEntry, ObjectInfo, gc_paused
+from mirrord.core.plan import Plan, Transfer, index_url, make_plan, sizes_from_index
+from mirrord.core.report import Failure, LogProgress, Progress, Quarantined, Report
+from mirrord.services.transfer import Hook, SizeLimit, Source, no_hook, transfer
 
-log = structlog.get_logger("mirrord.pipeline")
+log = structlog.get_logger("mirrord.services.sync")
 SAVE_ATTEMPTS = 10
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from mirrord.adapters.registry import CHUNK, INDEX_MEDIA_TYPE
 from mirrord.brew import (
     PORTABLE_RUBY,
     RUBY_LATEST,
@@ -37,11 +38,10 @@ from mirrord.brew import (
     ref_name,
     tags_key,
 )
-from mirrord.catalog import DEFAULT_RELEASES, Releases, select_file
-from mirrord.errors import InputError
-from mirrord.models import BottleFile, Formula
-from mirrord.report import LogProgress, Progress
-from mirrord.upstream import CHUNK, INDEX_MEDIA_TYPE
+from mirrord.core.catalog import DEFAULT_RELEASES, Releases, select_file
+from mirrord.core.errors import InputError
+from mirrord.core.models import BottleFile, Formula
+from mirrord.core.report import LogProgress, Progress
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from mirrord.errors import RetryableError
+from mirrord.core.errors import RetryableError
 
 RETRYABLE_4XX = frozenset({401, 408, 429})
 

@@ -193,7 +193,9 @@ def main() -> int:
             stdout=moto_log,
             stderr=subprocess.STDOUT,
         ) as moto,
-        _process([sys.executable, "-m", "mirrord.emulator"], stdout=subprocess.PIPE) as emulator,
+        _process(
+            [sys.executable, "-m", "mirrord_dev.emulator"], stdout=subprocess.PIPE
+        ) as emulator,
         _slack_receiver() as (slack_url, slack),
     ):
         assert emulator.stdout is not None

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from mirrord.errors import InputError, SettingsError
-from mirrord.models import BUCKET_RE
-from mirrord.settings import parse_platforms
+from mirrord.core.errors import InputError, SettingsError
+from mirrord.core.models import BUCKET_RE
+from mirrord.core.settings import parse_platforms
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 FARGATE_CPU = (256, 512, 1024, 2048, 4096, 8192, 16384)

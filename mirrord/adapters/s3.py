@@ -19,8 +19,8 @@ import botocore.exceptions
 from awscrt.checksums import crc32c
 from botocore.exceptions import ClientError
 
-from mirrord.errors import PreconditionFailed, StoreError
-from mirrord.models import ObjectInfo
+from mirrord.core.errors import PreconditionFailed, StoreError
+from mirrord.core.models import ObjectInfo
 
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _BOTO_ERRORS = (ClientError, botocore.exceptions.BotoCoreError)
