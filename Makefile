@@ -40,14 +40,14 @@ test: preflight $(STAMP) $(ACTIONLINT)
 # matrix and sweep, all hostile rows, are in `make test`);
 # writes docs/reliability.md and docs/reliability-soak.svg from what it measured.
 reliability: $(STAMP)
-	$(BIN)/python -m pytest tests/test_hostile_upstream.py tests/test_reliability.py \
+	$(BIN)/python -m pytest tests/integration/test_hostile_upstream.py tests/system/test_reliability.py \
 	  -m "reliability or not reliability" \
 	  --reliability-report=docs/reliability.md
 
 # Also part of `make test`: terraform apply of the whole stack to moto, mirrord sync into
 # what it created, terraform destroy.
 infra-test: preflight $(STAMP)
-	$(BIN)/python -m pytest tests/test_infra.py
+	$(BIN)/python -m pytest tests/system/test_infra.py
 
 actionlint: $(ACTIONLINT)
 	$(ACTIONLINT)
@@ -56,6 +56,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check mirrord dev tests bench
 	$(BIN)/ruff format --check mirrord dev tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python .ci/sizes.py
 
 # checkov pins an old boto3/botocore that would break aiobotocore: it gets its own venv.
 CHECKOV_VENV := .checkov-venv

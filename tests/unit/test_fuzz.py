@@ -9,7 +9,7 @@ another exception. The strategies mix valid-shaped data with hostile strings: '.
 
 Profiles: ``dev`` (the default for `make test`, a few seconds), ``ci`` (the same counts,
 derandomized so a CI run is reproducible; chosen when CI is set), ``deep`` (thousands of
-examples: ``MIRRORD_FUZZ_PROFILE=deep .venv/bin/python -m pytest tests/test_fuzz.py``).
+examples: ``MIRRORD_FUZZ_PROFILE=deep .venv/bin/python -m pytest tests/unit/test_fuzz.py``).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ full = pytest.mark.reliability
 @pytest.fixture(scope="module", autouse=True)
 def report_writer(ledger: Ledger) -> None:
     """After a run of the whole set (make reliability, which also runs
-    tests/test_hostile_upstream.py), the session writes the report: only a run of the
+    tests/integration/test_hostile_upstream.py), the session writes the report: only a run of the
     whole set describes the whole set."""
 
     def write_if_whole(path: Path, book: Ledger) -> None:
@@ -620,7 +620,7 @@ def write_report(path: Path, book: Ledger) -> None:
     lines = [
         "# Reliability, measured",
         "",
-        "Written by `make reliability` (tests/test_reliability.py) from what it measured;",
+        "Written by `make reliability` (tests/system/test_reliability.py) from what it measured;",
         'do not edit by hand. The guarantees are stated in docs/internals.md ("Guarantees").',
         "Peers: a moto server (behind tests/faultproxy.py for S3 faults), the emulator for",
         "GHCR, real sockets. Part size 5 MiB; 4 attempts per request (`MIRRORD_MAX_ATTEMPTS`).",
@@ -651,7 +651,7 @@ def write_report(path: Path, book: Ledger) -> None:
         "",
         "## Hostile upstream",
         "",
-        "tests/test_hostile_upstream.py: a loopback server (tests/hostile.py) answering one",
+        "tests/integration/test_hostile_upstream.py: a loopback server (tests/hostile.py) answering one",
         "bottle the way a red-team review found harmful, beside a well-behaved neighbour, in",
         "one whole job into moto. *read*: body bytes mirrord read for the hostile bottle;",
         "*sent*: what the server wrote to the socket (kernel buffers hold the difference);",
