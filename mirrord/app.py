@@ -26,7 +26,7 @@ from aiobotocore.session import get_session
 from botocore.handlers import add_expect_header
 
 from mirrord import __version__
-from mirrord.adapters.lock import BucketLock, LockBusy
+from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.registry import (
     Registry,
     fetch_catalog,
@@ -47,7 +47,14 @@ from mirrord.brew import (
     registry_root,
 )
 from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
-from mirrord.core.errors import InputError, JobCrashed, MirrordError, SettingsError, UpstreamError
+from mirrord.core.errors import (
+    InputError,
+    JobCrashed,
+    LockBusy,
+    MirrordError,
+    SettingsError,
+    UpstreamError,
+)
 from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
 from mirrord.core.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf

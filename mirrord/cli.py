@@ -34,10 +34,9 @@ from mirrord.app import (
     run_exclusive,
     run_loop,
 )
-from mirrord.core.deployconfig import ConfigError
 from mirrord.core.deployconfig import parse as parse_deploy_config
-from mirrord.core.errors import MirrordError, SettingsError
-from mirrord.core.jobs import Job, JobError, parse_date
+from mirrord.core.errors import ConfigError, JobError, MirrordError, SettingsError
+from mirrord.core.jobs import Job, parse_date
 from mirrord.core.report import (
     EXIT_FAILED,
     EXIT_OK,

@@ -29,8 +29,8 @@ import structlog
 from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.sqs import JobQueue, Received
 from mirrord.app import App, run_job
-from mirrord.core.errors import MirrordError
-from mirrord.core.jobs import Job, JobError, parse_job
+from mirrord.core.errors import JobError, MirrordError
+from mirrord.core.jobs import Job, parse_job
 
 log = structlog.get_logger("mirrord.daemon")
 T = TypeVar("T")

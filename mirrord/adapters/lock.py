@@ -30,26 +30,10 @@ import orjson
 import structlog
 
 from mirrord.adapters.s3 import Read, S3Store
-from mirrord.core.errors import MirrordError, PreconditionFailed
+from mirrord.core.errors import LockLost, MirrordError, PreconditionFailed
 
 log = structlog.get_logger("mirrord.adapters.lock")
 LOCK_KEY = "sync.lock"
-
-
-class LockLost(MirrordError):
-    """Someone else holds the lock now (ours expired and was taken over)."""
-
-
-class LockBusy(MirrordError):
-    """Another sync holds the bucket."""
-
-    def __init__(self, holder: Holder) -> None:
-        super().__init__(
-            f"another sync holds the bucket: {holder.owner} (job {holder.job_id}), "
-            f"lease renewed for another {max(0, int(holder.left))}s "
-            "(`mirrord sync --wait` waits for it)"
-        )
-        self.holder = holder
 
 
 @dataclass(frozen=True, slots=True)

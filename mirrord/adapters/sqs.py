@@ -9,14 +9,10 @@ from typing import Any
 import botocore.exceptions
 from botocore.exceptions import ClientError
 
-from mirrord.core.errors import StoreError
+from mirrord.core.errors import QueueError
 from mirrord.core.jobs import Job
 
 _ERRORS = (ClientError, botocore.exceptions.BotoCoreError)
-
-
-class QueueError(StoreError):
-    """An SQS request failed after the SDK's own retries."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mirrord.core.errors import InputError, SettingsError
+from mirrord.core.errors import ConfigError, SettingsError
 from mirrord.core.models import BUCKET_RE
 from mirrord.core.settings import parse_platforms
 
@@ -45,14 +45,6 @@ LOG_RETENTION_DAYS = (
     3288,
     3653,
 )  # what CloudWatch Logs accepts
-
-
-class ConfigError(InputError):
-    """config.yaml is unusable; ``problems`` lists every reason, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong

@@ -7,6 +7,8 @@ once, with ``raise … from exc``; nothing above the adapters catches a foreign 
     MirrordError
     ├── SettingsError          a bad setting or flag (exit 2)
     ├── InputError             bad input from outside; names what was wrong
+    │   ├── JobError           a job message that cannot be run
+    │   ├── ConfigError        config.yaml unusable; lists every problem
     │   ├── CatalogError       formula.json unreadable or of the wrong shape
     │   ├── FormulaError       one formula entry rejected (the rest go on)
     │   └── HashFileError      bottles_hash.json corrupt: never silently replaced
@@ -16,11 +18,16 @@ once, with ``raise … from exc``; nothing above the adapters catches a foreign 
     │       └── RefusedAddress an untrusted URL aims where it must not (SSRF)
     ├── IntegrityError         bytes do not match the catalog's sha256 or size
     ├── StoreError             S3
-    │   └── PreconditionFailed a conditional write lost (412)
+    │   ├── PreconditionFailed a conditional write lost (412)
+    │   └── QueueError         SQS
+    ├── LockBusy               another sync holds the bucket lock
+    ├── LockLost               our lease lapsed and someone took the lock over
     └── JobCrashed             a job ended on an exception mirrord does not expect: a bug
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 
 class MirrordError(Exception):
@@ -111,3 +118,46 @@ class JobCrashed(MirrordError):
     """A job ended on an exception mirrord does not expect: a bug. ``run_job`` raises it
     once the traceback is logged and Slack told, so every entry point treats it as any
     failed job: the daemon's message comes back, the CLI prints one line and exits 1."""
+
+
+class JobError(InputError):
+    """A job message that cannot be run as it is."""
+
+
+class ConfigError(InputError):
+    """config.yaml is unusable; ``problems`` lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class LockLost(MirrordError):
+    """Someone else holds the lock now (ours expired and was taken over)."""
+
+
+class _Holder(Protocol):
+    """What LockBusy says about the holder (adapters.lock.Holder)."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def left(self) -> float: ...
+
+
+class LockBusy(MirrordError):
+    """Another sync holds the bucket."""
+
+    def __init__(self, holder: _Holder) -> None:
+        super().__init__(
+            f"another sync holds the bucket: {holder.owner} (job {holder.job_id}), "
+            f"lease renewed for another {max(0, int(holder.left))}s "
+            "(`mirrord sync --wait` waits for it)"
+        )
+        self.holder = holder
+
+
+class QueueError(StoreError):
+    """An SQS request failed after the SDK's own retries."""

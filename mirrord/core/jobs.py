@@ -18,16 +18,12 @@ from typing import Any
 import orjson
 
 from mirrord.core.catalog import DEFAULT_RELEASES, Releases, validate_targets
-from mirrord.core.errors import InputError, SettingsError
+from mirrord.core.errors import JobError, SettingsError
 from mirrord.core.models import MAX_NAME_LEN, NAME_RE
 
 VERSION = 1
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_BODY = 256 * 1024  # SQS's own cap
-
-
-class JobError(InputError):
-    """A job message that cannot be run as it is."""
 
 
 @dataclass(frozen=True, slots=True)

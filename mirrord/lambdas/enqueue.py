@@ -32,8 +32,8 @@ from mirrord.core.catalog import (
     select_bottles,
     unknown_tags,
 )
-from mirrord.core.errors import SettingsError, StoreError, UpstreamError
-from mirrord.core.jobs import Job, JobError, job_from_dict, parse_date
+from mirrord.core.errors import JobError, SettingsError, StoreError, UpstreamError
+from mirrord.core.jobs import Job, job_from_dict, parse_date
 from mirrord.core.plan import Plan, estimate, index_url, sizes_from_index
 from mirrord.lambdas import settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message

@@ -14,8 +14,9 @@ from typing import Any
 
 import structlog
 
-from mirrord.adapters.lock import LockBusy, default_owner
+from mirrord.adapters.lock import default_owner
 from mirrord.app import App, open_app, run_exclusive, run_loop
+from mirrord.core.errors import LockBusy
 from mirrord.core.jobs import Job, job_from_dict
 from mirrord.lambdas import settings_from_env
 

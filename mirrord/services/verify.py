@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import structlog
 
-from mirrord.adapters.lock import BucketLock, LockBusy
+from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.s3 import S3Store
-from mirrord.core.errors import HashFileError, PreconditionFailed
+from mirrord.core.errors import HashFileError, LockBusy, PreconditionFailed
 from mirrord.core.hashfile import HashFile, dumps, parse, utc_now
 from mirrord.core.models import (
     NAME_RE,

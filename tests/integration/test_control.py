@@ -27,10 +27,10 @@ from conftest import DATE, Receiver, loopback, make_settings, run_cli, spawn_cli
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
-from mirrord.adapters.lock import BucketLock, LockLost
+from mirrord.adapters.lock import BucketLock
 from mirrord.app import App, open_app, run_job
 from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
-from mirrord.core.errors import StoreError
+from mirrord.core.errors import LockLost, StoreError
 from mirrord.core.jobs import Job
 from mirrord.daemon import Daemon
 from mirrord.lambdas.enqueue import enqueue, job_from_event, lambda_invoker

@@ -23,8 +23,9 @@ from structlog.testing import capture_logs
 from mirrord.adapters.registry import address_problem
 from mirrord.app import App, open_app, run_job
 from mirrord.core.catalog import Catalog, parse_catalog
+from mirrord.core.errors import JobError
 from mirrord.core.hashfile import HashFile, dumps
-from mirrord.core.jobs import Job, JobError, parse_date
+from mirrord.core.jobs import Job, parse_date
 from mirrord.core.models import Formula, HashEntry
 from mirrord.core.report import Report
 from mirrord.services.sync import Tuning, adoption_folders, load_hashfile, run_sync

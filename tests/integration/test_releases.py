@@ -29,8 +29,8 @@ from mirrord.core.catalog import (
     unknown_tags,
     validate_targets,
 )
-from mirrord.core.errors import SettingsError
-from mirrord.core.jobs import Job, JobError, parse_job
+from mirrord.core.errors import JobError, SettingsError
+from mirrord.core.jobs import Job, parse_job
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env, parse_releases
 from mirrord.daemon import Daemon

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from mirrord.core.deployconfig import ROOT_VARIABLES, ConfigError, parse
+from mirrord.core.deployconfig import ROOT_VARIABLES, parse
+from mirrord.core.errors import ConfigError
 
 GOOD = (ROOT / "config.yaml").read_text()
 

@@ -35,9 +35,9 @@ from mirrord.core.catalog import (
     parse_tag,
     select_bottles,
 )
-from mirrord.core.errors import CatalogError, FormulaError, HashFileError, SettingsError
+from mirrord.core.errors import CatalogError, FormulaError, HashFileError, JobError, SettingsError
 from mirrord.core.hashfile import HashFile, dumps, entry_problem, parse
-from mirrord.core.jobs import JOB_ID_RE, JobError, parse_job
+from mirrord.core.jobs import JOB_ID_RE, parse_job
 from mirrord.core.models import Bottle, HashEntry, is_bottle_key, is_hash_key
 from mirrord.core.plan import make_plan, sizes_from_index
 from mirrord.core.retry import parse_retry_after
