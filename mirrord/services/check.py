@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from mirrord.adapters.registry import CHUNK, INDEX_MEDIA_TYPE
+from mirrord.adapters.registry import INDEX_MEDIA_TYPE
+from mirrord.adapters.web import CHUNK
 from mirrord.brew import (
     PORTABLE_RUBY,
     RUBY_LATEST,
