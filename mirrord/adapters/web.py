@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -63,10 +63,12 @@ def source_url(url: str) -> str:
 
 
 @contextmanager
-def translated(url: str, what: str = "") -> Iterator[None]:
+def translated(url: str, what: str = "", *, every: bool = False) -> Iterator[None]:
     """aiohttp's errors as core.errors, for every request and body read: a broken
     connection or a timeout is a ``RetryableError``, a URL aiohttp cannot use a
-    ``FatalUpstreamError``. ``what`` names the request in the message."""
+    ``FatalUpstreamError``. ``what`` names the request in the message. ``every``: any
+    other aiohttp error too, as a ``FatalUpstreamError`` (check-client, where every
+    failure is a miss to report; the sync lets such a surprise end the job)."""
     try:
         yield
     except _TRANSIENT as exc:
@@ -75,6 +77,10 @@ def translated(url: str, what: str = "") -> Iterator[None]:
         # aiohttp's message may be the URL itself: shown without credentials or query.
         reason = str(exc).replace(url, shown_url(url))
         raise FatalUpstreamError(f"bad URL {shown_url(url)}: {reason}", url=url) from exc
+    except aiohttp.ClientError as exc:
+        if not every:
+            raise
+        raise FatalUpstreamError(f"{what}{type(exc).__name__}: {exc}", url=url) from exc
 
 
 def status_error(response: aiohttp.ClientResponse, url: str) -> UpstreamError:
@@ -275,6 +281,28 @@ async def fetch_bytes(
         log.info("fetch_retry", url=shown_url(error.url), attempt=attempt, error=str(error))
 
     return await retrying(backoff, attempt, on_retry=logged)
+
+
+async def get_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    accept: str | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
+) -> bytes:
+    """One GET as a client makes it (redirects followed, no retry, no cap): the body, or
+    an ``UpstreamError`` naming the status (``HTTP 404``) or the failure. With
+    ``on_chunk`` the body is handed over as it arrives instead, and b"" returned."""
+    headers = {"Accept": accept} if accept else {}
+    with translated(url, every=True):
+        async with session.get(url, headers=headers) as response:
+            if response.status != 200:
+                raise FatalUpstreamError(f"HTTP {response.status}", url=url, status=response.status)
+            if on_chunk is None:
+                return await response.read()
+            async for chunk in response.content.iter_chunked(CHUNK):
+                on_chunk(chunk)
+    return b""
 
 
 async def fetch_untrusted(
