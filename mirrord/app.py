@@ -27,16 +27,16 @@ from botocore.handlers import add_expect_header
 
 from mirrord import __version__
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import (
-    Registry,
+from mirrord.adapters.registry import Registry
+from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.sqs import JobQueue
+from mirrord.adapters.web import (
     fetch_catalog,
     fetch_untrusted,
     guarded_session,
     shown_url,
     upstream_connector,
 )
-from mirrord.adapters.s3 import S3Store
-from mirrord.adapters.sqs import JobQueue
 from mirrord.brew import (
     Fetched,
     Published,

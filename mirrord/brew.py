@@ -37,8 +37,9 @@ import aiohttp
 import orjson
 import structlog
 
-from mirrord.adapters.registry import INDEX_MEDIA_TYPE, Registry, fetch_bytes, shown_url, source_url
+from mirrord.adapters.registry import INDEX_MEDIA_TYPE, Registry
 from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.web import fetch_bytes, shown_url, source_url
 from mirrord.core.catalog import DEFAULT_RELEASES, Catalog, Releases, parse_catalog, select_file
 from mirrord.core.errors import (
     CatalogError,

@@ -25,7 +25,7 @@ import structlog
 
 from mirrord import __version__
 from mirrord.adapters.lock import default_owner
-from mirrord.adapters.registry import fetch_catalog, source_url, upstream_connector
+from mirrord.adapters.web import fetch_catalog, source_url, upstream_connector
 from mirrord.app import (
     App,
     configure_logging,

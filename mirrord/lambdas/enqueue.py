@@ -22,7 +22,8 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mirrord.adapters.registry import Registry, fetch_catalog, shown_url
+from mirrord.adapters.registry import Registry
+from mirrord.adapters.web import fetch_catalog, shown_url
 from mirrord.app import App, load_external, open_app, run_loop
 from mirrord.brew import publication_lag
 from mirrord.core.catalog import (

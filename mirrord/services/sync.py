@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.adapters.registry import shown_url, source_url
 from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.web import shown_url, source_url
 from mirrord.core.catalog import (
     DEFAULT_RELEASES,
     Catalog,

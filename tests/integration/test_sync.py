@@ -33,7 +33,7 @@ from mirrord_dev.emulator import (
 )
 
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import fetch_catalog
+from mirrord.adapters.web import fetch_catalog
 from mirrord.app import App, open_app
 from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
 from mirrord.core.errors import StoreError

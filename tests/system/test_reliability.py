@@ -38,7 +38,7 @@ from faultproxy import FaultProxy, Kind, Op
 from mirrord_dev.emulator import Emulator, EmulatorCatalog, Fault, sample_catalog, synthetic_catalog
 
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import fetch_catalog
+from mirrord.adapters.web import fetch_catalog
 from mirrord.app import App, crash_hook, open_app
 from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
 from mirrord.core.errors import SettingsError
