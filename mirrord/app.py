@@ -37,15 +37,8 @@ from mirrord.adapters.registry import (
 )
 from mirrord.adapters.s3 import S3Store
 from mirrord.adapters.sqs import JobQueue
-from mirrord.brew import (
-    Fetched,
-    Published,
-    fetch_api,
-    fetch_missing,
-    missing_bottles,
-    publish,
-    registry_root,
-)
+from mirrord.adapters.terminal import LogProgress, TerminalLogger
+from mirrord.core.brew import missing_bottles, registry_root
 from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
 from mirrord.core.errors import (
     InputError,
@@ -57,10 +50,11 @@ from mirrord.core.errors import (
 )
 from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
-from mirrord.core.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
+from mirrord.core.report import Failure, Progress, Report, emf
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
+from mirrord.services.publish import Fetched, Published, fetch_api, fetch_missing, publish
 from mirrord.services.sync import (
     AnnouncedSizes,
     Checkpointer,

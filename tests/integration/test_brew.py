@@ -24,19 +24,13 @@ from mirrord_dev.emulator import (
 from mirrord_dev.local import Front, bucket_front
 
 from mirrord.app import App, open_app, run_job
-from mirrord.brew import (
-    API_ENDPOINTS,
-    api_gaps,
-    blob_key,
-    descriptor_problem,
-    jws_payload,
-    packages_endpoint,
-)
+from mirrord.core.brew import API_ENDPOINTS, api_gaps, jws_payload, packages_endpoint
 from mirrord.core.catalog import parse_catalog
 from mirrord.core.errors import InputError, SettingsError
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
+from mirrord.core.oci import blob_key, descriptor_problem
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client

@@ -29,14 +29,11 @@ from mirrord_dev.emulator.content import SAMPLE_LARGE, jws
 from mirrord_dev.local import Front, bucket_front
 
 from mirrord.app import App, open_app, run_job
-from mirrord.brew import (
+from mirrord.core.brew import (
     api_gaps,
-    blob_key,
-    index_key,
     newest_rubies,
     packages_endpoint,
     packages_formulae,
-    publication_lag,
     ruby_version_key,
 )
 from mirrord.core.catalog import parse_catalog, select_bottles, select_file
@@ -44,9 +41,11 @@ from mirrord.core.errors import InputError, SettingsError
 from mirrord.core.hashfile import parse
 from mirrord.core.jobs import Job
 from mirrord.core.models import Formula
+from mirrord.core.oci import blob_key, index_key
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client
+from mirrord.services.publish import publication_lag
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 TAHOE = packages_endpoint("arm64_tahoe")

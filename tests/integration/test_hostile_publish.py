@@ -25,14 +25,9 @@ from mirrord_dev.emulator import Emulator, catalog_from_entries, sample_catalog
 
 from mirrord.adapters.registry import INDEX_MEDIA_TYPE
 from mirrord.app import open_app, run_job
-from mirrord.brew import (
-    OCI_PREFIX,
+from mirrord.core.brew import (
     api_formulae,
     api_gaps,
-    blob_key,
-    image_name,
-    index_key,
-    manifest_ref,
     packages_formulae,
     portable_ruby_formula,
     versions,
@@ -40,6 +35,7 @@ from mirrord.brew import (
 from mirrord.core.errors import InputError
 from mirrord.core.jobs import Job
 from mirrord.core.models import Bottle, Formula, HashEntry
+from mirrord.core.oci import OCI_PREFIX, blob_key, image_name, index_key, manifest_ref
 
 SHA = "ab" * 32
 TAGS = ["arm64_tahoe", "sonoma", "all", "arm64_sequoia"]
@@ -398,12 +394,12 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
 # A pure function that raises stands in for a bug no one has found yet.
 BUGGY_CLI = """
 import sys
-import mirrord.brew
+import mirrord.services.publish
 
 def versions(*args, **kwargs):
     raise RuntimeError("boom: a bug we have not found yet")
 
-mirrord.brew.versions = versions
+mirrord.services.publish.versions = versions
 from mirrord.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -35,11 +35,12 @@ from mirrord_dev.emulator import (
 from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.registry import fetch_catalog
 from mirrord.app import App, open_app
-from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import StoreError
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
+from mirrord.core.releases import auto_targets
 from mirrord.services.sync import Checkpointer, Tuning, load_hashfile, run_sync
 from mirrord.services.transfer import transfer
 
