@@ -50,11 +50,11 @@ from mirrord.core.errors import (
 )
 from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
-from mirrord.core.report import Failure, Progress, Report, emf
+from mirrord.core.report import Failure, Progress, Published, Report, emf
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
-from mirrord.services.publish import Fetched, Published, fetch_api, fetch_missing, publish
+from mirrord.services.publish import Fetched, fetch_api, fetch_missing, publish
 from mirrord.services.sync import (
     AnnouncedSizes,
     Checkpointer,
@@ -409,13 +409,13 @@ async def _sync_and_publish(
         return report
     if report.stopped:  # not a step further; the publication is the next run's
         skipped = Published(api="kept: stopped before publication", finished=False)
-        return replace(report, published=skipped.to_dict())
+        return replace(report, published=skipped)
     published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
     # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
     # the API files went out without it.
     return replace(
         report,
-        published=published.to_dict(),
+        published=published,
         failed=(*report.failed, *published.ruby_problems),
     )
 

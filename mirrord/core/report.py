@@ -34,6 +34,54 @@ class Quarantined:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A formula of the catalog refused as a whole (its entry breaks a rule)."""
+
+    name: str
+    error: str
+
+
+@dataclass
+class Published:
+    """What one brew-6 publication did (services/publish.py fills it in as it goes).
+    ``problems`` never fail the bottle sync itself, while ``ruby_problems`` do (the caller
+    adds them to the job's failures). ``finished`` is False when it was cut short (a stop,
+    a failure): the rest is left for the next run, and the job is not done. Every url is
+    as a report may show it (``source_url``: no credentials, no query)."""
+
+    indexes: int = 0  # image indexes written
+    blobs: int = 0  # blob keys copied
+    current: int = 0  # versions already complete
+    fetched: int = 0  # bottles only the API files named, fetched by digest (skew)
+    portable_ruby: int = 0  # portable Ruby blobs stored
+    ruby_versions: list[str] = field(default_factory=list)  # what "latest" meant, or the list
+    api: str = "not fetched"  # published | kept: <why> | not fetched
+    problems: list[Failure] = field(default_factory=list)  # they keep the API files back
+    # portable Ruby that could not be stored: a failure of the job, never a reason to keep
+    # the API files (brew needs both; one missing is no cause to freeze the other).
+    ruby_problems: list[Failure] = field(default_factory=list)
+    finished: bool = True
+
+    @property
+    def every_problem(self) -> list[Failure]:
+        return [*self.problems, *self.ruby_problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the report (status.json) writes it."""
+        return {
+            "finished": self.finished,
+            "indexes": self.indexes,
+            "blobs": self.blobs,
+            "current": self.current,
+            "fetched": self.fetched,
+            "portable_ruby": self.portable_ruby,
+            "portable_ruby_versions": list(self.ruby_versions),
+            "api": self.api,
+            "problems": [asdict(p) for p in self.every_problem],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     job_id: str
     date: str
@@ -46,14 +94,14 @@ class Report:
     duration_s: float = 0.0
     platforms: tuple[str, ...] = ()
     no_bottle: int = 0
-    rejected: tuple[dict[str, str], ...] = field(default_factory=tuple)  # formulae refused
+    rejected: tuple[Rejected, ...] = ()  # formulae refused
     checkpoints: int = 0
     stopped: bool = False  # ended early (SIGTERM, Lambda deadline); ``remaining`` not done
     remaining: int = 0
     estimated_bytes: int | None = None  # what the enqueuer expected to fetch
-    # What the brew-facing publication did (brew.Published.to_dict()); None when off.
-    # Its problems never change the exit status: that is about the bottles.
-    published: dict[str, Any] | None = None
+    # What the brew-facing publication did; None when off. Its problems never change the
+    # exit status: that is about the bottles.
+    published: Published | None = None
     # macOS-looking tags of the catalog that MIRRORD_MACOS_RELEASES does not name either:
     # a new macOS that ``auto`` cannot see and no target may name until it is added.
     unknown_tags: tuple[str, ...] = ()
@@ -74,7 +122,7 @@ class Report:
         failure). The sync Lambda hands such a job on, the daemon hands it back."""
         if self.remaining:
             return True
-        return self.published is not None and self.published.get("finished") is False
+        return self.published is not None and not self.published.finished
 
     @property
     def exit_code(self) -> int:
@@ -83,6 +131,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["duration_s"] = round(self.duration_s, 3)
+        body["published"] = None if self.published is None else self.published.to_dict()
         for name in ("failed", "platforms", "rejected", "unknown_tags", "quarantined", "released"):
             body[name] = list(body[name])
         return body

@@ -50,7 +50,7 @@ from mirrord.core.oci import (
     tags_key,
 )
 from mirrord.core.releases import DEFAULT_RELEASES, Releases
-from mirrord.core.report import Failure, Progress
+from mirrord.core.report import Failure, Progress, Published
 from mirrord.core.retry import Backoff
 from mirrord.core.tasks import background, bounded
 from mirrord.services.transfer import SizeLimit, transfer
@@ -60,44 +60,6 @@ log = structlog.get_logger("mirrord.brew")
 TAGS_LIMIT = 2**20  # a tags/list answer: a few KB
 API_FILE_LIMIT = 256 * 2**20
 COPY_LIMIT = 5 * 2**30  # CopyObject's ceiling; no bottle comes near it (llvm: ~0.6 GB)
-
-
-@dataclass
-class Published:
-    """What one publication did; ``problems`` never fail the bottle sync itself, while
-    ``ruby_problems`` do (the caller adds them to the job's failures). ``finished`` is
-    False when it was cut short (a stop, a failure): the rest is left for the next run,
-    and the job is not done."""
-
-    indexes: int = 0  # image indexes written
-    blobs: int = 0  # blob keys copied
-    current: int = 0  # versions already complete
-    fetched: int = 0  # bottles only the API files named, fetched by digest (skew)
-    portable_ruby: int = 0  # portable Ruby blobs stored
-    ruby_versions: list[str] = field(default_factory=list)  # what "latest" meant, or the list
-    api: str = "not fetched"  # published | kept: <why> | not fetched
-    problems: list[Failure] = field(default_factory=list)  # they keep the API files back
-    # portable Ruby that could not be stored: a failure of the job, never a reason to keep
-    # the API files (brew needs both; one missing is no cause to freeze the other).
-    ruby_problems: list[Failure] = field(default_factory=list)
-    finished: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "finished": self.finished,
-            "indexes": self.indexes,
-            "blobs": self.blobs,
-            "current": self.current,
-            "fetched": self.fetched,
-            "portable_ruby": self.portable_ruby,
-            "portable_ruby_versions": list(self.ruby_versions),
-            "api": self.api,
-            # Catalog URLs may carry credentials or a token: never in the report.
-            "problems": [
-                {"key": p.key, "error": p.error, "url": source_url(p.url) if p.url else ""}
-                for p in (*self.problems, *self.ruby_problems)
-            ],
-        }
 
 
 @dataclass
@@ -299,11 +261,17 @@ async def publish(
         )
         done.api = why or await _publish_api(store, api)
     log.info("published", **{k: v for k, v in done.to_dict().items() if k != "problems"})
-    for problem in (*done.problems, *done.ruby_problems):
+    for problem in done.every_problem:
         log.warning(
             "publish_problem", key=problem.key, error=problem.error, url=shown_url(problem.url)
         )
+    # Catalog URLs may carry credentials or a token: never in the report.
+    done.problems, done.ruby_problems = _shown(done.problems), _shown(done.ruby_problems)
     return done
+
+
+def _shown(failures: Iterable[Failure]) -> list[Failure]:
+    return [replace(f, url=source_url(f.url) if f.url else "") for f in failures]
 
 
 async def _publish_version(

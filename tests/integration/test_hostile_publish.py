@@ -334,7 +334,7 @@ async def test_a_url_naming_another_image_or_digest_publishes_under_its_own_name
             hostile.formula_json = orjson.dumps(sample)
             first = await run_job(app, Job("first", DATE), route="test")
             assert first.published is not None
-            assert first.published["problems"] == []
+            assert first.published.every_problem == []
             jq_index = index_key("jq", "1.7.1_1")
             upstream = (await app.store.get(jq_index))[0]
 
@@ -350,7 +350,7 @@ async def test_a_url_naming_another_image_or_digest_publishes_under_its_own_name
 
             assert report.complete, report.failed
             assert report.published is not None
-            assert report.published["problems"] == [], report.published["problems"]
+            assert report.published.every_problem == [], report.published.every_problem
             keys = {o.key async for o in app.store.list_objects(OCI_PREFIX)}
             assert not any(k.startswith(f"{OCI_PREFIX}victim/") for k in keys)
             assert blob_key("evil", evil_sha) in keys
@@ -378,7 +378,7 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
             report = await run_job(app, Job("t", DATE), route="test")
             assert report.complete
             assert report.published is not None
-            problems = {p["key"]: p["error"] for p in report.published["problems"]}
+            problems = {p.key: p.error for p in report.published.every_problem}
             assert set(problems) == {"foo+bar", "fooxbar", "portable-ruby"}, problems
             assert "fooxbar" in problems["foo+bar"]
             assert "foo+bar" in problems["fooxbar"]
@@ -386,7 +386,7 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
             assert not any(k.startswith(f"{OCI_PREFIX}fooxbar/") for k in keys)
             assert not any(k.startswith(f"{OCI_PREFIX}portable-ruby/manifests/1.0") for k in keys)
             assert index_key("jq", "1.7.1_1") in keys
-            assert report.published["indexes"] >= 9
+            assert report.published.indexes >= 9
 
 
 # --- item 2: a bug inside a job, through the CLI -----------------------------------------

@@ -235,7 +235,7 @@ async def test_unsafe_names_are_rejected_and_the_rest_synced(bucket_name: str) -
         report = await World(app, emu).sync(platforms=("arm64_tahoe",))
         keys = {o.key async for o in app.store.list_objects()}
     assert report.exit_code == 0
-    assert sorted(r["name"] for r in report.rejected) == ["../../x", "a b"]
+    assert sorted(r.name for r in report.rejected) == ["../../x", "a b"]
     assert keys == {"bottles_hash.json", f"{DATE}/jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"}
 
 
