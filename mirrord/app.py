@@ -75,7 +75,7 @@ def configure_logging(
     """structlog's production recipe: JSON lines (orjson) on stderr, contextvars merged
     so every line of a job carries its ``job_id``: what ECS, Lambda, pipes and tests read.
     A person at a terminal (``human``; default: stderr is a TTY) gets one readable line
-    per event instead, written above the progress bar (report.TerminalLogger)."""
+    per event instead, written above the progress bar (terminal.TerminalLogger)."""
     if human is None:
         human = stream is None and sys.stderr.isatty()
     shared: list[Any] = [
@@ -479,7 +479,7 @@ async def publish_for(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
 ) -> Published:
-    """The brew-facing stage after a sync (brew.py); never raises: its problems are in
+    """The brew-facing stage after a sync (services.publish); never raises: its problems are in
     the report and the log, and ``mirrord check-client`` shows what a user sees.
     Bottles the API files name that the catalog did not (formulae.brew.sh republished
     in between) are fetched and recorded first, so the API files can go out."""

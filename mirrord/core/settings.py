@@ -157,7 +157,8 @@ class Settings:
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
-    # brew 6 straight from the bucket (brew.py): image indexes, blob keys, API, portable Ruby.
+    # brew 6 straight from the bucket (services/publish.py): image indexes, blob keys, API,
+    # portable Ruby.
     brew_mirror: bool = True
     brew_api_url: str | None = None  # None: the folder of api_url (…/api)
     # ("latest",): the newest two versions the registry lists; or versions; () for none.
