@@ -20,29 +20,33 @@ import aiohttp
 import orjson
 
 from mirrord.adapters.registry import INDEX_MEDIA_TYPE
+from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import get_once
-from mirrord.brew import (
+from mirrord.core.brew import (
     PORTABLE_RUBY,
     RUBY_LATEST,
     api_endpoints,
-    blob_key,
-    descriptor_problem,
-    image_name,
-    index_key,
     jws_payload,
-    listed_tags,
-    manifest_ref,
     newest_rubies,
     packages_endpoint,
     packages_formulae,
     portable_ruby_formula,
+)
+from mirrord.core.catalog import select_file
+from mirrord.core.errors import InputError, UpstreamError
+from mirrord.core.models import BottleFile, Formula
+from mirrord.core.oci import (
+    blob_key,
+    descriptor_problem,
+    image_name,
+    index_key,
+    listed_tags,
+    manifest_ref,
     ref_name,
     tags_key,
 )
-from mirrord.core.catalog import DEFAULT_RELEASES, Releases, select_file
-from mirrord.core.errors import InputError, UpstreamError
-from mirrord.core.models import BottleFile, Formula
-from mirrord.core.report import LogProgress, Progress
+from mirrord.core.releases import DEFAULT_RELEASES, Releases
+from mirrord.core.report import Progress
 from mirrord.core.tasks import bounded
 
 
