@@ -36,6 +36,8 @@ from mirrord.adapters.registry import (
     upstream_connector,
 )
 from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.secrets import resolve_webhook
+from mirrord.adapters.slack import Slack, SlackProgress
 from mirrord.adapters.sqs import JobQueue
 from mirrord.brew import (
     Fetched,
@@ -57,10 +59,10 @@ from mirrord.core.errors import (
 )
 from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
+from mirrord.core.messages import failure_message, success_message
 from mirrord.core.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
-from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
 from mirrord.services.sync import (
     AnnouncedSizes,
     Checkpointer,
