@@ -46,7 +46,6 @@ from mirrord.core.report import (
 from mirrord.core.settings import Settings
 from mirrord.daemon import Daemon
 from mirrord.health import run as run_health
-from mirrord.render import emit, tell
 from mirrord.services.check import check_client
 from mirrord.services.enqueue import enqueue
 from mirrord.services.plan import plan_job
@@ -87,10 +86,10 @@ class _Interrupts:
                 if n
                 else "ending the job"
             )
-            tell(f"stopping: {doing}, Ctrl-C again to stop now", "interrupted", in_flight=n)
+            render.tell(f"stopping: {doing}, Ctrl-C again to stop now", "interrupted", in_flight=n)
             return
         if self.count == 2:
-            tell(
+            render.tell(
                 f"stopping now: aborting {n} transfers in flight", "interrupted_again", in_flight=n
             )
         self._task.cancel()
@@ -99,7 +98,7 @@ class _Interrupts:
         """Said when the cancellation ends the sync; main() makes it exit 130."""
         if self.count >= 2:
             left = max(self._progress.left, 0)
-            tell(
+            render.tell(
                 f"stopped: {left} bottles remain; `mirrord sync` again fetches them",
                 "stopped_at_once",
                 remaining=left,
@@ -129,7 +128,7 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
         except asyncio.CancelledError:
             interrupt.stopped_at_once()
             raise
-    emit(args.json, render.sync_result(report, app.settings.bucket))
+    render.emit(args.json, render.sync_result(report, app.settings.bucket))
     return report.exit_code
 
 
@@ -137,14 +136,14 @@ async def cmd_plan(args: argparse.Namespace, app: App) -> int:
     planned = await plan_job(
         app, job_from_args(args, app.settings), external=await load_external(app)
     )
-    emit(args.json, render.plan_result(planned))
+    render.emit(args.json, render.plan_result(planned))
     return EXIT_OK
 
 
 async def cmd_verify(args: argparse.Namespace, app: App) -> int:
     hf, _ = await load_hashfile(app.store, app.settings.hash_key)
     result = await verify(app.store, hf, deep=args.deep, concurrency=app.settings.concurrency)
-    emit(args.json, render.verify_result(result))
+    render.emit(args.json, render.verify_result(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -157,7 +156,7 @@ async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
         heartbeat=s.heartbeat_seconds,
         concurrency=s.concurrency,
     )
-    emit(args.json, render.rebuild_result(result))
+    render.emit(args.json, render.rebuild_result(result))
     return EXIT_OK
 
 
@@ -176,7 +175,7 @@ async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
     job = replace(job, job_id=f"{job.date}-manual", reason="manual")
     invoke = lambda_invoker(app.lambda_client, app.settings.sync_function)
     result = await enqueue(app, job, invoke, external=await load_external(app))
-    emit(args.json, render.enqueue_result(result))
+    render.emit(args.json, render.enqueue_result(result))
     return EXIT_OK
 
 
@@ -200,7 +199,7 @@ async def cmd_check_client(
         )
         for target in s.platforms
     ]
-    emit(args.json, render.check_result(s.mirror_url, results))
+    render.emit(args.json, render.check_result(s.mirror_url, results))
     return EXIT_OK if all(not c.misses for c in results) else EXIT_FAILED
 
 
