@@ -29,6 +29,8 @@ from mirrord import __version__
 from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.registry import Registry
 from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.secrets import resolve_webhook
+from mirrord.adapters.slack import Slack, SlackProgress
 from mirrord.adapters.sqs import JobQueue
 from mirrord.adapters.terminal import LogProgress, TerminalLogger
 from mirrord.adapters.web import (
@@ -50,10 +52,10 @@ from mirrord.core.errors import (
 )
 from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
+from mirrord.core.messages import failure_message, success_message
 from mirrord.core.report import Failure, Progress, Published, Report, emf
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
-from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
 from mirrord.services.publish import Fetched, fetch_api, fetch_missing, publish
 from mirrord.services.sync import (
     AnnouncedSizes,

@@ -15,18 +15,17 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import structlog
 
-from mirrord import __version__
+from mirrord import __version__, render
+from mirrord.adapters.invoke import lambda_invoker
 from mirrord.adapters.lock import default_owner
-from mirrord.adapters.terminal import BarProgress, LogProgress, TerminalLogger, progress_for
-from mirrord.adapters.web import fetch_catalog, source_url, upstream_connector
+from mirrord.adapters.terminal import BarProgress, LogProgress
+from mirrord.adapters.web import upstream_connector
 from mirrord.app import (
     App,
     configure_logging,
@@ -35,275 +34,77 @@ from mirrord.app import (
     run_exclusive,
     run_loop,
 )
+from mirrord.cli_args import build_parser, job_from_args, settings_from
 from mirrord.core.deployconfig import parse as parse_deploy_config
-from mirrord.core.errors import ConfigError, JobError, MirrordError, SettingsError
-from mirrord.core.jobs import Job, parse_date
+from mirrord.core.errors import ConfigError, MirrordError, SettingsError
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from mirrord.core.settings import Settings, from_env
+from mirrord.core.settings import Settings
 from mirrord.daemon import Daemon
-from mirrord.health import add_arguments as health_arguments
 from mirrord.health import run as run_health
-from mirrord.lambdas.enqueue import enqueue, lambda_invoker
 from mirrord.services.check import check_client
-from mirrord.services.sync import load_hashfile, prepare
+from mirrord.services.enqueue import enqueue
+from mirrord.services.plan import plan_job
+from mirrord.services.sync import load_hashfile
 from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")
 
 
-def _date(text: str) -> str:
-    try:
-        return parse_date(text, "--date")
-    except JobError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-DESCRIPTION = "Keep an S3 bucket filled with the Homebrew bottles that macOS machines need."
-EPILOG = """\
-Settings come from MIRRORD_* environment variables and the usual AWS ones; a flag
-overrides its variable (-q and -v override MIRRORD_LOG_LEVEL).
-`mirrord COMMAND --help` shows a command's flags.
-Exit status: 0 done, 1 some bottles failed (or a peer or input was unusable),
-2 bad settings or usage, 130 stopped at once by a second Ctrl-C."""
-
-
-def _global_flags(p: argparse.ArgumentParser, default: Any) -> None:
-    """-q/-v on the main parser and on every command, so they work before or after the
-    command's name. A command's parser leaves them unset (SUPPRESS) unless given there,
-    so `mirrord -q sync` keeps the -q."""
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "-q",
-        "--quiet",
-        dest="log_level",
-        action="store_const",
-        const="warning",
-        default=default,
-        help="warnings and errors only, no progress bar",
-    )
-    group.add_argument(
-        "-v",
-        "--verbose",
-        dest="log_level",
-        action="store_const",
-        const="debug",
-        default=default,
-        help="debug lines too",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mirrord",
-        usage="%(prog)s [-h] [--version] [-q | -v] COMMAND ...",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"mirrord {__version__}")
-    _global_flags(parser, None)
-    # argparse's own list of commands wraps the longer names onto a line of their own
-    # and heads it with a lone "COMMAND": the list is written into the description.
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS
-    )
-    listed: list[tuple[str, str]] = []
-
-    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
-        # The same sentence heads `mirrord <command> --help`.
-        p: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text + ".")
-        _global_flags(p, argparse.SUPPRESS)
-        if parent is sub:
-            listed.append((name, text))
-        return p
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--bucket", help="the mirror's bucket (MIRRORD_BUCKET)")
-        p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-
-    def job_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--date", type=_date, help="job date folder (default: today, UTC)")
-        p.add_argument("--formula", action="append", metavar="NAME", help="only these formulae")
-        p.add_argument(
-            "--platform",
-            action="append",
-            metavar="TAG",
-            help="target tags, repeat or comma-separate (MIRRORD_PLATFORMS)",
-        )
-        p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
-
-    sync = command("sync", "fetch every missing bottle into the bucket")
-    common(sync)
-    job_flags(sync)
-    sync.add_argument("--job-id", help="id in logs and the report (default: <date>-cli)")
-    sync.add_argument("--concurrency", help="bottles in flight (MIRRORD_CONCURRENCY)")
-    sync.add_argument("--part-size", help="multipart part size, e.g. 16MiB (MIRRORD_PART_SIZE)")
-    sync.add_argument("--batch-size", help="bottles per checkpoint (MIRRORD_BATCH_SIZE)")
-    sync.add_argument(
-        "--wait", action="store_true", help="wait while another sync holds the bucket"
-    )
-
-    plan = command("plan", "show what a sync would fetch, writing nothing")
-    common(plan)
-    job_flags(plan)
-
-    ver = command("verify", "check the hash file against the objects in the bucket")
-    common(ver)
-    ver.add_argument("--deep", action="store_true", help="re-hash every object's bytes")
-
-    rebuild = command("rebuild-hash", "rewrite the hash file from the objects' metadata")
-    common(rebuild)
-
-    daemon = command("daemon", "serve jobs from the SQS queue until SIGTERM (Fargate)")
-    common(daemon)
-    daemon.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
-
-    enqueue = command("enqueue", "plan, estimate and send a job, as the weekly Lambda does")
-    common(enqueue)
-    job_flags(enqueue)
-    enqueue.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
-
-    config = command("config", "check config.yaml, or render it as Terraform variables")
-    config_sub = config.add_subparsers(
-        dest="action", required=True, title="actions", metavar="ACTION"
-    )
-    for action, text in (
-        ("validate", "check every environment in the file"),
-        ("render", "write infra/environments/<env>/terraform.tfvars.json"),
-    ):
-        p = command(action, text, config_sub)
-        p.add_argument("--file", type=Path, default=Path("config.yaml"))
-        if action == "render":
-            p.add_argument("--env", required=True, help="dev, staging or prod")
-            p.add_argument("--out", type=Path, help="default: infra/environments/<env>/…")
-
-    check = command("check-client", "walk the mirror over HTTP as brew 6 would on a machine")
-    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    check.add_argument(
-        "--target",
-        action="append",
-        required=True,
-        metavar="TAG",
-        help="machine bottle tag, e.g. arm64_tahoe (repeat or comma-separate)",
-    )
-    check.add_argument("--base", help="the mirror's URL, as users set it (MIRRORD_MIRROR_URL)")
-    check.add_argument(
-        "--portable-ruby",
-        help="portable Ruby to check: latest (the newest two the mirror lists), versions, "
-        "or none (MIRRORD_PORTABLE_RUBY)",
-    )
-
-    health = command("health", "exit 0 while the daemon's heartbeat file is fresh (ECS)")
-    health_arguments(health)
-    width = max(len(name) for name, _ in listed) + 2
-    parser.description = f"{DESCRIPTION}\n\ncommands:\n" + "\n".join(
-        f"  {name:{width}}{text}" for name, text in listed
-    )
-    return parser
-
-
-# Each setting a flag overrides, and that flag as typed: an error names what the user
-# typed (`--platform`, not the field's name). check-client has its own names.
-FLAGS = {
-    "MIRRORD_BUCKET": "--bucket",
-    "MIRRORD_API_URL": "--api-url",
-    "MIRRORD_PLATFORMS": "--platform",
-    "MIRRORD_CONCURRENCY": "--concurrency",
-    "MIRRORD_PART_SIZE": "--part-size",
-    "MIRRORD_BATCH_SIZE": "--batch-size",
-    "MIRRORD_QUEUE_URL": "--queue-url",
-}
-CHECK_CLIENT_FLAGS = {
-    "MIRRORD_MIRROR_URL": "--base",
-    "MIRRORD_PORTABLE_RUBY": "--portable-ruby",
-    "MIRRORD_PLATFORMS": "--target",
-}
-
-
-def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    check_client = args.command == "check-client"  # HTTP only: no bucket, no AWS
-    names = CHECK_CLIENT_FLAGS if check_client else FLAGS
-    flags: dict[str, str | None] = {"MIRRORD_LOG_LEVEL": getattr(args, "log_level", None)}
-    for variable, flag in names.items():
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
-        flags[variable] = ",".join(value) if isinstance(value, list) else value
-    settings = from_env(env, flags, require_bucket=not check_client, flag_names=names)
-    if args.command == "daemon" and not settings.queue_url:
-        # A usage error, said before any request (the bucket is asked for first).
-        raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")
-    return settings
-
-
-def _job(args: argparse.Namespace, settings: Settings) -> Job:
-    day = args.date or datetime.now(UTC).date().isoformat()
-    return Job(
-        job_id=getattr(args, "job_id", None) or f"{day}-cli",
-        date=day,
-        platforms=settings.platforms,
-        formulae=tuple(args.formula) if args.formula else None,
-    )
-
-
-def _emit(args: argparse.Namespace, body: dict[str, Any], human: str) -> None:
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
-    else:
-        sys.stdout.write(human + "\n")
-    sys.stdout.flush()
-
-
 def _progress(args: argparse.Namespace, unit: str = "bottle") -> BarProgress | LogProgress:
-    if args.log_level == "warning":  # -q: no bar; LogProgress's lines are info, not shown
-        return LogProgress()
-    return progress_for(sys.stderr, unit)
+    return render.progress(args.log_level == "warning", unit)
 
 
-def _tell(text: str, event: str, **fields: Any) -> None:
-    """A sentence for the person at the terminal (above the bar); for pipes, ECS and
-    tests a log event like every other."""
-    if sys.stderr.isatty():
-        TerminalLogger(sys.stderr).msg(f"mirrord: {text}")
-    else:
-        log.warning(event, **fields)
+class _Interrupts:
+    """Ctrl-C during a sync: the first stops as SIGTERM does (finish in-flight transfers,
+    checkpoint, exit 1); a second stops at once: cancelling aborts the uploads in flight."""
 
+    def __init__(
+        self, stop: asyncio.Event, progress: BarProgress | LogProgress, settings: Settings
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task, self._stop, self._progress, self._settings = task, stop, progress, settings
+        self.count = 0
 
-async def cmd_sync(args: argparse.Namespace, app: App) -> int:
-    s = app.settings
-    job = _job(args, s)
-    stop = asyncio.Event()
-    progress = _progress(args)
-    task = asyncio.current_task()
-    assert task is not None
-    interrupts = 0
-
-    def in_flight() -> int:
+    def _in_flight(self) -> int:
         # Workers take the next bottle without a pause after finishing one, so between
         # two events every worker holds one while any are left.
-        return min(s.concurrency, max(progress.left, 0))
+        return min(self._settings.concurrency, max(self._progress.left, 0))
 
-    def interrupt() -> None:
-        """Ctrl-C: stop as SIGTERM does (finish in-flight transfers, checkpoint, exit 1);
-        a second one stops at once: cancelling aborts the uploads in flight."""
-        nonlocal interrupts
-        interrupts += 1
-        n = in_flight()
-        if interrupts == 1:
-            stop.set()
+    def __call__(self) -> None:
+        self.count += 1
+        n = self._in_flight()
+        if self.count == 1:
+            self._stop.set()
             doing = (
-                f"finishing {n} transfers in flight (up to {s.stop_grace:g}s)"
+                f"finishing {n} transfers in flight (up to {self._settings.stop_grace:g}s)"
                 if n
                 else "ending the job"
             )
-            _tell(f"stopping: {doing}, Ctrl-C again to stop now", "interrupted", in_flight=n)
-        else:
-            if interrupts == 2:
-                _tell(
-                    f"stopping now: aborting {n} transfers in flight",
-                    "interrupted_again",
-                    in_flight=n,
-                )
-            task.cancel()
+            render.tell(f"stopping: {doing}, Ctrl-C again to stop now", "interrupted", in_flight=n)
+            return
+        if self.count == 2:
+            render.tell(
+                f"stopping now: aborting {n} transfers in flight", "interrupted_again", in_flight=n
+            )
+        self._task.cancel()
 
+    def stopped_at_once(self) -> None:
+        """Said when the cancellation ends the sync; main() makes it exit 130."""
+        if self.count >= 2:
+            left = max(self._progress.left, 0)
+            render.tell(
+                f"stopped: {left} bottles remain; `mirrord sync` again fetches them",
+                "stopped_at_once",
+                remaining=left,
+            )
+
+
+async def cmd_sync(args: argparse.Namespace, app: App) -> int:
+    job = job_from_args(args, app.settings)
+    stop = asyncio.Event()
+    bar = _progress(args)
+    interrupt = _Interrupts(stop, bar, app.settings)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)  # ECS and kill: the grace period
     loop.add_signal_handler(signal.SIGINT, interrupt)
@@ -315,104 +116,29 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
                 owner=default_owner(),
                 route="cli",
                 stop=stop,
-                progress=progress,
+                progress=bar,
                 wait=args.wait,
                 publish_progress=_progress(args, "version"),
             )
         except asyncio.CancelledError:
-            if interrupts >= 2:  # main() turns the cancellation into exit 130
-                left = max(progress.left, 0)
-                _tell(
-                    f"stopped: {left} bottles remain; `mirrord sync` again fetches them",
-                    "stopped_at_once",
-                    remaining=left,
-                )
+            interrupt.stopped_at_once()
             raise
-    failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
-    stopped = ""
-    if report.stopped:
-        still = (
-            f"{report.remaining} of {report.planned} bottles remain"
-            if report.remaining
-            else "every bottle is stored, the files for brew are not all published"
-        )
-        stopped = f"\nstopped early: {still}; `mirrord sync` again finishes the job"
-    _emit(
-        args,
-        report.to_dict(),
-        f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
-        f"{report.skipped} already mirrored, {len(report.failed)} failed of "
-        f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
-        f" → s3://{s.bucket}/{report.date}/{failed}{stopped}",
-    )
+    render.emit(args.json, render.sync_result(report, app.settings.bucket))
     return report.exit_code
 
 
 async def cmd_plan(args: argparse.Namespace, app: App) -> int:
-    s = app.settings
-    job = _job(args, s)
-    catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
-    hf, _ = await load_hashfile(app.store, s.hash_key)
-    targets, plan = prepare(catalog, hf, job, s.platforms, await load_external(app), s.releases)
-    body = {
-        "date": plan.date,
-        "platforms": list(targets),
-        "transfers": len(plan.transfers),
-        "links": len(plan.links),
-        "skipped": plan.skipped,
-        "no_bottle": plan.no_bottle,
-        "known_bytes": plan.known_bytes,
-        "unknown_size": sum(1 for t in plan.transfers if not t.size_hint),
-        "rejected": [{"name": r.name, "error": r.reason} for r in catalog.rejected],
-        "bottles": [
-            {
-                "key": t.key,
-                "url": source_url(t.bottle.url),
-                "sha256": t.bottle.sha256,
-                "size_hint": t.size_hint or None,
-            }
-            for t in plan.transfers
-        ],
-    }
-    lines = [f"  {t.key}" for t in plan.transfers[:20]]
-    more = len(plan.transfers) - len(lines)
-    _emit(
-        args,
-        body,
-        f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
-        f"({plan.known_bytes / 1e6:,.1f} MB known), {len(plan.links)} to link, "
-        f"{plan.skipped} already mirrored, {plan.no_bottle} without bottle\n"
-        + "\n".join(lines)
-        + (f"\n  … and {more} more" if more > 0 else ""),
+    planned = await plan_job(
+        app, job_from_args(args, app.settings), external=await load_external(app)
     )
+    render.emit(args.json, render.plan_result(planned))
     return EXIT_OK
 
 
 async def cmd_verify(args: argparse.Namespace, app: App) -> int:
     hf, _ = await load_hashfile(app.store, app.settings.hash_key)
     result = await verify(app.store, hf, deep=args.deep, concurrency=app.settings.concurrency)
-    problems = [{"kind": p.kind, "key": p.key, "detail": p.detail} for p in result.problems]
-    # Older rebuilds of bottles the file now names elsewhere: listed, never a failure.
-    superseded = [
-        {"key": o.key, "hash_key": o.hash_key, "current": o.current} for o in result.superseded
-    ]
-    _emit(
-        args,
-        {
-            "entries": result.entries,
-            "objects": result.objects,
-            "checked_deep": result.checked_deep,
-            "problems": problems,
-            "superseded": superseded,
-        },
-        f"{result.entries} entries, {result.objects} objects, {len(problems)} problems, "
-        f"{len(superseded)} superseded"
-        + "".join(f"\n  {p['kind']:10} {p['key']}: {p['detail']}" for p in problems)
-        + "".join(
-            f"\n  {'superseded':10} {o['key']}: {o['hash_key']} is now {o['current']}"
-            for o in superseded
-        ),
-    )
+    render.emit(args.json, render.verify_result(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -425,17 +151,7 @@ async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
         heartbeat=s.heartbeat_seconds,
         concurrency=s.concurrency,
     )
-    _emit(
-        args,
-        {
-            "objects": result.objects,
-            "entries": result.entries,
-            "unrecognised": list(result.unrecognised),
-            "replaced_corrupt": result.replaced_corrupt,
-        },
-        f"{result.entries} entries from {result.objects} objects; "
-        f"{len(result.unrecognised)} objects without mirrord metadata",
-    )
+    render.emit(args.json, render.rebuild_result(result))
     return EXIT_OK
 
 
@@ -450,11 +166,11 @@ async def cmd_daemon(args: argparse.Namespace, app: App) -> int:
 
 
 async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
-    job = replace(
-        _job(args, app.settings), job_id=f"{_job(args, app.settings).date}-manual", reason="manual"
-    )
-    result = await enqueue(app, job, lambda_invoker(app))
-    _emit(args, result, f"{result['job_id']}: {result['bottles']} bottles → {result['route']}")
+    job = job_from_args(args, app.settings)
+    job = replace(job, job_id=f"{job.date}-manual", reason="manual")
+    invoke = lambda_invoker(app.lambda_client, app.settings.sync_function)
+    result = await enqueue(app, job, invoke, external=await load_external(app))
+    render.emit(args.json, render.enqueue_result(result))
     return EXIT_OK
 
 
@@ -465,36 +181,21 @@ async def cmd_check_client(
         raise SettingsError("--base: required (or MIRRORD_MIRROR_URL): the mirror's URL")
     if not s.platforms:
         raise SettingsError("--target: name machines (e.g. arm64_tahoe), not auto")
-    results = []
-    for target in s.platforms:
-        results.append(
-            await check_client(
-                http,
-                s.mirror_url,
-                target,
-                ruby_versions=s.portable_ruby,
-                concurrency=s.concurrency,
-                progress=_progress(args),
-                status_key=s.status_key,
-                releases=s.releases,
-            )
+    results = [
+        await check_client(
+            http,
+            s.mirror_url,
+            target,
+            ruby_versions=s.portable_ruby,
+            concurrency=s.concurrency,
+            progress=_progress(args),
+            status_key=s.status_key,
+            releases=s.releases,
         )
-    lines = []
-    for c in results:
-        lines.append(
-            f"{c.target}: {c.installable}/{c.with_bottle} formulae installable "
-            f"({c.percent:.1f} %), {c.no_bottle} without a bottle; API files "
-            f"{c.api_files}/{c.api_expected}; portable Ruby {c.portable_ruby}/"
-            f"{c.portable_ruby_expected}"
-        )
-        lines += [f"  MISS {m.what}: {m.reason} ({m.url})" for m in c.misses]
-    complete = all(not c.misses for c in results)
-    _emit(
-        args,
-        {"base": s.mirror_url, "complete": complete, "targets": [c.to_dict() for c in results]},
-        "\n".join(lines),
-    )
-    return EXIT_OK if complete else EXIT_FAILED
+        for target in s.platforms
+    ]
+    render.emit(args.json, render.check_result(s.mirror_url, results))
+    return EXIT_OK if all(not c.misses for c in results) else EXIT_FAILED
 
 
 COMMANDS = {

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import botocore.exceptions
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.core.errors import QueueError
 from mirrord.core.jobs import Job
 
-_ERRORS = (ClientError, botocore.exceptions.BotoCoreError)
+if TYPE_CHECKING:  # the stubs are a dev dependency: the Lambda zip and the image lack them
+    from types_aiobotocore_sqs.client import SQSClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,25 +36,28 @@ def _receive_count(value: Any) -> int:
 
 
 class JobQueue:
-    def __init__(self, client: Any, url: str) -> None:
+    def __init__(self, client: SQSClient, url: str) -> None:
         self._client = client
         self.url = url
 
-    async def _call(self, op: str, **kwargs: Any) -> Any:
+    @contextmanager
+    def _call(self, op: str) -> Iterator[None]:
+        """The one place botocore's errors become ``QueueError``."""
         try:
-            return await getattr(self._client, op)(QueueUrl=self.url, **kwargs)
-        except _ERRORS as exc:
+            yield
+        except (ClientError, BotoCoreError) as exc:
             raise QueueError(f"SQS {op}: {exc}", key=self.url) from exc
 
     async def receive(self, *, wait_s: int = 20, visibility_s: int) -> list[Received]:
         """Long-poll for one message; it stays invisible for ``visibility_s``."""
-        r = await self._call(
-            "receive_message",
-            MaxNumberOfMessages=1,
-            WaitTimeSeconds=wait_s,
-            VisibilityTimeout=visibility_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
-        )
+        with self._call("receive_message"):
+            r = await self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=1,
+                WaitTimeSeconds=wait_s,
+                VisibilityTimeout=visibility_s,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
         return [
             Received(
                 m["MessageId"],
@@ -64,15 +69,18 @@ class JobQueue:
         ]
 
     async def send(self, job: Job) -> str:
-        r = await self._call("send_message", MessageBody=job.body().decode())
+        with self._call("send_message"):
+            r = await self._client.send_message(QueueUrl=self.url, MessageBody=job.body().decode())
         return str(r["MessageId"])
 
     async def delete(self, receipt: str) -> None:
-        await self._call("delete_message", ReceiptHandle=receipt)
+        with self._call("delete_message"):
+            await self._client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
 
     async def hide(self, receipt: str, seconds: int) -> None:
         """Keep the message invisible ``seconds`` from now (heartbeat), or with 0 make
         it visible again at once (hand the job back)."""
-        await self._call(
-            "change_message_visibility", ReceiptHandle=receipt, VisibilityTimeout=seconds
-        )
+        with self._call("change_message_visibility"):
+            await self._client.change_message_visibility(
+                QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=seconds
+            )

@@ -27,6 +27,7 @@ from conftest import DATE, Receiver, loopback, make_settings, run_cli, spawn_cli
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
+from mirrord.adapters.invoke import lambda_invoker
 from mirrord.adapters.lock import BucketLock
 from mirrord.app import App, open_app, run_job
 from mirrord.core.catalog import parse_catalog, select_bottles
@@ -34,10 +35,11 @@ from mirrord.core.errors import LockLost, StoreError
 from mirrord.core.jobs import Job
 from mirrord.core.releases import auto_targets
 from mirrord.daemon import Daemon
-from mirrord.lambdas.enqueue import enqueue, job_from_event, lambda_invoker
 from mirrord.lambdas.enqueue import handler as enqueue_handler
+from mirrord.lambdas.enqueue import job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.lambdas.sync import sync_job
+from mirrord.services.enqueue import enqueue
 from mirrord.services.sync import load_hashfile
 
 MiB = 2**20
@@ -206,7 +208,7 @@ async def test_estimate_matches_actual_bytes(plane: Plane) -> None:
     """The enqueuer's estimate (image-index sizes) is within 10 % of the bytes synced,
     and the Slack success message compares them."""
     job = job_from_event(SCHEDULED, datetime.now(UTC))
-    result = await enqueue(plane.app, job, invoke=None)
+    result = (await enqueue(plane.app, job, invoke=None, external=None)).to_dict()
     estimated = result["estimate"]["bytes"]
     assert result["estimate"]["from_index"] == result["bottles"]
     report = await run_job(plane.app, replace(job, estimated_bytes=estimated), route="fargate")
@@ -235,7 +237,11 @@ async def test_estimate_falls_back_to_previous_version_size(plane: Plane) -> Non
         etag=None,
         content_type="application/json",
     )
-    result = await enqueue(plane.app, job_from_event(SCHEDULED, datetime.now(UTC)), invoke=None)
+    result = (
+        await enqueue(
+            plane.app, job_from_event(SCHEDULED, datetime.now(UTC)), invoke=None, external=None
+        )
+    ).to_dict()
     assert result["estimate"]["from_index"] == 0
     assert result["estimate"]["from_history"] == 1
     assert result["estimate"]["bytes"] == 123_456
@@ -246,7 +252,7 @@ async def test_nothing_to_do_sends_no_job(plane: Plane) -> None:
     job = job_from_event(SCHEDULED, datetime.now(UTC))
     await run_job(plane.app, job, route="cli")
     before = len(plane.slack.bodies)
-    result = await enqueue(plane.app, job, invoke=None)
+    result = (await enqueue(plane.app, job, invoke=None, external=None)).to_dict()
     assert result["route"] == "none"
     assert await plane.queues.depth() == 0
     assert len(plane.slack.bodies) == before + 1
@@ -275,7 +281,11 @@ async def test_small_job_goes_to_lambda_and_deadline_hands_rest_to_daemon(plane:
     async def invoke(job: Job) -> None:  # the async Lambda invoke, as the runtime receives it
         invoked.append(job)
 
-    result = await enqueue(plane.app, job_from_event(SCHEDULED, datetime.now(UTC)), invoke)
+    result = (
+        await enqueue(
+            plane.app, job_from_event(SCHEDULED, datetime.now(UTC)), invoke, external=None
+        )
+    ).to_dict()
     assert result["route"] == "lambda"
     assert len(invoked) == 1
     assert await plane.queues.depth() == 0
@@ -326,12 +336,14 @@ async def test_enqueue_invokes_the_sync_lambda_through_the_invoke_api(plane: Pla
             lambda_client=lam,
         )
         job = job_from_event(SCHEDULED, datetime.now(UTC))
-        result = await enqueue(app, job, lambda_invoker(app))
+        invoke = lambda_invoker(app.lambda_client, app.settings.sync_function)
+        result = (await enqueue(app, job, invoke, external=None)).to_dict()
         assert result["route"] == "lambda"
         assert await plane.queues.depth() == 0
         missing = replace(app, settings=replace(app.settings, sync_function="no-such-function"))
+        invoke = lambda_invoker(missing.lambda_client, missing.settings.sync_function)
         with pytest.raises(StoreError, match="no-such-function"):
-            await enqueue(missing, job, lambda_invoker(missing))
+            await enqueue(missing, job, invoke, external=None)
 
 
 async def test_sync_lambda_handler_entry_point(
@@ -831,7 +843,7 @@ async def test_enqueue_sends_a_job_when_the_brew_view_is_behind(plane: Plane) ->
         invoked.append(sent)
 
     async def route() -> tuple[str, Any]:
-        result = await enqueue(plane.app, job, invoke)
+        result = (await enqueue(plane.app, job, invoke, external=None)).to_dict()
         assert result["bottles"] == 0
         return result["route"], result.get("publication_behind")
 
@@ -860,6 +872,6 @@ async def test_enqueue_sends_a_job_when_the_brew_view_is_behind(plane: Plane) ->
         assert reason in why
 
     off = replace(plane.app, settings=replace(plane.app.settings, brew_mirror=False))
-    result = await enqueue(off, job, invoke)
+    result = (await enqueue(off, job, invoke, external=None)).to_dict()
     assert result["route"] == "none"
     assert len(invoked) == 3

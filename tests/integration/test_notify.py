@@ -17,20 +17,19 @@ from aiobotocore.session import AioSession, get_session
 from conftest import HOOK_PATH, SECRET_PART, Receiver, Reply, free_port
 from structlog.testing import capture_logs
 
-from mirrord.core.report import Failure, Report
-from mirrord.notify import (
+from mirrord.adapters.secrets import resolve_webhook
+from mirrord.adapters.slack import Slack, SlackProgress
+from mirrord.core.messages import (
     Message,
-    Slack,
-    SlackProgress,
     failure_message,
     human_duration,
     human_size,
     nothing_to_do_message,
     progress_message,
-    resolve_webhook,
     start_message,
     success_message,
 )
+from mirrord.core.report import Failure, Report
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from mirrord.core.brew import api_gaps
 from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import JobError, SettingsError
 from mirrord.core.jobs import Job, parse_job
+from mirrord.core.messages import failure_message, success_message
 from mirrord.core.releases import (
     DEFAULT_RELEASES,
     auto_targets,
@@ -33,9 +34,9 @@ from mirrord.core.releases import (
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env, parse_releases
 from mirrord.daemon import Daemon
-from mirrord.lambdas.enqueue import enqueue, job_from_event
+from mirrord.lambdas.enqueue import job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
-from mirrord.notify import failure_message, success_message
+from mirrord.services.enqueue import enqueue
 from mirrord.services.sync import load_hashfile
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
@@ -264,7 +265,7 @@ async def test_cron_to_daemon_mirrors_the_new_release(bucket_name: str, receiver
         async with open_app(settings) as app:
             await app.s3.create_bucket(Bucket=bucket_name)
             job = job_from_event(SCHEDULED, datetime.now(UTC), app.settings.releases)
-            result = await enqueue(app, job, invoke=None)
+            result = (await enqueue(app, job, invoke=None, external=None)).to_dict()
             assert result["platforms"][0] == "arm64_redwood"
             assert app.queue is not None
             stop = asyncio.Event()
@@ -297,7 +298,7 @@ async def test_nothing_to_do_still_names_unknown_tags(bucket_name: str, receiver
             job = job_from_event(SCHEDULED, datetime.now(UTC))
             assert (await run_job(app, job, route="test")).complete
             with capture_logs() as logs:
-                result = await enqueue(app, job, invoke=None)
+                result = (await enqueue(app, job, invoke=None, external=None)).to_dict()
     assert result["route"] == "none"
     assert [e["tags"] for e in logs if e["event"] == "unknown_macos_tags"] == [["arm64_redwood"]]
     assert receiver.bodies[-1]["text"].startswith("mirrord: nothing to do")

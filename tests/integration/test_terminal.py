@@ -30,7 +30,8 @@ from conftest import DATE, ROOT, loopback, make_settings, run_cli
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog, synthetic_catalog
 
 from mirrord.app import App, open_app
-from mirrord.cli import build_parser, main
+from mirrord.cli import main
+from mirrord.cli_args import build_parser
 from mirrord.core.settings import from_env
 
 MiB = 2**20

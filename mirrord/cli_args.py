@@ -1,0 +1,229 @@
+"""The ``mirrord`` command line's grammar: the parser, and the Settings and the Job a
+parsed command line names (cli.py runs the commands)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mirrord import __version__
+from mirrord.core.errors import JobError, SettingsError
+from mirrord.core.jobs import Job, parse_date
+from mirrord.core.settings import Settings, from_env
+from mirrord.health import add_arguments as health_arguments
+
+
+def _date(text: str) -> str:
+    try:
+        return parse_date(text, "--date")
+    except JobError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+DESCRIPTION = "Keep an S3 bucket filled with the Homebrew bottles that macOS machines need."
+EPILOG = """\
+Settings come from MIRRORD_* environment variables and the usual AWS ones; a flag
+overrides its variable (-q and -v override MIRRORD_LOG_LEVEL).
+`mirrord COMMAND --help` shows a command's flags.
+Exit status: 0 done, 1 some bottles failed (or a peer or input was unusable),
+2 bad settings or usage, 130 stopped at once by a second Ctrl-C."""
+
+
+def _global_flags(p: argparse.ArgumentParser, default: Any) -> None:
+    """-q/-v on the main parser and on every command, so they work before or after the
+    command's name. A command's parser leaves them unset (SUPPRESS) unless given there,
+    so `mirrord -q sync` keeps the -q."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action="store_const",
+        const="warning",
+        default=default,
+        help="warnings and errors only, no progress bar",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const="debug",
+        default=default,
+        help="debug lines too",
+    )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bucket", help="the mirror's bucket (MIRRORD_BUCKET)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _job_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", type=_date, help="job date folder (default: today, UTC)")
+    p.add_argument("--formula", action="append", metavar="NAME", help="only these formulae")
+    p.add_argument(
+        "--platform",
+        action="append",
+        metavar="TAG",
+        help="target tags, repeat or comma-separate (MIRRORD_PLATFORMS)",
+    )
+    p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
+
+
+def _sync_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _job_flags(p)
+    p.add_argument("--job-id", help="id in logs and the report (default: <date>-cli)")
+    p.add_argument("--concurrency", help="bottles in flight (MIRRORD_CONCURRENCY)")
+    p.add_argument("--part-size", help="multipart part size, e.g. 16MiB (MIRRORD_PART_SIZE)")
+    p.add_argument("--batch-size", help="bottles per checkpoint (MIRRORD_BATCH_SIZE)")
+    p.add_argument("--wait", action="store_true", help="wait while another sync holds the bucket")
+
+
+def _plan_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _job_flags(p)
+
+
+def _verify_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--deep", action="store_true", help="re-hash every object's bytes")
+
+
+def _queue_flags(p: argparse.ArgumentParser, *, job: bool) -> None:
+    _common(p)
+    if job:
+        _job_flags(p)
+    p.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", required=True, title="actions", metavar="ACTION")
+    for action, text in (
+        ("validate", "check every environment in the file"),
+        ("render", "write infra/environments/<env>/terraform.tfvars.json"),
+    ):
+        a = _command(actions, action, text)
+        a.add_argument("--file", type=Path, default=Path("config.yaml"))
+        if action == "render":
+            a.add_argument("--env", required=True, help="dev, staging or prod")
+            a.add_argument("--out", type=Path, help="default: infra/environments/<env>/…")
+
+
+def _check_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="TAG",
+        help="machine bottle tag, e.g. arm64_tahoe (repeat or comma-separate)",
+    )
+    p.add_argument("--base", help="the mirror's URL, as users set it (MIRRORD_MIRROR_URL)")
+    p.add_argument(
+        "--portable-ruby",
+        help="portable Ruby to check: latest (the newest two the mirror lists), versions, "
+        "or none (MIRRORD_PORTABLE_RUBY)",
+    )
+
+
+# Each command, the sentence that heads its --help and the list in `mirrord --help`, and
+# the function that adds its flags.
+_PARSERS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("sync", "fetch every missing bottle into the bucket", _sync_flags),
+    ("plan", "show what a sync would fetch, writing nothing", _plan_flags),
+    ("verify", "check the hash file against the objects in the bucket", _verify_flags),
+    ("rebuild-hash", "rewrite the hash file from the objects' metadata", _common),
+    (
+        "daemon",
+        "serve jobs from the SQS queue until SIGTERM (Fargate)",
+        partial(_queue_flags, job=False),
+    ),
+    (
+        "enqueue",
+        "plan, estimate and send a job, as the weekly Lambda does",
+        partial(_queue_flags, job=True),
+    ),
+    ("config", "check config.yaml, or render it as Terraform variables", _config_flags),
+    ("check-client", "walk the mirror over HTTP as brew 6 would on a machine", _check_client_flags),
+    ("health", "exit 0 while the daemon's heartbeat file is fresh (ECS)", health_arguments),
+)
+
+
+def _command(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
+    # The same sentence heads `mirrord <command> --help`.
+    p: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text + ".")
+    _global_flags(p, argparse.SUPPRESS)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mirrord",
+        usage="%(prog)s [-h] [--version] [-q | -v] COMMAND ...",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mirrord {__version__}")
+    _global_flags(parser, None)
+    # argparse's own list of commands wraps the longer names onto a line of their own
+    # and heads it with a lone "COMMAND": the list is written into the description.
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS
+    )
+    for name, text, flags in _PARSERS:
+        flags(_command(sub, name, text))
+    width = max(len(name) for name, _, _ in _PARSERS) + 2
+    parser.description = f"{DESCRIPTION}\n\ncommands:\n" + "\n".join(
+        f"  {name:{width}}{text}" for name, text, _ in _PARSERS
+    )
+    return parser
+
+
+# Each setting a flag overrides, and that flag as typed: an error names what the user
+# typed (`--platform`, not the field's name). check-client has its own names.
+FLAGS = {
+    "MIRRORD_BUCKET": "--bucket",
+    "MIRRORD_API_URL": "--api-url",
+    "MIRRORD_PLATFORMS": "--platform",
+    "MIRRORD_CONCURRENCY": "--concurrency",
+    "MIRRORD_PART_SIZE": "--part-size",
+    "MIRRORD_BATCH_SIZE": "--batch-size",
+    "MIRRORD_QUEUE_URL": "--queue-url",
+}
+CHECK_CLIENT_FLAGS = {
+    "MIRRORD_MIRROR_URL": "--base",
+    "MIRRORD_PORTABLE_RUBY": "--portable-ruby",
+    "MIRRORD_PLATFORMS": "--target",
+}
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    check_client = args.command == "check-client"  # HTTP only: no bucket, no AWS
+    names = CHECK_CLIENT_FLAGS if check_client else FLAGS
+    flags: dict[str, str | None] = {"MIRRORD_LOG_LEVEL": getattr(args, "log_level", None)}
+    for variable, flag in names.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
+        flags[variable] = ",".join(value) if isinstance(value, list) else value
+    settings = from_env(env, flags, require_bucket=not check_client, flag_names=names)
+    if args.command == "daemon" and not settings.queue_url:
+        # A usage error, said before any request (the bucket is asked for first).
+        raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")
+    return settings
+
+
+def job_from_args(args: argparse.Namespace, settings: Settings) -> Job:
+    """The job a sync, plan or enqueue command line asks for (today's, by default)."""
+    day = args.date or datetime.now(UTC).date().isoformat()
+    return Job(
+        job_id=getattr(args, "job_id", None) or f"{day}-cli",
+        date=day,
+        platforms=settings.platforms,
+        formulae=tuple(args.formula) if args.formula else None,
+    )

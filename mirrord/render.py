@@ -1,0 +1,161 @@
+"""What the ``mirrord`` command shows: each command's result as one JSON object
+(``--json``) or as lines for a person, the sentences said above the progress bar, and
+which progress display a run gets.
+
+stdout carries results only; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+
+from mirrord.adapters.terminal import BarProgress, LogProgress, TerminalLogger, progress_for
+from mirrord.adapters.web import source_url
+from mirrord.core.report import Report
+from mirrord.services.check import Coverage
+from mirrord.services.enqueue import Enqueued
+from mirrord.services.plan import Planned
+from mirrord.services.verify import RebuildReport, VerifyReport
+
+log = structlog.get_logger("mirrord.cli")
+
+Rendered = tuple[dict[str, Any], str]  # the --json body, and the lines for a person
+
+
+def emit(as_json: bool, rendered: Rendered) -> None:
+    """A command's result on stdout: the JSON object, or the lines."""
+    body, human = rendered
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
+    else:
+        sys.stdout.write(human + "\n")
+    sys.stdout.flush()
+
+
+def progress(quiet: bool, unit: str = "bottle") -> BarProgress | LogProgress:
+    """A bar at a terminal, log lines elsewhere; with -q (``quiet``) no bar, and the
+    LogProgress's lines are info, so not shown either."""
+    if quiet:
+        return LogProgress()
+    return progress_for(sys.stderr, unit)
+
+
+def tell(text: str, event: str, **fields: Any) -> None:
+    """A sentence for the person at the terminal (above the bar); for pipes, ECS and
+    tests a log event like every other."""
+    if sys.stderr.isatty():
+        TerminalLogger(sys.stderr).msg(f"mirrord: {text}")
+    else:
+        log.warning(event, **fields)
+
+
+def sync_result(report: Report, bucket: str) -> Rendered:
+    failed = "".join(f"\n  FAILED {f.key}: {f.error}" for f in report.failed)
+    stopped = ""
+    if report.stopped:
+        still = (
+            f"{report.remaining} of {report.planned} bottles remain"
+            if report.remaining
+            else "every bottle is stored, the files for brew are not all published"
+        )
+        stopped = f"\nstopped early: {still}; `mirrord sync` again finishes the job"
+    return report.to_dict(), (
+        f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
+        f"{report.skipped} already mirrored, {len(report.failed)} failed of "
+        f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
+        f" → s3://{bucket}/{report.date}/{failed}{stopped}"
+    )
+
+
+def plan_result(planned: Planned) -> Rendered:
+    plan, targets = planned.plan, planned.targets
+    body = {
+        "date": plan.date,
+        "platforms": list(targets),
+        "transfers": len(plan.transfers),
+        "links": len(plan.links),
+        "skipped": plan.skipped,
+        "no_bottle": plan.no_bottle,
+        "known_bytes": plan.known_bytes,
+        "unknown_size": sum(1 for t in plan.transfers if not t.size_hint),
+        "rejected": [{"name": r.name, "error": r.reason} for r in planned.catalog.rejected],
+        "bottles": [
+            {
+                "key": t.key,
+                "url": source_url(t.bottle.url),
+                "sha256": t.bottle.sha256,
+                "size_hint": t.size_hint or None,
+            }
+            for t in plan.transfers
+        ],
+    }
+    lines = [f"  {t.key}" for t in plan.transfers[:20]]
+    more = len(plan.transfers) - len(lines)
+    return body, (
+        f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
+        f"({plan.known_bytes / 1e6:,.1f} MB known), {len(plan.links)} to link, "
+        f"{plan.skipped} already mirrored, {plan.no_bottle} without bottle\n"
+        + "\n".join(lines)
+        + (f"\n  … and {more} more" if more > 0 else "")
+    )
+
+
+def verify_result(result: VerifyReport) -> Rendered:
+    problems = [{"kind": p.kind, "key": p.key, "detail": p.detail} for p in result.problems]
+    # Older rebuilds of bottles the file now names elsewhere: listed, never a failure.
+    superseded = [
+        {"key": o.key, "hash_key": o.hash_key, "current": o.current} for o in result.superseded
+    ]
+    body = {
+        "entries": result.entries,
+        "objects": result.objects,
+        "checked_deep": result.checked_deep,
+        "problems": problems,
+        "superseded": superseded,
+    }
+    return body, (
+        f"{result.entries} entries, {result.objects} objects, {len(problems)} problems, "
+        f"{len(superseded)} superseded"
+        + "".join(f"\n  {p['kind']:10} {p['key']}: {p['detail']}" for p in problems)
+        + "".join(
+            f"\n  {'superseded':10} {o['key']}: {o['hash_key']} is now {o['current']}"
+            for o in superseded
+        )
+    )
+
+
+def rebuild_result(result: RebuildReport) -> Rendered:
+    body = {
+        "objects": result.objects,
+        "entries": result.entries,
+        "unrecognised": list(result.unrecognised),
+        "replaced_corrupt": result.replaced_corrupt,
+    }
+    return body, (
+        f"{result.entries} entries from {result.objects} objects; "
+        f"{len(result.unrecognised)} objects without mirrord metadata"
+    )
+
+
+def enqueue_result(result: Enqueued) -> Rendered:
+    return result.to_dict(), f"{result.job_id}: {result.bottles} bottles → {result.route}"
+
+
+def check_result(base: str, results: Sequence[Coverage]) -> Rendered:
+    lines = []
+    for c in results:
+        lines.append(
+            f"{c.target}: {c.installable}/{c.with_bottle} formulae installable "
+            f"({c.percent:.1f} %), {c.no_bottle} without a bottle; API files "
+            f"{c.api_files}/{c.api_expected}; portable Ruby {c.portable_ruby}/"
+            f"{c.portable_ruby_expected}"
+        )
+        lines += [f"  MISS {m.what}: {m.reason} ({m.url})" for m in c.misses]
+    complete = all(not c.misses for c in results)
+    body = {"base": base, "complete": complete, "targets": [c.to_dict() for c in results]}
+    return body, "\n".join(lines)

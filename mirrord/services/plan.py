@@ -1,0 +1,51 @@
+"""What a sync of a job would fetch, found without fetching it: the catalog, the hash
+file, the targets and the plan. ``mirrord plan`` shows it; the enqueuer sizes it and
+sends the job on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.web import fetch_catalog
+from mirrord.core.catalog import Catalog
+from mirrord.core.hashfile import HashFile
+from mirrord.core.jobs import Job
+from mirrord.core.plan import Plan
+from mirrord.core.retry import Backoff
+from mirrord.core.settings import Settings
+from mirrord.services.sync import load_hashfile, prepare
+
+
+class Sources(Protocol):
+    """Where a plan's inputs come from (app.App is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def http(self) -> aiohttp.ClientSession: ...
+    @property
+    def backoff(self) -> Backoff: ...
+    @property
+    def store(self) -> S3Store: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    catalog: Catalog
+    hashfile: HashFile
+    targets: tuple[str, ...]
+    plan: Plan
+
+
+async def plan_job(app: Sources, job: Job, *, external: HashFile | None) -> Planned:
+    """The plan a sync of ``job`` would follow now; ``external`` is another mirror's
+    hash file (MIRRORD_EXTERNAL_HASH_URL), whose bottles are skipped."""
+    s = app.settings
+    catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+    hf, _ = await load_hashfile(app.store, s.hash_key)
+    targets, plan = prepare(catalog, hf, job, s.platforms, external, s.releases)
+    return Planned(catalog, hf, targets, plan)
