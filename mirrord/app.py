@@ -61,15 +61,9 @@ from mirrord.core.report import Failure, LogProgress, Progress, Report, Terminal
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
-from mirrord.services.sync import (
-    AnnouncedSizes,
-    Checkpointer,
-    Tuning,
-    job_targets,
-    load_hashfile,
-    run_sync,
-)
-from mirrord.services.transfer import Hook, SizeLimit, no_hook
+from mirrord.services.checkpoint import Checkpointer, load_hashfile
+from mirrord.services.sync import Tuning, job_targets, run_sync
+from mirrord.services.transfer import AnnouncedSizes, Hook, SizeLimit, no_hook
 
 log = structlog.get_logger("mirrord.app")
 T = TypeVar("T")

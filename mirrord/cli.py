@@ -52,7 +52,8 @@ from mirrord.health import add_arguments as health_arguments
 from mirrord.health import run as run_health
 from mirrord.lambdas.enqueue import enqueue, lambda_invoker
 from mirrord.services.check import check_client
-from mirrord.services.sync import load_hashfile, prepare
+from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.sync import prepare
 from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")

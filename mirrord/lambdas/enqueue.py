@@ -37,7 +37,8 @@ from mirrord.core.jobs import Job, job_from_dict, parse_date
 from mirrord.core.plan import Plan, estimate, index_url, sizes_from_index
 from mirrord.lambdas import settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message
-from mirrord.services.sync import load_hashfile, prepare
+from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.sync import prepare
 
 log = structlog.get_logger("mirrord.enqueue")
 Invoker = Callable[[Job], Awaitable[None]]

@@ -37,7 +37,7 @@ from mirrord.lambdas.enqueue import enqueue, job_from_event, lambda_invoker
 from mirrord.lambdas.enqueue import handler as enqueue_handler
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.lambdas.sync import sync_job
-from mirrord.services.sync import load_hashfile
+from mirrord.services.checkpoint import load_hashfile
 
 MiB = 2**20
 SCHEDULED = {

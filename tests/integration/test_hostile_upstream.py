@@ -28,7 +28,8 @@ from mirrord.core.hashfile import HashFile, dumps
 from mirrord.core.jobs import Job, parse_date
 from mirrord.core.models import Formula, HashEntry
 from mirrord.core.report import Report
-from mirrord.services.sync import Tuning, adoption_folders, load_hashfile, run_sync
+from mirrord.services.checkpoint import adoption_folders, load_hashfile
+from mirrord.services.sync import Tuning, run_sync
 
 MiB = 2**20
 PART = 5 * MiB  # the tests' part size (make_settings)

@@ -34,7 +34,8 @@ from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
 from mirrord.core.report import Report
 from mirrord.services.check import check_client
-from mirrord.services.sync import Checkpointer, load_hashfile, stale_suspects
+from mirrord.services.checkpoint import Checkpointer, load_hashfile
+from mirrord.services.sync import stale_suspects
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 T0, T1 = "2026-11-08T03:00:00Z", "2026-11-15T03:00:00Z"

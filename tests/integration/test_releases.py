@@ -37,7 +37,7 @@ from mirrord.daemon import Daemon
 from mirrord.lambdas.enqueue import enqueue, job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.notify import failure_message, success_message
-from mirrord.services.sync import load_hashfile
+from mirrord.services.checkpoint import load_hashfile
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 REDWOOD = parse_releases("redwood=28")

@@ -46,7 +46,8 @@ from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import Bottle
 from mirrord.core.settings import CRASH_POINTS, from_env
-from mirrord.services.sync import Tuning, load_hashfile, run_sync
+from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.sync import Tuning, run_sync
 from mirrord.services.transfer import no_hook
 
 MiB = 2**20
