@@ -26,14 +26,7 @@ import structlog
 from mirrord import __version__
 from mirrord.adapters.lock import default_owner
 from mirrord.adapters.registry import fetch_catalog, source_url, upstream_connector
-from mirrord.app import (
-    App,
-    configure_logging,
-    load_external,
-    open_app,
-    run_exclusive,
-    run_loop,
-)
+from mirrord.app import App, configure_logging, open_app, run_loop
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, JobError, MirrordError, SettingsError
 from mirrord.core.jobs import Job, parse_date
@@ -53,6 +46,7 @@ from mirrord.health import run as run_health
 from mirrord.lambdas.enqueue import enqueue, lambda_invoker
 from mirrord.services.check import check_client
 from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.job import load_external, run_exclusive
 from mirrord.services.sync import prepare
 from mirrord.services.verify import rebuild_hash, verify
 

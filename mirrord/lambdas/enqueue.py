@@ -23,7 +23,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.adapters.registry import Registry, fetch_catalog, shown_url
-from mirrord.app import App, load_external, open_app, run_loop
+from mirrord.app import App, open_app, run_loop
 from mirrord.brew import publication_lag
 from mirrord.core.catalog import (
     DEFAULT_RELEASES,
@@ -38,6 +38,7 @@ from mirrord.core.plan import Plan, estimate, index_url, sizes_from_index
 from mirrord.lambdas import settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message
 from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.job import load_external
 from mirrord.services.sync import prepare
 
 log = structlog.get_logger("mirrord.enqueue")
@@ -87,13 +88,13 @@ async def index_sizes(registry: Registry, plan: Plan, concurrency: int) -> dict[
 
 
 def lambda_invoker(app: App) -> Invoker | None:
-    function = app.settings.sync_function
-    if not function:
+    function, client = app.settings.sync_function, app.lambda_client
+    if not function or client is None:
         return None
 
     async def invoke(job: Job) -> None:
         try:
-            answer = await app.lambda_client.invoke(
+            answer = await client.invoke(
                 FunctionName=function, InvocationType="Event", Payload=job.body()
             )
         except (ClientError, BotoCoreError) as exc:

@@ -28,7 +28,7 @@ from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
 from mirrord.adapters.lock import BucketLock
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
 from mirrord.core.errors import LockLost, StoreError
 from mirrord.core.jobs import Job
@@ -38,6 +38,7 @@ from mirrord.lambdas.enqueue import handler as enqueue_handler
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.lambdas.sync import sync_job
 from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.job import run_job
 
 MiB = 2**20
 SCHEDULED = {

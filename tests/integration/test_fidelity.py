@@ -28,7 +28,7 @@ from mirrord_dev.emulator import (
 from mirrord_dev.emulator.content import SAMPLE_LARGE, jws
 from mirrord_dev.local import Front, bucket_front
 
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.brew import (
     api_gaps,
     blob_key,
@@ -47,6 +47,7 @@ from mirrord.core.models import Formula
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client
+from mirrord.services.job import run_job
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 TAHOE = packages_endpoint("arm64_tahoe")

@@ -17,7 +17,7 @@ from mirrord_dev.emulator import Emulator, catalog_from_entries
 from mirrord_dev.emulator.content import jws
 from structlog.testing import capture_logs
 
-from mirrord.app import open_app, run_job
+from mirrord.app import open_app
 from mirrord.brew import api_gaps
 from mirrord.core.catalog import (
     DEFAULT_RELEASES,
@@ -38,6 +38,7 @@ from mirrord.lambdas.enqueue import enqueue, job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.notify import failure_message, success_message
 from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.job import run_job
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 REDWOOD = parse_releases("redwood=28")
