@@ -1,4 +1,5 @@
-"""Composition root: logging, and the clients every command shares, built once.
+"""Composition root: logging, and the adapters every command shares, built once from
+the settings (the job they run is services/job.py).
 
 Nothing else in mirrord creates a session or a client; everything below takes them as
 arguments, so tests hand in clients pointed at the moto server and the emulator.
@@ -10,62 +11,34 @@ import asyncio
 import logging
 import os
 import random
-import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, TextIO, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, TypeVar
 
 import aiohttp
 import orjson
 import structlog
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.handlers import add_expect_header
 
 from mirrord import __version__
-from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.registry import Registry
 from mirrord.adapters.s3 import S3Store
 from mirrord.adapters.secrets import resolve_webhook
-from mirrord.adapters.slack import Slack, SlackProgress
+from mirrord.adapters.slack import Slack
 from mirrord.adapters.sqs import JobQueue
-from mirrord.adapters.terminal import LogProgress, TerminalLogger
-from mirrord.adapters.web import (
-    fetch_catalog,
-    fetch_untrusted,
-    guarded_session,
-    shown_url,
-    upstream_connector,
-)
-from mirrord.core.brew import missing_bottles, registry_root
-from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
-from mirrord.core.errors import (
-    InputError,
-    JobCrashed,
-    LockBusy,
-    MirrordError,
-    SettingsError,
-    UpstreamError,
-)
-from mirrord.core.hashfile import HashFile, parse, utc_now
-from mirrord.core.jobs import Job
-from mirrord.core.messages import failure_message, success_message
-from mirrord.core.report import Failure, Progress, Published, Report, emf
+from mirrord.adapters.terminal import TerminalLogger
+from mirrord.adapters.web import upstream_connector
+from mirrord.core.errors import SettingsError
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
-from mirrord.services.publish import Fetched, fetch_api, fetch_missing, publish
-from mirrord.services.sync import (
-    AnnouncedSizes,
-    Checkpointer,
-    Tuning,
-    job_targets,
-    load_hashfile,
-    run_sync,
-)
-from mirrord.services.transfer import Hook, SizeLimit, no_hook
+
+if TYPE_CHECKING:  # the stubs are a dev dependency: types only
+    from types_aiobotocore_lambda import LambdaClient
+    from types_aiobotocore_s3 import S3Client
 
 log = structlog.get_logger("mirrord.app")
 T = TypeVar("T")
@@ -77,7 +50,7 @@ def configure_logging(
     """structlog's production recipe: JSON lines (orjson) on stderr, contextvars merged
     so every line of a job carries its ``job_id``: what ECS, Lambda, pipes and tests read.
     A person at a terminal (``human``; default: stderr is a TTY) gets one readable line
-    per event instead, written above the progress bar (terminal.TerminalLogger)."""
+    per event instead, written above the progress bar (report.TerminalLogger)."""
     if human is None:
         human = stream is None and sys.stderr.isatty()
     shared: list[Any] = [
@@ -133,15 +106,23 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 @dataclass(frozen=True, slots=True)
 class App:
+    """The adapters, typed. ``s3`` and ``lambda_client`` are the aiobotocore clients behind
+    them, for what no adapter does (setting up a test bucket, the Lambda Invoke of
+    ``mirrord enqueue``)."""
+
     settings: Settings
     http: aiohttp.ClientSession
     registry: Registry
     store: S3Store
     backoff: Backoff
-    s3: Any  # the aiobotocore clients, for the few calls outside the adapters' scope
+    s3: S3Client
     slack: Slack
     queue: JobQueue | None  # when MIRRORD_QUEUE_URL is set
-    lambda_client: Any  # None unless MIRRORD_SYNC_FUNCTION is set
+    lambda_client: LambdaClient | None  # when MIRRORD_SYNC_FUNCTION is set
+
+    def store_for(self, bucket: str) -> S3Store:
+        """Another bucket (an external hash file) on the same client."""
+        return S3Store(self.s3, bucket)
 
 
 def s3_config(settings: Settings) -> AioConfig:
@@ -162,6 +143,9 @@ def s3_config(settings: Settings) -> AioConfig:
 
 @asynccontextmanager
 async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
+    """The app for one command or invocation. Only the clients these settings call for
+    are built: each costs ~0.1 s of start-up (its service model, an SSL context), paid by
+    every `mirrord sync`; the Secrets Manager one lives only to read the webhook."""
     connector = upstream_connector(settings.concurrency * 2 + 4)  # registry + storage each
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
@@ -172,6 +156,7 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
         # botocore reads AWS_DEFAULT_REGION (and profiles), not AWS_REGION; without one it
         # fails deep inside the first client with a traceback.
         raise SettingsError("no AWS region: set AWS_DEFAULT_REGION (or a profile's region)")
+    plain = _plain_config(settings)
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
             aiohttp.ClientSession(
@@ -187,21 +172,15 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
         # and response per upload, to save resending a part S3 would refuse. Parts are
         # at most MIRRORD_PART_SIZE and refusals rare, so the body goes at once.
         s3.meta.events.unregister("before-call.s3", add_expect_header)
-
-        async def optional(service: str, wanted: object) -> Any:
-            # Only the clients these settings call for: each costs ~0.1 s of start-up
-            # (its service model, an SSL context), paid by every `mirrord sync`.
-            if not wanted:
-                return None
-            client = session.create_client(service, config=_plain_config(settings))
-            return await stack.enter_async_context(client)
-
-        sqs = await optional("sqs", settings.queue_url)
-        secrets = await optional("secretsmanager", settings.slack_secret_id)
-        lambda_client = await optional("lambda", settings.sync_function)
-        webhook = await resolve_webhook(
-            secrets, secret_id=settings.slack_secret_id, direct_url=settings.slack_webhook_url
-        )
+        queue = None
+        if settings.queue_url:
+            sqs = await stack.enter_async_context(session.create_client("sqs", config=plain))
+            queue = JobQueue(sqs, settings.queue_url)
+        lambda_client = None
+        if settings.sync_function:
+            lambda_client = await stack.enter_async_context(
+                session.create_client("lambda", config=plain)
+            )
         yield App(
             settings=settings,
             http=http,
@@ -214,10 +193,19 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
             store=S3Store(s3, settings.bucket),
             backoff=backoff,
             s3=s3,
-            slack=Slack(http, webhook),
-            queue=JobQueue(sqs, settings.queue_url) if settings.queue_url else None,
+            slack=Slack(http, await _webhook(session, settings)),
+            queue=queue,
             lambda_client=lambda_client,
         )
+
+
+async def _webhook(session: AioSession, settings: Settings) -> str | None:
+    if not settings.slack_secret_id or settings.slack_webhook_url:
+        return await resolve_webhook(
+            None, secret_id=settings.slack_secret_id, direct_url=settings.slack_webhook_url
+        )
+    async with session.create_client("secretsmanager", config=_plain_config(settings)) as sm:
+        return await resolve_webhook(sm, secret_id=settings.slack_secret_id, direct_url=None)
 
 
 def _plain_config(settings: Settings) -> AioConfig:
@@ -228,308 +216,3 @@ def _plain_config(settings: Settings) -> AioConfig:
         retries={"mode": "standard", "max_attempts": settings.max_attempts},
         user_agent_extra=f"mirrord/{__version__}",
     )
-
-
-def crash_hook(settings: Settings) -> Hook:
-    """``MIRRORD_CRASH_AT=<point>[:<nth>]``: signal this process (KILL or TERM) at the nth
-    pass through that point, so tests/test_reliability.py can crash a sync exactly
-    there. Unset (always, in production): the no-op hook."""
-    if settings.crash_at is None:
-        return no_hook
-    point, nth = settings.crash_at
-    signum = signal.SIGKILL if settings.crash_signal == "KILL" else signal.SIGTERM
-    seen = 0
-
-    def hook(name: str) -> None:
-        nonlocal seen
-        if name != point:
-            return
-        seen += 1
-        if seen == nth:
-            log.warning("crash_hook", point=name, nth=nth, signal=settings.crash_signal)
-            os.kill(os.getpid(), signum)
-
-    return hook
-
-
-# --- one job, as every entry point runs it -------------------------------------------
-
-EXTERNAL_HASH_LIMIT = 64 * 2**20
-
-
-async def load_external(app: App, *, limit: int = EXTERNAL_HASH_LIMIT) -> HashFile | None:
-    """``MIRRORD_EXTERNAL_HASH_URL`` (s3:// or https://): another mirror's hash file,
-    whose bottles are skipped. Unusable → a warning, and the sync goes on without it."""
-    s = app.settings
-    url = s.external_hash_url
-    if not url:
-        return None
-    try:
-        if url.startswith("s3://"):
-            bucket, _, key = url.removeprefix("s3://").partition("/")
-            found = await S3Store(app.s3, bucket).get(key)
-            if found is None:
-                raise InputError("no such object")
-            raw = found[0]
-            if len(raw) > limit:
-                raise InputError(f"over the {limit}-byte cap")
-        else:
-            # A session of its own for a URL someone else controls: its resolver refuses
-            # private addresses (see upstream.fetch_untrusted); once per job.
-            async with guarded_session(
-                connect_timeout=s.connect_timeout,
-                read_timeout=s.read_timeout,
-                allow_private=s.external_hash_allow_private,
-                user_agent=f"mirrord/{__version__}",
-            ) as session:
-                raw = await fetch_untrusted(
-                    session,
-                    url,
-                    app.backoff,
-                    limit=limit,
-                    allow_http=s.external_hash_allow_http,
-                    allow_private=s.external_hash_allow_private,
-                )
-        external = parse(raw, source=shown_url(url))
-    except MirrordError as exc:
-        log.warning(
-            "external_hash_unusable", url=shown_url(url), error=str(exc), kind=type(exc).__name__
-        )
-        return None
-    log.info("external_hash_loaded", url=shown_url(url), entries=len(external.bottles))
-    return external
-
-
-async def run_exclusive(
-    app: App,
-    job: Job,
-    *,
-    owner: str,
-    route: str,
-    stop: asyncio.Event | None = None,
-    grace: float | None = None,
-    progress: Progress | None = None,
-    wait: bool = False,
-    publish_progress: Progress | None = None,
-) -> Report:
-    """``run_job`` under the bucket lock, renewed while it runs; ``LockBusy`` when
-    another sync holds the bucket, or, with ``wait``, once ``stop`` is set while waiting
-    for it (the daemon waits in its own way: see daemon.py)."""
-    s = app.settings
-    stop = stop or asyncio.Event()
-    lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
-    if wait:  # a release is seen within 15 s
-        holder = await lock.wait(job.job_id, stop, every=15.0)
-    else:
-        holder = await lock.acquire(job.job_id)
-    if holder is not None:
-        raise LockBusy(holder)
-    try:
-        async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
-            return await run_job(
-                app,
-                job,
-                route=route,
-                stop=stop,
-                grace=grace,
-                progress=progress,
-                publish_progress=publish_progress,
-            )
-    finally:
-        await lock.release()
-
-
-async def run_job(
-    app: App,
-    job: Job,
-    *,
-    route: str,
-    stop: asyncio.Event | None = None,
-    grace: float | None = None,
-    progress: Progress | None = None,
-    publish_progress: Progress | None = None,
-) -> Report:
-    """Catalog → sync → status.json, metrics and Slack: the same for the CLI, the daemon
-    and the sync Lambda. A job that dies early is reported to Slack and re-raised; an
-    exception that is no ``MirrordError`` (a bug) too, as ``JobCrashed``."""
-    slack_progress = SlackProgress(app.slack, progress or LogProgress(), job_id=job.job_id)
-    try:
-        report = await _sync_and_publish(app, job, slack_progress, stop, grace, publish_progress)
-        await slack_progress.aclose()
-        await _record(app, job, report, route)
-    except MirrordError as exc:
-        await _job_failed(app, job, slack_progress, str(exc))
-        raise
-    except Exception as exc:  # not CancelledError, a BaseException: a stop is no bug
-        log.error("job_crashed", kind=type(exc).__name__, error=str(exc), exc_info=exc)
-        error = (
-            f"{type(exc).__name__}: {str(exc) or '(no message)'} — a bug in mirrord, not in its "
-            "input or peers: please report it with the traceback from the log"
-        )
-        await _job_failed(app, job, slack_progress, error)
-        raise JobCrashed(error) from exc
-    return report
-
-
-async def _sync_and_publish(
-    app: App,
-    job: Job,
-    progress: Progress,
-    stop: asyncio.Event | None,
-    grace: float | None,
-    publish_progress: Progress | None = None,
-) -> Report:
-    s = app.settings
-    catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
-    # The API files are fetched with the catalog, not after a sync of hours: both
-    # must describe the same bottles, and formulae.brew.sh changes every few minutes.
-    api = await _fetch_api(app, catalog, job) if s.brew_mirror else None
-    report = await run_sync(
-        job,
-        catalog,
-        app.store,
-        app.registry,
-        Tuning(
-            s.concurrency,
-            s.part_size,
-            s.batch_size,
-            s.checkpoint_seconds,
-            s.max_bottle_bytes,
-            s.bottle_timeout,
-        ),
-        hash_key=s.hash_key,
-        default_platforms=s.platforms,
-        progress=progress,
-        external=await load_external(app),
-        stop=stop,
-        grace=s.stop_grace if grace is None else grace,
-        hook=crash_hook(s),
-        sizes=AnnouncedSizes(app.registry),
-        releases=s.releases,
-    )
-    if not s.brew_mirror:
-        return report
-    if report.stopped:  # not a step further; the publication is the next run's
-        skipped = Published(api="kept: stopped before publication", finished=False)
-        return replace(report, published=skipped)
-    published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
-    # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
-    # the API files went out without it.
-    return replace(
-        report,
-        published=published,
-        failed=(*report.failed, *published.ruby_problems),
-    )
-
-
-async def _record(app: App, job: Job, report: Report, route: str) -> None:
-    s = app.settings
-    if s.emf:  # where CloudWatch reads the log (Lambda, ECS) or MIRRORD_EMF asks for it
-        log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
-    if report.complete:
-        await app.store.put(
-            s.status_key,
-            orjson.dumps(
-                {
-                    "last_success": utc_now(),
-                    **{
-                        k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")
-                    },
-                }
-            ),
-            content_type="application/json",
-        )
-        await app.slack.send(
-            success_message(report, bucket=s.bucket, estimated_bytes=job.estimated_bytes)
-        )
-    elif report.failed:
-        await app.slack.send(
-            failure_message(
-                job_id=job.job_id, date=job.date, error=None, report=report, logs_hint=s.logs_hint
-            )
-        )
-
-
-async def _job_failed(app: App, job: Job, progress: SlackProgress, error: str) -> None:
-    await progress.aclose()
-    await app.slack.send(
-        failure_message(
-            job_id=job.job_id,
-            date=job.date,
-            error=error,
-            report=None,
-            logs_hint=app.settings.logs_hint,
-        )
-    )
-
-
-async def _fetch_api(app: App, catalog: Catalog, job: Job) -> dict[str, bytes] | None:
-    targets = job_targets(catalog, job, app.settings.platforms, app.settings.releases)
-    try:
-        return await fetch_api(app.http, app.settings.api_base, targets, app.backoff)
-    except UpstreamError as exc:  # the bottles still sync; the API files stay as they were
-        log.warning("api_fetch_failed", error=str(exc))
-        return None
-
-
-async def publish_for(
-    app: App,
-    catalog: Catalog,
-    job: Job,
-    api: dict[str, bytes] | None,
-    report: Report,
-    stop: asyncio.Event | None = None,
-    progress: Progress | None = None,
-) -> Published:
-    """The brew-facing stage after a sync (services.publish); never raises: its problems are in
-    the report and the log, and ``mirrord check-client`` shows what a user sees.
-    Bottles the API files name that the catalog did not (formulae.brew.sh republished
-    in between) are fetched and recorded first, so the API files can go out."""
-    s = app.settings
-    targets = job_targets(catalog, job, s.platforms, s.releases)
-    bottles = select_bottles(filter_formulae(catalog, job.formulae), targets, s.releases).bottles
-    clean = report.complete and job.formulae is None
-    try:
-        hf, etag = await load_hashfile(app.store, s.hash_key)
-        fetched = Fetched()
-        root = registry_root(catalog)
-        if api is not None and clean and root is not None:
-            missing = missing_bottles(api, targets, hf.by_sha256(), catalog, root, s.releases)
-            fetched = await fetch_missing(
-                app.store,
-                app.registry,
-                missing,
-                job.date,
-                part_size=s.part_size,
-                limit=SizeLimit(s.max_bottle_bytes),
-                concurrency=s.concurrency,
-                stop=stop,
-            )
-            if fetched.entries:
-                record = Checkpointer(app.store, s.hash_key, hf, etag, s.batch_size)
-                record.add(fetched.entries)
-                await record.flush()
-                hf = record.current
-        published = await publish(
-            app.store,
-            app.registry,
-            catalog,
-            [*bottles, *fetched.bottles],
-            hf,
-            targets,
-            api=api,
-            clean=clean,
-            ruby_versions=s.portable_ruby,
-            part_size=s.part_size,
-            concurrency=s.concurrency,
-            stop=stop,
-            fetched=fetched,
-            releases=s.releases,
-            progress=progress,
-        )
-    except MirrordError as exc:
-        log.warning("publish_failed", error=str(exc), kind=type(exc).__name__)
-        published = Published(
-            api="kept: publication failed", problems=[Failure("", str(exc))], finished=False
-        )
-    return published

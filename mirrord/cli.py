@@ -26,14 +26,7 @@ from mirrord.adapters.invoke import lambda_invoker
 from mirrord.adapters.lock import default_owner
 from mirrord.adapters.terminal import BarProgress, LogProgress
 from mirrord.adapters.web import upstream_connector
-from mirrord.app import (
-    App,
-    configure_logging,
-    load_external,
-    open_app,
-    run_exclusive,
-    run_loop,
-)
+from mirrord.app import App, configure_logging, open_app, run_loop
 from mirrord.cli_args import build_parser, job_from_args, settings_from
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, MirrordError, SettingsError
@@ -42,9 +35,10 @@ from mirrord.core.settings import Settings
 from mirrord.daemon import Daemon
 from mirrord.health import run as run_health
 from mirrord.services.check import check_client
+from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue
+from mirrord.services.job import load_external, run_exclusive
 from mirrord.services.plan import plan_job
-from mirrord.services.sync import load_hashfile
 from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")

@@ -20,17 +20,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
-from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.sqs import JobQueue, Received
-from mirrord.app import App, run_job
-from mirrord.core.errors import JobError, MirrordError
+from mirrord.app import App
+from mirrord.core.errors import JobError, LockBusy, MirrordError
 from mirrord.core.jobs import Job, parse_job
+from mirrord.core.tasks import background
+from mirrord.services.job import run_exclusive
 
 log = structlog.get_logger("mirrord.daemon")
 T = TypeVar("T")
@@ -55,22 +56,13 @@ class Daemon:
         self._beat = s.heartbeat_seconds
         # Three heartbeats may fail before SQS or a rival considers the job abandoned.
         self._visibility = max(int(s.heartbeat_seconds * 3), 1)
-        self._lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
         self.jobs_done = 0
 
-    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+    async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
         """``work``, or None as soon as the stop event is set (the work is cancelled)."""
-        task = asyncio.ensure_future(work)
-        stopping = asyncio.ensure_future(self._stop.wait())
-        try:
+        async with background(work) as task, background(self._stop.wait()) as stopping:
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return None
+            return task.result() if task.done() else None
 
     async def serve(self) -> None:
         log.info("daemon_started", owner=self._owner, queue=self._queue.url)
@@ -128,22 +120,26 @@ class Daemon:
             except MirrordError as exc:
                 log.warning("heartbeat_failed", error=str(exc))
 
-    async def _acquire(self, job: Job) -> bool:
-        if self._stop.is_set():
-            return False
-        holder = await self._lock.wait(job.job_id, self._stop, every=min(self._beat, 30))
-        return holder is None
-
     async def _run(self, job: Job, message: Received) -> None:
-        beat = asyncio.create_task(self._heartbeat(message.receipt))
-        try:
-            if not await self._acquire(job):
+        async with background(self._heartbeat(message.receipt)):
+            if self._stop.is_set():
                 await self._queue.hide(message.receipt, 0)
                 return
             try:
-                # Lost to a takeover: stop ours (the daemon exits; ECS starts another).
-                async with self._lock.kept(self._beat, on_lost=self._stop.set):
-                    report = await run_job(self._app, job, route="fargate", stop=self._stop)
+                # Lost to a takeover: the lock stops ours (the daemon exits; ECS starts
+                # another).
+                report = await run_exclusive(
+                    self._app,
+                    job,
+                    owner=self._owner,
+                    route="fargate",
+                    stop=self._stop,
+                    wait=True,
+                    every=min(self._beat, 30),
+                )
+            except LockBusy:  # stopped while waiting for the lock: the next task runs it
+                await self._queue.hide(message.receipt, 0)
+                return
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
                 return  # the message comes back after its visibility timeout
@@ -155,7 +151,3 @@ class Daemon:
                 log.info("job_handed_back", remaining=report.remaining)
             else:  # a publication that failed: again after the visibility timeout, not now
                 log.warning("job_unfinished", remaining=report.remaining)
-        finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
-            await self._lock.release()

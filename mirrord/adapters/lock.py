@@ -31,6 +31,7 @@ import structlog
 
 from mirrord.adapters.s3 import Read, S3Store
 from mirrord.core.errors import LockLost, MirrordError, PreconditionFailed
+from mirrord.core.tasks import background
 
 log = structlog.get_logger("mirrord.adapters.lock")
 LOCK_KEY = "sync.lock"
@@ -273,12 +274,8 @@ class BucketLock:
                 except MirrordError as exc:  # S3 blinked: the lease outlasts a few misses
                     log.warning("lock_renew_failed", key=self._key, error=str(exc))
 
-        task = asyncio.create_task(renew())
-        try:
+        async with background(renew(), name="lock-renewal"):
             yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def release(self) -> None:
         if self._etag is None:

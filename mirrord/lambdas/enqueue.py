@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mirrord.adapters.invoke import lambda_invoker
-from mirrord.app import load_external, open_app, run_loop
+from mirrord.app import open_app, run_loop
 from mirrord.core.errors import JobError
 from mirrord.core.jobs import Job, job_from_dict, parse_date
 from mirrord.core.releases import DEFAULT_RELEASES, Releases
 from mirrord.lambdas import settings_from_env
 from mirrord.services.enqueue import enqueue
+from mirrord.services.job import load_external
 
 
 def job_from_event(event: Any, now: datetime, releases: Releases = DEFAULT_RELEASES) -> Job:

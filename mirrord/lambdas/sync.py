@@ -15,10 +15,12 @@ from typing import Any
 import structlog
 
 from mirrord.adapters.lock import default_owner
-from mirrord.app import App, open_app, run_exclusive, run_loop
+from mirrord.app import App, open_app, run_loop
 from mirrord.core.errors import LockBusy
 from mirrord.core.jobs import Job, job_from_dict
+from mirrord.core.tasks import background
 from mirrord.lambdas import settings_from_env
+from mirrord.services.job import run_exclusive
 
 log = structlog.get_logger("mirrord.sync_lambda")
 
@@ -36,26 +38,23 @@ async def sync_job(
         log.warning("lambda_deadline", remaining_ms=remaining_ms(), margin_s=margin)
         stop.set()
 
-    watcher = asyncio.create_task(deadline())
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
         try:
-            report = await run_exclusive(
-                app,
-                job,
-                owner=owner,
-                route="lambda",
-                stop=stop,
-                grace=min(app.settings.stop_grace, margin / 2),
-            )
+            async with background(deadline(), name="lambda-deadline"):
+                report = await run_exclusive(
+                    app,
+                    job,
+                    owner=owner,
+                    route="lambda",
+                    stop=stop,
+                    grace=min(app.settings.stop_grace, margin / 2),
+                )
         except LockBusy as exc:  # a daemon is at it: give it the job, it waits for the lock
             log.info("lock_busy_handoff", error=str(exc))
             if app.queue is None:
                 raise
             await app.queue.send(job)
             return {"job_id": job.job_id, "handed_off": True, "reason": "lock busy"}
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
         handed_off = False
         if report.unfinished:  # bottles left, or a publication cut short
             if app.queue is None:

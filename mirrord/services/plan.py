@@ -17,7 +17,8 @@ from mirrord.core.jobs import Job
 from mirrord.core.plan import Plan
 from mirrord.core.retry import Backoff
 from mirrord.core.settings import Settings
-from mirrord.services.sync import load_hashfile, prepare
+from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.sync import prepare
 
 
 class Sources(Protocol):

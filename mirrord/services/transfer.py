@@ -25,9 +25,10 @@ from typing import Any, Protocol
 import structlog
 
 from mirrord.adapters.s3 import Part, S3Store
-from mirrord.adapters.web import source_url
-from mirrord.core.errors import IntegrityError, PreconditionFailed, StoreError
+from mirrord.adapters.web import shown_url, source_url
+from mirrord.core.errors import IntegrityError, PreconditionFailed, StoreError, UpstreamError
 from mirrord.core.models import Bottle
+from mirrord.core.plan import index_url, sizes_from_index
 
 # Below this, hashing on the event loop is cheaper than a hop to a thread.
 THREAD_HASH_MIN = 1 << 20
@@ -80,6 +81,48 @@ class SizeLimit:
         if size is not None and allowance(size) < self.max_bytes:
             return allowance(size), f"the registry announces {size}"
         return self.max_bytes, "MIRRORD_MAX_BOTTLE_BYTES"
+
+
+class IndexSource(Protocol):
+    async def image_index(self, url: str) -> dict[str, Any] | None: ...
+
+
+class AnnouncedSizes:
+    """The size the registry announces for a bottle (``sh.brew.bottle.size`` in its
+    formula version's image index), one GET per version, asked only by the transfers
+    that need it (those past one part). Unknown (None) when the index is missing,
+    unreadable or silent about the bottle: the transfer then falls back to
+    ``MIRRORD_MAX_BOTTLE_BYTES``."""
+
+    def __init__(self, registry: IndexSource) -> None:
+        self._registry = registry
+        self._indexes: dict[str, asyncio.Future[dict[str, int]]] = {}
+
+    def of(self, bottle: Bottle) -> Callable[[], Awaitable[int | None]]:
+        async def size() -> int | None:
+            url = index_url(bottle)
+            if url is None:
+                return None
+            if url not in self._indexes:
+                self._indexes[url] = asyncio.ensure_future(self._fetch(url))
+            # Shielded: a transfer cancelled while waiting leaves the answer to the others.
+            return (await asyncio.shield(self._indexes[url])).get(bottle.sha256)
+
+        return size
+
+    async def aclose(self) -> None:
+        """Cancel what a stopped transfer left asking (its answer went unused)."""
+        for future in self._indexes.values():
+            future.cancel()
+        await asyncio.gather(*self._indexes.values(), return_exceptions=True)
+
+    async def _fetch(self, url: str) -> dict[str, int]:
+        try:
+            index = await self._registry.image_index(url)
+        except UpstreamError as exc:
+            log.info("announced_size_unknown", url=shown_url(url), error=str(exc))
+            return {}
+        return sizes_from_index(index) if index else {}
 
 
 def _take(chunks: deque[memoryview], size: int) -> Part:
@@ -214,12 +257,19 @@ async def transfer(
         upload_id = None
         return size
     finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        if upload_id is not None:
-            # Also on cancellation: an open upload is invisible but billed until aborted.
-            await asyncio.shield(_abort(store, key, upload_id))
+        await _leave(store, key, upload_id, pending)
+
+
+async def _leave(
+    store: S3Store, key: str, upload_id: str | None, pending: asyncio.Task[Any] | None
+) -> None:
+    """What an ended transfer may leave: the part still uploading is cancelled and the
+    upload not completed aborted, also on cancellation (it is invisible but billed)."""
+    if pending is not None:
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+    if upload_id is not None:
+        await asyncio.shield(_abort(store, key, upload_id))
 
 
 async def _abort(store: S3Store, key: str, upload_id: str) -> None:

@@ -23,7 +23,7 @@ from mirrord_dev.emulator import (
 )
 from mirrord_dev.local import Front, bucket_front
 
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.core.brew import API_ENDPOINTS, api_gaps, jws_payload, packages_endpoint
 from mirrord.core.catalog import parse_catalog
 from mirrord.core.errors import InputError, SettingsError
@@ -34,6 +34,7 @@ from mirrord.core.oci import blob_key, descriptor_problem
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client
+from mirrord.services.job import run_job
 
 TARGETS = ("arm64_tahoe", "tahoe", "arm64_sequoia", "sequoia", "arm64_sonoma", "sonoma")
 RUBY = PORTABLE_RUBY_VERSIONS[0]

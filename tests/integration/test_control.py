@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 
 from mirrord.adapters.invoke import lambda_invoker
 from mirrord.adapters.lock import BucketLock
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import LockLost, StoreError
 from mirrord.core.jobs import Job
@@ -39,8 +39,9 @@ from mirrord.lambdas.enqueue import handler as enqueue_handler
 from mirrord.lambdas.enqueue import job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
 from mirrord.lambdas.sync import sync_job
+from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue
-from mirrord.services.sync import load_hashfile
+from mirrord.services.job import run_job
 
 MiB = 2**20
 SCHEDULED = {

@@ -28,7 +28,7 @@ from mirrord_dev.emulator import (
 from mirrord_dev.emulator.content import SAMPLE_LARGE, jws
 from mirrord_dev.local import Front, bucket_front
 
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.core.brew import (
     api_gaps,
     newest_rubies,
@@ -45,6 +45,7 @@ from mirrord.core.oci import blob_key, index_key
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client
+from mirrord.services.job import run_job
 from mirrord.services.publish import publication_lag
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)

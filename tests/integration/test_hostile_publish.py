@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from mirrord_dev.emulator import Emulator, catalog_from_entries, sample_catalog
 
 from mirrord.adapters.registry import INDEX_MEDIA_TYPE
-from mirrord.app import open_app, run_job
+from mirrord.app import open_app
 from mirrord.core.brew import (
     api_formulae,
     api_gaps,
@@ -36,6 +36,7 @@ from mirrord.core.errors import InputError
 from mirrord.core.jobs import Job
 from mirrord.core.models import Bottle, Formula, HashEntry
 from mirrord.core.oci import OCI_PREFIX, blob_key, image_name, index_key, manifest_ref
+from mirrord.services.job import run_job
 
 SHA = "ab" * 32
 TAGS = ["arm64_tahoe", "sonoma", "all", "arm64_sequoia"]

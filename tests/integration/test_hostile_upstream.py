@@ -21,14 +21,16 @@ from hostile import Bottle, HostileUpstream
 from structlog.testing import capture_logs
 
 from mirrord.adapters.web import address_problem
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.core.catalog import Catalog, parse_catalog
 from mirrord.core.errors import JobError
 from mirrord.core.hashfile import HashFile, dumps
 from mirrord.core.jobs import Job, parse_date
 from mirrord.core.models import Formula, HashEntry
 from mirrord.core.report import Report
-from mirrord.services.sync import Tuning, adoption_folders, load_hashfile, run_sync
+from mirrord.services.checkpoint import adoption_folders, load_hashfile
+from mirrord.services.job import run_job
+from mirrord.services.sync import Tuning, run_sync
 
 MiB = 2**20
 PART = 5 * MiB  # the tests' part size (make_settings)
@@ -77,7 +79,7 @@ class Outcome:
 
 @pytest.fixture
 async def sync(bucket_name: str, ledger: Ledger) -> AsyncIterator[Any]:
-    """``await sync(upstream, **settings)``: one whole job (mirrord.app.run_job, as the CLI
+    """``await sync(upstream, **settings)``: one whole job (mirrord.services.job.run_job, as the CLI
     and the daemon run it) of the upstream's catalog into a fresh moto bucket. With
     ``row=(answer, before)``, its figures go to docs/reliability.md (make reliability)."""
     apps: list[Any] = []

@@ -17,7 +17,7 @@ from conftest import DATE, Receiver, make_settings
 from mirrord_dev.emulator import PORTABLE_RUBY_VERSIONS, Emulator, Fault, sample_catalog
 from mirrord_dev.local import Front, bucket_front
 
-from mirrord.app import App, open_app, run_job
+from mirrord.app import App, open_app
 from mirrord.core import hashfile as hashfile_module
 from mirrord.core.catalog import parse_catalog
 from mirrord.core.errors import HashFileError
@@ -34,7 +34,9 @@ from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
 from mirrord.core.report import Report
 from mirrord.services.check import check_client
-from mirrord.services.sync import Checkpointer, load_hashfile, stale_suspects
+from mirrord.services.checkpoint import Checkpointer, load_hashfile
+from mirrord.services.job import run_job
+from mirrord.services.sync import stale_suspects
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 T0, T1 = "2026-11-08T03:00:00Z", "2026-11-15T03:00:00Z"

@@ -17,7 +17,7 @@ from mirrord_dev.emulator import Emulator, catalog_from_entries
 from mirrord_dev.emulator.content import jws
 from structlog.testing import capture_logs
 
-from mirrord.app import open_app, run_job
+from mirrord.app import open_app
 from mirrord.core.brew import api_gaps
 from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import JobError, SettingsError
@@ -36,8 +36,9 @@ from mirrord.core.settings import from_env, parse_releases
 from mirrord.daemon import Daemon
 from mirrord.lambdas.enqueue import job_from_event
 from mirrord.lambdas.sync import handler as sync_handler
+from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue
-from mirrord.services.sync import load_hashfile
+from mirrord.services.job import run_job
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 REDWOOD = parse_releases("redwood=28")

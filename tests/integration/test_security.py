@@ -37,11 +37,12 @@ from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
 from mirrord.adapters.web import address_problem, fetch_untrusted, guarded_session, shown_url
-from mirrord.app import load_external, open_app, run_job
+from mirrord.app import open_app
 from mirrord.core.errors import FatalUpstreamError, RefusedAddress, SettingsError
 from mirrord.core.jobs import Job
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import from_env
+from mirrord.services.job import load_external, run_job
 
 MiB = 2**20
 SHA = "ab" * 32

@@ -41,7 +41,8 @@ from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
 from mirrord.core.releases import auto_targets
-from mirrord.services.sync import Checkpointer, Tuning, load_hashfile, run_sync
+from mirrord.services.checkpoint import Checkpointer, load_hashfile
+from mirrord.services.sync import Tuning, run_sync
 from mirrord.services.transfer import transfer
 
 MiB = 2**20

@@ -39,7 +39,7 @@ from mirrord_dev.emulator import Emulator, EmulatorCatalog, Fault, sample_catalo
 
 from mirrord.adapters.lock import BucketLock
 from mirrord.adapters.web import fetch_catalog
-from mirrord.app import App, crash_hook, open_app
+from mirrord.app import App, open_app
 from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import SettingsError
 from mirrord.core.hashfile import HashFile
@@ -47,7 +47,9 @@ from mirrord.core.jobs import Job
 from mirrord.core.models import Bottle
 from mirrord.core.releases import auto_targets
 from mirrord.core.settings import CRASH_POINTS, from_env
-from mirrord.services.sync import Tuning, load_hashfile, run_sync
+from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.job import crash_hook
+from mirrord.services.sync import Tuning, run_sync
 from mirrord.services.transfer import no_hook
 
 MiB = 2**20
