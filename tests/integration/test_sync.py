@@ -9,7 +9,6 @@ import io
 import signal
 import tracemalloc
 from asyncio.subprocess import DEVNULL
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from conftest import (
     DATE,
     REPORT_FIELDS,
+    MakeWorld,
     days_ago,
     loopback,
     make_settings,
@@ -90,13 +90,9 @@ class World:
 
 
 @pytest.fixture
-async def world(bucket_name: str) -> AsyncIterator[World]:
-    async with (
-        Emulator(sample_catalog()) as emu,
-        open_app(make_settings(bucket_name, emu.api_url)) as app,
-    ):
-        await app.store._client.create_bucket(Bucket=bucket_name)
-        yield World(app, emu)
+async def world(make_world: MakeWorld) -> World:
+    made = await make_world()
+    return World(made.app, made.emu)
 
 
 async def test_full_sync_layout_bytes_metadata_and_hash_file(world: World) -> None:

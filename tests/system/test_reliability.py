@@ -25,7 +25,7 @@ import random
 import signal
 import statistics
 from asyncio.subprocess import DEVNULL
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,24 +73,6 @@ def report_writer(ledger: Ledger) -> None:
             write_report(path, book)
 
     ledger.writer = write_if_whole
-
-
-@pytest.fixture(autouse=True)
-async def empty_bucket(bucket_name: str, aws_env: None) -> AsyncIterator[None]:
-    """Each test stores up to 80 MB in the session's moto server: give it back."""
-    yield
-    async with get_session().create_client("s3") as client:
-        try:
-            uploads = await client.list_multipart_uploads(Bucket=bucket_name)
-            for u in uploads.get("Uploads", []):
-                await client.abort_multipart_upload(
-                    Bucket=bucket_name, Key=u["Key"], UploadId=u["UploadId"]
-                )
-            async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket_name):
-                for obj in page.get("Contents", []):
-                    await client.delete_object(Bucket=bucket_name, Key=obj["Key"])
-        except client.exceptions.NoSuchBucket:
-            pass
 
 
 # --- the guarantees, checked against the bucket --------------------------------------------
