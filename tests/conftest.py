@@ -158,6 +158,18 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
         collector.add_marker(pytest.mark.usefixtures("moto"))
 
 
+SERVERS = frozenset({"moto", "moto_url", "moto_s3", "seaweed_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`pytest tests/unit` starts no server: a unit test that asks for one, even through
+    another fixture, is a collection error rather than a silent moto start."""
+    for item in items:
+        wanted = SERVERS.intersection(getattr(item, "fixturenames", ()))
+        if "unit" in item.path.parts and wanted:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test uses {sorted(wanted)}")
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """One moto server process for the session; tests isolate by bucket."""
@@ -178,7 +190,6 @@ def moto(
     """AWS_ENDPOINT_URL points at the session's moto server for the test; afterwards the
     test's bucket (``bucket_name``), if it made one, is emptied and deleted, so moto does
     not hold every test's bytes until the session ends."""
-    assert "unit" not in request.path.parts, "unit tests run without a server"
     monkeypatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     bucket = (
