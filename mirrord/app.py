@@ -27,25 +27,18 @@ from botocore.handlers import add_expect_header
 
 from mirrord import __version__
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import (
-    Registry,
+from mirrord.adapters.registry import Registry
+from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.sqs import JobQueue
+from mirrord.adapters.terminal import LogProgress, TerminalLogger
+from mirrord.adapters.web import (
     fetch_catalog,
     fetch_untrusted,
     guarded_session,
     shown_url,
     upstream_connector,
 )
-from mirrord.adapters.s3 import S3Store
-from mirrord.adapters.sqs import JobQueue
-from mirrord.brew import (
-    Fetched,
-    Published,
-    fetch_api,
-    fetch_missing,
-    missing_bottles,
-    publish,
-    registry_root,
-)
+from mirrord.core.brew import missing_bottles, registry_root
 from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
 from mirrord.core.errors import (
     InputError,
@@ -57,10 +50,11 @@ from mirrord.core.errors import (
 )
 from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
-from mirrord.core.report import Failure, LogProgress, Progress, Report, TerminalLogger, emf
+from mirrord.core.report import Failure, Progress, Published, Report, emf
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
 from mirrord.notify import Slack, SlackProgress, failure_message, resolve_webhook, success_message
+from mirrord.services.publish import Fetched, fetch_api, fetch_missing, publish
 from mirrord.services.sync import (
     AnnouncedSizes,
     Checkpointer,
@@ -81,7 +75,7 @@ def configure_logging(
     """structlog's production recipe: JSON lines (orjson) on stderr, contextvars merged
     so every line of a job carries its ``job_id``: what ECS, Lambda, pipes and tests read.
     A person at a terminal (``human``; default: stderr is a TTY) gets one readable line
-    per event instead, written above the progress bar (report.TerminalLogger)."""
+    per event instead, written above the progress bar (terminal.TerminalLogger)."""
     if human is None:
         human = stream is None and sys.stderr.isatty()
     shared: list[Any] = [
@@ -415,13 +409,13 @@ async def _sync_and_publish(
         return report
     if report.stopped:  # not a step further; the publication is the next run's
         skipped = Published(api="kept: stopped before publication", finished=False)
-        return replace(report, published=skipped.to_dict())
+        return replace(report, published=skipped)
     published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
     # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
     # the API files went out without it.
     return replace(
         report,
-        published=published.to_dict(),
+        published=published,
         failed=(*report.failed, *published.ruby_problems),
     )
 
@@ -485,7 +479,7 @@ async def publish_for(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
 ) -> Published:
-    """The brew-facing stage after a sync (brew.py); never raises: its problems are in
+    """The brew-facing stage after a sync (services.publish); never raises: its problems are in
     the report and the log, and ``mirrord check-client`` shows what a user sees.
     Bottles the API files name that the catalog did not (formulae.brew.sh republished
     in between) are fetched and recorded first, so the API files can go out."""

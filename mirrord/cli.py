@@ -25,7 +25,8 @@ import structlog
 
 from mirrord import __version__
 from mirrord.adapters.lock import default_owner
-from mirrord.adapters.registry import fetch_catalog, source_url, upstream_connector
+from mirrord.adapters.terminal import BarProgress, LogProgress, TerminalLogger, progress_for
+from mirrord.adapters.web import fetch_catalog, source_url, upstream_connector
 from mirrord.app import (
     App,
     configure_logging,
@@ -37,15 +38,7 @@ from mirrord.app import (
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, JobError, MirrordError, SettingsError
 from mirrord.core.jobs import Job, parse_date
-from mirrord.core.report import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    BarProgress,
-    LogProgress,
-    TerminalLogger,
-    progress_for,
-)
+from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirrord.core.settings import Settings, from_env
 from mirrord.daemon import Daemon
 from mirrord.health import add_arguments as health_arguments

@@ -7,23 +7,26 @@ S3-compatible endpoint (``AWS_ENDPOINT_URL``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import aiohttp.payload
-import botocore.exceptions
 from awscrt.checksums import crc32c
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mirrord.core.errors import PreconditionFailed, StoreError
 from mirrord.core.models import ObjectInfo
 
+if TYPE_CHECKING:  # the stubs are a dev dependency: for mypy only
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
-_BOTO_ERRORS = (ClientError, botocore.exceptions.BotoCoreError)
 
 
 def _code(exc: ClientError) -> str:
@@ -34,13 +37,29 @@ def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
-def _error(exc: Exception, op: str, key: str) -> StoreError:
-    if isinstance(exc, ClientError):
+class _Absent(Exception):
+    """The object asked for does not exist (only where ``_translated`` is told that
+    absence is an answer, not a failure)."""
+
+
+@contextlib.contextmanager
+def _translated(op: str, key: str, *, absent: bool = False) -> Iterator[None]:
+    """The one place botocore's errors become core.errors: ``PreconditionFailed`` for a
+    refused conditional write, ``StoreError`` naming the operation and key for the rest
+    (after the SDK's own retries). ``absent``: a missing object raises ``_Absent``."""
+    try:
+        yield
+    except ClientError as exc:
         code = _code(exc)
+        if absent and (code in _MISSING or _status(exc) == 404):
+            raise _Absent(key) from exc
         if _status(exc) == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-            return PreconditionFailed(f"{op} {key}: precondition failed", key=key, code=code)
-        return StoreError(f"{op} {key}: {code}: {exc}", key=key, code=code)
-    return StoreError(f"{op} {key}: {type(exc).__name__}: {exc}", key=key)
+            raise PreconditionFailed(
+                f"{op} {key}: precondition failed", key=key, code=code
+            ) from exc
+        raise StoreError(f"{op} {key}: {code}: {exc}", key=key, code=code) from exc
+    except BotoCoreError as exc:
+        raise StoreError(f"{op} {key}: {type(exc).__name__}: {exc}", key=key) from exc
 
 
 # Bodies are BytesIO that own their memory: given bytes (or a BytesIO sharing them), the
@@ -77,7 +96,7 @@ def _crc32c(body: io.BytesIO) -> str:
 # CRC32C, not CRC32: with awscrt the SDK computes it with the CPU's crc32 instruction
 # (measured 56 GB/s against 1.7 GB/s for CRC32, which has no such instruction), so a
 # part's transport check costs next to nothing beside our SHA-256.
-PART_CHECKSUM = "CRC32C"
+PART_CHECKSUM: Final = "CRC32C"
 
 
 def b64_sha256(hex_digest: str) -> str:
@@ -93,7 +112,7 @@ class Read:
 
 
 class S3Store:
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: S3Client, bucket: str) -> None:
         self._client = client
         self.bucket = bucket
 
@@ -114,18 +133,15 @@ class S3Store:
             else:
                 why = f"cannot be used: {code or status}"
             raise StoreError(f"bucket {self.bucket} {why}", code=code) from exc
-        except botocore.exceptions.BotoCoreError as exc:
+        except BotoCoreError as exc:
             raise StoreError(f"bucket {self.bucket} cannot be reached: {exc}") from exc
 
     async def head(self, key: str) -> ObjectInfo | None:
         try:
-            r = await self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING or _status(exc) == 404:
-                return None
-            raise _error(exc, "HeadObject", key) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _error(exc, "HeadObject", key) from exc
+            with _translated("HeadObject", key, absent=True):
+                r = await self._client.head_object(Bucket=self.bucket, Key=key)
+        except _Absent:
+            return None
         return ObjectInfo(
             key, int(r["ContentLength"]), r.get("ETag", ""), dict(r.get("Metadata", {}))
         )
@@ -139,15 +155,12 @@ class S3Store:
         """The whole object with its ETag and S3's own clock: when it was last written
         and the time of the answer (whole seconds, both), or None when absent."""
         try:
-            r = await self._client.get_object(Bucket=self.bucket, Key=key)
-            async with r["Body"] as body:
-                data = await body.read()
-        except ClientError as exc:
-            if _code(exc) in _MISSING or _status(exc) == 404:
-                return None
-            raise _error(exc, "GetObject", key) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _error(exc, "GetObject", key) from exc
+            with _translated("GetObject", key, absent=True):
+                r = await self._client.get_object(Bucket=self.bucket, Key=key)
+                async with r["Body"] as body:
+                    data = await body.read()
+        except _Absent:
+            return None
         written = r.get("LastModified")
         said = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date", "")
         try:
@@ -162,56 +175,56 @@ class S3Store:
         )
 
     async def stream(self, key: str, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-        try:
+        with _translated("GetObject", key):
             r = await self._client.get_object(Bucket=self.bucket, Key=key)
             async with r["Body"] as body:
                 while data := await body.read(chunk):
                     yield data
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "GetObject", key) from exc
 
     async def put_if(self, key: str, body: bytes, *, etag: str | None, content_type: str) -> str:
         """Conditional write: ``If-Match`` the ETag we read, or ``If-None-Match: *``
         when we read nothing. Raises ``PreconditionFailed`` when another writer won."""
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        try:
-            r = await self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **condition
-            )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "PutObject", key) from exc
+        with _translated("PutObject", key):
+            if etag:
+                r = await self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfMatch=etag
+                )
+            else:
+                r = await self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=content_type,
+                    IfNoneMatch="*",
+                )
         return str(r.get("ETag", ""))
 
     async def put(self, key: str, body: bytes, *, content_type: str) -> None:
         """Unconditional write, for small documents only mirrord writes (status.json)."""
-        try:
+        with _translated("PutObject", key):
             await self._client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "PutObject", key) from exc
 
     async def copy(self, source: str, key: str) -> None:
         """Server-side CopyObject within the bucket: no bytes pass through mirrord.
         Metadata and Content-Type come along. S3 refuses sources over 5 GiB. The copy
         gets a whole-object SHA-256 checksum of its own: a multipart source's checksum is
         per part, and would not describe the single-part copy."""
-        try:
+        with _translated("CopyObject", key):
             await self._client.copy_object(
                 Bucket=self.bucket,
                 Key=key,
                 CopySource={"Bucket": self.bucket, "Key": source},
                 ChecksumAlgorithm="SHA256",
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "CopyObject", key) from exc
 
     async def put_verified(
         self, key: str, body: io.BytesIO, sha256_hex: str, metadata: Mapping[str, str]
     ) -> None:
         """Single PutObject carrying ChecksumSHA256: S3 checks the whole object. Never
         over an existing object (``If-None-Match: *``): ``PreconditionFailed`` then."""
-        try:
+        with _translated("PutObject", key):
             await self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -221,11 +234,9 @@ class S3Store:
                 ContentType="application/gzip",
                 IfNoneMatch="*",
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "PutObject", key) from exc
 
     async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
-        try:
+        with _translated("CreateMultipartUpload", key):
             r = await self._client.create_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
@@ -233,15 +244,13 @@ class S3Store:
                 ContentType="application/gzip",
                 ChecksumAlgorithm=PART_CHECKSUM,
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "CreateMultipartUpload", key) from exc
         return str(r["UploadId"])
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: io.BytesIO
     ) -> dict[str, Any]:
         """One part with the SDK's CRC32C (cheap transport check; the sha256 is ours)."""
-        try:
+        with _translated(f"UploadPart #{number}", key):
             r = await self._client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
@@ -251,9 +260,7 @@ class S3Store:
                 # Given, so the SDK does not read the part once more to compute it.
                 ChecksumCRC32C=_crc32c(body),
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, f"UploadPart #{number}", key) from exc
-        part = {"PartNumber": number, "ETag": r["ETag"]}
+        part: dict[str, Any] = {"PartNumber": number, "ETag": r["ETag"]}
         if "ChecksumCRC32C" in r:
             part["ChecksumCRC32C"] = r["ChecksumCRC32C"]
         return part
@@ -261,55 +268,47 @@ class S3Store:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[dict[str, Any]]
     ) -> None:
-        """Never over an existing object (``If-None-Match: *``): ``PreconditionFailed``."""
-        try:
+        """Never over an existing object (``If-None-Match: *``): ``PreconditionFailed``.
+        ``parts``: what ``upload_part`` returned, in part order."""
+        with _translated("CompleteMultipartUpload", key):
             await self._client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": cast("list[CompletedPartTypeDef]", parts)},
                 IfNoneMatch="*",
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "CompleteMultipartUpload", key) from exc
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        try:
+        with _translated("AbortMultipartUpload", key):
             await self._client.abort_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id
             )
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "AbortMultipartUpload", key) from exc
 
     async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
-        try:
+        with _translated("ListObjectsV2", prefix):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(item["Key"], int(item["Size"]), item.get("ETag", ""))
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "ListObjectsV2", prefix) from exc
 
     async def folders(self) -> list[str]:
         """The top-level "folders" (common prefixes, with their trailing slash)."""
         paginator = self._client.get_paginator("list_objects_v2")
-        found: list[str] = []
-        try:
-            async for page in paginator.paginate(Bucket=self.bucket, Delimiter="/"):
-                found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "ListObjectsV2", "/") from exc
-        return found
+        with _translated("ListObjectsV2", "/"):
+            return [
+                p["Prefix"]
+                async for page in paginator.paginate(Bucket=self.bucket, Delimiter="/")
+                for p in page.get("CommonPrefixes", [])
+            ]
 
     async def open_uploads(self) -> list[tuple[str, str]]:
         """(key, upload id) of multipart uploads still open: each one costs storage.
         Every page (S3 answers 1,000 at a time), by the SDK's paginator."""
         paginator = self._client.get_paginator("list_multipart_uploads")
-        try:
+        with _translated("ListMultipartUploads", ""):
             return [
                 (u["Key"], u["UploadId"])
                 async for page in paginator.paginate(Bucket=self.bucket)
                 for u in page.get("Uploads", [])
             ]
-        except _BOTO_ERRORS as exc:
-            raise _error(exc, "ListMultipartUploads", "") from exc

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from mirrord.core.catalog import DEFAULT_RELEASES, Releases, validate_targets
 from mirrord.core.errors import JobError, SettingsError
 from mirrord.core.models import MAX_NAME_LEN, NAME_RE
+from mirrord.core.releases import DEFAULT_RELEASES, Releases, validate_targets
 
 VERSION = 1
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

@@ -11,6 +11,7 @@ from typing import Any
 
 from mirrord.core.hashfile import HashFile
 from mirrord.core.models import Bottle, HashEntry
+from mirrord.core.oci import descriptors, manifest_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +108,18 @@ def make_plan(
 
 # --- size estimate (the enqueuer's routing decision) -----------------------------------
 
-_OCI_TAG_INVALID = re.compile(r"[^A-Za-z0-9._-]")
 _BLOB_SUFFIX = re.compile(r"/blobs/sha256:[0-9a-f]{64}$")
 
 
 def index_url(bottle: Bottle) -> str | None:
     """Where the registry keeps the OCI image index describing ``bottle``:
-    ``…/<image>/manifests/<pkg_version>[-<rebuild>]`` (characters an OCI tag may not hold
-    become '.', as brew writes them). None for a catalog url that is not a registry blob."""
+    ``…/<image>/manifests/<pkg_version>[-<rebuild>]``. None for a catalog url that is not
+    a registry blob."""
     if not _BLOB_SUFFIX.search(bottle.url):
         return None
-    ref = bottle.pkg_version + (f"-{bottle.rebuild}" if bottle.rebuild else "")
-    return _BLOB_SUFFIX.sub(f"/manifests/{_OCI_TAG_INVALID.sub('.', ref)}", bottle.url)
+    return _BLOB_SUFFIX.sub(
+        f"/manifests/{manifest_ref(bottle.pkg_version, bottle.rebuild)}", bottle.url
+    )
 
 
 # ASCII digits only (str.isdigit() takes '²', which int() refuses), and few enough for
@@ -129,16 +130,11 @@ _SIZE = re.compile(r"[0-9]{1,15}")
 def sizes_from_index(index: Mapping[str, Any]) -> dict[str, int]:
     """sha256 → bytes, from the ``sh.brew.bottle.digest``/``.size`` annotations. The
     index is the registry's word: a value that is not a plain number is left out."""
-    sizes: dict[str, int] = {}
-    manifests = index.get("manifests") if isinstance(index, Mapping) else None
-    for manifest in manifests if isinstance(manifests, list) else ():
-        notes = manifest.get("annotations") if isinstance(manifest, dict) else None
-        if not isinstance(notes, dict):
-            continue
-        digest, size = notes.get("sh.brew.bottle.digest"), notes.get("sh.brew.bottle.size")
-        if isinstance(digest, str) and isinstance(size, str) and _SIZE.fullmatch(size):
-            sizes[digest.removeprefix("sha256:")] = int(size)
-    return sizes
+    return {
+        d.digest: int(d.size)
+        for d in descriptors(index) or ()
+        if d.digest is not None and d.size is not None and _SIZE.fullmatch(d.size)
+    }
 
 
 @dataclass(frozen=True, slots=True)

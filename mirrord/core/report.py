@@ -1,14 +1,10 @@
-"""The job report (docs/design.md §10) and how progress is shown while a job runs."""
+"""The job report (docs/design.md §10), and what a stage reports its progress to
+(the bar and the log lines that show it: adapters/terminal.py)."""
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TextIO
-
-import structlog
+from typing import Any, Protocol
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -38,6 +34,54 @@ class Quarantined:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A formula of the catalog refused as a whole (its entry breaks a rule)."""
+
+    name: str
+    error: str
+
+
+@dataclass
+class Published:
+    """What one brew-6 publication did (services/publish.py fills it in as it goes).
+    ``problems`` never fail the bottle sync itself, while ``ruby_problems`` do (the caller
+    adds them to the job's failures). ``finished`` is False when it was cut short (a stop,
+    a failure): the rest is left for the next run, and the job is not done. Every url is
+    as a report may show it (``source_url``: no credentials, no query)."""
+
+    indexes: int = 0  # image indexes written
+    blobs: int = 0  # blob keys copied
+    current: int = 0  # versions already complete
+    fetched: int = 0  # bottles only the API files named, fetched by digest (skew)
+    portable_ruby: int = 0  # portable Ruby blobs stored
+    ruby_versions: list[str] = field(default_factory=list)  # what "latest" meant, or the list
+    api: str = "not fetched"  # published | kept: <why> | not fetched
+    problems: list[Failure] = field(default_factory=list)  # they keep the API files back
+    # portable Ruby that could not be stored: a failure of the job, never a reason to keep
+    # the API files (brew needs both; one missing is no cause to freeze the other).
+    ruby_problems: list[Failure] = field(default_factory=list)
+    finished: bool = True
+
+    @property
+    def every_problem(self) -> list[Failure]:
+        return [*self.problems, *self.ruby_problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the report (status.json) writes it."""
+        return {
+            "finished": self.finished,
+            "indexes": self.indexes,
+            "blobs": self.blobs,
+            "current": self.current,
+            "fetched": self.fetched,
+            "portable_ruby": self.portable_ruby,
+            "portable_ruby_versions": list(self.ruby_versions),
+            "api": self.api,
+            "problems": [asdict(p) for p in self.every_problem],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     job_id: str
     date: str
@@ -50,14 +94,14 @@ class Report:
     duration_s: float = 0.0
     platforms: tuple[str, ...] = ()
     no_bottle: int = 0
-    rejected: tuple[dict[str, str], ...] = field(default_factory=tuple)  # formulae refused
+    rejected: tuple[Rejected, ...] = ()  # formulae refused
     checkpoints: int = 0
     stopped: bool = False  # ended early (SIGTERM, Lambda deadline); ``remaining`` not done
     remaining: int = 0
     estimated_bytes: int | None = None  # what the enqueuer expected to fetch
-    # What the brew-facing publication did (brew.Published.to_dict()); None when off.
-    # Its problems never change the exit status: that is about the bottles.
-    published: dict[str, Any] | None = None
+    # What the brew-facing publication did; None when off. Its problems never change the
+    # exit status: that is about the bottles.
+    published: Published | None = None
     # macOS-looking tags of the catalog that MIRRORD_MACOS_RELEASES does not name either:
     # a new macOS that ``auto`` cannot see and no target may name until it is added.
     unknown_tags: tuple[str, ...] = ()
@@ -78,7 +122,7 @@ class Report:
         failure). The sync Lambda hands such a job on, the daemon hands it back."""
         if self.remaining:
             return True
-        return self.published is not None and self.published.get("finished") is False
+        return self.published is not None and not self.published.finished
 
     @property
     def exit_code(self) -> int:
@@ -87,6 +131,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body["duration_s"] = round(self.duration_s, 3)
+        body["published"] = None if self.published is None else self.published.to_dict()
         for name in ("failed", "platforms", "rejected", "unknown_tags", "quarantined", "released"):
             body[name] = list(body[name])
         return body
@@ -97,131 +142,6 @@ class Progress(Protocol):
     def add_bytes(self, n: int) -> None: ...
     def done(self, ok: bool) -> None: ...
     def close(self) -> None: ...
-
-
-class LogProgress:
-    """Structured progress lines for daemons and pipes: one every ``every`` seconds.
-    ``event`` names them: ``progress`` for bottles, ``publish_progress`` for the brew-6
-    publication's formula versions."""
-
-    def __init__(
-        self,
-        every: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-        event: str = "progress",
-    ) -> None:
-        self._log = structlog.get_logger("mirrord.progress")
-        self._event = event
-        self._every = every
-        self._clock = clock
-        self._total = self._done = self._failed = self._bytes = 0
-        self._started = self._last = clock()
-
-    @property
-    def left(self) -> int:
-        """Bottles started or still queued (what a stop leaves to finish or for later)."""
-        return self._total - self._done
-
-    def start(self, total: int) -> None:
-        self._total = total
-        self._started = self._last = self._clock()
-
-    def add_bytes(self, n: int) -> None:
-        self._bytes += n
-
-    def done(self, ok: bool) -> None:
-        self._done += 1
-        self._failed += not ok
-        now = self._clock()
-        if now - self._last >= self._every or self._done == self._total:
-            self._last = now
-            self._emit(now)
-
-    def _emit(self, now: float) -> None:
-        elapsed = max(now - self._started, 1e-9)
-        rate = self._done / elapsed
-        left = self._total - self._done
-        self._log.info(
-            self._event,
-            done=self._done,
-            total=self._total,
-            failed=self._failed,
-            bytes=self._bytes,
-            mb_per_s=round(self._bytes / elapsed / 1e6, 2),
-            eta_s=round(left / rate, 1) if rate else None,
-        )
-
-    def close(self) -> None:
-        pass
-
-
-class BarProgress:
-    """A terminal progress bar: bottles, bytes, rate, ETA. Drawn from ``start`` on, so
-    the lines logged while the catalog loads come first, not under an empty bar."""
-
-    def __init__(self, stream: TextIO = sys.stderr, unit: str = "bottle") -> None:
-        self._stream = stream
-        self._unit = unit
-        self._bar: Any = None
-        self._bytes = 0
-        self._failed = 0
-        self._total = self._done = 0
-        self._started = time.monotonic()
-
-    @property
-    def left(self) -> int:
-        """Bottles started or still queued (what a stop leaves to finish or for later)."""
-        return self._total - self._done
-
-    def start(self, total: int) -> None:
-        from tqdm import tqdm  # only a terminal needs it
-
-        if self._bar is None:
-            self._bar = tqdm(total=total, unit=self._unit, file=self._stream, dynamic_ncols=True)
-        else:
-            self._bar.reset(total=total)
-        self._total, self._done = total, 0
-        self._started = time.monotonic()
-
-    def add_bytes(self, n: int) -> None:
-        self._bytes += n
-
-    def done(self, ok: bool) -> None:
-        self._done += 1
-        self._failed += not ok
-        if self._bar is None:
-            return
-        rate = self._bytes / max(time.monotonic() - self._started, 1e-9) / 1e6
-        moved = f"{self._bytes / 1e6:,.1f} MB, {rate:,.1f} MB/s, " if self._bytes else ""
-        self._bar.set_postfix_str(f"{moved}{self._failed} failed", refresh=False)
-        self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-class TerminalLogger:
-    """structlog's logger for a terminal: each rendered line goes through ``tqdm.write``,
-    which takes the bars' lock, clears the bar, writes the line and draws the bar again
-    below it, so log lines never land in the middle of the bar."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def msg(self, message: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(message, file=self._stream)
-
-    debug = info = warning = warn = error = critical = exception = fatal = log = msg
-
-
-def progress_for(stream: TextIO, unit: str = "bottle") -> BarProgress | LogProgress:
-    """A bar in a terminal, log lines elsewhere; ``unit`` "version" for the publication."""
-    if stream.isatty():
-        return BarProgress(stream, unit)
-    return LogProgress(event="progress" if unit == "bottle" else "publish_progress")
 
 
 def emf(report: Report, *, route: str, now_ms: int, namespace: str = "mirrord") -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Retry policy: which failures deserve another attempt, and how long to wait. Pure.
+"""Retry policy: which failures deserve another attempt, how long to wait, and the retry
+loop itself (``retrying``, ``Attempts``), written once for every adapter. Pure.
 
-The adapters own the loop (they know what an attempt is); the clock and randomness come
-in as arguments so tests control them instead of patching ``asyncio.sleep``.
+The adapters say what an attempt is and translate their library's errors into
+``RetryableError``; the clock and randomness come in as arguments so tests control them
+instead of patching ``asyncio.sleep``.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 from mirrord.core.errors import RetryableError
 
 RETRYABLE_4XX = frozenset({401, 408, 429})
+T = TypeVar("T")
 
 
 def is_retryable_status(status: int) -> bool:
@@ -75,3 +79,62 @@ class Backoff:
         if attempt >= self.policy.max_attempts:
             raise exc
         await self.sleep(self.policy.delay(attempt, self.rng, exc.retry_after))
+
+
+class Attempts:
+    """The one retry loop's count, for every adapter: which request this is, and what a
+    failure costs. ``failed`` sleeps before the next request or raises.
+
+    Attempts that made progress (a body that resumes where a cut left it) earn their
+    failures back: a long transfer survives many short outages, and ``ceiling`` bounds the
+    requests in all, however much progress each made."""
+
+    __slots__ = ("_backoff", "_ceiling", "_failures", "made")
+
+    def __init__(self, backoff: Backoff, *, ceiling: int | None = None) -> None:
+        self._backoff = backoff
+        self._ceiling = ceiling
+        self._failures = 0  # in a row, as the backoff counts them
+        self.made = 0
+
+    def __iter__(self) -> Iterator[int]:
+        """The attempt numbers, from 1; ``failed`` ends the loop by raising."""
+        while True:
+            self.made += 1
+            yield self.made
+
+    async def failed(
+        self, error: RetryableError, *, progressed: bool = False, received: str = ""
+    ) -> None:
+        """Attempt ``made`` failed with ``error``: sleep before the next, or raise once the
+        attempts are spent (``received`` says what the requests got, when giving up at the
+        ceiling)."""
+        self._failures = 1 if progressed else self._failures + 1
+        if self._ceiling is not None and self.made >= self._ceiling:
+            raise RetryableError(
+                f"gave up after {self.made} requests{received}: {error}",
+                url=error.url,
+                status=error.status,
+                attempt=self.made,
+            )
+        await self._backoff.pause(self._failures, error)
+
+
+async def retrying(
+    backoff: Backoff,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    on_retry: Callable[[int, RetryableError], None] | None = None,
+) -> T:
+    """``attempt()`` until it returns, again after each ``RetryableError`` (told to
+    ``on_retry`` with its attempt number) until ``backoff`` gives up; any other exception
+    ends it at once."""
+    attempts = Attempts(backoff)
+    for number in attempts:
+        try:
+            return await attempt()
+        except RetryableError as error:
+            if on_retry is not None:
+                on_retry(number, error)
+            await attempts.failed(error)
+    raise AssertionError("unreachable")

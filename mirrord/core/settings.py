@@ -16,7 +16,7 @@ from mirrord.core.errors import SettingsError
 from mirrord.core.models import BUCKET_RE, VERSION_RE
 
 if TYPE_CHECKING:  # the catalog's imports (msgspec, orjson) only where tags are read
-    from mirrord.core.catalog import Releases
+    from mirrord.core.releases import Releases
 
 MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
@@ -78,7 +78,7 @@ def parse_platforms(
         return None
     # Here, not at the top: `mirrord health` (ECS, every minute) reads this module and
     # must not pay for the catalog's imports (msgspec, orjson).
-    from mirrord.core.catalog import DEFAULT_RELEASES, validate_targets
+    from mirrord.core.releases import DEFAULT_RELEASES, validate_targets
 
     tags = [t.strip() for t in text.split(",") if t.strip()]
     try:
@@ -108,7 +108,7 @@ def parse_releases(text: str, name: str = "MIRRORD_MACOS_RELEASES") -> Releases:
         if extra.get(codename, number) != number:
             raise SettingsError(f"{name}: {codename} is given twice with different numbers")
         extra[codename] = number
-    from mirrord.core.catalog import DEFAULT_RELEASES  # see parse_platforms
+    from mirrord.core.releases import DEFAULT_RELEASES  # see parse_platforms
 
     try:
         return DEFAULT_RELEASES.extended(extra)
@@ -157,7 +157,8 @@ class Settings:
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
-    # brew 6 straight from the bucket (brew.py): image indexes, blob keys, API, portable Ruby.
+    # brew 6 straight from the bucket (services/publish.py): image indexes, blob keys, API,
+    # portable Ruby.
     brew_mirror: bool = True
     brew_api_url: str | None = None  # None: the folder of api_url (…/api)
     # ("latest",): the newest two versions the registry lists; or versions; () for none.
@@ -171,7 +172,7 @@ class Settings:
     @property
     def releases(self) -> Releases:
         """macOS codenames → numbers, as every reading of a tag goes by."""
-        from mirrord.core.catalog import DEFAULT_RELEASES  # see parse_platforms
+        from mirrord.core.releases import DEFAULT_RELEASES  # see parse_platforms
 
         return self.macos_releases or DEFAULT_RELEASES
 

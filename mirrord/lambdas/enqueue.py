@@ -22,21 +22,17 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mirrord.adapters.registry import Registry, fetch_catalog, shown_url
+from mirrord.adapters.registry import Registry
+from mirrord.adapters.web import fetch_catalog, shown_url
 from mirrord.app import App, load_external, open_app, run_loop
-from mirrord.brew import publication_lag
-from mirrord.core.catalog import (
-    DEFAULT_RELEASES,
-    Releases,
-    filter_formulae,
-    select_bottles,
-    unknown_tags,
-)
+from mirrord.core.catalog import filter_formulae, select_bottles
 from mirrord.core.errors import JobError, SettingsError, StoreError, UpstreamError
 from mirrord.core.jobs import Job, job_from_dict, parse_date
 from mirrord.core.plan import Plan, estimate, index_url, sizes_from_index
+from mirrord.core.releases import DEFAULT_RELEASES, Releases, unknown_tags
 from mirrord.lambdas import settings_from_env
 from mirrord.notify import nothing_to_do_message, start_message
+from mirrord.services.publish import publication_lag
 from mirrord.services.sync import load_hashfile, prepare
 
 log = structlog.get_logger("mirrord.enqueue")

@@ -19,29 +19,35 @@ from typing import Any
 import aiohttp
 import orjson
 
-from mirrord.adapters.registry import CHUNK, INDEX_MEDIA_TYPE
-from mirrord.brew import (
+from mirrord.adapters.registry import INDEX_MEDIA_TYPE
+from mirrord.adapters.terminal import LogProgress
+from mirrord.adapters.web import get_once
+from mirrord.core.brew import (
     PORTABLE_RUBY,
     RUBY_LATEST,
     api_endpoints,
-    blob_key,
-    descriptor_problem,
-    image_name,
-    index_key,
     jws_payload,
-    listed_tags,
-    manifest_ref,
     newest_rubies,
     packages_endpoint,
     packages_formulae,
     portable_ruby_formula,
+)
+from mirrord.core.catalog import select_file
+from mirrord.core.errors import InputError, UpstreamError
+from mirrord.core.models import BottleFile, Formula
+from mirrord.core.oci import (
+    blob_key,
+    descriptor_problem,
+    image_name,
+    index_key,
+    listed_tags,
+    manifest_ref,
     ref_name,
     tags_key,
 )
-from mirrord.core.catalog import DEFAULT_RELEASES, Releases, select_file
-from mirrord.core.errors import InputError
-from mirrord.core.models import BottleFile, Formula
-from mirrord.core.report import LogProgress, Progress
+from mirrord.core.releases import DEFAULT_RELEASES, Releases
+from mirrord.core.report import Progress
+from mirrord.core.tasks import bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,6 @@ class _Miss(Exception):
 class _Walk:
     http: aiohttp.ClientSession
     base: str
-    misses: list[Miss] = field(default_factory=list)
     indexes: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     progress: Progress = field(default_factory=LogProgress)
 
@@ -106,14 +111,10 @@ class _Walk:
 
     async def get(self, path: str, accept: str | None = None) -> bytes:
         url = self.url(path)
-        headers = {"Accept": accept} if accept else {}
         try:
-            async with self.http.get(url, headers=headers) as response:
-                if response.status != 200:
-                    raise _Miss(url, f"HTTP {response.status}")
-                return await response.read()
-        except aiohttp.ClientError as exc:
-            raise _Miss(url, f"{type(exc).__name__}: {exc}") from exc
+            return await get_once(self.http, url, accept=accept)
+        except UpstreamError as exc:
+            raise _Miss(url, str(exc)) from exc
 
     async def index(self, path: str) -> Any:
         """Each image index is fetched once, however many bottles it describes."""
@@ -132,35 +133,17 @@ class _Walk:
         """GET without Authorization (the session sends none) and check the bytes."""
         url = self.url(path)
         digest = hashlib.sha256()
+
+        def take(chunk: bytes) -> None:
+            digest.update(chunk)
+            self.progress.add_bytes(len(chunk))
+
         try:
-            async with self.http.get(url) as response:
-                if response.status != 200:
-                    raise _Miss(url, f"HTTP {response.status}")
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    digest.update(chunk)
-                    self.progress.add_bytes(len(chunk))
-        except aiohttp.ClientError as exc:
-            raise _Miss(url, f"{type(exc).__name__}: {exc}") from exc
+            await get_once(self.http, url, on_chunk=take)
+        except UpstreamError as exc:
+            raise _Miss(url, str(exc)) from exc
         if digest.hexdigest() != sha256:
             raise _Miss(url, f"sha256 mismatch: expected {sha256}, got {digest.hexdigest()}")
-
-    async def ruby_versions(self) -> list[str]:
-        """``latest``: the newest versions the mirror's own tag list names. brew itself
-        asks only for the blob whose sha256 its vendor/portable-ruby-* file holds, which
-        the mirror cannot know; the sync keeps the newest two (this brew and the one
-        before) and lists every version it holds there, as a registry would."""
-        path = tags_key(PORTABLE_RUBY)
-        try:
-            found = newest_rubies(listed_tags(await self.get(path), self.url(path)))
-        except _Miss as miss:
-            self.misses.append(Miss(PORTABLE_RUBY, miss.url, miss.reason))
-            return []
-        except InputError as exc:
-            self.misses.append(Miss(PORTABLE_RUBY, self.url(path), str(exc)))
-            return []
-        if not found:
-            self.misses.append(Miss(PORTABLE_RUBY, self.url(path), "lists no portable Ruby"))
-        return found
 
     async def bottle(self, formula: Formula, file: BottleFile) -> None:
         # As brew asks: the image from the formula's name, the blob by its sha256.
@@ -177,6 +160,30 @@ class _Walk:
         await self.blob(blob_key(image, file.sha256), file.sha256)
 
 
+@dataclass(frozen=True, slots=True)
+class _ApiFiles:
+    served: int  # served and well-formed
+    expected: int
+    packages: Any  # the packages file's payload; None when it was not served
+    misses: list[Miss]
+
+
+@dataclass(frozen=True, slots=True)
+class _Bottles:
+    with_bottle: int
+    installable: int
+    no_bottle: int
+    misses: list[Miss]
+    known_misses: list[Miss]  # of bottles status.json lists as quarantined
+
+
+@dataclass(frozen=True, slots=True)
+class _Rubies:
+    served: int
+    expected: int
+    misses: list[Miss]
+
+
 async def check_client(
     http: aiohttp.ClientSession,
     base: str,
@@ -190,9 +197,29 @@ async def check_client(
 ) -> Coverage:
     walk = _Walk(http, base.rstrip("/"), progress=progress or LogProgress())
     known = await _quarantined(walk, status_key)
-    known_misses: list[Miss] = []
+    api = await _api_files(walk, target)
+    bottles = await _bottles(walk, api.packages, target, known, releases, concurrency)
+    rubies = await _rubies(walk, ruby_versions, target, releases)
+    misses = api.misses + bottles.misses + rubies.misses
+    return Coverage(
+        target=target,
+        with_bottle=bottles.with_bottle,
+        installable=bottles.installable,
+        no_bottle=bottles.no_bottle,
+        api_files=api.served,
+        api_expected=api.expected,
+        portable_ruby=rubies.served,
+        portable_ruby_expected=rubies.expected,
+        misses=tuple(sorted(misses, key=lambda m: (m.what, m.url))),
+        known_misses=tuple(sorted(bottles.known_misses, key=lambda m: (m.what, m.url))),
+    )
+
+
+async def _api_files(walk: _Walk, target: str) -> _ApiFiles:
+    """Every API file brew reads for ``target``, each served and well-formed."""
     endpoints = api_endpoints([target])
-    api_ok = 0
+    misses: list[Miss] = []
+    served = 0
     packages: Any = None
     for endpoint in endpoints:
         path = f"api/{endpoint}"
@@ -200,52 +227,74 @@ async def check_client(
             raw = await walk.get(path)
             document = jws_payload(raw, path) if endpoint.endswith(".jws.json") else None
         except _Miss as miss:
-            walk.misses.append(Miss(endpoint, miss.url, miss.reason))
+            misses.append(Miss(endpoint, miss.url, miss.reason))
             continue
         except InputError as exc:
-            walk.misses.append(Miss(endpoint, walk.url(path), str(exc)))
+            misses.append(Miss(endpoint, walk.url(path), str(exc)))
             continue
-        api_ok += 1
+        served += 1
         if endpoint == packages_endpoint(target):
             packages = document
+    return _ApiFiles(served, len(endpoints), packages, misses)
 
+
+async def _bottles(
+    walk: _Walk,
+    packages: Any,
+    target: str,
+    known: set[str],
+    releases: Releases,
+    concurrency: int,
+) -> _Bottles:
+    """The bottle brew would pour for each formula of the packages file, fetched as brew
+    fetches it; at most ``concurrency`` at once."""
     formulae: list[Formula] = []
+    misses: list[Miss] = []
     if packages is not None:
         try:
             # As brew 6 builds bottle urls: under the artifact domain, here the mirror.
             formulae, rejected = packages_formulae(packages, packages_endpoint(target), walk.base)
         except InputError as exc:
-            walk.misses.append(Miss(packages_endpoint(target), "", str(exc)))
+            misses.append(Miss(packages_endpoint(target), "", str(exc)))
         else:
-            walk.misses += [Miss(r.name, "", r.reason) for r in rejected]
+            misses += [Miss(r.name, "", r.reason) for r in rejected]
     chosen = [(f, file) for f in formulae if (file := select_file(f, target, releases)) is not None]
+
+    async def one(pair: tuple[Formula, BottleFile]) -> Miss | None:
+        formula, file = pair
+        try:
+            await walk.bottle(formula, file)
+        except _Miss as miss:
+            walk.progress.done(False)
+            return Miss(formula.name, miss.url, miss.reason)
+        walk.progress.done(True)
+        return None
+
     walk.progress.start(len(chosen))
-    installable = 0
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(formula: Formula, file: BottleFile) -> None:
-        nonlocal installable
-        async with gate:
-            try:
-                await walk.bottle(formula, file)
-            except _Miss as miss:
-                found = Miss(formula.name, miss.url, miss.reason)
-                (known_misses if file.sha256 in known else walk.misses).append(found)
-                walk.progress.done(False)
-                return
-            installable += 1
-            walk.progress.done(True)
-
     try:
-        await asyncio.gather(*(one(f, file) for f, file in chosen))
+        found = await bounded(chosen, one, concurrency)
     finally:
         walk.progress.close()
+    known_misses: list[Miss] = []
+    for (_formula, file), miss in zip(chosen, found, strict=True):
+        if miss is not None:
+            (known_misses if file.sha256 in known else misses).append(miss)
+    return _Bottles(
+        with_bottle=len(chosen),
+        installable=found.count(None),
+        no_bottle=len(formulae) - len(chosen),
+        misses=misses,
+        known_misses=known_misses,
+    )
 
-    rubies = 0
-    if list(ruby_versions) == [RUBY_LATEST]:
-        ruby_versions = await walk.ruby_versions()
-    for version in ruby_versions:
-        what = f"{PORTABLE_RUBY}-{version}"
+
+async def _rubies(walk: _Walk, versions: Sequence[str], target: str, releases: Releases) -> _Rubies:
+    """The portable Ruby blob of each version for ``target``, with the right sha256."""
+    misses: list[Miss] = []
+    if list(versions) == [RUBY_LATEST]:
+        versions = await _latest_rubies(walk, misses)
+    served = 0
+    for version in versions:
         path = index_key(PORTABLE_RUBY, version)
         try:
             ruby = portable_ruby_formula(await walk.index(path), version, walk.base)
@@ -253,21 +302,31 @@ async def check_client(
             if file is None:
                 raise _Miss(walk.url(path), f"no portable Ruby bottle for {target}")
             await walk.blob(blob_key(PORTABLE_RUBY, file.sha256), file.sha256)
-            rubies += 1
+            served += 1
         except _Miss as miss:
-            walk.misses.append(Miss(what, miss.url, miss.reason))
-    return Coverage(
-        target=target,
-        with_bottle=len(chosen),
-        installable=installable,
-        no_bottle=len(formulae) - len(chosen),
-        api_files=api_ok,
-        api_expected=len(endpoints),
-        portable_ruby=rubies,
-        portable_ruby_expected=len(ruby_versions),
-        misses=tuple(sorted(walk.misses, key=lambda m: (m.what, m.url))),
-        known_misses=tuple(sorted(known_misses, key=lambda m: (m.what, m.url))),
-    )
+            misses.append(Miss(f"{PORTABLE_RUBY}-{version}", miss.url, miss.reason))
+    return _Rubies(served, len(versions), misses)
+
+
+async def _latest_rubies(walk: _Walk, misses: list[Miss]) -> list[str]:
+    """``latest``: the newest versions the mirror's own tag list names. brew itself
+    asks only for the blob whose sha256 its vendor/portable-ruby-* file holds, which
+    the mirror cannot know; the sync keeps the newest two (this brew and the one
+    before) and lists every version it holds there, as a registry would. A tag list
+    missing, unreadable or naming no Ruby is a miss (added to ``misses``), and no
+    version."""
+    path = tags_key(PORTABLE_RUBY)
+    try:
+        found = newest_rubies(listed_tags(await walk.get(path), walk.url(path)))
+    except _Miss as miss:
+        misses.append(Miss(PORTABLE_RUBY, miss.url, miss.reason))
+        return []
+    except InputError as exc:
+        misses.append(Miss(PORTABLE_RUBY, walk.url(path), str(exc)))
+        return []
+    if not found:
+        misses.append(Miss(PORTABLE_RUBY, walk.url(path), "lists no portable Ruby"))
+    return found
 
 
 async def _quarantined(walk: _Walk, status_key: str) -> set[str]:

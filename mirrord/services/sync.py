@@ -22,17 +22,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.adapters.registry import shown_url, source_url
 from mirrord.adapters.s3 import S3Store
-from mirrord.core.catalog import (
-    DEFAULT_RELEASES,
-    Catalog,
-    Releases,
-    auto_targets,
-    filter_formulae,
-    select_bottles,
-    unknown_tags,
-)
+from mirrord.adapters.terminal import LogProgress
+from mirrord.adapters.web import shown_url, source_url
+from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
 from mirrord.core.errors import (
     FatalUpstreamError,
     FormulaError,
@@ -57,7 +50,8 @@ from mirrord.core.hashfile import (
 from mirrord.core.jobs import Job
 from mirrord.core.models import DATE_RE, Bottle, HashEntry, ObjectInfo, gc_paused
 from mirrord.core.plan import Plan, Transfer, index_url, make_plan, sizes_from_index
-from mirrord.core.report import Failure, LogProgress, Progress, Quarantined, Report
+from mirrord.core.releases import DEFAULT_RELEASES, Releases, auto_targets, unknown_tags
+from mirrord.core.report import Failure, Progress, Quarantined, Rejected, Report
 from mirrord.services.transfer import Hook, SizeLimit, Source, no_hook, transfer
 
 log = structlog.get_logger("mirrord.services.sync")
@@ -517,7 +511,7 @@ async def run_sync(
         duration_s=clock() - started,
         platforms=targets,
         no_bottle=plan.no_bottle,
-        rejected=tuple({"name": r.name, "error": r.reason} for r in catalog.rejected),
+        rejected=tuple(Rejected(r.name, r.reason) for r in catalog.rejected),
         checkpoints=checkpoints.saves,
         stopped=stop.is_set(),
         remaining=len(plan.transfers) - finished,

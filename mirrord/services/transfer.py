@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from mirrord.adapters.registry import source_url
 from mirrord.adapters.s3 import Part, S3Store
+from mirrord.adapters.web import source_url
 from mirrord.core.errors import IntegrityError, PreconditionFailed, StoreError
 from mirrord.core.models import Bottle
 

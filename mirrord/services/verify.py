@@ -3,12 +3,9 @@ writes the hash file anew from the objects' own metadata."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import structlog
 
@@ -26,20 +23,9 @@ from mirrord.core.models import (
     is_bottle_key,
     is_hash_key,
 )
+from mirrord.core.tasks import bounded
 
 log = structlog.get_logger("mirrord.services.verify")
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-async def _bounded(items: Iterable[T], fn: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
-    gate = asyncio.Semaphore(limit)
-
-    async def run(item: T) -> R:
-        async with gate:
-            return await fn(item)
-
-    return list(await asyncio.gather(*(run(i) for i in items)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +117,7 @@ async def verify(
                 return Problem("sha256", key, f"bytes hash to {digest.hexdigest()}")
         return None
 
-    found = await _bounded(present, check, concurrency)
+    found = await bounded(present, check, concurrency)
     problems += [p for p in found if p is not None]
     return VerifyReport(
         len(hf.bottles),
@@ -203,7 +189,7 @@ async def _rebuild(store: S3Store, hash_key: str, concurrency: int) -> RebuildRe
     # instead of vanishing under a file rebuilt from a listing that predates it.
     existing = await store.get(hash_key)
     keys = [o.key async for o in store.list_objects() if is_bottle_key(o.key)]
-    heads = await _bounded(keys, store.head, concurrency)
+    heads = await bounded(keys, store.head, concurrency)
     entries: dict[str, HashEntry] = {}
     unrecognised: list[str] = []
     for key, head in zip(keys, heads, strict=True):

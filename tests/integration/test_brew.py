@@ -24,19 +24,13 @@ from mirrord_dev.emulator import (
 from mirrord_dev.local import Front, bucket_front
 
 from mirrord.app import App, open_app, run_job
-from mirrord.brew import (
-    API_ENDPOINTS,
-    api_gaps,
-    blob_key,
-    descriptor_problem,
-    jws_payload,
-    packages_endpoint,
-)
+from mirrord.core.brew import API_ENDPOINTS, api_gaps, jws_payload, packages_endpoint
 from mirrord.core.catalog import parse_catalog
 from mirrord.core.errors import InputError, SettingsError
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
+from mirrord.core.oci import blob_key, descriptor_problem
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client
@@ -91,8 +85,8 @@ async def test_check_client_full_coverage_for_every_target_without_upstream(
     report = await mirror.sync()
     assert report.complete
     assert report.published is not None
-    assert report.published["api"] == "published", report.published
-    assert report.published["problems"] == []
+    assert report.published.api == "published", report.published
+    assert report.published.every_problem == []
     mirror.emu.reset_stats()
     for target in TARGETS:
         coverage = await mirror.check(front, target)
@@ -144,8 +138,8 @@ async def test_second_publish_asks_the_upstream_for_nothing(mirror: Mirror) -> N
     mirror.emu.reset_stats()
     report = await mirror.sync(job_id="again")
     assert report.published is not None
-    assert report.published["indexes"] == report.published["blobs"] == 0
-    assert report.published["current"] >= 9
+    assert report.published.indexes == report.published.blobs == 0
+    assert report.published.current >= 9
     assert sum(mirror.emu.manifest_requests(n) for n in ("jq", "openssl@3", "xz")) == 0
 
 
@@ -158,13 +152,13 @@ async def test_api_kept_when_the_sync_had_failures(mirror: Mirror) -> None:
     report = await mirror.sync()
     assert report.failed
     assert report.published is not None
-    assert report.published["api"].startswith("kept:")
+    assert report.published.api.startswith("kept:")
     assert await mirror.app.store.get("api/formula.jws.json") is None
     mirror.emu.clear_faults()
     report = await mirror.sync(job_id="clean")
     assert report.complete
     assert report.published is not None
-    assert report.published["api"] == "published"
+    assert report.published.api == "published"
 
 
 async def test_index_that_does_not_describe_the_bottle_is_not_published(
@@ -180,10 +174,10 @@ async def test_index_that_does_not_describe_the_bottle_is_not_published(
             report = await run_job(app, Job("t", DATE), route="test")
             assert report.complete
             assert report.published is not None
-            problems = report.published["problems"]
-            assert [p["key"] for p in problems] == ["v2/homebrew/core/wget/manifests/1.25.0-1"]
-            assert "no image index" in problems[0]["error"]
-            assert report.published["api"].startswith("kept:")
+            problems = report.published.every_problem
+            assert [p.key for p in problems] == ["v2/homebrew/core/wget/manifests/1.25.0-1"]
+            assert "no image index" in problems[0].error
+            assert report.published.api.startswith("kept:")
             keys = {o.key async for o in app.store.list_objects("v2/homebrew/core/wget/")}
             assert keys == set()
 
@@ -331,7 +325,7 @@ async def test_new_rebuild_gets_its_own_index_and_the_old_one_stays(bucket_name:
             async with open_app(settings) as app:
                 report = await run_job(app, Job("t", DATE), route="test")
                 assert report.published is not None
-                assert report.published["problems"] == []
+                assert report.published.every_problem == []
                 keys = {o.key async for o in app.store.list_objects("v2/homebrew/core/jq/")}
     assert sorted(k for k in keys if "/manifests/" in k) == [
         "v2/homebrew/core/jq/manifests/1.7.1_1",

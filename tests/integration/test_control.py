@@ -29,9 +29,10 @@ from structlog.testing import capture_logs
 
 from mirrord.adapters.lock import BucketLock
 from mirrord.app import App, open_app, run_job
-from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import LockLost, StoreError
 from mirrord.core.jobs import Job
+from mirrord.core.releases import auto_targets
 from mirrord.daemon import Daemon
 from mirrord.lambdas.enqueue import enqueue, job_from_event, lambda_invoker
 from mirrord.lambdas.enqueue import handler as enqueue_handler
@@ -711,7 +712,7 @@ async def test_a_bug_inside_a_job_is_reported_and_the_daemon_serves_on(
     a Slack failure naming it and calling it a bug, the daemon alive, the message back
     for another delivery, which then finishes the job."""
     assert plane.app.queue is not None
-    calls = fails_once(monkeypatch, "mirrord.brew.versions")
+    calls = fails_once(monkeypatch, "mirrord.services.publish.versions")
     await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
     stop = asyncio.Event()
     daemon = plane.daemon("d1", stop)

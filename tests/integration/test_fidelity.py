@@ -29,14 +29,11 @@ from mirrord_dev.emulator.content import SAMPLE_LARGE, jws
 from mirrord_dev.local import Front, bucket_front
 
 from mirrord.app import App, open_app, run_job
-from mirrord.brew import (
+from mirrord.core.brew import (
     api_gaps,
-    blob_key,
-    index_key,
     newest_rubies,
     packages_endpoint,
     packages_formulae,
-    publication_lag,
     ruby_version_key,
 )
 from mirrord.core.catalog import parse_catalog, select_bottles, select_file
@@ -44,9 +41,11 @@ from mirrord.core.errors import InputError, SettingsError
 from mirrord.core.hashfile import parse
 from mirrord.core.jobs import Job
 from mirrord.core.models import Formula
+from mirrord.core.oci import blob_key, index_key
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env
 from mirrord.services.check import check_client
+from mirrord.services.publish import publication_lag
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 TAHOE = packages_endpoint("arm64_tahoe")
@@ -304,8 +303,8 @@ async def test_api_newer_than_formula_json_is_fetched_recorded_and_published(
     report = await skewed.sync()
     assert report.complete
     assert report.published is not None
-    assert report.published["api"] == "published", report.published
-    assert report.published["fetched"] == 4  # jq 1.8.0 and newtool, on each target
+    assert report.published.api == "published", report.published
+    assert report.published.fetched == 4  # jq 1.8.0 and newtool, on each target
     hf = await skewed.hash_file()
     for name, version in (("jq", "1.8.0"), ("newtool", "0.1")):
         for tag in TARGETS:
@@ -339,9 +338,9 @@ async def test_api_bottle_that_cannot_be_fetched_keeps_the_api_back(skewed: Mirr
     report = await skewed.sync()
     assert report.complete  # the catalog's bottles all synced
     assert report.published is not None
-    assert report.published["api"].startswith("kept: the API names"), report.published
-    assert "jq-1.8.0-arm64_tahoe" in report.published["api"]
-    problems = {p["key"]: p["error"] for p in report.published["problems"]}
+    assert report.published.api.startswith("kept: the API names"), report.published
+    assert "jq-1.8.0-arm64_tahoe" in report.published.api
+    problems = {p.key: p.error for p in report.published.every_problem}
     assert "sha256 mismatch" in problems["jq-1.8.0-arm64_tahoe"]
     hf = await skewed.hash_file()
     assert "jq-1.8.0-arm64_tahoe" not in hf.bottles
@@ -399,8 +398,8 @@ async def test_latest_portable_ruby_is_the_newest_two_the_registry_lists(
             report = await run_job(app, Job("t", DATE), route="test")
             assert report.complete, report.failed
             assert report.published is not None
-            assert report.published["portable_ruby_versions"] == ["4.0.10", "4.0.9"]
-            assert report.published["api"] == "published"
+            assert report.published.ruby_versions == ["4.0.10", "4.0.9"]
+            assert report.published.api == "published"
             keys = {o.key async for o in app.store.list_objects("v2/homebrew/core/portable-ruby/")}
             assert {k for k in keys if "/manifests/" in k} == {
                 index_key("portable-ruby", "4.0.10"),

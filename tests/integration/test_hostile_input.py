@@ -24,9 +24,9 @@ from mirrord_dev.emulator.content import SAMPLE_LARGE
 from mirrord_dev.emulator.server import parse_range
 
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import fetch_catalog
 from mirrord.adapters.s3 import S3Store
 from mirrord.adapters.sqs import _receive_count
+from mirrord.adapters.web import fetch_catalog
 from mirrord.app import App, open_app
 from mirrord.core import catalog as catalog_module
 from mirrord.core.catalog import formula_from_api, parse_catalog

@@ -25,14 +25,9 @@ from mirrord_dev.emulator import Emulator, catalog_from_entries, sample_catalog
 
 from mirrord.adapters.registry import INDEX_MEDIA_TYPE
 from mirrord.app import open_app, run_job
-from mirrord.brew import (
-    OCI_PREFIX,
+from mirrord.core.brew import (
     api_formulae,
     api_gaps,
-    blob_key,
-    image_name,
-    index_key,
-    manifest_ref,
     packages_formulae,
     portable_ruby_formula,
     versions,
@@ -40,6 +35,7 @@ from mirrord.brew import (
 from mirrord.core.errors import InputError
 from mirrord.core.jobs import Job
 from mirrord.core.models import Bottle, Formula, HashEntry
+from mirrord.core.oci import OCI_PREFIX, blob_key, image_name, index_key, manifest_ref
 
 SHA = "ab" * 32
 TAGS = ["arm64_tahoe", "sonoma", "all", "arm64_sequoia"]
@@ -338,7 +334,7 @@ async def test_a_url_naming_another_image_or_digest_publishes_under_its_own_name
             hostile.formula_json = orjson.dumps(sample)
             first = await run_job(app, Job("first", DATE), route="test")
             assert first.published is not None
-            assert first.published["problems"] == []
+            assert first.published.every_problem == []
             jq_index = index_key("jq", "1.7.1_1")
             upstream = (await app.store.get(jq_index))[0]
 
@@ -354,7 +350,7 @@ async def test_a_url_naming_another_image_or_digest_publishes_under_its_own_name
 
             assert report.complete, report.failed
             assert report.published is not None
-            assert report.published["problems"] == [], report.published["problems"]
+            assert report.published.every_problem == [], report.published.every_problem
             keys = {o.key async for o in app.store.list_objects(OCI_PREFIX)}
             assert not any(k.startswith(f"{OCI_PREFIX}victim/") for k in keys)
             assert blob_key("evil", evil_sha) in keys
@@ -382,7 +378,7 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
             report = await run_job(app, Job("t", DATE), route="test")
             assert report.complete
             assert report.published is not None
-            problems = {p["key"]: p["error"] for p in report.published["problems"]}
+            problems = {p.key: p.error for p in report.published.every_problem}
             assert set(problems) == {"foo+bar", "fooxbar", "portable-ruby"}, problems
             assert "fooxbar" in problems["foo+bar"]
             assert "foo+bar" in problems["fooxbar"]
@@ -390,7 +386,7 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
             assert not any(k.startswith(f"{OCI_PREFIX}fooxbar/") for k in keys)
             assert not any(k.startswith(f"{OCI_PREFIX}portable-ruby/manifests/1.0") for k in keys)
             assert index_key("jq", "1.7.1_1") in keys
-            assert report.published["indexes"] >= 9
+            assert report.published.indexes >= 9
 
 
 # --- item 2: a bug inside a job, through the CLI -----------------------------------------
@@ -398,12 +394,12 @@ async def test_formulae_sharing_an_image_are_neither_published(bucket_name: str)
 # A pure function that raises stands in for a bug no one has found yet.
 BUGGY_CLI = """
 import sys
-import mirrord.brew
+import mirrord.services.publish
 
 def versions(*args, **kwargs):
     raise RuntimeError("boom: a bug we have not found yet")
 
-mirrord.brew.versions = versions
+mirrord.services.publish.versions = versions
 from mirrord.cli import main
 sys.exit(main(sys.argv[1:]))
 """

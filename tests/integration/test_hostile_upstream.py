@@ -20,7 +20,7 @@ from conftest import DATE, Ledger, days_ago, make_settings, run_cli
 from hostile import Bottle, HostileUpstream
 from structlog.testing import capture_logs
 
-from mirrord.adapters.registry import address_problem
+from mirrord.adapters.web import address_problem
 from mirrord.app import App, open_app, run_job
 from mirrord.core.catalog import Catalog, parse_catalog
 from mirrord.core.errors import JobError

@@ -265,7 +265,7 @@ async def test_a_bottle_corrupt_upstream_is_quarantined_then_released(
         assert report.quarantined == ()
         assert report.exit_code == 1
         assert report.published is not None
-        assert report.published["api"].startswith("kept:")
+        assert report.published.api.startswith("kept:")
         record = (await weeks.hashfile())["quarantine"][KEY]
         assert record["count"] == (1 if n < 3 else 2), n  # the same job w1 counts once
         assert (record["expected_sha256"], record["actual_sha256"]) == (expected, served)
@@ -285,7 +285,7 @@ async def test_a_bottle_corrupt_upstream_is_quarantined_then_released(
         assert report.complete
         assert report.exit_code == 0
         assert report.published is not None
-        assert report.published["api"] == "published", report.published
+        assert report.published.api == "published", report.published
         status = await weeks.status()
         assert [s["key"] for s in status["quarantined"]] == [KEY]
         assert status["quarantined"][0]["count"] == week

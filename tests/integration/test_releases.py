@@ -18,19 +18,18 @@ from mirrord_dev.emulator.content import jws
 from structlog.testing import capture_logs
 
 from mirrord.app import open_app, run_job
-from mirrord.brew import api_gaps
-from mirrord.core.catalog import (
+from mirrord.core.brew import api_gaps
+from mirrord.core.catalog import parse_catalog, select_bottles
+from mirrord.core.errors import JobError, SettingsError
+from mirrord.core.jobs import Job, parse_job
+from mirrord.core.releases import (
     DEFAULT_RELEASES,
     auto_targets,
     macos_looking,
-    parse_catalog,
     parse_tag,
-    select_bottles,
     unknown_tags,
     validate_targets,
 )
-from mirrord.core.errors import JobError, SettingsError
-from mirrord.core.jobs import Job, parse_job
 from mirrord.core.report import Report
 from mirrord.core.settings import from_env, parse_releases
 from mirrord.daemon import Daemon

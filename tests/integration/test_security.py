@@ -36,7 +36,7 @@ from conftest import (
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
-from mirrord.adapters.registry import address_problem, fetch_untrusted, guarded_session, shown_url
+from mirrord.adapters.web import address_problem, fetch_untrusted, guarded_session, shown_url
 from mirrord.app import load_external, open_app, run_job
 from mirrord.core.errors import FatalUpstreamError, RefusedAddress, SettingsError
 from mirrord.core.jobs import Job

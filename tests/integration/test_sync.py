@@ -33,13 +33,14 @@ from mirrord_dev.emulator import (
 )
 
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import fetch_catalog
+from mirrord.adapters.web import fetch_catalog
 from mirrord.app import App, open_app
-from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import StoreError
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import HashEntry
+from mirrord.core.releases import auto_targets
 from mirrord.services.sync import Checkpointer, Tuning, load_hashfile, run_sync
 from mirrord.services.transfer import transfer
 
@@ -230,7 +231,7 @@ async def test_unsafe_names_are_rejected_and_the_rest_synced(bucket_name: str) -
         report = await World(app, emu).sync(platforms=("arm64_tahoe",))
         keys = {o.key async for o in app.store.list_objects()}
     assert report.exit_code == 0
-    assert sorted(r["name"] for r in report.rejected) == ["../../x", "a b"]
+    assert sorted(r.name for r in report.rejected) == ["../../x", "a b"]
     assert keys == {"bottles_hash.json", f"{DATE}/jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"}
 
 

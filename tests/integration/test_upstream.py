@@ -12,7 +12,8 @@ import orjson
 import pytest
 from mirrord_dev.emulator import Emulator, Fault, catalog_from_entries
 
-from mirrord.adapters.registry import Registry, fetch_catalog, parse_challenge
+from mirrord.adapters.registry import Registry, parse_challenge
+from mirrord.adapters.web import fetch_catalog
 from mirrord.core.errors import CatalogError, FatalUpstreamError, RetryableError
 from mirrord.core.retry import Backoff, RetryPolicy
 

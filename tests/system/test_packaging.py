@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -272,3 +273,19 @@ def test_workflows_follow_the_security_rules() -> None:
                 assert "${{" not in step.get("run", ""), (
                     f"{path.name}: {job_id} expands an expression inside run:, pass it via env"
                 )
+
+
+def test_runtime_wheel_carries_only_what_production_runs(tmp_path: Path) -> None:
+    """The wheel the image and the Lambda zip are built from holds the mirrord package and
+    nothing of dev/ (the emulator, its sample catalog, run-local): they ship nowhere."""
+    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp_path, ROOT)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("mirrord-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    code = [n for n in names if not n.startswith("mirrord-")]  # the .dist-info
+    assert all(n.startswith("mirrord/") for n in code), code
+    for floor in ("core", "adapters", "services", "lambdas"):
+        assert f"mirrord/{floor}/__init__.py" in code, floor
+    leaked = [n for n in names if re.search(r"emulator|mirrord_dev|local\.py|\.json$", n)]
+    assert not leaked, f"dev tooling in the runtime wheel: {leaked}"

@@ -38,13 +38,14 @@ from faultproxy import FaultProxy, Kind, Op
 from mirrord_dev.emulator import Emulator, EmulatorCatalog, Fault, sample_catalog, synthetic_catalog
 
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import fetch_catalog
+from mirrord.adapters.web import fetch_catalog
 from mirrord.app import App, crash_hook, open_app
-from mirrord.core.catalog import auto_targets, parse_catalog, select_bottles
+from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import SettingsError
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.models import Bottle
+from mirrord.core.releases import auto_targets
 from mirrord.core.settings import CRASH_POINTS, from_env
 from mirrord.services.sync import Tuning, load_hashfile, run_sync
 from mirrord.services.transfer import no_hook

@@ -11,15 +11,14 @@ from mirrord_dev.emulator.content import synthetic_catalog
 
 from mirrord.core import catalog as catalog_module
 from mirrord.core.catalog import (
-    auto_targets,
     filter_formulae,
     formula_from_api,
     parse_catalog,
     select_bottles,
     select_file,
-    validate_targets,
 )
 from mirrord.core.errors import CatalogError, FormulaError, SettingsError
+from mirrord.core.releases import auto_targets, validate_targets
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 

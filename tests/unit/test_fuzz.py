@@ -28,18 +28,13 @@ from hypothesis import strategies as st
 
 from mirrord.core import catalog as catalog_module
 from mirrord.core import hashfile as hashfile_module
-from mirrord.core.catalog import (
-    MACOS_RELEASES,
-    is_machine,
-    parse_catalog,
-    parse_tag,
-    select_bottles,
-)
+from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.errors import CatalogError, FormulaError, HashFileError, JobError, SettingsError
 from mirrord.core.hashfile import HashFile, dumps, entry_problem, parse
 from mirrord.core.jobs import JOB_ID_RE, parse_job
 from mirrord.core.models import Bottle, HashEntry, is_bottle_key, is_hash_key
 from mirrord.core.plan import make_plan, sizes_from_index
+from mirrord.core.releases import MACOS_RELEASES, is_machine, parse_tag
 from mirrord.core.retry import parse_retry_after
 from mirrord.core.settings import ENV, from_env
 

@@ -7,7 +7,8 @@ import io
 from conftest import REPORT_FIELDS
 from structlog.testing import capture_logs
 
-from mirrord.core.report import BarProgress, Failure, LogProgress, Report
+from mirrord.adapters.terminal import BarProgress, LogProgress
+from mirrord.core.report import Failure, Report
 
 
 class Clock:
