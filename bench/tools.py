@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,9 +17,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
+from mirrord_dev.procs import free_port, listens, stop, wait_ready
 
 from bench.origin import corpus as bench_corpus
 
@@ -58,35 +56,6 @@ def _wheel_binary(dist: str, path: str) -> str | None:
         return None
     found = [f for f in files if str(f) == path]
     return str(found[0].locate()) if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.args!r} did not listen on {port} within {timeout} s")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +187,7 @@ def rclone_sink() -> Iterator[Sink]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, proc)
+        wait_ready(proc, lambda: listens(port), "rclone serve s3", 30)
         yield Sink("rclone serve s3", f"http://127.0.0.1:{port}", root)
     finally:
         stop(proc)
@@ -316,7 +285,7 @@ def nginx_sink() -> Iterator[Sink]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, proc)
+        wait_ready(proc, lambda: listens(port), "nginx", 30)
         yield Sink("nginx (discards)", f"http://127.0.0.1:{port}", None)
     finally:
         stop(proc)

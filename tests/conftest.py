@@ -8,22 +8,24 @@ import contextlib
 import os
 import socket
 import ssl
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from asyncio.subprocess import PIPE
+import warnings
+from asyncio.subprocess import DEVNULL, PIPE
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import botocore.exceptions
 import orjson
 import pytest
 from aiohttp import web
+from mirrord_dev.emulator import Emulator, EmulatorCatalog, sample_catalog
+from mirrord_dev.procs import answers, free_port, moto_client, moto_server, process, wait_ready
 
 from mirrord.app import App, configure_logging, open_app
 from mirrord.core.settings import Settings
@@ -85,56 +87,6 @@ def days_ago(days: int) -> str:
 DATE = days_ago(9)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """One moto server process for the session; tests isolate by bucket."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # a moto holding GBs can take long to exit under load
-        proc.kill()
-        proc.wait()
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers: up
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"{what} did not start") from None
-            time.sleep(0.2)
-
-
 def free_grpc_port() -> int:
     """SeaweedFS listens on port+10000 for gRPC too: both must be free."""
     while True:
@@ -155,49 +107,117 @@ def seaweed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     weed = Path(sys.executable).with_name("weed")
     data = tmp_path_factory.mktemp("seaweed")
     s3, master, volume, filer = (free_grpc_port() for _ in range(4))
-    proc = subprocess.Popen(
-        [
-            str(weed),
-            "server",
-            f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-s3",
-            f"-s3.port={s3}",
-            f"-master.port={master}",
-            f"-volume.port={volume}",
-            f"-filer.port={filer}",
-            "-volume.max=4",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-metricsPort=0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [
+        str(weed),
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        "-volume.max=4",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-metricsPort=0",
+    ]
     url = f"http://127.0.0.1:{s3}"
-    _wait_http(f"{url}/", proc, "SeaweedFS")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # weed can linger in raft shutdown; its data is temporary
-        proc.kill()
-        proc.wait()
+    with process(command, stop_after=5, stdout=DEVNULL, stderr=DEVNULL) as proc:
+        wait_ready(proc, lambda: answers(f"{url}/"), "SeaweedFS")
+        yield url
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> None:
-    """No test sees the developer's AWS or MIRRORD settings; all point at moto."""
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's AWS or MIRRORD settings, nor the machine's ~/.aws;
+    credentials and region are fake. No endpoint: only the `moto` fixture gives one, so a
+    test that reaches AWS without asking for moto fails instead of leaving the machine."""
     for name in list(os.environ):
         # ECS_…: on an ECS host the metrics record would be logged (settings.py).
         if name.startswith(("AWS_", "MIRRORD_", "ECS_CONTAINER_METADATA_URI")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     configure_logging("debug", human=False)  # JSON, also under `pytest -s` in a terminal
+
+
+# Tests under these folders talk to S3/SQS: each gets the `moto` fixture (see below).
+MOTO_FOLDERS = frozenset({"integration", "system"})
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    """Every module of tests/integration and tests/system uses the `moto` fixture, as if it
+    said ``pytestmark = pytest.mark.usefixtures("moto")``; tests/unit never does. (A
+    conftest.py per folder would shadow this one, which test modules import as `conftest`.)"""
+    if isinstance(collector, pytest.Module) and collector.path.parent.name in MOTO_FOLDERS:
+        collector.add_marker(pytest.mark.usefixtures("moto"))
+
+
+SERVERS = frozenset({"moto", "moto_url", "moto_s3", "seaweed_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`pytest tests/unit` starts no server: a unit test that asks for one, even through
+    another fixture, is a collection error rather than a silent moto start."""
+    for item in items:
+        wanted = SERVERS.intersection(getattr(item, "fixturenames", ()))
+        if "unit" in item.path.parts and wanted:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test uses {sorted(wanted)}")
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto server process for the session; tests isolate by bucket."""
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def moto_s3(moto_url: str) -> Any:
+    """The fixtures' own S3 client on moto (not the App's): makes and removes buckets."""
+    return moto_client("s3", moto_url)
+
+
+@pytest.fixture
+def moto(
+    request: pytest.FixtureRequest, aws_env: None, moto_url: str, moto_s3: Any
+) -> Iterator[str]:
+    """AWS_ENDPOINT_URL points at the session's moto server for the test; afterwards the
+    test's bucket (``bucket_name``), if it made one, is emptied and deleted, so moto does
+    not hold every test's bytes until the session ends."""
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    bucket = (
+        request.getfixturevalue("bucket_name") if "bucket_name" in request.fixturenames else None
+    )
+    yield moto_url
+    if bucket is not None:
+        remove_bucket(moto_s3, bucket)
+
+
+def remove_bucket(s3: Any, bucket: str) -> None:
+    """Delete ``bucket`` with every object version, delete marker and open multipart
+    upload in it; a bucket that is not there is no error."""
+    try:
+        for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            doomed = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            if doomed:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+        s3.delete_bucket(Bucket=bucket)
+    except s3.exceptions.NoSuchBucket:
+        pass
+    except botocore.exceptions.ClientError as exc:  # say so, but the test's verdict stands
+        warnings.warn(f"bucket {bucket} left in moto: {exc}", stacklevel=1)
 
 
 @pytest.fixture
@@ -222,10 +242,64 @@ def make_settings(
 
 
 @pytest.fixture
-async def app(bucket_name: str) -> AsyncIterator[App]:
+def bucket(bucket_name: str, moto_s3: Any, moto: str) -> str:
+    """A fresh empty bucket in moto, made by the test's own client; `moto` removes it."""
+    moto_s3.create_bucket(Bucket=bucket_name)
+    return bucket_name
+
+
+@dataclass
+class World:
+    emu: Emulator
+    app: App
+
+
+class MakeWorld(Protocol):
+    async def __call__(
+        self,
+        catalog: EmulatorCatalog | None = None,
+        *,
+        emulator: Mapping[str, Any] | None = None,
+        settings: Callable[[Emulator], Settings] | None = None,
+        s3: Mapping[str, Any] | None = None,
+        **settings_kw: Any,
+    ) -> World: ...
+
+
+@pytest.fixture
+async def make_world(bucket: str) -> AsyncIterator[MakeWorld]:
+    """``await make_world(catalog, emulator={...}, **settings)``: the emulator serving
+    ``catalog`` (sample_catalog() unless given; ``emulator`` are Emulator's options) and
+    the App as production builds it, on ``make_settings(bucket, emu.api_url, **settings)``
+    (or ``settings(emu)``) and the test's fresh bucket (``s3``: open_app's S3 options).
+    Both close at the test's end, then the bucket goes."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(
+            catalog: EmulatorCatalog | None = None,
+            *,
+            emulator: Mapping[str, Any] | None = None,
+            settings: Callable[[Emulator], Settings] | None = None,
+            s3: Mapping[str, Any] | None = None,
+            **settings_kw: Any,
+        ) -> World:
+            emu = Emulator(sample_catalog() if catalog is None else catalog, **(emulator or {}))
+            await stack.enter_async_context(emu)
+            chosen = (
+                make_settings(bucket, emu.api_url, **settings_kw)
+                if settings is None
+                else settings(emu)
+            )
+            app = await stack.enter_async_context(open_app(chosen, **(s3 or {})))
+            return World(emu, app)
+
+        yield make
+
+
+@pytest.fixture
+async def app(bucket: str) -> AsyncIterator[App]:
     """Clients as production builds them, against a fresh bucket in moto."""
-    async with open_app(make_settings(bucket_name)) as built:
-        await built.store._client.create_bucket(Bucket=bucket_name)
+    async with open_app(make_settings(bucket)) as built:
         yield built
 
 

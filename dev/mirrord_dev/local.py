@@ -20,62 +20,31 @@ import contextlib
 import http.server
 import os
 import signal
-import socket
 import subprocess  # nosec B404  # run-local starts moto and mirrord itself
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
-import botocore.session
 import orjson
+
+from mirrord_dev.procs import MOTO_KEY, MOTO_REGION, moto_client, moto_server, process, wait_until
 
 BUCKET = "mirrord-local"
 QUEUE = "mirrord-jobs"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _process(args: list[str], **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, **kw)  # noqa: S603  # nosec B603  # our own interpreter and modules, no shell
+def _wait(check: Callable[[], bool], what: str, seconds: float = 120) -> None:
     try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _wait(check: Any, what: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"run-local: timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def _up(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1).close()  # noqa: S310  # nosec B310  # a loopback http:// URL we built
-    except OSError:
-        return False
-    return True
+        wait_until(check, what, seconds, step=0.2)
+    except TimeoutError:
+        raise SystemExit(f"run-local: timed out waiting for {what}") from None
 
 
 @contextlib.contextmanager
@@ -172,146 +141,171 @@ def _section(title: str) -> None:
     print(f"\n== {title} ==", flush=True)
 
 
-MOTO_KEY = "local"  # moto accepts any access key; this is no credential
+@dataclass
+class Peers:
+    endpoint: str  # moto (S3, SQS)
+    emulator: dict[str, Any]  # the emulator's ready line: api_url, registry_url, …
+    slack_url: str
+    slack: list[str]  # the texts the Slack stand-in received
+    work: Path  # logs and the daemon's health file
 
 
-def main() -> int:
-    moto_port = _free_port()
-    endpoint = f"http://127.0.0.1:{moto_port}"
-    aws = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": MOTO_KEY,
-        "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    work = Path(tempfile.mkdtemp(prefix="mirrord-local-"))
+@contextlib.contextmanager
+def _peers(work: Path) -> Iterator[Peers]:
+    """Step 1: moto, the emulator and the Slack stand-in, up on loopback for the block."""
     with (
         open(work / "moto.log", "wb") as moto_log,
-        open(work / "daemon.log", "wb") as daemon_log,
-        _process(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-            stdout=moto_log,
-            stderr=subprocess.STDOUT,
-        ) as moto,
-        _process(
-            [sys.executable, "-m", "mirrord_dev.emulator"], stdout=subprocess.PIPE
+        process(
+            [sys.executable, "-m", "mirrord_dev.emulator"], 15, stdout=subprocess.PIPE
         ) as emulator,
+        moto_server(log=moto_log, seconds=120) as endpoint,
         _slack_receiver() as (slack_url, slack),
     ):
         assert emulator.stdout is not None
         ready = orjson.loads(emulator.stdout.readline() or b"{}")
         if "api_url" not in ready:
             raise SystemExit("run-local: the emulator did not start")
-        _wait(lambda: _up(f"{endpoint}/moto-api/") or moto.poll() is not None, "moto")
         _section("peers")
         print(f"moto (S3, SQS)  {endpoint}")
         print(f"formula.json    {ready['api_url']}  ({ready['formulae']} formulae)")
         print(f"GHCR registry   {ready['registry_url']}  → blob storage {ready['blob_url']}")
         print(f"Slack receiver  {slack_url.rsplit('/services', 1)[0]}")
         print(f"logs            {work}")
+        yield Peers(endpoint, ready, slack_url, slack, work)
 
-        session = botocore.session.get_session()
-        client_args: dict[str, Any] = {
-            "endpoint_url": endpoint,
-            "region_name": "us-east-1",
-            "aws_access_key_id": MOTO_KEY,
-            "aws_secret_access_key": MOTO_KEY,
-        }
-        s3 = session.create_client("s3", **client_args)
-        sqs = session.create_client("sqs", **client_args)
-        s3.create_bucket(Bucket=BUCKET)
-        dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        redrive = orjson.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
-        queue = sqs.create_queue(
-            QueueName=QUEUE,
-            Attributes={"VisibilityTimeout": "180", "RedrivePolicy": redrive.decode()},
-        )["QueueUrl"]
 
-        env = {
-            **os.environ,
-            **aws,
-            "MIRRORD_BUCKET": BUCKET,
-            "MIRRORD_API_URL": ready["api_url"],
-            "MIRRORD_QUEUE_URL": queue,
-            "MIRRORD_SLACK_WEBHOOK_URL": slack_url,
-            "MIRRORD_HEALTH_FILE": str(work / "healthy"),
-            "MIRRORD_LOGS_HINT": str(work / "daemon.log"),
-        }
-        _section("mirrord daemon (background) and the weekly cron")
-        with _process(
-            [sys.executable, "-m", "mirrord", "daemon"], env=env, stderr=daemon_log
-        ) as daemon:
-            _wait(lambda: (work / "healthy").exists() or daemon.poll() is not None, "daemon")
-            os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "MIRRORD_"))})
-            from mirrord.lambdas.enqueue import handler  # after the environment is set
+def _bucket_and_queue(s3: Any, sqs: Any) -> str:
+    """Step 2: the bucket, and the job queue with its dead-letter queue, as infra makes
+    them; returns the queue's URL."""
+    s3.create_bucket(Bucket=BUCKET)
+    dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = orjson.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
+    queue: str = sqs.create_queue(
+        QueueName=QUEUE,
+        Attributes={"VisibilityTimeout": "180", "RedrivePolicy": redrive.decode()},
+    )["QueueUrl"]
+    return queue
 
-            event = {
-                "version": "0",
-                "detail-type": "Scheduled Event",
-                "source": "aws.events",
-                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "resources": ["arn:aws:events:us-east-1:000000000000:rule/mirrord-weekly"],
-                "detail": {},
-            }
-            result = handler(event, None)
-            print(
-                f"enqueue → {result['route']}: {result['bottles']} bottles, "
-                f"about {result.get('estimate', {}).get('bytes', 0):,} bytes"
-            )
 
-            def done() -> bool:
-                depth = sqs.get_queue_attributes(
-                    QueueUrl=queue,
-                    AttributeNames=[
-                        "ApproximateNumberOfMessages",
-                        "ApproximateNumberOfMessagesNotVisible",
-                    ],
-                )["Attributes"]
-                return sum(int(v) for v in depth.values()) == 0 or daemon.poll() is not None
+def _environment(peers: Peers, queue: str) -> dict[str, str]:
+    """The daemon's and the CLI's environment: settings as ECS would pass them."""
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": peers.endpoint,
+        "AWS_ACCESS_KEY_ID": MOTO_KEY,
+        "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
+        "AWS_DEFAULT_REGION": MOTO_REGION,
+        "MIRRORD_BUCKET": BUCKET,
+        "MIRRORD_API_URL": peers.emulator["api_url"],
+        "MIRRORD_QUEUE_URL": queue,
+        "MIRRORD_SLACK_WEBHOOK_URL": peers.slack_url,
+        "MIRRORD_HEALTH_FILE": str(peers.work / "healthy"),
+        "MIRRORD_LOGS_HINT": str(peers.work / "daemon.log"),
+    }
 
-            _wait(done, "the daemon to finish the job")
-            daemon.send_signal(signal.SIGTERM)
-            daemon_code = daemon.wait(timeout=60)
-        print(f"daemon exited {daemon_code} after SIGTERM; the job message was deleted")
 
-        _section("report (status.json)")
-        try:
-            status = orjson.loads(s3.get_object(Bucket=BUCKET, Key="status.json")["Body"].read())
-        except s3.exceptions.NoSuchKey:
-            raise SystemExit(f"run-local: no status.json; see {work / 'daemon.log'}") from None
-        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+def _weekly_cron(env: dict[str, str]) -> None:
+    """Step 4: the enqueue Lambda's handler, invoked with an EventBridge scheduled event."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "MIRRORD_"))})
+    from mirrord.lambdas.enqueue import handler  # after the environment is set
 
-        _section(f"s3://{BUCKET}")
-        listing = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
-        for obj in listing[:12]:
-            print(f"{obj['Size']:>12,}  {obj['Key']}")
-        if len(listing) > 12:
-            print(f"{'':>12}  … {len(listing) - 12} more")
-        print(f"{sum(o['Size'] for o in listing):>12,}  bytes in {len(listing)} objects")
+    event = {
+        "version": "0",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "resources": ["arn:aws:events:us-east-1:000000000000:rule/mirrord-weekly"],
+        "detail": {},
+    }
+    result = handler(event, None)
+    print(
+        f"enqueue → {result['route']}: {result['bottles']} bottles, "
+        f"about {result.get('estimate', {}).get('bytes', 0):,} bytes"
+    )
 
-        _section("mirrord verify")
-        verify = subprocess.run(  # nosec B603  # our own interpreter and module
-            [sys.executable, "-m", "mirrord", "verify"],
-            env=env,
-            check=False,
-            stderr=subprocess.DEVNULL,
+
+def _daemon_runs_the_job(env: dict[str, str], sqs: Any, queue: str, work: Path) -> int:
+    """Steps 3-5: the daemon in the background, the cron's job, the daemon finishing it
+    and deleting the message; SIGTERM then. Returns the daemon's exit code."""
+    _section("mirrord daemon (background) and the weekly cron")
+    command = [sys.executable, "-m", "mirrord", "daemon"]
+    with (
+        open(work / "daemon.log", "wb") as daemon_log,
+        process(command, 15, env=env, stderr=daemon_log) as daemon,
+    ):
+        _wait(lambda: (work / "healthy").exists() or daemon.poll() is not None, "daemon")
+        _weekly_cron(env)
+
+        def done() -> bool:
+            depth = sqs.get_queue_attributes(
+                QueueUrl=queue,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            return sum(int(v) for v in depth.values()) == 0 or daemon.poll() is not None
+
+        _wait(done, "the daemon to finish the job")
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+    print(f"daemon exited {code} after SIGTERM; the job message was deleted")
+    return code
+
+
+def _report(s3: Any, work: Path) -> dict[str, Any]:
+    """Step 5: status.json and a listing of the bucket, printed; returns the report."""
+    _section("report (status.json)")
+    try:
+        status: dict[str, Any] = orjson.loads(
+            s3.get_object(Bucket=BUCKET, Key="status.json")["Body"].read()
         )
+    except s3.exceptions.NoSuchKey:
+        raise SystemExit(f"run-local: no status.json; see {work / 'daemon.log'}") from None
+    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
 
-        _section("mirrord check-client: each target, as brew 6 would, via a CloudFront stand-in")
-        with bucket_front(s3, BUCKET) as front:
-            targets = [f"--target={t}" for t in status.get("platforms", ())]
-            command = [sys.executable, "-m", "mirrord", "check-client", "--base", front.url]
-            check = subprocess.run(  # noqa: S603  # nosec B603  # our own interpreter and module, no shell
-                [*command, *targets], env=env, check=False, stderr=subprocess.DEVNULL
-            )
-        print(
-            f"\nslack messages: {len(slack)}; daemon exit {daemon_code}; "
-            f"verify exit {verify.returncode}; check-client exit {check.returncode}"
+    _section(f"s3://{BUCKET}")
+    listing = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    for obj in listing[:12]:
+        print(f"{obj['Size']:>12,}  {obj['Key']}")
+    if len(listing) > 12:
+        print(f"{'':>12}  … {len(listing) - 12} more")
+    print(f"{sum(o['Size'] for o in listing):>12,}  bytes in {len(listing)} objects")
+    return status
+
+
+def _verify_and_check_client(env: dict[str, str], s3: Any, status: dict[str, Any]) -> int:
+    """Steps 5-6: ``mirrord verify``, then ``mirrord check-client`` for every target via
+    the CloudFront stand-in. Returns the first non-zero exit code, else 0."""
+    _section("mirrord verify")
+    verify = subprocess.run(  # nosec B603  # our own interpreter and module
+        [sys.executable, "-m", "mirrord", "verify"], env=env, check=False, stderr=subprocess.DEVNULL
+    )
+    _section("mirrord check-client: each target, as brew 6 would, via a CloudFront stand-in")
+    with bucket_front(s3, BUCKET) as front:
+        targets = [f"--target={t}" for t in status.get("platforms", ())]
+        command = [sys.executable, "-m", "mirrord", "check-client", "--base", front.url]
+        check = subprocess.run(  # noqa: S603  # nosec B603  # our own interpreter and module, no shell
+            [*command, *targets], env=env, check=False, stderr=subprocess.DEVNULL
         )
-        failed = daemon_code or verify.returncode or check.returncode
+    print(f"verify exit {verify.returncode}; check-client exit {check.returncode}")
+    return verify.returncode or check.returncode
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="mirrord-local-"))
+    with _peers(work) as peers:
+        s3, sqs = moto_client("s3", peers.endpoint), moto_client("sqs", peers.endpoint)
+        queue = _bucket_and_queue(s3, sqs)
+        env = _environment(peers, queue)
+        daemon_code = _daemon_runs_the_job(env, sqs, queue, work)
+        status = _report(s3, work)
+        clients_code = _verify_and_check_client(env, s3, status)
+        print(f"\nslack messages: {len(peers.slack)}; daemon exit {daemon_code}")
+        failed = daemon_code or clients_code
         return failed or (0 if status.get("remaining") == 0 else 1)
 
 

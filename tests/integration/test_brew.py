@@ -5,7 +5,7 @@ through a CloudFront+OAC stand-in over the moto bucket, with the upstream untouc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from conftest import DATE, make_settings, run_cli
+from conftest import DATE, MakeWorld, make_settings, run_cli
 from mirrord_dev.emulator import (
     PORTABLE_RUBY_VERSIONS,
     Emulator,
@@ -66,12 +66,9 @@ class Mirror:
 
 
 @pytest.fixture
-async def mirror(bucket_name: str) -> AsyncIterator[Mirror]:
-    async with Emulator(sample_catalog()) as emu:
-        settings = make_settings(bucket_name, emu.api_url, platforms=TARGETS)
-        async with open_app(settings) as app:
-            await app.s3.create_bucket(Bucket=bucket_name)
-            yield Mirror(app, emu)
+async def mirror(make_world: MakeWorld) -> Mirror:
+    made = await make_world(platforms=TARGETS)
+    return Mirror(made.app, made.emu)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 import trustme
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import DATE, Receiver, loopback, make_settings, run_cli, spawn_cli
+from conftest import DATE, MakeWorld, Receiver, loopback, make_settings, run_cli, spawn_cli
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
@@ -142,13 +142,9 @@ def settings_for(bucket: str, emu: Emulator, queues: Queues, slack: Receiver, **
 
 
 @pytest.fixture
-async def plane(bucket_name: str, queues: Queues, receiver: Receiver) -> AsyncIterator[Plane]:
-    async with (
-        Emulator(sample_catalog()) as emu,
-        open_app(settings_for(bucket_name, emu, queues, receiver)) as app,
-    ):
-        await app.s3.create_bucket(Bucket=bucket_name)
-        yield Plane(app, emu, queues, receiver)
+async def plane(bucket: str, queues: Queues, receiver: Receiver, make_world: MakeWorld) -> Plane:
+    made = await make_world(settings=lambda emu: settings_for(bucket, emu, queues, receiver))
+    return Plane(made.app, made.emu, queues, receiver)
 
 
 async def until(check: Callable[[], Any], seconds: float = 60, what: str = "condition") -> None:

@@ -6,7 +6,7 @@ subprocess for the CLI and a Slack stand-in."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from conftest import DATE, Receiver, make_settings, run_cli
+from conftest import DATE, MakeWorld, Receiver, make_settings, run_cli
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mirrord_dev.emulator import (
@@ -274,13 +274,10 @@ def newer_upstream() -> EmulatorCatalog:
 
 
 @pytest.fixture
-async def skewed(bucket_name: str) -> AsyncIterator[Mirror]:
+async def skewed(make_world: MakeWorld) -> Mirror:
     """formula.json as it was read; the API files, as formulae.brew.sh republished them."""
-    async with Emulator(sample_catalog(), api_catalog=newer_upstream()) as emu:
-        settings = make_settings(bucket_name, emu.api_url, platforms=TARGETS)
-        async with open_app(settings) as app:
-            await app.s3.create_bucket(Bucket=bucket_name)
-            yield Mirror(app, emu)
+    made = await make_world(emulator={"api_catalog": newer_upstream()}, platforms=TARGETS)
+    return Mirror(made.app, made.emu)
 
 
 @pytest.fixture

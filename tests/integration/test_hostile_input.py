@@ -168,7 +168,7 @@ async def wide_revision(bucket_name: str) -> AsyncIterator[Upstream]:
             Emulator(served, raw_api=json.dumps(hostile).encode()) as api,
             open_app(make_settings(bucket_name, api.api_url)) as app,
         ):
-            await app.store._client.create_bucket(Bucket=bucket_name)
+            await app.s3.create_bucket(Bucket=bucket_name)
             env = {
                 "MIRRORD_BUCKET": bucket_name,
                 "MIRRORD_API_URL": api.api_url,
@@ -324,7 +324,7 @@ async def test_colliding_formulae_are_reported_in_the_sync_and_not_stored(
         Emulator(catalog_from_entries(entries)) as emu,
         open_app(make_settings(bucket_name, emu.api_url)) as app,
     ):
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         env = {
             "MIRRORD_BUCKET": bucket_name,
             "MIRRORD_API_URL": emu.api_url,
@@ -369,7 +369,7 @@ async def mirror(bucket_name: str) -> AsyncIterator[Mirror]:
         Emulator(sample_catalog()) as emu,
         open_app(make_settings(bucket_name, emu.api_url)) as app,
     ):
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         await sync_into(app, emu.api_url, DATE)
         yield Mirror(app, {"MIRRORD_BUCKET": bucket_name, "MIRRORD_API_URL": emu.api_url})
 
@@ -509,7 +509,7 @@ async def test_verify_reports_the_previous_rebuild_as_superseded_not_orphaned(
     assert again.json()["superseded"] == expected
 
     stray = f"{later}/stray-1.0.arm64_tahoe.bottle.tar.gz"
-    await mirror.app.store._client.put_object(Bucket=mirror.app.store.bucket, Key=stray, Body=b"x")
+    await mirror.app.s3.put_object(Bucket=mirror.app.store.bucket, Key=stray, Body=b"x")
     orphaned = await run_cli("verify", "--json", env=mirror.env)
     assert orphaned.code == 1
     assert [(p["kind"], p["key"]) for p in orphaned.json()["problems"]] == [("orphaned", stray)]

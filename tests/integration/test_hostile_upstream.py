@@ -78,7 +78,7 @@ class Outcome:
 
 
 @pytest.fixture
-async def sync(bucket_name: str, ledger: Ledger) -> AsyncIterator[Any]:
+async def sync(bucket_name: str, moto_s3: Any, ledger: Ledger) -> AsyncIterator[Any]:
     """``await sync(upstream, **settings)``: one whole job (mirrord.services.job.run_job, as the CLI
     and the daemon run it) of the upstream's catalog into a fresh moto bucket. With
     ``row=(answer, before)``, its figures go to docs/reliability.md (make reliability)."""
@@ -95,7 +95,7 @@ async def sync(bucket_name: str, ledger: Ledger) -> AsyncIterator[Any]:
         app = await context.__aenter__()
         apps.append(context)
         if create_bucket:
-            await app.s3.create_bucket(Bucket=bucket_name)
+            moto_s3.create_bucket(Bucket=bucket_name)
         started, counted = time.monotonic(), Counted()
         async with asyncio.timeout(60):  # what a hostile answer would otherwise cost: forever
             report = await run_job(app, Job("hostile", DATE), route="cli", progress=counted)

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from conftest import HOOK_PATH, SECRET_PART, Receiver, Reply, free_port
+from conftest import HOOK_PATH, SECRET_PART, Receiver, Reply
+from mirrord_dev.procs import free_port
 from structlog.testing import capture_logs
 
 from mirrord.adapters.secrets import resolve_webhook

@@ -7,34 +7,29 @@ from __future__ import annotations
 import asyncio
 import signal
 from asyncio.subprocess import DEVNULL
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import orjson
 import pytest
-from conftest import DATE, make_settings, run_cli, spawn_cli
-from mirrord_dev.emulator import Emulator, Fault, sample_catalog
+from conftest import DATE, MakeWorld, run_cli, spawn_cli
+from mirrord_dev.emulator import Emulator, Fault
 
 from mirrord.adapters.lock import BucketLock, Process
-from mirrord.app import App, open_app
+from mirrord.app import App
 
 MiB = 2**20
 
 
 @pytest.fixture
-async def mirror(bucket_name: str) -> AsyncIterator[tuple[App, Emulator, dict[str, str]]]:
-    async with (
-        Emulator(sample_catalog()) as emu,
-        open_app(make_settings(bucket_name, emu.api_url)) as app,
-    ):
-        await app.s3.create_bucket(Bucket=bucket_name)
-        env = {
-            "MIRRORD_BUCKET": bucket_name,
-            "MIRRORD_API_URL": emu.api_url,
-            "MIRRORD_PLATFORMS": "arm64_tahoe",
-            "MIRRORD_BREW_MIRROR": "false",
-        }
-        yield app, emu, env
+async def mirror(bucket: str, make_world: MakeWorld) -> tuple[App, Emulator, dict[str, str]]:
+    made = await make_world()
+    env = {
+        "MIRRORD_BUCKET": bucket,
+        "MIRRORD_API_URL": made.emu.api_url,
+        "MIRRORD_PLATFORMS": "arm64_tahoe",
+        "MIRRORD_BREW_MIRROR": "false",
+    }
+    return made.app, made.emu, env
 
 
 def events(stderr: bytes) -> list[dict[str, object]]:

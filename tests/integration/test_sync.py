@@ -9,7 +9,6 @@ import io
 import signal
 import tracemalloc
 from asyncio.subprocess import DEVNULL
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from conftest import (
     DATE,
     REPORT_FIELDS,
+    MakeWorld,
     days_ago,
     loopback,
     make_settings,
@@ -92,13 +92,9 @@ class World:
 
 
 @pytest.fixture
-async def world(bucket_name: str) -> AsyncIterator[World]:
-    async with (
-        Emulator(sample_catalog()) as emu,
-        open_app(make_settings(bucket_name, emu.api_url)) as app,
-    ):
-        await app.store._client.create_bucket(Bucket=bucket_name)
-        yield World(app, emu)
+async def world(make_world: MakeWorld) -> World:
+    made = await make_world()
+    return World(made.app, made.emu)
 
 
 async def test_full_sync_layout_bytes_metadata_and_hash_file(world: World) -> None:
@@ -232,7 +228,7 @@ async def test_unsafe_names_are_rejected_and_the_rest_synced(bucket_name: str) -
         }
     catalog = catalog_from_entries([bad[0], good, bad[1]])
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         report = await World(app, emu).sync(platforms=("arm64_tahoe",))
         keys = {o.key async for o in app.store.list_objects()}
     assert report.exit_code == 0
@@ -248,7 +244,7 @@ async def test_full_sync_through_a_token_challenge(bucket_name: str) -> None:
         Emulator(catalog, auth="challenge") as emu,
         open_app(make_settings(bucket_name, emu.api_url)) as app,
     ):
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         world = World(app, emu)
         report = await world.sync()
         assert report.exit_code == 0
@@ -351,7 +347,7 @@ async def test_memory_stays_within_two_parts_per_transfer(bucket_name: str) -> N
         catalog.data(sha)  # generate the emulator's bytes before measuring
     part, concurrency = 8 * MiB, 2
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         world = World(app, emu)
         tracemalloc.start()
         try:
@@ -375,7 +371,7 @@ async def test_checksums_hold_against_a_checking_server(
         Emulator(sample_catalog()) as emu,
         open_app(make_settings(bucket_name, emu.api_url, read_timeout=15.0)) as app,
     ):
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         world = World(app, emu)
         report = await world.sync()
         assert report.failed == ()
@@ -412,8 +408,8 @@ async def test_cli_sync_json_report_and_exit_codes(world: World) -> None:
     assert any(line.get("event") == "sync_done" for line in result.logs())
 
     victim = next(iter(world.expected().values()))
-    await world.store._client.delete_object(Bucket=world.store.bucket, Key="bottles_hash.json")
-    await world.store._client.delete_object(Bucket=world.store.bucket, Key=victim.s3_key(DATE))
+    await world.app.s3.delete_object(Bucket=world.store.bucket, Key="bottles_hash.json")
+    await world.app.s3.delete_object(Bucket=world.store.bucket, Key=victim.s3_key(DATE))
     world.emu.set_faults(victim.sha256, [Fault("corrupt", times=None)])
     result = await run_cli("sync", "--json", "--date", DATE, env=cli_env(world))
     assert result.code == 1
@@ -462,7 +458,7 @@ async def test_cli_corrupt_hash_file_is_kept_then_rebuilt(world: World) -> None:
     downloaded); `rebuild-hash` restores it from object metadata exactly."""
     await world.sync()
     good = await world.hashfile()
-    await world.store._client.put_object(
+    await world.app.s3.put_object(
         Bucket=world.store.bucket,
         Key="bottles_hash.json",
         Body=b'{"version": 2, "bottles": {"x": 1',
@@ -488,7 +484,7 @@ async def test_cli_verify_finds_missing_orphaned_and_tampered(world: World) -> N
     assert (await run_cli("verify", env=cli_env(world))).code == 0
     hf = await world.hashfile()
     gone, tampered = sorted(hf.bottles.items())[:2]
-    client, bucket = world.store._client, world.store.bucket
+    client, bucket = world.app.s3, world.store.bucket
     await client.delete_object(Bucket=bucket, Key=gone[1].s3_key)
     size = tampered[1].file_size
     await client.put_object(
@@ -524,7 +520,7 @@ async def test_crash_mid_sync_then_resume(bucket_name: str) -> None:
     plus the transfers in flight are fetched a second time."""
     catalog = synthetic_catalog(40, seed=7)
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         for sha in catalog.blobs:
             emu.set_faults(sha, [Fault("trickle", bytes_per_s=2 * MiB, times=None)])
         env = {

@@ -19,17 +19,17 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
-from conftest import DATE, ROOT, loopback, make_settings, run_cli
-from mirrord_dev.emulator import Emulator, Fault, sample_catalog, synthetic_catalog
+from conftest import DATE, ROOT, MakeWorld, loopback, run_cli
+from mirrord_dev.emulator import Emulator, Fault, synthetic_catalog
 
-from mirrord.app import App, open_app
+from mirrord.app import App
 from mirrord.cli import main
 from mirrord.cli_args import build_parser
 from mirrord.core.settings import from_env
@@ -58,27 +58,19 @@ class Peers:
 
 
 @pytest.fixture
-async def peers(bucket_name: str) -> AsyncIterator[Peers]:
-    async with (
-        Emulator(sample_catalog()) as emu,
-        open_app(make_settings(bucket_name, emu.api_url)) as app,
-    ):
-        await app.s3.create_bucket(Bucket=bucket_name)
-        yield Peers(app, emu)
+async def peers(make_world: MakeWorld) -> Peers:
+    made = await make_world()
+    return Peers(made.app, made.emu)
 
 
 @pytest.fixture
-async def stalled(bucket_name: str) -> AsyncIterator[Peers]:
+async def stalled(make_world: MakeWorld) -> Peers:
     """Six bottles of 7-8 MB that each stop after 6 MiB: the first 5 MiB part is
     uploaded, then the transfer hangs in flight with its multipart upload open."""
-    async with (
-        Emulator(synthetic_catalog(6, sizes=(7_000_000, 8_000_000))) as emu,
-        open_app(make_settings(bucket_name, emu.api_url)) as app,
-    ):
-        for sha256 in emu.catalog.blobs:
-            emu.set_faults(sha256, [Fault("stall", after=6 * MiB, times=None)])
-        await app.s3.create_bucket(Bucket=bucket_name)
-        yield Peers(app, emu)
+    made = await make_world(synthetic_catalog(6, sizes=(7_000_000, 8_000_000)))
+    for sha256 in made.emu.catalog.blobs:
+        made.emu.set_faults(sha256, [Fault("stall", after=6 * MiB, times=None)])
+    return Peers(made.app, made.emu)
 
 
 async def until(check: Callable[[], Any], seconds: float, what: str) -> None:

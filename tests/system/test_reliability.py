@@ -25,7 +25,7 @@ import random
 import signal
 import statistics
 from asyncio.subprocess import DEVNULL
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -76,24 +76,6 @@ def report_writer(ledger: Ledger) -> None:
             write_report(path, book)
 
     ledger.writer = write_if_whole
-
-
-@pytest.fixture(autouse=True)
-async def empty_bucket(bucket_name: str, aws_env: None) -> AsyncIterator[None]:
-    """Each test stores up to 80 MB in the session's moto server: give it back."""
-    yield
-    async with get_session().create_client("s3") as client:
-        try:
-            uploads = await client.list_multipart_uploads(Bucket=bucket_name)
-            for u in uploads.get("Uploads", []):
-                await client.abort_multipart_upload(
-                    Bucket=bucket_name, Key=u["Key"], UploadId=u["UploadId"]
-                )
-            async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket_name):
-                for obj in page.get("Contents", []):
-                    await client.delete_object(Bucket=bucket_name, Key=obj["Key"])
-        except client.exceptions.NoSuchBucket:
-            pass
 
 
 # --- the guarantees, checked against the bucket --------------------------------------------
@@ -368,7 +350,7 @@ async def test_crash_sweep(crash: Crash, bucket_name: str, ledger: Ledger) -> No
     stored object already in the checkpoint and no upload left open."""
     catalog = sweep_catalog()
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         bottles = expected_bottles(emu, ("arm64_tahoe",))
         env = {
             **_sweep_env(bucket_name, emu.api_url, SWEEP_BATCH),
@@ -788,7 +770,7 @@ async def test_crash_then_resume_on_a_later_date_adopts(bucket_name: str) -> Non
     later = days_ago(8)
     catalog = sweep_catalog()
     async with Emulator(catalog) as emu, open_app(make_settings(bucket_name, emu.api_url)) as app:
-        await app.store._client.create_bucket(Bucket=bucket_name)
+        await app.s3.create_bucket(Bucket=bucket_name)
         bottles = expected_bottles(emu, ("arm64_tahoe",))
         env = _sweep_env(bucket_name, emu.api_url, batch=100)  # no checkpoint before the kill
         first = await run_cli(
