@@ -12,7 +12,7 @@
   ones get ``MIRRORD_STOP_GRACE``, the checkpoint is written, a publication under way
   stops, the message is made visible again for the next task, and the daemon returns
   (exit 0).
-* Liveness: the file ``MIRRORD_HEALTH_FILE`` is touched at least every heartbeat;
+* Liveness: the file ``MIRRORD_HEALTH_FILE`` is written at least every heartbeat;
   ``mirrord health`` (the ECS health check, health.py) fails when it is older than
   allowed.
 """
@@ -20,10 +20,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
+import aiofiles
 import structlog
 
 from mirrord.adapters.sqs import JobQueue, Received
@@ -39,9 +40,13 @@ POLL_SECONDS = 20
 POISON_DELAY_CAP = 300
 
 
-def touch(path: str) -> None:
+async def beat(path: str) -> None:
+    """The heartbeat file ``mirrord health`` reads the age of: written through aiofiles
+    (a thread), so a slow or stalled task volume never holds up the event loop that
+    renews the SQS lease. Its content, the time of the beat, is for a person reading it."""
     try:
-        Path(path).touch()
+        async with aiofiles.open(path, "w") as f:
+            await f.write(f"{time.time():.0f}\n")
     except OSError as exc:  # a health file we cannot write must not stop the work
         log.warning("health_file_unwritable", path=path, error=str(exc))
 
@@ -67,7 +72,7 @@ class Daemon:
     async def serve(self) -> None:
         log.info("daemon_started", owner=self._owner, queue=self._queue.url)
         while not self._stop.is_set():
-            touch(self._app.settings.health_file)
+            await beat(self._app.settings.health_file)
             try:
                 messages = await self._unless_stopped(
                     self._queue.receive(wait_s=POLL_SECONDS, visibility_s=self._visibility)
@@ -114,7 +119,7 @@ class Daemon:
         """Keep the message invisible (also while waiting for the lock)."""
         while True:
             await asyncio.sleep(self._beat)
-            touch(self._app.settings.health_file)
+            await beat(self._app.settings.health_file)
             try:
                 await self._queue.hide(receipt, self._visibility)
             except MirrordError as exc:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 
 from mirrord.adapters.registry import Registry
-from mirrord.adapters.slack import Slack
-from mirrord.adapters.sqs import JobQueue
 from mirrord.adapters.web import shown_url
 from mirrord.core.catalog import filter_formulae, select_bottles
 from mirrord.core.errors import SettingsError, UpstreamError
@@ -30,24 +28,14 @@ from mirrord.core.messages import nothing_to_do_message, start_message
 from mirrord.core.plan import Estimate, Plan, estimate, index_url, sizes_from_index
 from mirrord.core.releases import unknown_tags
 from mirrord.core.tasks import bounded
-from mirrord.services.plan import Planned, Sources, plan_job
+from mirrord.services.plan import Planned, plan_job
+from mirrord.services.ports import Adapters
 from mirrord.services.publish import publication_lag
 
 log = structlog.get_logger("mirrord.enqueue")
 
 Invoker = Callable[[Job], Awaitable[None]]
 Route = Literal["lambda", "fargate", "none"]
-
-
-class Enqueuing(Sources, Protocol):
-    """What the enqueuer works with (app.App is one)."""
-
-    @property
-    def registry(self) -> Registry: ...
-    @property
-    def slack(self) -> Slack: ...
-    @property
-    def queue(self) -> JobQueue | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +87,7 @@ async def index_sizes(registry: Registry, plan: Plan, concurrency: int) -> dict[
 
 
 async def enqueue(
-    app: Enqueuing, job: Job, invoke: Invoker | None, *, external: HashFile | None
+    app: Adapters, job: Job, invoke: Invoker | None, *, external: HashFile | None
 ) -> Enqueued:
     """Plan ``job``; send it to the sync Lambda (``invoke``) or the queue, or, with
     nothing to do, only tell Slack. ``external`` as in plan.plan_job."""
@@ -152,7 +140,7 @@ def _fields(result: Enqueued) -> dict[str, Any]:
     return {k: v for k, v in result.to_dict().items() if k != "route"}
 
 
-async def _behind(app: Enqueuing, job: Job, planned: Planned) -> str | None:
+async def _behind(app: Adapters, job: Job, planned: Planned) -> str | None:
     """Why the brew-6 view lags the stored bottles (MIRRORD_BREW_MIRROR), or None."""
     s = app.settings
     if not s.brew_mirror:
@@ -169,7 +157,7 @@ async def _behind(app: Enqueuing, job: Job, planned: Planned) -> str | None:
     )
 
 
-async def _nothing_to_do(app: Enqueuing, job: Job, planned: Planned) -> None:
+async def _nothing_to_do(app: Adapters, job: Job, planned: Planned) -> None:
     # No sync will run to name them: a new macOS must not go unnoticed for it.
     unknown = unknown_tags(planned.catalog.formulae, app.settings.releases)
     if unknown:

@@ -12,17 +12,13 @@ import os
 import signal
 import time
 from dataclasses import replace
-from typing import Protocol
 
-import aiohttp
 import orjson
 import structlog
 
 from mirrord import __version__
 from mirrord.adapters.lock import BucketLock
-from mirrord.adapters.registry import Registry
-from mirrord.adapters.s3 import S3Store
-from mirrord.adapters.slack import Slack, SlackProgress
+from mirrord.adapters.slack import SlackProgress
 from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import fetch_catalog, fetch_untrusted, guarded_session, shown_url
 from mirrord.core.brew import missing_bottles, registry_root
@@ -38,34 +34,14 @@ from mirrord.core.hashfile import HashFile, parse, utc_now
 from mirrord.core.jobs import Job
 from mirrord.core.messages import failure_message, success_message
 from mirrord.core.report import Failure, Progress, Published, Report, emf
-from mirrord.core.retry import Backoff
 from mirrord.core.settings import Settings
 from mirrord.services.checkpoint import Checkpointer, load_hashfile
+from mirrord.services.ports import Adapters
 from mirrord.services.publish import Fetched, fetch_api, fetch_missing, publish
 from mirrord.services.sync import Tuning, job_targets, run_sync
 from mirrord.services.transfer import AnnouncedSizes, Hook, SizeLimit, no_hook
 
 log = structlog.get_logger("mirrord.services.job")
-
-
-class Adapters(Protocol):
-    """What a job needs of the app (mirrord.app.App builds them from the settings)."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def http(self) -> aiohttp.ClientSession: ...
-    @property
-    def registry(self) -> Registry: ...
-    @property
-    def store(self) -> S3Store: ...
-    @property
-    def backoff(self) -> Backoff: ...
-    @property
-    def slack(self) -> Slack: ...
-    def store_for(self, bucket: str) -> S3Store:
-        """The store of another bucket, on the same S3 client."""
-        ...
 
 
 def crash_hook(settings: Settings) -> Hook:

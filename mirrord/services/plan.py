@@ -5,33 +5,15 @@ sends the job on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-import aiohttp
-
-from mirrord.adapters.s3 import S3Store
 from mirrord.adapters.web import fetch_catalog
 from mirrord.core.catalog import Catalog
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.plan import Plan
-from mirrord.core.retry import Backoff
-from mirrord.core.settings import Settings
 from mirrord.services.checkpoint import load_hashfile
+from mirrord.services.ports import Adapters
 from mirrord.services.sync import prepare
-
-
-class Sources(Protocol):
-    """Where a plan's inputs come from (app.App is one)."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def http(self) -> aiohttp.ClientSession: ...
-    @property
-    def backoff(self) -> Backoff: ...
-    @property
-    def store(self) -> S3Store: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +24,7 @@ class Planned:
     plan: Plan
 
 
-async def plan_job(app: Sources, job: Job, *, external: HashFile | None) -> Planned:
+async def plan_job(app: Adapters, job: Job, *, external: HashFile | None) -> Planned:
     """The plan a sync of ``job`` would follow now; ``external`` is another mirror's
     hash file (MIRRORD_EXTERNAL_HASH_URL), whose bottles are skipped."""
     s = app.settings
