@@ -188,8 +188,9 @@ def moto(
     request: pytest.FixtureRequest, aws_env: None, moto_url: str, moto_s3: Any
 ) -> Iterator[str]:
     """AWS_ENDPOINT_URL points at the session's moto server for the test; afterwards the
-    test's bucket (``bucket_name``), if it made one, is emptied and deleted, so moto does
-    not hold every test's bytes until the session ends."""
+    test's bucket (``bucket_name``), if it made one, and any named after it
+    (``<bucket_name>-other``) are emptied and deleted, so moto does not hold every test's
+    bytes until the session ends."""
     monkeypatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     bucket = (
@@ -197,7 +198,10 @@ def moto(
     )
     yield moto_url
     if bucket is not None:
-        remove_bucket(moto_s3, bucket)
+        names = [b["Name"] for b in moto_s3.list_buckets().get("Buckets", [])]
+        for name in names:
+            if name == bucket or name.startswith(f"{bucket}-"):
+                remove_bucket(moto_s3, name)
 
 
 def remove_bucket(s3: Any, bucket: str) -> None:

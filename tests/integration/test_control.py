@@ -872,3 +872,11 @@ async def test_enqueue_sends_a_job_when_the_brew_view_is_behind(plane: Plane) ->
     result = (await enqueue(off, job, invoke, external=None)).to_dict()
     assert result["route"] == "none"
     assert len(invoked) == 3
+
+
+async def test_buckets_a_test_makes_are_gone_after_it(plane: Plane, moto_s3: Any) -> None:
+    """The moto fixture's teardown removes the test's bucket and those named after it;
+    here the previous test's ``<bucket>-other`` is the witness: none may be left over."""
+    left = [b["Name"] for b in moto_s3.list_buckets().get("Buckets", [])]
+    assert not [name for name in left if name.endswith("-other")], left
+    assert plane.app.settings.bucket in left  # this test's own, until its teardown
