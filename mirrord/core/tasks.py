@@ -29,8 +29,9 @@ async def background(
         await asyncio.gather(task, return_exceptions=True)
 
 
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The first leaf of a (possibly nested) exception group."""
+def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first leaf of a (possibly nested) exception group: what a TaskGroup of ours
+    raises in its place, so callers keep catching the one exception tree."""
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
@@ -53,5 +54,5 @@ async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[R]], limit: in
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(item)) for item in items]
     except BaseExceptionGroup as failed:
-        raise _first(failed) from None
+        raise first_error(failed) from None
     return [task.result() for task in tasks]

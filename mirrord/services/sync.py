@@ -39,7 +39,7 @@ from mirrord.core.models import HashEntry, ObjectInfo, gc_paused
 from mirrord.core.plan import Plan, Transfer, make_plan
 from mirrord.core.releases import DEFAULT_RELEASES, Releases, auto_targets, unknown_tags
 from mirrord.core.report import Failure, Progress, Quarantined, Rejected, Report
-from mirrord.core.tasks import background
+from mirrord.core.tasks import background, first_error
 from mirrord.services.checkpoint import Checkpointer, abort_orphans, load_hashfile, unrecorded
 from mirrord.services.transfer import (
     AnnouncedSizes,
@@ -183,7 +183,7 @@ class Sync:
                     group.create_task(self._work()) for _ in range(self._tuning.concurrency)
                 ]
         except BaseExceptionGroup as crashed:  # a bug, not a bottle failure: raised as itself
-            raise crashed.exceptions[0] from None
+            raise first_error(crashed) from None
         finally:
             if self._sizes is not None:
                 await self._sizes.aclose()
