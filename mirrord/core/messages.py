@@ -158,13 +158,17 @@ def start_message(
     estimated_bytes: int | None,
     route: str,
     bucket: str,
+    partial: str | None = None,
 ) -> Message:
-    """A job begins: what it will fetch, roughly how much, where it runs and writes."""
+    """A job begins: what it will fetch, roughly how much, where it runs and writes.
+    ``partial``: why the estimate is only a lower bound (the enqueuer's bounds were hit)."""
     size = human_size(estimated_bytes) if estimated_bytes is not None else "unknown"
+    if partial is not None and estimated_bytes is not None:
+        size = f"at least {size} (estimate partial: {partial})"
     where = _s3_location(bucket, date)
     text = (
         f"mirrord sync started: job {job_id} for {date}, {_count(bottles, 'bottle')} "
-        f"(about {size}) via {route} into {where}"
+        f"({size if partial else f'about {size}'}) via {route} into {where}"
     )
     blocks = (
         _header(":arrow_down: mirrord sync started"),

@@ -144,6 +144,12 @@ class Settings:
     # The control plane (daemon, Lambdas, notifications).
     queue_url: str | None = None
     size_threshold_gb: float = 20.0
+    # The enqueuer's size estimate reads one image index per new formula version: a first
+    # sync has ~8-9k of them, and the enqueue Lambda has 300 s (infra/modules/lambda) for
+    # the catalog, the hash file, the v2/ listing, the estimate and the send. Past either
+    # bound the estimate is partial (a lower bound) and the job goes to Fargate.
+    estimate_seconds: float = 120.0
+    estimate_max_indexes: int = 2000
     sync_function: str | None = None  # the sync Lambda the enqueuer invokes
     lambda_margin_seconds: float = 120.0
     stop_grace: float = 90.0
@@ -210,6 +216,11 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_EMF": ("emf", lambda t, n: _bool(t, n)),
     "MIRRORD_QUEUE_URL": ("queue_url", lambda t, n: _url(t, n)),
     "MIRRORD_SIZE_THRESHOLD_GB": ("size_threshold_gb", lambda t, n: _float(t, n, 0, 100_000)),
+    "MIRRORD_ESTIMATE_SECONDS": ("estimate_seconds", lambda t, n: _float(t, n, 1, 900)),
+    "MIRRORD_ESTIMATE_MAX_INDEXES": (
+        "estimate_max_indexes",
+        lambda t, n: _int(t, n, 0, 1_000_000),
+    ),
     "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: _text(t, n, 256)),
     "MIRRORD_LAMBDA_MARGIN_SECONDS": (
         "lambda_margin_seconds",

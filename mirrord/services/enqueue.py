@@ -4,6 +4,10 @@ It plans exactly as a sync would, then sizes the new bottles: from each formula'
 image index (``sh.brew.bottle.size``, one GET per formula version with new bottles), else
 from the previous version's size in the hash file. Below ``MIRRORD_SIZE_THRESHOLD_GB`` the
 job goes to the sync Lambda (asynchronous invoke); at or above it, to SQS for the daemon.
+The index GETs are bounded (``MIRRORD_CONCURRENCY`` at once, at most
+``MIRRORD_ESTIMATE_MAX_INDEXES``, within ``MIRRORD_ESTIMATE_SECONDS``) so a first sync's
+~8-9k of them cannot outlive the enqueue Lambda: past a bound the estimate is partial, a
+lower bound, and the job goes to Fargate, which any size fits.
 With ``MIRRORD_BREW_MIRROR`` a job is also sent when no bottle is new but the brew-6 view
 is behind (status.json says the last publication was cut short or kept the API files
 back, or the listing of ``v2/`` lacks an index or blob key of a stored bottle).
@@ -12,6 +16,7 @@ Nothing new and nothing behind: no job, one "nothing to do" notification.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -27,6 +32,7 @@ from mirrord.core.jobs import Job
 from mirrord.core.messages import nothing_to_do_message, start_message
 from mirrord.core.plan import Estimate, Plan, estimate, index_url, sizes_from_index
 from mirrord.core.releases import unknown_tags
+from mirrord.core.settings import Settings
 from mirrord.core.tasks import bounded
 from mirrord.services.plan import Planned, plan_job
 from mirrord.services.ports import Adapters
@@ -51,6 +57,8 @@ class Enqueued:
     publication_behind: str | None
     route: Route
     estimate: Estimate | None = None  # None when nothing was sent
+    # Why the estimate is only a lower bound (a bound of index_sizes was hit), or None.
+    estimate_partial: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -64,26 +72,71 @@ class Enqueued:
             "route": self.route,
         }
         if self.estimate is not None:
-            body["estimate"] = self.estimate.to_dict()
+            body["estimate"] = {**self.estimate.to_dict(), "partial": self.estimate_partial}
         return body
 
 
-async def index_sizes(registry: Registry, plan: Plan, concurrency: int) -> dict[str, int]:
-    """sha256 → size from the image indexes of the formula versions the plan fetches."""
-    urls = {url for t in plan.transfers if (url := index_url(t.bottle))}
+@dataclass(frozen=True, slots=True)
+class IndexSizes:
+    """What the image indexes said: sha256 → size, and whether all were read."""
 
-    async def one(url: str) -> dict[str, int]:
+    sizes: dict[str, int]
+    wanted: int  # the plan's formula versions with an image index
+    read: int  # indexes asked for and answered (a 404 or an error too: history stands in)
+    cut: str | None = None  # which bound stopped the reading, or None
+
+    @property
+    def partial(self) -> str | None:
+        """Why the estimate is a lower bound, in words for Slack and the result; or None."""
+        if self.cut is None:
+            return None
+        return f"{self.read:,} of {self.wanted:,} image indexes read ({self.cut})"
+
+
+def _index_urls(plan: Plan) -> list[str]:
+    """The plan's image-index URLs, those of bottles with no earlier size in the hash
+    file first: when a bound stops the reading, what is left has a fallback."""
+    unhinted = {url for t in plan.transfers if (url := index_url(t.bottle)) and not t.size_hint}
+    urls = {url for t in plan.transfers if (url := index_url(t.bottle))}
+    return sorted(urls, key=lambda url: (url not in unhinted, url))
+
+
+async def index_sizes(registry: Registry, plan: Plan, s: Settings) -> IndexSizes:
+    """sha256 → size from the image indexes of the formula versions the plan fetches, at
+    most ``s.concurrency`` GETs at once, ``s.estimate_max_indexes`` in all, and none past
+    ``s.estimate_seconds`` (those in flight then are cancelled)."""
+    urls = _index_urls(plan)
+    asked = urls[: s.estimate_max_indexes]
+    sizes: dict[str, int] = {}
+    read = 0
+
+    async def one(url: str) -> None:
+        nonlocal read
         try:
             index = await registry.image_index(url)
         except UpstreamError as exc:  # an estimate, not a sync: fall back, go on
             log.warning("image_index_failed", url=shown_url(url), error=str(exc))
-            return {}
-        return sizes_from_index(index) if index else {}
+            index = None
+        sizes.update(sizes_from_index(index) if index else {})
+        read += 1
 
-    sizes: dict[str, int] = {}
-    for found in await bounded(sorted(urls), one, concurrency):
-        sizes.update(found)
-    return sizes
+    budget = asyncio.timeout(s.estimate_seconds)
+    try:
+        async with budget:
+            await bounded(asked, one, s.concurrency)
+    except TimeoutError:
+        if not budget.expired():
+            raise
+    if budget.expired():
+        cut: str | None = f"the {s.estimate_seconds:g} s budget ran out"
+    elif len(asked) < len(urls):
+        cut = f"at most {s.estimate_max_indexes:,} are read"
+    else:
+        cut = None
+    found = IndexSizes(sizes, len(urls), read, cut)
+    if cut is not None:
+        log.warning("estimate_partial", wanted=len(urls), read=read, cut=cut)
+    return found
 
 
 async def enqueue(
@@ -111,16 +164,19 @@ async def enqueue(
             log.info("nothing_to_do", **_fields(result))
             return result
         s = app.settings
-        guess = estimate(plan, await index_sizes(app.registry, plan, s.concurrency))
+        sized = await index_sizes(app.registry, plan, s)
+        guess = estimate(plan, sized.sizes)
         job = replace(job, platforms=job.platforms or planned.targets, estimated_bytes=guess.bytes)
-        small = guess.bytes < s.size_threshold_gb * 1e9
+        # A partial estimate is a lower bound: only Fargate is sure to fit the job.
+        small = guess.bytes < s.size_threshold_gb * 1e9 and sized.partial is None
         if (small and invoke is not None) or app.queue is None:
             assert invoke is not None
             await invoke(job)
-            result = replace(result, route="lambda", estimate=guess)
+            route: Route = "lambda"
         else:
             await app.queue.send(job)
-            result = replace(result, route="fargate", estimate=guess)
+            route = "fargate"
+        result = replace(result, route=route, estimate=guess, estimate_partial=sized.partial)
         await app.slack.send(
             start_message(
                 job_id=job.job_id,
@@ -129,6 +185,7 @@ async def enqueue(
                 estimated_bytes=guess.bytes,
                 route=result.route,
                 bucket=s.bucket,
+                partial=sized.partial,
             )
         )
         log.info("enqueued", **result.to_dict())

@@ -233,6 +233,15 @@ def test_settings_defaults_env_and_flag_precedence() -> None:
         {"MIRRORD_CONCURRENCY": "3"},
     )
     assert (s.concurrency, s.part_size, s.platforms) == (3, 32 * 2**20, ("arm64_tahoe", "sonoma"))
+    assert (s.estimate_seconds, s.estimate_max_indexes) == (120.0, 2000)  # inside 300 s
+    s = from_env(
+        {
+            "MIRRORD_BUCKET": "b-1",
+            "MIRRORD_ESTIMATE_SECONDS": "45.5",
+            "MIRRORD_ESTIMATE_MAX_INDEXES": "0",
+        }
+    )
+    assert (s.estimate_seconds, s.estimate_max_indexes) == (45.5, 0)
 
 
 @pytest.mark.parametrize(
@@ -247,6 +256,10 @@ def test_settings_defaults_env_and_flag_precedence() -> None:
         ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_PLATFORMS": "arm64_windows"}, "MIRRORD_PLATFORMS"),
         ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_API_URL": "ftp://x"}, "MIRRORD_API_URL"),
         ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_HASH_KEY": "../x"}, "MIRRORD_HASH_KEY"),
+        ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_ESTIMATE_SECONDS": "0"}, "MIRRORD_ESTIMATE_SECONDS"),
+        ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_ESTIMATE_SECONDS": "901"}, "ESTIMATE_SECONDS"),
+        ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_ESTIMATE_MAX_INDEXES": "-1"}, "MAX_INDEXES"),
+        ({"MIRRORD_BUCKET": "ok-b", "MIRRORD_ESTIMATE_MAX_INDEXES": "lots"}, "MAX_INDEXES"),
     ],
 )
 def test_bad_setting_names_the_variable(env: dict[str, str], needle: str) -> None:
