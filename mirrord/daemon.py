@@ -10,8 +10,13 @@
   (``Report.unfinished``); a job that raised, whatever it raised, is left to be delivered
   again, and the daemon serves on. On SIGTERM the job stops starting transfers, in-flight
   ones get ``MIRRORD_STOP_GRACE``, the checkpoint is written, a publication under way
-  stops, the message is made visible again for the next task, and the daemon returns
-  (exit 0).
+  stops, the job is handed back for the next task, and the daemon returns (exit 0).
+* A hand-back is no failure: SQS's receive count, which sends a message to the DLQ past
+  ``maxReceiveCount``, cannot be reset, so the job is sent again as a new message (its
+  body unchanged, the ``mirrord_handbacks`` attribute one higher) and the old one deleted.
+  Past ``HANDBACK_LIMIT`` hand-backs of one job (a task stopped over and over, e.g. by a
+  failing health check), the message is only made visible again, so its receives count
+  and a loop still ends in the DLQ.
 * Liveness: the file ``MIRRORD_HEALTH_FILE`` is written at least every heartbeat;
   ``mirrord health`` (the ECS health check, health.py) fails when it is older than
   allowed.
@@ -38,6 +43,9 @@ log = structlog.get_logger("mirrord.daemon")
 T = TypeVar("T")
 POLL_SECONDS = 20
 POISON_DELAY_CAP = 300
+# Deploys during one job: a weekly job outliving 20 of them is no deploy pattern but a
+# loop, which then goes the way of a failure (the receive count, the DLQ).
+HANDBACK_LIMIT = 20
 
 
 async def beat(path: str) -> None:
@@ -52,8 +60,17 @@ async def beat(path: str) -> None:
 
 
 class Daemon:
-    def __init__(self, app: App, queue: JobQueue, *, stop: asyncio.Event, owner: str) -> None:
+    def __init__(
+        self,
+        app: App,
+        queue: JobQueue,
+        *,
+        stop: asyncio.Event,
+        owner: str,
+        handback_limit: int = HANDBACK_LIMIT,
+    ) -> None:
         s = app.settings
+        self._handback_limit = handback_limit
         self._app = app
         self._queue = queue
         self._stop = stop
@@ -128,7 +145,7 @@ class Daemon:
     async def _run(self, job: Job, message: Received) -> None:
         async with background(self._heartbeat(message.receipt)):
             if self._stop.is_set():
-                await self._queue.hide(message.receipt, 0)
+                await self._hand_back(message)
                 return
             try:
                 # Lost to a takeover: the lock stops ours (the daemon exits; ECS starts
@@ -143,7 +160,7 @@ class Daemon:
                     every=min(self._beat, 30),
                 )
             except LockBusy:  # stopped while waiting for the lock: the next task runs it
-                await self._queue.hide(message.receipt, 0)
+                await self._hand_back(message)
                 return
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
@@ -152,7 +169,26 @@ class Daemon:
                 await self._queue.delete(message.receipt)
                 self.jobs_done += 1
             elif self._stop.is_set():
-                await self._queue.hide(message.receipt, 0)  # the next task carries on
+                await self._hand_back(message)  # the next task carries on
                 log.info("job_handed_back", remaining=report.remaining)
             else:  # a publication that failed: again after the visibility timeout, not now
                 log.warning("job_unfinished", remaining=report.remaining)
+
+    async def _hand_back(self, message: Received) -> None:
+        """Give the job to the next task without using up one of its receives: send it
+        again as a new message with one more hand-back, then delete this one (a crash
+        between the two leaves a duplicate, which the bucket lock makes harmless). Past
+        the limit, or when the send fails, make this message visible again instead."""
+        handbacks = message.handbacks + 1
+        if handbacks > self._handback_limit:
+            log.warning("handback_limit_reached", handbacks=message.handbacks)
+            await self._queue.hide(message.receipt, 0)
+            return
+        try:
+            await self._queue.send_body(message.body, handbacks=handbacks)
+        except MirrordError as exc:
+            log.warning("handback_send_failed", error=str(exc))
+            await self._queue.hide(message.receipt, 0)
+            return
+        await self._queue.delete(message.receipt)
+        log.info("job_requeued", handbacks=handbacks)

@@ -23,6 +23,7 @@ class Received:
     receipt: str
     body: str
     receive_count: int
+    handbacks: int = 0  # clean hand-backs (SIGTERM) this job has had before (HANDBACKS)
 
 
 # ASCII digits, at most 6: the daemon backs off 2**count seconds (capped), and a count
@@ -33,6 +34,19 @@ _COUNT = re.compile(r"[0-9]{1,6}")
 def _receive_count(value: Any) -> int:
     """SQS's ApproximateReceiveCount; 1 (as if first seen) when absent or unreadable."""
     return int(value) if isinstance(value, str) and _COUNT.fullmatch(value) else 1
+
+
+# The message attribute (docs/design.md §8) counting a job's clean hand-backs: a daemon
+# stopped mid-job sends the job again as a new message (SQS's receive count cannot be
+# reset, and a deploy is no failure) with this one higher.
+HANDBACKS = "mirrord_handbacks"
+
+
+def _handbacks(attributes: Any) -> int:
+    """The ``HANDBACKS`` attribute; 0 when absent or unreadable (an older sender)."""
+    value = attributes.get(HANDBACKS, {}) if isinstance(attributes, dict) else {}
+    text = value.get("StringValue") if isinstance(value, dict) else None
+    return int(text) if isinstance(text, str) and _COUNT.fullmatch(text) else 0
 
 
 class JobQueue:
@@ -57,6 +71,7 @@ class JobQueue:
                 WaitTimeSeconds=wait_s,
                 VisibilityTimeout=visibility_s,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=[HANDBACKS],
             )
         return [
             Received(
@@ -64,13 +79,24 @@ class JobQueue:
                 m["ReceiptHandle"],
                 m.get("Body", ""),
                 _receive_count(m.get("Attributes", {}).get("ApproximateReceiveCount")),
+                _handbacks(m.get("MessageAttributes")),
             )
             for m in r.get("Messages", [])
         ]
 
     async def send(self, job: Job) -> str:
+        return await self.send_body(job.body().decode())
+
+    async def send_body(self, body: str, *, handbacks: int = 0) -> str:
+        """Send ``body`` as it is (a handed-back job keeps what a newer sender put in
+        it), with the ``HANDBACKS`` attribute when ``handbacks`` is not 0."""
+        extra: dict[str, Any] = {}
+        if handbacks:
+            extra["MessageAttributes"] = {
+                HANDBACKS: {"DataType": "Number", "StringValue": str(handbacks)}
+            }
         with self._call("send_message"):
-            r = await self._client.send_message(QueueUrl=self.url, MessageBody=job.body().decode())
+            r = await self._client.send_message(QueueUrl=self.url, MessageBody=body, **extra)
         return str(r["MessageId"])
 
     async def delete(self, receipt: str) -> None:

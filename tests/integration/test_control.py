@@ -244,6 +244,58 @@ async def test_estimate_falls_back_to_previous_version_size(plane: Plane) -> Non
     assert result["estimate"]["bytes"] == 123_456
 
 
+async def test_estimate_is_bounded_and_a_partial_one_routes_to_fargate(plane: Plane) -> None:
+    """Issue 15 #7: the image-index GETs of the estimate stop at MIRRORD_ESTIMATE_MAX_INDEXES
+    and at MIRRORD_ESTIMATE_SECONDS (a registry asking to come back in 120 s: the budget
+    cancels the wait, and no second GET is made); past either, the estimate is a lower
+    bound, the job goes to Fargate although it is small, and Slack says so."""
+    s = plane.app.settings
+    invoked: list[Job] = []
+
+    async def invoke(job: Job) -> None:
+        invoked.append(job)
+
+    names = {b.name for b in plane.expected().values()}
+    job = job_from_event(SCHEDULED, datetime.now(UTC))
+
+    async def run(n: int, **kw: Any) -> dict[str, Any]:
+        app = replace(plane.app, settings=replace(s, **kw))
+        plane.emu.reset_stats()
+        done = await enqueue(app, replace(job, job_id=f"bounded-{n}"), invoke, external=None)
+        return done.to_dict()
+
+    whole = await run(0)  # no bound hit: small, so the sync Lambda
+    assert whole["route"] == "lambda"
+    assert whole["estimate"]["partial"] is None
+    assert whole["estimate"]["from_index"] == whole["bottles"]
+    assert len(invoked) == 1
+
+    capped = await run(1, estimate_max_indexes=2)
+    assert capped["route"] == "fargate"
+    assert (
+        capped["estimate"]["partial"]
+        == f"2 of {len(names)} image indexes read (at most 2 are read)"
+    )
+    assert sum(plane.emu.manifest_requests(n) > 0 for n in names) == 2
+    assert "partial" in plane.slack_texts()[-1]
+
+    slow = sorted(names)[:2]
+    for name in slow:
+        plane.emu.set_manifest_faults(name, [Fault("throttle", seconds=120, times=None)])
+    timed = await run(2, estimate_seconds=2.0, concurrency=len(slow) + 2)
+    assert timed["route"] == "fargate"
+    assert timed["estimate"]["partial"] == (
+        f"{len(names) - 2} of {len(names)} image indexes read (the 2 s budget ran out)"
+    )
+    assert [plane.emu.manifest_requests(n) for n in slow] == [1, 1]  # never retried
+    fast = [b for b in plane.expected().values() if b.name not in slow]
+    assert timed["estimate"]["from_index"] == len(fast)
+    assert "at least" in plane.slack_texts()[-1]
+    assert "budget" in plane.slack_texts()[-1]
+    assert len(invoked) == 1
+    assert await plane.queues.depth() == 2
+
+
 async def test_nothing_to_do_sends_no_job(plane: Plane) -> None:
     """When the mirror is current: no message on SQS, one 'nothing to do' notification."""
     job = job_from_event(SCHEDULED, datetime.now(UTC))
@@ -498,6 +550,81 @@ async def test_sigterm_mid_job_hands_the_job_back(plane: Plane) -> None:
     plane.emu.clear_faults()
     await plane.drain("next")
     assert await plane.complete()
+    assert await plane.queues.depth() == 0
+
+
+async def test_deploys_during_a_job_never_send_it_to_the_dlq(plane: Plane) -> None:
+    """Issue 15 #10: a daemon stopped mid-job more times than the queue's maxReceiveCount
+    (2) hands the job back each time as a new message (mirrord_handbacks one higher): the
+    job never reaches the DLQ, and the next daemon finishes it."""
+    assert plane.app.queue is not None
+    await plane.app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    for sha in plane.emu.catalog.blobs:
+        plane.emu.set_faults(sha, [Fault("trickle", bytes_per_s=200_000, times=None)])
+    app = replace(plane.app, settings=replace(plane.app.settings, stop_grace=0.5))
+    assert app.queue is not None
+    with capture_logs() as logs:
+        for n in range(3):
+            asked = sum(blob_requests(plane.emu).values())
+            stop = asyncio.Event()
+            daemon = Daemon(app, app.queue, stop=stop, owner=f"deploy-{n}")
+            task = asyncio.create_task(daemon.serve())
+            await until(
+                lambda a=asked: sum(blob_requests(plane.emu).values()) > a, 60, f"job run {n}"
+            )
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            assert daemon.jobs_done == 0
+            assert await plane.queues.depth(plane.queues.dlq_url) == 0
+            assert await plane.queues.depth() == 1
+    assert [e["handbacks"] for e in logs if e["event"] == "job_requeued"] == [1, 2, 3]
+    assert not await plane.complete()
+
+    plane.emu.clear_faults()
+    await plane.drain("after-deploys")
+    assert await plane.complete()
+    assert await plane.queues.depth() == 0
+    assert await plane.queues.depth(plane.queues.dlq_url) == 0
+
+
+async def test_hand_backs_are_bounded_and_real_failures_still_reach_the_dlq(
+    plane: Plane,
+) -> None:
+    """Past its hand-back limit a stopped job's message is only made visible again, so a
+    task stopped over and over still ends in the DLQ; and a job that fails (the catalog
+    unreachable) is never handed back as new: its receives run out, it reaches the DLQ."""
+    queue = plane.app.queue
+    assert queue is not None
+    await queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    stopped = asyncio.Event()
+    stopped.set()  # every message it takes is handed back at once
+    daemon = Daemon(plane.app, queue, stop=stopped, owner="looping", handback_limit=1)
+    seen: list[tuple[int, int]] = []
+    with capture_logs() as logs:
+        while got := await queue.receive(wait_s=1, visibility_s=30):
+            seen.append((got[0].handbacks, got[0].receive_count))
+            await daemon.handle(got[0])
+    assert seen == [(0, 1), (1, 1), (1, 2)]  # then SQS moved it: receives ran out
+    assert [e["event"] for e in logs if "handback" in e["event"] or "requeued" in e["event"]] == [
+        "job_requeued",
+        "handback_limit_reached",
+        "handback_limit_reached",
+    ]
+    assert await plane.queues.depth(plane.queues.dlq_url) == 1
+
+    s = plane.app.settings
+    dead = replace(s, api_url="http://127.0.0.1:1/api/formula.json", max_attempts=1)
+    broken = replace(plane.app, settings=dead)
+    await queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    stop = asyncio.Event()
+    failing = Daemon(broken, queue, stop=stop, owner="failing")
+    with capture_logs() as logs:
+        task = asyncio.create_task(failing.serve())
+        await until(lambda: _equals(plane.queues.depth(plane.queues.dlq_url), 2), 60, "the DLQ")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert len([e for e in logs if e["event"] == "job_failed"]) == 2
+    assert not [e for e in logs if e["event"] == "job_requeued"]
     assert await plane.queues.depth() == 0
 
 
