@@ -151,8 +151,15 @@ data "aws_iam_policy_document" "task" {
   ]
 
   statement {
-    sid       = "ServeJobs"
-    actions   = ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"]
+    sid = "ServeJobs"
+    # SendMessage: a job handed back on SIGTERM (a deploy) is sent again as a new message,
+    # so the hand-back does not use up one of its receives (daemon.py, docs/design.md §8).
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:DeleteMessage",
+      "sqs:SendMessage",
+    ]
     resources = [var.queue_arn]
   }
 }
