@@ -34,9 +34,12 @@ locals {
       MIRRORD_SIZE_THRESHOLD_GB = tostring(var.size_threshold_gb)
       MIRRORD_HEARTBEAT_SECONDS = tostring(local.heartbeat_seconds)
       MIRRORD_SLACK_SECRET_ID   = module.notifications.slack_secret_arn
+      # One switch with the CloudFront distribution: the brew-6 copies are written
+      # only where something serves them.
+      MIRRORD_BREW_MIRROR = tostring(var.brew_mirror)
     },
     var.external_hash_url == null ? {} : { MIRRORD_EXTERNAL_HASH_URL = var.external_hash_url },
-    var.enable_cloudfront ? { MIRRORD_MIRROR_URL = module.cdn[0].url } : {},
+    var.brew_mirror ? { MIRRORD_MIRROR_URL = module.cdn[0].url } : {},
   )
 }
 
@@ -48,13 +51,13 @@ module "s3" {
   noncurrent_version_days = var.noncurrent_version_days
   tags                    = local.tags
 
-  cloudfront_enabled          = var.enable_cloudfront
+  cloudfront_enabled          = var.brew_mirror
   cloudfront_distribution_arn = one(module.cdn[*].distribution_arn)
 }
 
 module "cdn" {
   source = "./modules/cdn"
-  count  = var.enable_cloudfront ? 1 : 0
+  count  = var.brew_mirror ? 1 : 0
 
   name                        = local.name
   bucket_regional_domain_name = module.s3.bucket_regional_domain_name
@@ -153,8 +156,10 @@ module "eventbridge" {
 
   name                = "${local.name}-schedule"
   schedule_expression = var.schedule_expression
+  enabled             = var.schedule_enabled
   function_arn        = module.lambda.enqueue_function_arn
   function_name       = module.lambda.enqueue_function_name
+  kms_key_arn         = var.kms_key_arn
   tags                = local.tags
 }
 
@@ -166,6 +171,7 @@ module "monitoring" {
   topic_arn             = module.notifications.topic_arn
   queue_name            = module.sqs.queue_name
   dlq_name              = module.sqs.dlq_name
+  schedule_dlq_name     = module.eventbridge.dlq_name
   enqueue_function_name = module.lambda.enqueue_function_name
   sync_function_name    = module.lambda.sync_function_name
   cluster_name          = module.ecs.cluster_name

@@ -86,3 +86,13 @@ output "mirror_url" {
   description = "HOMEBREW_ARTIFACT_DOMAIN for users (HOMEBREW_API_DOMAIN is this plus /api); null without CloudFront."
   value       = one(module.cdn[*].url)
 }
+
+output "schedule_enabled" {
+  description = "Whether the schedule fires (schedule_enabled in config.yaml)."
+  value       = module.eventbridge.enabled
+}
+
+output "schedule_dlq_url" {
+  description = "The schedule's dead-letter queue: events EventBridge could not deliver to the enqueue Lambda."
+  value       = module.eventbridge.dlq_url
+}

@@ -59,6 +59,12 @@ variable "schedule_expression" {
   }
 }
 
+variable "schedule_enabled" {
+  description = "Whether the schedule fires. false pauses the weekly sync (the rule stays, DISABLED); manual runs still work."
+  type        = bool
+  default     = true
+}
+
 variable "platforms" {
   description = "MIRRORD_PLATFORMS: bottle tags to mirror, comma-separated, or auto (the three newest macOS releases)."
   type        = string
@@ -239,14 +245,14 @@ variable "external_hash_url" {
   }
 }
 
-variable "enable_cloudfront" {
-  description = "A CloudFront distribution (OAC, HTTPS only) in front of the bucket: the URL users set as HOMEBREW_ARTIFACT_DOMAIN and, with /api, HOMEBREW_API_DOMAIN."
+variable "brew_mirror" {
+  description = "Serve brew 6 from the mirror: MIRRORD_BREW_MIRROR=true in every runtime (each sync also publishes image indexes, blob keys and API files under v2/ and api/, a second copy of every bottle) AND a CloudFront distribution (OAC, HTTPS only) in front of the bucket, whose URL users set as HOMEBREW_ARTIFACT_DOMAIN and, with /api, HOMEBREW_API_DOMAIN. false: bottles under their dated folders only, no CloudFront, half the storage."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "cloudfront_price_class" {
-  description = "CloudFront price class when enable_cloudfront: PriceClass_100, PriceClass_200 or PriceClass_All."
+  description = "CloudFront price class when brew_mirror: PriceClass_100, PriceClass_200 or PriceClass_All."
   type        = string
   default     = "PriceClass_100"
 

@@ -124,6 +124,7 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         _matches(r"(cron|rate)\(.+\)", "cron(…) or rate(…)"),
         "cron(0 3 ? * SUN *)",
     ),
+    "schedule_enabled": (_bool, True),  # false pauses the schedule; the rule stays
     "platforms": (_platforms, "auto"),
     "concurrency": (_int(1, 256), 16),
     "part_size_mib": (_int(5, 5120), 16),
@@ -151,13 +152,20 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         _matches(r"(s3|https)://\S+", "null, s3://… or https://…", optional=True),
         None,
     ),
-    "enable_cloudfront": (_bool, False),
+    # One switch for serving brew 6: MIRRORD_BREW_MIRROR (the v2/ and api/ copies) and
+    # the CloudFront distribution that serves them, never one without the other.
+    "brew_mirror": (_bool, True),
     "cloudfront_price_class": (
         _matches(r"PriceClass_(100|200|All)", "PriceClass_100, PriceClass_200 or PriceClass_All"),
         "PriceClass_100",
     ),
 }
 ROOT_VARIABLES = frozenset({*VARIABLES, "environment"})  # environment: the entry's name
+# Settings that were replaced: the problem says by what.
+RENAMED = {
+    "enable_cloudfront": "replaced by brew_mirror, which turns on CloudFront and the "
+    "brew-6 publication (MIRRORD_BREW_MIRROR) together",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,11 @@ def _memory_floor(values: Mapping[str, Any]) -> int:
     if isinstance(c, int) and isinstance(p, int) and not isinstance(c, bool):
         return c * 3 * p + 512
     return 0
+
+
+def _unknown(where: str, values: Mapping[Any, Any]) -> list[str]:
+    unknown = sorted(map(str, set(values) - set(VARIABLES)))
+    return [f"{where}.{k}: {RENAMED.get(k, 'unknown setting')}" for k in unknown]
 
 
 def parse(text: str | bytes) -> DeployConfig:
@@ -199,9 +212,7 @@ def parse(text: str | bytes) -> DeployConfig:
         defaults = {}
     if not isinstance(envs, dict) or not envs:
         raise ConfigError([*problems, "environments: must map dev/staging/prod to settings"])
-    problems += [
-        f"defaults.{k}: unknown setting" for k in sorted(map(str, set(defaults) - set(VARIABLES)))
-    ]
+    problems += _unknown("defaults", defaults)
     resolved: dict[str, dict[str, Any]] = {}
     for env, values in envs.items():
         if env not in ENVIRONMENTS:
@@ -210,9 +221,7 @@ def parse(text: str | bytes) -> DeployConfig:
         if not isinstance(values, dict):
             problems.append(f"{env}: must be a mapping of settings")
             continue
-        problems += [
-            f"{env}.{k}: unknown setting" for k in sorted(map(str, set(values) - set(VARIABLES)))
-        ]
+        problems += _unknown(str(env), values)
         merged = {k: default for k, (_, default) in VARIABLES.items()}
         merged.update({k: v for k, v in defaults.items() if k in VARIABLES})
         merged.update({k: v for k, v in values.items() if k in VARIABLES})

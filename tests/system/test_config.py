@@ -25,6 +25,21 @@ def test_shipped_config_is_valid_and_environments_inherit_defaults() -> None:
     assert config.tfvars("prod")["environment"] == "prod"
 
 
+def test_one_switch_serves_brew_and_one_pauses_the_schedule() -> None:
+    """brew_mirror (CloudFront and MIRRORD_BREW_MIRROR together) and schedule_enabled
+    default to on, and an environment can turn either off alone."""
+    data = yaml.safe_load(GOOD)
+    data["defaults"].pop("brew_mirror", None)
+    data["defaults"].pop("schedule_enabled", None)
+    data["environments"]["dev"].update(brew_mirror=False, schedule_enabled=False)
+    config = parse(yaml.safe_dump(data))
+    assert config.tfvars("prod")["brew_mirror"] is True
+    assert config.tfvars("prod")["schedule_enabled"] is True
+    assert config.tfvars("dev")["brew_mirror"] is False
+    assert config.tfvars("dev")["schedule_enabled"] is False
+    assert "enable_cloudfront" not in config.tfvars("dev")
+
+
 def test_rendered_variables_are_exactly_the_root_modules() -> None:
     """render emits every variable infra/variables.tf declares and nothing else: adding a
     variable to one side only fails here."""
@@ -48,6 +63,23 @@ def test_rendered_variables_are_exactly_the_root_modules() -> None:
         (lambda d: d["defaults"].update(log_retention_days=42), "log_retention_days"),
         (lambda d: d["defaults"].update(alarm_emails=["not-an-email"]), "alarm_emails"),
         (lambda d: d["defaults"].update(use_nat_gateway="yes"), "use_nat_gateway"),
+        (
+            lambda d: d["environments"]["dev"].update(brew_mirror="yes"),
+            "dev.brew_mirror: must be true or false (got 'yes')",
+        ),
+        (
+            lambda d: d["environments"]["prod"].update(schedule_enabled="paused"),
+            "prod.schedule_enabled: must be true or false (got 'paused')",
+        ),
+        (lambda d: d["defaults"].update(schedule_enabled=0), "staging.schedule_enabled: must be"),
+        (
+            lambda d: d["defaults"].update(enable_cloudfront=True),
+            "defaults.enable_cloudfront: replaced by brew_mirror",
+        ),
+        (
+            lambda d: d["environments"]["prod"].update(enable_cloudfront=False),
+            "prod.enable_cloudfront: replaced by brew_mirror",
+        ),
         (lambda d: d["defaults"].update(external_hash_url="http://x/y"), "external_hash_url"),
         (lambda d: d["environments"].update(qa={"aws_region": "us-east-1"}), "environments.qa"),
         (lambda d: d.update(version=2), "version"),

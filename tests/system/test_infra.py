@@ -51,6 +51,7 @@ ROOT_VARIABLES = frozenset(
         "aws_region",
         "bucket_name",
         "schedule_expression",
+        "schedule_enabled",
         "platforms",
         "concurrency",
         "part_size_mib",
@@ -68,7 +69,7 @@ ROOT_VARIABLES = frozenset(
         "enable_monitoring",
         "noncurrent_version_days",
         "external_hash_url",
-        "enable_cloudfront",
+        "brew_mirror",
         "cloudfront_price_class",
     }
 )
@@ -83,6 +84,7 @@ SHARED_ENV = {
     "MIRRORD_HEARTBEAT_SECONDS",
     "MIRRORD_SLACK_SECRET_ID",
     "MIRRORD_LOGS_HINT",
+    "MIRRORD_BREW_MIRROR",
 }
 BOTTLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
 
@@ -290,9 +292,35 @@ def check_deployed(clients: dict[str, Any], out: dict[str, Any]) -> dict[str, st
     ]
     assert service["desiredCount"] == 0
 
-    rule = clients["events"].describe_rule(Name=out["schedule_rule_name"])
-    assert rule["ScheduleExpression"] == "cron(0 3 ? * SUN *)"
+    # brew_mirror off: no brew-6 copies are written, and no CloudFront serves them.
+    for runtime_env in (*(f["Environment"]["Variables"] for f in functions.values()), task_env):
+        assert runtime_env["MIRRORD_BREW_MIRROR"] == "false"
+        assert "MIRRORD_MIRROR_URL" not in runtime_env
+    assert out["mirror_url"] is None
+    check_schedule(clients, out)
     return sync_env
+
+
+def check_schedule(clients: dict[str, Any], out: dict[str, Any]) -> None:
+    """The rule is paused (schedule_enabled false) and its target's undeliverable events
+    go to an encrypted DLQ that only this rule may send to, over TLS."""
+    events, sqs = clients["events"], clients["sqs"]
+    rule = events.describe_rule(Name=out["schedule_rule_name"])
+    assert rule["ScheduleExpression"] == "cron(0 3 ? * SUN *)"
+    assert rule["State"] == "DISABLED"
+    assert out["schedule_enabled"] is False
+    (target,) = events.list_targets_by_rule(Rule=out["schedule_rule_name"])["Targets"]
+    attrs = sqs.get_queue_attributes(QueueUrl=out["schedule_dlq_url"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert target["DeadLetterConfig"]["Arn"] == attrs["QueueArn"]
+    assert attrs["SqsManagedSseEnabled"] == "true"
+    statements = {s["Sid"]: s for s in json.loads(attrs["Policy"])["Statement"]}
+    send = statements["EventBridgeDeadLetters"]
+    assert send["Principal"] == {"Service": "events.amazonaws.com"}
+    assert send["Action"] == "sqs:SendMessage"
+    assert send["Condition"]["ArnEquals"]["aws:SourceArn"] == rule["Arn"]
+    assert statements["DenyInsecureTransport"]["Effect"] == "Deny"
 
 
 @pytest.mark.slow
@@ -324,6 +352,8 @@ async def test_moto_apply_then_the_cli_syncs_into_the_bucket_then_destroy(
                 "lambda_package_path": str(package),
                 "enable_autoscaling": False,
                 "enable_monitoring": False,
+                "brew_mirror": False,  # moto has no CloudFront: see the plan test below
+                "schedule_enabled": False,
             }
         )
     )
@@ -429,6 +459,7 @@ def moto_copy(workspace: Workspace, tmp_path: Path, moto_url: str, **tfvars: Any
                 "lambda_package_path": str(package),
                 "enable_autoscaling": False,
                 "enable_monitoring": False,
+                "brew_mirror": False,
                 **tfvars,
             }
         )
@@ -438,10 +469,11 @@ def moto_copy(workspace: Workspace, tmp_path: Path, moto_url: str, **tfvars: Any
 
 @pytest.mark.slow
 def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path: Path) -> None:
-    """With enable_cloudfront the root module plans the distribution (OAC, https-only),
-    grants it read on the bucket, and outputs its URL as mirror_url.
+    """With brew_mirror the root module plans the distribution (OAC, https-only), grants
+    it read on the bucket, outputs its URL as mirror_url, and turns MIRRORD_BREW_MIRROR
+    on in every runtime: the one switch does both.
     A plan, not an apply: moto has no CloudFront cache policies (CreateCachePolicy 404s)."""
-    planned = moto_copy(workspace, tmp_path, moto_url, enable_cloudfront=True)
+    planned = moto_copy(workspace, tmp_path, moto_url, brew_mirror=True)
     plan = terraform(
         "plan", "-input=false", "-lock=false", "-out=cdn.tfplan", cwd=planned, env=workspace.env
     )
@@ -454,8 +486,24 @@ def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path
     shown = terraform("show", "-json", "cdn.tfplan", cwd=planned, env=workspace.env)
     assert shown.returncode == 0, output_of(shown)
     # The URL is known only after apply: it is among the output's unknown values.
-    output = json.loads(shown.stdout)["output_changes"]["mirrord"]
+    planned_json = json.loads(shown.stdout)
+    output = planned_json["output_changes"]["mirrord"]
     assert output["after_unknown"]["mirror_url"] is True
+    # The distribution may read brew's two prefixes and nothing else: no ListBucket (no
+    # listing of keys), no status.json, sync.lock, bottles_hash.json or dated folder.
+    bucket = json.loads((planned / "terraform.tfvars.json").read_text())["bucket_name"]
+    (grant,) = [
+        s
+        for rc in planned_json["resource_changes"]
+        if rc["address"] == "module.mirrord.module.s3.data.aws_iam_policy_document.cloudfront"
+        for s in rc["change"]["after"]["statement"]
+        if s.get("sid") == "CloudFrontReadsThroughOAC"
+    ]
+    assert grant["actions"] == ["s3:GetObject"]
+    assert sorted(grant["resources"]) == [
+        f"arn:aws:s3:::{bucket}/api/*",
+        f"arn:aws:s3:::{bucket}/v2/*",
+    ]
 
 
 def test_moto_plan_refuses_a_sync_lambda_too_small_for_its_concurrency(

@@ -24,6 +24,7 @@ module "mirrord" {
   aws_region              = var.aws_region
   bucket_name             = var.bucket_name
   schedule_expression     = var.schedule_expression
+  schedule_enabled        = var.schedule_enabled
   platforms               = var.platforms
   concurrency             = var.concurrency
   part_size_mib           = var.part_size_mib
@@ -41,6 +42,6 @@ module "mirrord" {
   enable_monitoring       = var.enable_monitoring
   noncurrent_version_days = var.noncurrent_version_days
   external_hash_url       = var.external_hash_url
-  enable_cloudfront       = var.enable_cloudfront
+  brew_mirror             = var.brew_mirror
   cloudfront_price_class  = var.cloudfront_price_class
 }

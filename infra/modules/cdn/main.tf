@@ -7,7 +7,10 @@
 #   v2/*/blobs/*      immutable (the key is the content's sha256): a year
 #   v2/*/manifests/*  an index can gain a tag under the same ref: minutes
 #   api/*             replaced after every clean sync: minutes
-#   everything else   (bottles_hash.json, dated folders) as manifests
+#   everything else   as manifests; the bucket policy (modules/s3) lets the OAC read
+#                     only v2/* and api/*, so S3 refuses the rest (status.json,
+#                     sync.lock, bottles_hash.json, dated folders, GET / listings) with
+#                     a 403 (AccessDenied), as it does a missing key without ListBucket.
 
 resource "aws_cloudfront_origin_access_control" "this" {
   name                              = var.name

@@ -20,7 +20,7 @@ variable "schedule_expression" {
 }
 
 variable "enabled" {
-  description = "Whether the schedule fires."
+  description = "Whether the schedule fires (false: the rule stays, DISABLED)."
   type        = bool
   default     = true
 }
@@ -33,6 +33,12 @@ variable "function_arn" {
 variable "function_name" {
   description = "Name of the enqueue Lambda (for the invoke permission)."
   type        = string
+}
+
+variable "kms_key_arn" {
+  description = "KMS key of the schedule's dead-letter queue; null: SSE-SQS."
+  type        = string
+  default     = null
 }
 
 variable "tags" {

@@ -53,6 +53,7 @@ locals {
           ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_name, { label = "waiting" }],
           ["AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", var.queue_name, { label = "in flight" }],
           ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.dlq_name, { label = "dead letters" }],
+          ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.schedule_dlq_name, { label = "undelivered schedule events" }],
         ]
       }
     },
@@ -72,6 +73,7 @@ locals {
         title = "Alarms"
         alarms = [
           aws_cloudwatch_metric_alarm.dlq_not_empty.arn,
+          aws_cloudwatch_metric_alarm.schedule_dlq_not_empty.arn,
           aws_cloudwatch_metric_alarm.sync_failed.arn,
           aws_cloudwatch_metric_alarm.lambda_errors.arn,
           aws_cloudwatch_composite_alarm.no_recent_sync.arn,

@@ -1,6 +1,7 @@
 # Alarms (all to the SNS topic) and one dashboard.
 #
 #   dlq-not-empty   a job or a sync invocation failed for good: look, fix, redrive
+#   schedule-dlq-not-empty  EventBridge could not deliver the schedule's event at all
 #   sync-failed     a job finished with failed bottles (EMF BottlesFailed > 0)
 #   lambda-errors   an enqueue or sync invocation raised
 #   no-recent-sync  no successful job for 8 days (composite, see below)
@@ -52,6 +53,24 @@ resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = var.dlq_name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "schedule_dlq_not_empty" {
+  alarm_name          = "${var.name}-schedule-dlq-not-empty"
+  alarm_description   = "A message is in ${var.schedule_dlq_name}: EventBridge could not deliver the schedule's event to the enqueue Lambda (function missing, permission missing, throttled past the retries). Its attributes name the error; fix it, then invoke the enqueue Lambda with {\"source\": \"manual\"} and purge the queue."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = var.schedule_dlq_name }
   statistic           = "Maximum"
   period              = 300
   evaluation_periods  = 1

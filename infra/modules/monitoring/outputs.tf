@@ -6,10 +6,11 @@ output "dashboard_name" {
 output "alarm_names" {
   description = "The alarms that notify the topic, by purpose."
   value = {
-    dlq_not_empty  = aws_cloudwatch_metric_alarm.dlq_not_empty.alarm_name
-    sync_failed    = aws_cloudwatch_metric_alarm.sync_failed.alarm_name
-    lambda_errors  = aws_cloudwatch_metric_alarm.lambda_errors.alarm_name
-    no_recent_sync = aws_cloudwatch_composite_alarm.no_recent_sync.alarm_name
+    dlq_not_empty          = aws_cloudwatch_metric_alarm.dlq_not_empty.alarm_name
+    schedule_dlq_not_empty = aws_cloudwatch_metric_alarm.schedule_dlq_not_empty.alarm_name
+    sync_failed            = aws_cloudwatch_metric_alarm.sync_failed.alarm_name
+    lambda_errors          = aws_cloudwatch_metric_alarm.lambda_errors.alarm_name
+    no_recent_sync         = aws_cloudwatch_composite_alarm.no_recent_sync.alarm_name
   }
 }
 

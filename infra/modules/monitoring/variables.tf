@@ -35,6 +35,11 @@ variable "dlq_name" {
   type        = string
 }
 
+variable "schedule_dlq_name" {
+  description = "Name of the schedule's dead-letter queue (events EventBridge could not deliver)."
+  type        = string
+}
+
 variable "enqueue_function_name" {
   description = "Name of the enqueue Lambda."
   type        = string

@@ -111,8 +111,18 @@ data "aws_iam_policy_document" "this" {
   }
 }
 
-# The CloudFront distribution (modules/cdn), and only it, reads through OAC. ListBucket
-# turns a missing key into a 404 rather than a 403, which is what brew reports.
+# The CloudFront distribution (modules/cdn), and only it, reads through OAC, and only
+# what brew asks for: the keys under var.cloudfront_prefixes (v2/ and api/). No
+# ListBucket, so nothing can be listed, and status.json, sync.lock, bottles_hash.json
+# and the dated folders stay private. S3 answers 403 for those, and for a missing key
+# too (without ListBucket it does not say whether a key exists): brew fails on either.
+data "aws_partition" "current" {}
+
+locals {
+  # The bucket's ARN from its name: known at plan time, so a plan shows the grant.
+  bucket_arn = "arn:${data.aws_partition.current.partition}:s3:::${var.bucket_name}"
+}
+
 data "aws_iam_policy_document" "cloudfront" {
   source_policy_documents = [data.aws_iam_policy_document.this.json]
 
@@ -121,8 +131,8 @@ data "aws_iam_policy_document" "cloudfront" {
     content {
       sid       = "CloudFrontReadsThroughOAC"
       effect    = "Allow"
-      actions   = ["s3:GetObject", "s3:ListBucket"]
-      resources = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
+      actions   = ["s3:GetObject"]
+      resources = [for prefix in var.cloudfront_prefixes : "${local.bucket_arn}/${prefix}*"]
 
       principals {
         type        = "Service"

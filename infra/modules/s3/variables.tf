@@ -65,3 +65,14 @@ variable "cloudfront_distribution_arn" {
   type        = string
   default     = null
 }
+
+variable "cloudfront_prefixes" {
+  description = "The only key prefixes that distribution may read: brew 6's registry (v2/) and API (api/) paths."
+  type        = list(string)
+  default     = ["v2/", "api/"]
+
+  validation {
+    condition     = length(var.cloudfront_prefixes) > 0 && alltrue([for p in var.cloudfront_prefixes : can(regex("^[A-Za-z0-9._-]+/$", p))])
+    error_message = "cloudfront_prefixes: top-level folders, each ending in /, e.g. v2/."
+  }
+}
