@@ -82,15 +82,24 @@ class Front:
     paths: list[str] = field(default_factory=list)
 
 
+# What infra/modules/cdn grants CloudFront: GetObject on these prefixes only, no ListBucket.
+SERVED = ("v2/", "api/")
+
+
 @contextlib.contextmanager
-def bucket_front(s3: Any, bucket: str) -> Iterator[Front]:
+def bucket_front(
+    s3: Any, bucket: str, *, served: tuple[str, ...] | None = SERVED
+) -> Iterator[Front]:
     """A stand-in for CloudFront with Origin Access Control in front of the private bucket.
 
     S3 (and moto) refuse anonymous GETs. CloudFront with OAC signs its own request to
     the bucket and forwards none of the viewer's headers, Authorization included; so
     does this front: each GET or HEAD becomes a GetObject of the key that is the path,
-    signed by the botocore client ``s3``. A missing key is a 404, as the OAC bucket
-    policy (which grants ListBucket too) makes it.
+    signed by the botocore client ``s3``. As the deployed grant makes it, only keys under
+    ``served`` are readable, and without ListBucket S3 answers 403 both for a key outside
+    them and for a missing one. ``served=None``: the whole bucket, missing keys 404 (a
+    front an operator runs with ListBucket, which check-client can read status.json
+    through).
     """
     front = Front()
 
@@ -107,13 +116,17 @@ def bucket_front(s3: Any, bucket: str) -> Iterator[Front]:
             if "Authorization" in self.headers:
                 front.with_authorization += 1  # and it goes no further
             key = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path.lstrip("/"))
+            if served is not None and not key.startswith(served):
+                self.send_response(403)
+                self.end_headers()
+                return
             try:
                 found = s3.get_object(Bucket=bucket, Key=key)
                 data = found["Body"].read()
             except botocore.exceptions.ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 missing = code in ("NoSuchKey", "404", "NotFound")
-                self.send_response(404 if missing else 502)
+                self.send_response((404 if served is None else 403) if missing else 502)
                 self.end_headers()
                 return
             self.send_response(200)

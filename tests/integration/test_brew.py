@@ -100,6 +100,25 @@ async def test_check_client_full_coverage_for_every_target_without_upstream(
     assert any("/blobs/sha256:" in p for p in front.paths)
 
 
+async def test_the_front_serves_what_brew_fetches_and_nothing_else(
+    mirror: Mirror, front: Front
+) -> None:
+    """As the deployed grant (infra/modules/cdn: GetObject on v2/* and api/*, no
+    ListBucket) makes it: brew's files are served; the hash file, the lock, status.json,
+    the dated bottles and a listing are refused (403, as S3 answers without ListBucket)."""
+    report = await mirror.sync()
+    assert report.complete
+    hf = orjson.loads(await mirror.body("bottles_hash.json"))
+    dated = next(iter(hf["bottles"].values()))["s3_key"]
+    async with mirror.app.http.get(f"{front.url}/api/formula.jws.json") as served:
+        assert served.status == 200
+    for private in ("bottles_hash.json", "status.json", "sync.lock", dated, "", "?list-type=2"):
+        async with mirror.app.http.get(f"{front.url}/{private}") as refused:
+            assert refused.status == 403, private
+    async with mirror.app.http.get(f"{front.url}/v2/homebrew/core/nope/blobs/sha256:00") as r:
+        assert r.status == 403  # missing, and without ListBucket S3 does not say so
+
+
 async def test_published_files_are_byte_identical_to_upstream(mirror: Mirror) -> None:
     """Image indexes and API files are stored exactly as served, with brew's Content-Type;
     blob keys hold the dated bottle's bytes."""
@@ -215,7 +234,7 @@ async def test_check_client_reports_each_kind_of_miss_with_exit_1(
     body = result.json()["targets"][0]
     misses = {m["what"]: m for m in body["misses"]}
     assert set(misses) == {"jq", "xz", "cask.jws.json"}
-    assert misses["jq"]["reason"] == "HTTP 404"
+    assert misses["jq"]["reason"] == "HTTP 403"  # missing: without ListBucket, S3 says 403
     assert "no descriptor" in misses["xz"]["reason"]
     assert body["installable"] == body["with_bottle"] - 2
 

@@ -243,7 +243,9 @@ async def weeks(bucket_name: str, receiver: Receiver) -> AsyncIterator[Weeks]:
 
 @pytest.fixture
 def front(weeks: Weeks) -> Iterator[Front]:
-    with bucket_front(boto3.client("s3"), weeks.app.settings.bucket) as served:
+    # served=None: check-client explains quarantined bottles from status.json, which the
+    # deployed CloudFront does not serve (only v2/ and api/): an operator's own front.
+    with bucket_front(boto3.client("s3"), weeks.app.settings.bucket, served=None) as served:
         yield served
 
 
