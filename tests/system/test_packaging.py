@@ -166,6 +166,13 @@ def test_lambda_image_and_package_share_one_python() -> None:
         if step.get("uses", "").startswith("actions/setup-python@")
     ]
     assert versions == [TARGET_PYTHON], versions
+    ci = load_workflow(ROOT / ".github" / "workflows" / "ci.yml")
+    assert ci["env"]["TARGET_PYTHON_VERSION"] == TARGET_PYTHON
+    target = ci["jobs"]["test-target"]["steps"]
+    assert any(
+        step.get("with", {}).get("python-version") == "${{ env.TARGET_PYTHON_VERSION }}"
+        for step in target
+    ), "ci.yml's test-target job does not run on TARGET_PYTHON_VERSION"
 
 
 def test_final_stage_runs_the_daemon_unprivileged() -> None:
