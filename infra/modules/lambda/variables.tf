@@ -29,18 +29,20 @@ variable "package_path" {
 }
 
 variable "runtime" {
-  description = "Lambda runtime of both functions."
+  description = "Lambda runtime of both functions: the Python the zip's wheels were built for (make package, LAMBDA_PYTHON) and the image's (docker/Dockerfile)."
   type        = string
-  default     = "python3.11"
+  default     = "python3.13"
 
+  # python3.11 is deprecated by AWS (2026-06-30; no updates from 2026-08-31). A newer
+  # runtime needs a zip built for it: make package LAMBDA_PYTHON=3.14.
   validation {
-    condition     = can(regex("^python3\\.(1[1-9])$", var.runtime))
-    error_message = "runtime: python3.11 or newer (mirrord requires Python 3.11)."
+    condition     = can(regex("^python3\\.(1[3-9])$", var.runtime))
+    error_message = "runtime: python3.13 or newer (python3.11 is deprecated; the zip's compiled wheels must match it)."
   }
 }
 
 variable "architecture" {
-  description = "Instruction set the zip's compiled wheels (orjson, aiohttp, uvloop) were built for."
+  description = "Instruction set the zip's compiled wheels (orjson, aiohttp, uvloop) were built for: make package LAMBDA_PLATFORM=manylinux2014_x86_64 (the default) or manylinux2014_aarch64 for arm64."
   type        = string
   default     = "x86_64"
 
