@@ -658,6 +658,20 @@ async def test_poison_messages_go_to_the_dlq_and_the_daemon_keeps_serving(plane:
     assert await plane.complete()
 
 
+def external_hash_file(listed: Any) -> bytes:
+    """Another mirror's bottles_hash.json naming ``listed`` (its bottles are skipped)."""
+    bottles = {
+        b.hash_key: {
+            "sha256": b.sha256,
+            "download_date": "2026-01-01",
+            "file_size": 1,
+            "s3_key": f"2026-01-01/{b.filename}",
+        }
+        for b in listed
+    }
+    return orjson.dumps({"version": 2, "bottles": bottles})
+
+
 async def _equals(value: Any, expected: Any) -> bool:
     return (await value) == expected
 
@@ -672,19 +686,8 @@ async def test_external_hash_file_from_s3_is_skipped_and_corrupt_one_warns(plane
     listed = expected[:3]
     other = f"{plane.app.settings.bucket}-other"
     await plane.app.s3.create_bucket(Bucket=other)
-    body = {
-        "version": 2,
-        "bottles": {
-            b.hash_key: {
-                "sha256": b.sha256,
-                "download_date": "2026-01-01",
-                "file_size": 1,
-                "s3_key": f"2026-01-01/{b.filename}",
-            }
-            for b in listed
-        },
-    }
-    await plane.app.s3.put_object(Bucket=other, Key="bottles_hash.json", Body=orjson.dumps(body))
+    body = external_hash_file(listed)
+    await plane.app.s3.put_object(Bucket=other, Key="bottles_hash.json", Body=body)
     await plane.app.s3.put_object(Bucket=other, Key="corrupt.json", Body=b'{"version": 2, "bo')
 
     app = replace(
@@ -712,20 +715,7 @@ async def test_external_hash_file_over_https_with_a_test_ca(plane: Plane, tmp_pa
     (SSL_CERT_FILE): listed bottles are skipped. Plain http:// is refused with a warning."""
     expected = list(plane.expected().values())
     listed = expected[:2]
-    body = orjson.dumps(
-        {
-            "version": 2,
-            "bottles": {
-                b.hash_key: {
-                    "sha256": b.sha256,
-                    "download_date": "2026-01-01",
-                    "file_size": 1,
-                    "s3_key": f"2026-01-01/{b.filename}",
-                }
-                for b in listed
-            },
-        }
-    )
+    body = external_hash_file(listed)
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
