@@ -183,3 +183,12 @@ module "monitoring" {
   }
   tags = local.tags
 }
+
+# An image in another account's ECR needs that repository's policy to admit this
+# account's execution role; config.yaml derives image_uri in account_id's own ECR.
+check "image_in_this_account" {
+  assert {
+    condition     = !can(regex("^[0-9]{12}\\.dkr\\.ecr\\.", var.image_uri)) || startswith(var.image_uri, "${var.account_id}.")
+    error_message = "image_uri ${var.image_uri} is in another account's ECR than account_id ${var.account_id}: the task's execution role can pull it only if that repository's policy allows it."
+  }
+}

@@ -13,12 +13,12 @@ variable "name_prefix" {
 }
 
 variable "environment" {
-  description = "Deployment stage: dev, staging, prod, or moto (the local emulator)."
+  description = "The environment's name: its folder under infra/environments/ (dev, staging, prod, any name config.yaml gives, or moto, the local emulator)."
   type        = string
 
   validation {
-    condition     = contains(["dev", "staging", "prod", "moto"], var.environment)
-    error_message = "environment: one of dev, staging, prod, moto."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,15}$", var.environment))
+    error_message = "environment: 2-16 lower-case letters, digits and dashes, starting with a letter."
   }
 }
 
@@ -259,5 +259,15 @@ variable "cloudfront_price_class" {
   validation {
     condition     = contains(["PriceClass_100", "PriceClass_200", "PriceClass_All"], var.cloudfront_price_class)
     error_message = "cloudfront_price_class: PriceClass_100, PriceClass_200 or PriceClass_All."
+  }
+}
+
+variable "account_id" {
+  description = "The AWS account this environment deploys to. The environments' provider allows only it (allowed_account_ids): credentials for another account fail before any change."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.account_id))
+    error_message = "account_id: the 12-digit AWS account id, as a string."
   }
 }

@@ -15,7 +15,6 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -28,6 +27,7 @@ from mirrord.adapters.terminal import BarProgress, LogProgress
 from mirrord.adapters.web import upstream_connector
 from mirrord.app import App, configure_logging, open_app, run_loop
 from mirrord.cli_args import build_parser, job_from_args, settings_from
+from mirrord.core.deployconfig import FOLDER_LINKS, DeployConfig
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, MirrordError, SettingsError
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -228,20 +228,39 @@ async def _check_client(args: argparse.Namespace, s: Settings) -> int:
         return await cmd_check_client(args, s, http)
 
 
+def _render(config: DeployConfig, args: argparse.Namespace) -> None:
+    """infra/environments/<env>/: the shared root's links (made once, left alone when
+    right), terraform.tfvars.json and backend.hcl. With --out: the tfvars JSON only."""
+    body = orjson.dumps(config.tfvars(args.env), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(body + b"\n")
+        print(f"wrote {args.out}")
+        return
+    folder = args.infra / "environments" / args.env
+    if not (args.infra / "environments" / "dev" / "main.tf").is_file():
+        raise OSError(f"{args.infra}/environments/dev/main.tf: not found (run from the repository)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in FOLDER_LINKS.items():
+        link = folder / name
+        if link.exists() and link.resolve() == (folder / target).resolve():
+            continue
+        if link.exists() or link.is_symlink():
+            raise OSError(f"{link}: exists and is not the shared {target}; remove it")
+        link.symlink_to(target)
+    (folder / "terraform.tfvars.json").write_bytes(body + b"\n")
+    (folder / "backend.hcl").write_text(config.backend(args.env))
+    print(f"wrote {folder}/terraform.tfvars.json and backend.hcl")
+
+
 def cmd_config(args: argparse.Namespace) -> int:
-    """No bucket, no clients: a file in, a file out."""
+    """No bucket, no clients: a file in, files out."""
     try:
         config = parse_deploy_config(args.file.read_bytes())
         if args.action == "validate":
             print(f"{args.file}: {', '.join(config.environments)} valid")
-            return EXIT_OK
-        out = args.out or Path("infra/environments") / args.env / "terraform.tfvars.json"
-        body = orjson.dumps(
-            config.tfvars(args.env), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(body + b"\n")
-        print(f"wrote {out}")
+        else:
+            _render(config, args)
         return EXIT_OK
     except OSError as exc:
         print(f"mirrord: config: {exc}", file=sys.stderr)

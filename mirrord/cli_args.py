@@ -106,13 +106,16 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", required=True, title="actions", metavar="ACTION")
     for action, text in (
         ("validate", "check every environment in the file"),
-        ("render", "write infra/environments/<env>/terraform.tfvars.json"),
+        ("render", "write infra/environments/<env>/: links, terraform.tfvars.json, backend.hcl"),
     ):
         a = _command(actions, action, text)
         a.add_argument("--file", type=Path, default=Path("config.yaml"))
         if action == "render":
-            a.add_argument("--env", required=True, help="dev, staging or prod")
-            a.add_argument("--out", type=Path, help="default: infra/environments/<env>/…")
+            a.add_argument("--env", required=True, help="an environment of the file")
+            a.add_argument(
+                "--infra", type=Path, default=Path("infra"), help="the infra/ folder (default)"
+            )
+            a.add_argument("--out", type=Path, help="only the tfvars JSON, to this path")
 
 
 def _check_client_flags(p: argparse.ArgumentParser) -> None:

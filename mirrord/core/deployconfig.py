@@ -1,8 +1,11 @@
-"""``config.yaml``: every deployment (dev, staging, prod) in one file. Pure.
+"""``config.yaml``: every deployment in one file, the one place a team edits. Pure.
 
-``defaults`` apply to every environment; each environment overrides what it needs. The
-result for one environment is exactly the set of variables the Terraform root module in
-``infra/`` declares, written as ``infra/environments/<env>/terraform.tfvars.json``.
+``defaults`` apply to every environment; each environment (any name matching
+``ENV_NAME``) overrides what it needs. The result for one environment is exactly the set
+of variables the Terraform root module in ``infra/`` declares, written as
+``infra/environments/<env>/terraform.tfvars.json``, plus the folder's ``backend.hcl``
+(from ``state``). Three keys are config.yaml's own and derive variables:
+``image_repository``/``image_tag`` (→ ``image_uri`` in the account's ECR) and ``state``.
 A bad file gives one error per problem, each naming ``<environment>.<key>``.
 """
 
@@ -19,7 +22,14 @@ from mirrord.core.errors import ConfigError, SettingsError
 from mirrord.core.models import BUCKET_RE
 from mirrord.core.settings import parse_platforms
 
-ENVIRONMENTS = ("dev", "staging", "prod")
+# An environment's name: its folder infra/environments/<name>, the `environment` variable
+# and part of every resource name. "moto" is the emulator's hand-written folder.
+ENV_NAME = re.compile(r"[a-z][a-z0-9-]{1,15}")
+RESERVED_ENVIRONMENTS = frozenset({"moto"})
+ACCOUNT_HINT = (
+    "the 12-digit id of the AWS account this environment deploys to, in quotes "
+    "(aws sts get-caller-identity --query Account --output text)"
+)
 FARGATE_CPU = (256, 512, 1024, 2048, 4096, 8192, 16384)
 LOG_RETENTION_DAYS = (
     1,
@@ -159,6 +169,26 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         _matches(r"PriceClass_(100|200|All)", "PriceClass_100, PriceClass_200 or PriceClass_All"),
         "PriceClass_100",
     ),
+    # Quoted in YAML: a string of 12 ASCII digits (Terraform's allowed_account_ids).
+    "account_id": (_matches(r"[0-9]{12}", ACCOUNT_HINT), REQUIRED),
+}
+# config.yaml's own keys: not Terraform variables, they derive some.
+OWN_KEYS: Mapping[str, tuple[Check, Any]] = {
+    # ECR repository in the environment's account (infra/bootstrap makes it);
+    # image_uri = <account_id>.dkr.ecr.<aws_region>.amazonaws.com/<repo>:<tag>
+    "image_repository": (_matches(r"[a-z0-9][a-z0-9._/-]{1,255}", "an ECR repository name"), None),
+    "image_tag": (_matches(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", "an image tag"), None),
+    "state": (lambda v: None, None),  # checked by _state
+}
+STATE_KEYS = frozenset({"bucket", "region"})
+# What makes infra/environments/<env>/ a Terraform root: links to the one shared copy
+# (dev/ holds the files, variables.tf is the module's own), relative to the folder.
+FOLDER_LINKS = {
+    "main.tf": "../dev/main.tf",
+    "outputs.tf": "../dev/outputs.tf",
+    "versions.tf": "../dev/versions.tf",
+    "variables.tf": "../../variables.tf",
+    ".terraform.lock.hcl": "../dev/.terraform.lock.hcl",
 }
 ROOT_VARIABLES = frozenset({*VARIABLES, "environment"})  # environment: the entry's name
 # Settings that were replaced: the problem says by what.
@@ -170,12 +200,31 @@ RENAMED = {
 
 @dataclass(frozen=True, slots=True)
 class DeployConfig:
-    environments: Mapping[str, Mapping[str, Any]]  # fully resolved, validated
+    environments: Mapping[str, Mapping[str, Any]]  # fully resolved, validated variables
+    states: Mapping[str, Mapping[str, str]]  # per environment: bucket, region
 
-    def tfvars(self, env: str) -> dict[str, Any]:
+    def _known(self, env: str) -> None:
         if env not in self.environments:
             raise ConfigError([f"no environment {env!r} (have: {', '.join(self.environments)})"])
+
+    def tfvars(self, env: str) -> dict[str, Any]:
+        self._known(env)
         return {"environment": env, **self.environments[env]}
+
+    def backend(self, env: str) -> str:
+        """The folder's backend.hcl: `terraform init -backend-config=backend.hcl`."""
+        self._known(env)
+        state = self.states[env]
+        lines = {
+            "bucket": f'"{state["bucket"]}"',
+            "key": f'"mirrord/{env}/terraform.tfstate"',
+            "region": f'"{state["region"]}"',
+            "encrypt": "true",
+            "use_lockfile": "true",  # S3's own lock file (Terraform ≥ 1.10), no DynamoDB
+        }
+        width = max(map(len, lines))
+        body = "".join(f"{k.ljust(width)} = {v}\n" for k, v in lines.items())
+        return f"# Rendered from config.yaml by `mirrord config render --env {env}`.\n{body}"
 
 
 def _memory_floor(values: Mapping[str, Any]) -> int:
@@ -188,8 +237,75 @@ def _memory_floor(values: Mapping[str, Any]) -> int:
 
 
 def _unknown(where: str, values: Mapping[Any, Any]) -> list[str]:
-    unknown = sorted(map(str, set(values) - set(VARIABLES)))
+    unknown = sorted(map(str, set(values) - set(VARIABLES) - set(OWN_KEYS)))
     return [f"{where}.{k}: {RENAMED.get(k, 'unknown setting')}" for k in unknown]
+
+
+def _derive(env: str, merged: dict[str, Any]) -> None:
+    """Fill bucket_name and image_uri from the account, region and names when not set."""
+    account, region, prefix = merged["account_id"], merged["aws_region"], merged["name_prefix"]
+    if not all(isinstance(v, str) for v in (account, region, prefix)):
+        for key in ("bucket_name", "image_uri"):  # derivable: the cause is reported instead
+            merged[key] = None if merged[key] is REQUIRED else merged[key]
+        return
+    if merged["bucket_name"] is REQUIRED:  # unique: S3 names are global, account ids too
+        merged["bucket_name"] = f"{prefix}-{env}-{account}"
+    if merged["image_uri"] is REQUIRED:
+        repo = merged["image_repository"] or prefix
+        tag = merged["image_tag"] or env
+        merged["image_uri"] = f"{account}.dkr.ecr.{region}.amazonaws.com/{repo}:{tag}"
+
+
+def _state(env: str, state: Any, region: Any) -> tuple[dict[str, str], list[str]]:
+    hint = "the Terraform state bucket infra/bootstrap made (infra/bootstrap/README.md)"
+    if not isinstance(state, dict) or not state.get("bucket"):
+        return {}, [f"{env}.state.bucket: required: {hint}"]
+    problems = [
+        f"{env}.state.{k}: unknown setting" for k in sorted(map(str, set(state) - STATE_KEYS))
+    ]
+    merged = {"region": region, **state}
+    if (why := VARIABLES["bucket_name"][0](merged["bucket"])) is not None:
+        problems.append(f"{env}.state.bucket: {why} (got {merged['bucket']!r:.60})")
+    if "region" in state and (why := VARIABLES["aws_region"][0](state["region"])) is not None:
+        problems.append(f"{env}.state.region: {why} (got {merged['region']!r:.60})")
+    return {k: str(v) for k, v in merged.items()}, problems
+
+
+def _environment(env: Any, values: Any, defaults: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    """One environment's variables and state, or the problems found."""
+    if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
+        rule = "2-16 lowercase letters, digits and '-', starting with a letter"
+        return None, [f"environments.{env}: an environment's name must be {rule}"]
+    if env in RESERVED_ENVIRONMENTS:
+        return None, [f"environments.{env}: reserved for infra/environments/{env}"]
+    if not isinstance(values, dict):
+        return None, [f"{env}: must be a mapping of settings"]
+    problems = _unknown(env, values)
+    known = {**VARIABLES, **OWN_KEYS}
+    merged = {k: default for k, (_, default) in known.items()}
+    merged.update({k: v for k, v in defaults.items() if k in known})
+    merged.update({k: v for k, v in values.items() if k in known})
+    if merged["account_id"] is None:  # `account_id:` left empty in the sample
+        merged["account_id"] = REQUIRED
+    _derive(env, merged)
+    for key, (check, _) in known.items():
+        value = merged[key]
+        if value is REQUIRED:
+            hint = f": {ACCOUNT_HINT}" if key == "account_id" else ""
+            problems.append(f"{env}.{key}: required{hint}")
+        elif value is not None and (why := check(value)) is not None:
+            problems.append(f"{env}.{key}: {why} (got {value!r:.60})")
+    memory_floor = _memory_floor(merged)
+    for key in ("task_memory", "sync_memory_size"):
+        memory = merged[key]
+        if memory_floor and isinstance(memory, int) and memory < memory_floor:
+            problems.append(
+                f"{env}.{key}: {memory} MiB is under concurrency × 3 × part_size_mib "
+                f"+ 512 = {memory_floor} MiB"
+            )
+    state, state_problems = _state(env, merged["state"], merged["aws_region"])
+    variables = {k: v for k, v in merged.items() if k in VARIABLES}
+    return (variables, state), problems + state_problems
 
 
 def parse(text: str | bytes) -> DeployConfig:
@@ -211,35 +327,15 @@ def parse(text: str | bytes) -> DeployConfig:
         problems.append("defaults: must be a mapping")
         defaults = {}
     if not isinstance(envs, dict) or not envs:
-        raise ConfigError([*problems, "environments: must map dev/staging/prod to settings"])
+        raise ConfigError([*problems, "environments: must map environment names to settings"])
     problems += _unknown("defaults", defaults)
     resolved: dict[str, dict[str, Any]] = {}
+    states: dict[str, dict[str, str]] = {}
     for env, values in envs.items():
-        if env not in ENVIRONMENTS:
-            problems.append(f"environments.{env}: must be one of {', '.join(ENVIRONMENTS)}")
-            continue
-        if not isinstance(values, dict):
-            problems.append(f"{env}: must be a mapping of settings")
-            continue
-        problems += _unknown(str(env), values)
-        merged = {k: default for k, (_, default) in VARIABLES.items()}
-        merged.update({k: v for k, v in defaults.items() if k in VARIABLES})
-        merged.update({k: v for k, v in values.items() if k in VARIABLES})
-        for key, (check, _) in VARIABLES.items():
-            value = merged[key]
-            if value is REQUIRED:
-                problems.append(f"{env}.{key}: required")
-            elif (why := check(value)) is not None:
-                problems.append(f"{env}.{key}: {why} (got {value!r:.60})")
-        memory_floor = _memory_floor(merged)
-        for key in ("task_memory", "sync_memory_size"):
-            memory = merged[key]
-            if memory_floor and isinstance(memory, int) and memory < memory_floor:
-                problems.append(
-                    f"{env}.{key}: {memory} MiB is under concurrency × 3 × part_size_mib "
-                    f"+ 512 = {memory_floor} MiB"
-                )
-        resolved[env] = merged
+        result, found = _environment(env, values, defaults)
+        problems += found
+        if result is not None:
+            resolved[env], states[env] = result
     if problems:
         raise ConfigError(problems)
-    return DeployConfig(resolved)
+    return DeployConfig(resolved, states)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 import orjson
@@ -13,11 +15,38 @@ from conftest import ROOT, run_cli
 from mirrord.core.deployconfig import ROOT_VARIABLES, parse
 from mirrord.core.errors import ConfigError
 
-GOOD = (ROOT / "config.yaml").read_text()
+SHIPPED = (ROOT / "config.yaml").read_text()
+ACCOUNTS = {"dev": "111122223333", "staging": "222233334444", "prod": "333344445555"}
 
 
-def test_shipped_config_is_valid_and_environments_inherit_defaults() -> None:
-    """The repository's config.yaml validates; an environment overrides the defaults."""
+def filled(text: str = SHIPPED) -> str:
+    """The shipped sample with what it asks a team to fill in: account ids, state bucket."""
+    data = yaml.safe_load(text)
+    for env, account in ACCOUNTS.items():
+        data["environments"][env]["account_id"] = account
+    data["defaults"]["state"]["bucket"] = "acme-tfstate"
+    return yaml.safe_dump(data)
+
+
+GOOD = filled()
+
+
+def test_shipped_sample_says_what_to_fill_in() -> None:
+    """No placeholder validates: each environment's account_id and the state bucket are
+    named as required, with how to find them; nothing else is wrong with the sample."""
+    with pytest.raises(ConfigError) as info:
+        parse(SHIPPED)
+    problems = info.value.problems
+    assert sorted(p.split(":")[0] for p in problems) == sorted(
+        [*(f"{e}.account_id" for e in ACCOUNTS), *(f"{e}.state.bucket" for e in ACCOUNTS)]
+    ), problems
+    assert all("required" in p for p in problems)
+    assert any("aws sts get-caller-identity" in p for p in problems)
+    assert any("infra/bootstrap" in p for p in problems)
+
+
+def test_filled_config_is_valid_and_environments_inherit_defaults() -> None:
+    """The sample, filled in, validates; an environment overrides the defaults."""
     config = parse(GOOD)
     assert set(config.environments) == {"dev", "staging", "prod"}
     assert config.tfvars("dev")["platforms"] == "arm64_tahoe"
@@ -55,7 +84,7 @@ def test_rendered_variables_are_exactly_the_root_modules() -> None:
     ("mutate", "needle"),
     [
         (lambda d: d["environments"]["prod"].update(bucket_name="Bad_Bucket"), "prod.bucket_name"),
-        (lambda d: d["environments"]["prod"].pop("image_uri"), "prod.image_uri: required"),
+        (lambda d: d["environments"]["prod"].pop("aws_region"), "prod.aws_region: required"),
         (lambda d: d["environments"]["dev"].update(concurrency="many"), "dev.concurrency"),
         (lambda d: d["environments"]["dev"].update(task_cpu=3000), "dev.task_cpu"),
         (lambda d: d["environments"]["dev"].update(platforms="arm64_windows"), "dev.platforms"),
@@ -81,7 +110,17 @@ def test_rendered_variables_are_exactly_the_root_modules() -> None:
             "prod.enable_cloudfront: replaced by brew_mirror",
         ),
         (lambda d: d["defaults"].update(external_hash_url="http://x/y"), "external_hash_url"),
-        (lambda d: d["environments"].update(qa={"aws_region": "us-east-1"}), "environments.qa"),
+        (lambda d: d["environments"].update(qa={"aws_region": "us-east-1"}), "qa.account_id"),
+        (lambda d: d["environments"].update(Prod={}), "environments.Prod: an environment's"),
+        (lambda d: d["environments"].update(q={}), "environments.q: an environment's name"),
+        (lambda d: d["environments"].update(moto={}), "environments.moto: reserved"),
+        (lambda d: d["environments"]["dev"].update(account_id=111122223333), "quotes"),
+        (lambda d: d["environments"]["dev"].update(account_id="12345"), "dev.account_id"),
+        (lambda d: d["environments"]["dev"].pop("account_id"), "dev.account_id: required"),
+        (lambda d: d["defaults"].pop("state"), "prod.state.bucket: required"),
+        (lambda d: d["defaults"]["state"].update(bucket="A_B"), "dev.state.bucket: must be"),
+        (lambda d: d["defaults"]["state"].update(lock=True), "dev.state.lock: unknown"),
+        (lambda d: d["environments"]["dev"].update(image_tag="a b"), "dev.image_tag"),
         (lambda d: d.update(version=2), "version"),
         (
             lambda d: d["environments"]["prod"].update(concurrency=64, task_memory=2048),
@@ -127,32 +166,113 @@ def test_unusable_file_is_a_clear_error(text: str) -> None:
 
 
 async def test_cli_validate_and_render(tmp_path: Path) -> None:
-    """`config validate` exits 0; `config render --env` writes the tfvars JSON; a bad
-    file exits 2 with one line per problem and writes nothing."""
-    ok = await run_cli("config", "validate", "--file", str(ROOT / "config.yaml"))
+    """`config validate` exits 0 on a filled-in file and 2 on the sample; `config render
+    --env --out` writes the tfvars JSON; a bad file exits 2 with one line per problem and
+    writes nothing."""
+    good = tmp_path / "config.yaml"
+    good.write_text(GOOD)
+    ok = await run_cli("config", "validate", "--file", str(good))
     assert ok.code == 0
+    sample = await run_cli("config", "validate", "--file", str(ROOT / "config.yaml"))
+    assert sample.code == 2
+    assert b"dev.account_id: required" in sample.stderr
     out = tmp_path / "prod" / "terraform.tfvars.json"
     rendered = await run_cli(
-        "config", "render", "--env", "prod", "--file", str(ROOT / "config.yaml"), "--out", str(out)
+        "config", "render", "--env", "prod", "--file", str(good), "--out", str(out)
     )
     assert rendered.code == 0
-    assert orjson.loads(out.read_bytes())["bucket_name"] == "mirrord-prod-bottles"
+    assert orjson.loads(out.read_bytes())["bucket_name"] == "mirrord-prod-333344445555"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        GOOD.replace("mirrord-prod-bottles", "Bad_Bucket").replace("task_cpu: 2048", "task_cpu: 3")
-    )
+    bad.write_text(GOOD.replace("task_cpu: 2048", "task_cpu: 3").replace("us-east-1", "moon", 1))
     result = await run_cli(
         "config", "render", "--env", "prod", "--file", str(bad), "--out", str(tmp_path / "x.json")
     )
     assert result.code == 2
     lines = result.stderr.decode().splitlines()
-    assert len(lines) == 4  # bucket (prod) + task_cpu in each of the three environments
+    assert len(lines) == 4, lines  # one region + task_cpu in each of the three environments
     assert not (tmp_path / "x.json").exists()
-    missing_env = await run_cli(
-        "config", "render", "--env", "qa", "--file", str(ROOT / "config.yaml")
-    )
+    missing_env = await run_cli("config", "render", "--env", "qa", "--file", str(good))
     assert missing_env.code == 2
     assert b"qa" in missing_env.stderr
+
+
+def test_any_environment_name_derives_unique_names() -> None:
+    """A new environment needs only account_id and aws_region: the bucket is
+    <name_prefix>-<env>-<account_id> and the image is in that account's ECR, named by
+    image_repository (default name_prefix) and image_tag (default the environment)."""
+    data = yaml.safe_load(GOOD)
+    data["environments"]["eu-prod"] = {"account_id": "444455556666", "aws_region": "eu-west-1"}
+    data["environments"]["qa"] = {
+        "account_id": "555566667777",
+        "aws_region": "us-west-2",
+        "image_repository": "tools/mirrord",
+        "image_tag": "v1",
+        "bucket_name": "acme-qa-bottles",
+        "state": {"bucket": "qa-state", "region": "us-east-2"},
+    }
+    config = parse(yaml.safe_dump(data))
+    eu = config.tfvars("eu-prod")
+    assert eu["environment"] == "eu-prod"
+    assert eu["account_id"] == "444455556666"
+    assert eu["bucket_name"] == "mirrord-eu-prod-444455556666"
+    assert eu["image_uri"] == "444455556666.dkr.ecr.eu-west-1.amazonaws.com/mirrord:eu-prod"
+    assert "image_repository" not in eu
+    assert "state" not in eu
+    qa = config.tfvars("qa")
+    assert qa["bucket_name"] == "acme-qa-bottles"
+    assert qa["image_uri"] == "555566667777.dkr.ecr.us-west-2.amazonaws.com/tools/mirrord:v1"
+    assert 'region       = "eu-west-1"' in config.backend("eu-prod")  # aws_region by default
+    assert 'bucket       = "qa-state"' in config.backend("qa")
+    assert 'region       = "us-east-2"' in config.backend("qa")
+    assert 'key          = "mirrord/qa/terraform.tfstate"' in config.backend("qa")
+    assert "use_lockfile = true" in config.backend("qa")
+    explicit = yaml.safe_load(GOOD)
+    explicit["environments"]["dev"]["image_uri"] = "ghcr.io/acme/mirrord:1"
+    assert parse(yaml.safe_dump(explicit)).tfvars("dev")["image_uri"] == "ghcr.io/acme/mirrord:1"
+
+
+def infra_copy(tmp_path: Path) -> Path:
+    infra = tmp_path / "infra"
+    shutil.copytree(
+        ROOT / "infra",
+        infra,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".terraform", "*.tf*.json"),
+    )
+    return infra
+
+
+async def test_render_makes_an_environment_folder(tmp_path: Path) -> None:
+    """`config render --env NAME` makes infra/environments/NAME/ a root like prod/: the
+    same links, the tfvars JSON and backend.hcl; again, it leaves the links alone; a
+    file in a link's place is refused, not overwritten."""
+    infra = infra_copy(tmp_path)
+    data = yaml.safe_load(GOOD)
+    data["environments"]["rehearsal"] = {"account_id": "444455556666", "aws_region": "eu-west-1"}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    args = ("config", "render", "--file", str(config), "--infra", str(infra), "--env")
+    for _ in range(2):
+        result = await run_cli(*args, "rehearsal")
+        assert result.code == 0, result.stderr
+    folder = infra / "environments" / "rehearsal"
+    prod = ROOT / "infra" / "environments" / "prod"
+    for name in ("main.tf", "outputs.tf", "versions.tf", "variables.tf", ".terraform.lock.hcl"):
+        assert (folder / name).is_symlink(), name
+        assert os.readlink(folder / name) == os.readlink(prod / name), name
+        assert (folder / name).resolve().is_file(), name
+    tfvars = orjson.loads((folder / "terraform.tfvars.json").read_bytes())
+    assert tfvars["environment"] == "rehearsal"
+    assert (folder / "backend.hcl").read_text() == parse(yaml.safe_dump(data)).backend("rehearsal")
+    dev = await run_cli(*args, "dev")  # dev holds the shared files themselves
+    assert dev.code == 0, dev.stderr
+    assert not (infra / "environments" / "dev" / "main.tf").is_symlink()
+    (folder / "main.tf").unlink()
+    (folder / "main.tf").write_text("# my own\n")
+    refused = await run_cli(*args, "rehearsal")
+    assert refused.code == 2
+    assert b"main.tf: exists and is not the shared ../dev/main.tf" in refused.stderr
+    assert (folder / "main.tf").read_text() == "# my own\n"
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,7 @@ ROOT_VARIABLES = frozenset(
         "external_hash_url",
         "brew_mirror",
         "cloudfront_price_class",
+        "account_id",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
@@ -86,6 +87,7 @@ SHARED_ENV = {
     "MIRRORD_LOGS_HINT",
     "MIRRORD_BREW_MIRROR",
 }
+MOTO_ACCOUNT = "123456789012"  # moto's default account (no MOTO_ACCOUNT_ID on the server)
 BOTTLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
 
 
@@ -354,6 +356,7 @@ async def test_moto_apply_then_the_cli_syncs_into_the_bucket_then_destroy(
                 "enable_monitoring": False,
                 "brew_mirror": False,  # moto has no CloudFront: see the plan test below
                 "schedule_enabled": False,
+                "account_id": MOTO_ACCOUNT,  # what moto's STS answers: allowed_account_ids
             }
         )
     )
@@ -460,6 +463,7 @@ def moto_copy(workspace: Workspace, tmp_path: Path, moto_url: str, **tfvars: Any
                 "enable_autoscaling": False,
                 "enable_monitoring": False,
                 "brew_mirror": False,
+                "account_id": MOTO_ACCOUNT,
                 **tfvars,
             }
         )

@@ -1,12 +1,17 @@
-# One deployment of mirrord. The variables are the root module's (variables.tf is a
-# symlink to ../../variables.tf); their values come from terraform.tfvars.json in this
-# folder, which `mirrord config render` writes.
+# One deployment of mirrord, shared by every environment: the other folders link this
+# file, outputs.tf, versions.tf and .terraform.lock.hcl here (`mirrord config render
+# --env NAME` makes the links). The variables are the root module's (variables.tf is a
+# symlink to ../../variables.tf); their values come from terraform.tfvars.json in the
+# folder, and the state's place from backend.hcl, both rendered from config.yaml.
 #
 #   terraform init -backend-config=backend.hcl
 #   terraform apply
 
 provider "aws" {
   region = var.aws_region
+
+  # Credentials for any other account fail here, before a plan or a change.
+  allowed_account_ids = [var.account_id]
 
   default_tags {
     tags = {
@@ -44,4 +49,5 @@ module "mirrord" {
   external_hash_url       = var.external_hash_url
   brew_mirror             = var.brew_mirror
   cloudfront_price_class  = var.cloudfront_price_class
+  account_id              = var.account_id
 }

@@ -3,7 +3,8 @@
 #
 #   terraform apply -var moto_endpoint=http://127.0.0.1:5000 -var environment=moto \
 #     -var aws_region=us-east-1 -var bucket_name=… -var image_uri=… \
-#     -var lambda_package_path=…zip -var enable_autoscaling=false
+#     -var lambda_package_path=…zip -var enable_autoscaling=false \
+#     -var account_id=123456789012   # moto's default account
 
 variable "moto_endpoint" {
   description = "URL of the moto server, e.g. http://127.0.0.1:5000."
@@ -20,10 +21,11 @@ provider "aws" {
   access_key                  = "testing"
   secret_key                  = "testing"
   skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-  s3_use_path_style           = true
+  # moto answers sts:GetCallerIdentity with its account (123456789012 by default).
+  allowed_account_ids     = [var.account_id]
+  skip_metadata_api_check = true
+  skip_region_validation  = true
+  s3_use_path_style       = true
 
   endpoints {
     appautoscaling = var.moto_endpoint
@@ -71,4 +73,5 @@ module "mirrord" {
   external_hash_url       = var.external_hash_url
   brew_mirror             = var.brew_mirror
   cloudfront_price_class  = var.cloudfront_price_class
+  account_id              = var.account_id
 }
