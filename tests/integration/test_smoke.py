@@ -11,7 +11,9 @@ loopback Slack receiver.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +58,7 @@ async def queue(bucket_name: str) -> AsyncIterator[Queue]:
         yield Queue(url, client)
 
 
-def runbook_command(test: str) -> list[str]:
+def runbook_line(test: str) -> str:
     """The one-line ``sh`` block of docs/operations.md marked ``tested:`` by ``test``: the
     runbook's command is the one the test runs, not a copy of it."""
     lines = RUNBOOK.read_text().splitlines()
@@ -65,7 +67,29 @@ def runbook_command(test: str) -> list[str]:
     assert lines[start + 1] == "```sh", f"{marker} is not followed by a sh block"
     body = lines[start + 2 : lines.index("```", start + 2)]
     assert len(body) == 1, f"the block of {test} should hold one command"
-    return shlex.split(body[0])
+    return body[0]
+
+
+def runbook_command(test: str) -> list[str]:
+    return shlex.split(runbook_line(test))
+
+
+async def run_runbook_shell(test: str, env: dict[str, str]) -> None:
+    """The runbook line under bash, with the venv's tools (the aws CLI) first on PATH,
+    while this loop goes on serving the test's peers."""
+    venv_bin = str(Path(sys.executable).parent)
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-eo",
+        "pipefail",
+        "-c",
+        runbook_line(test),
+        env={**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, (out + err).decode()
 
 
 def smoke_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
@@ -294,7 +318,11 @@ async def test_running_daemon_posts_to_the_rotated_webhook(
             await _until(lambda: daemon.jobs_done == 1 or task.done())
             before = len(receiver.bodies)
             assert before >= 1, "job 1 reported to the first webhook"
-            await sm.put_secret_value(SecretId=name, SecretString=second_receiver.url)
+            # docs/operations.md's command, as printed there (the aws CLI, against moto).
+            await run_runbook_shell(
+                "test_running_daemon_posts_to_the_rotated_webhook",
+                {"SLACK_SECRET": name, "NEW_WEBHOOK_URL": second_receiver.url},
+            )
             job2 = {"source": "manual", "date": DATE, "job_id": f"{DATE}-second"}
             await app.queue.send(job_from_event(job2, datetime.now(UTC)))
             await _until(lambda: daemon.jobs_done == 2 or task.done())
