@@ -89,16 +89,19 @@ package:
 
 # The Fargate image (docker/Dockerfile), where a Docker engine runs; elsewhere it says so
 # and fails. The deploy workflow passes IMAGE=<registry>/<repo>:<tag> and IMAGE_REVISION.
+# The base image by digest: docker/python-base.digest (the workflow checks it first).
 DOCKER         ?= docker
 IMAGE          ?= mirrord:local
 IMAGE_PLATFORM ?= linux/amd64
 IMAGE_REVISION ?=
+PYTHON_BASE_DIGEST ?= $(shell cat docker/python-base.digest)
 image:
 	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' is not installed:" \
 	  "building the image needs Docker (the deploy workflow builds it on GitHub's runner)" >&2; exit 1; }
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "make image: no Docker engine answers" \
 	  "('$(DOCKER) info' failed): start one, or build where Docker runs" >&2; exit 1; }
 	$(DOCKER) build --pull --platform $(IMAGE_PLATFORM) -f docker/Dockerfile \
+	  --build-arg PYTHON_BASE_DIGEST=$(PYTHON_BASE_DIGEST) \
 	  $(if $(IMAGE_REVISION),--label org.opencontainers.image.revision=$(IMAGE_REVISION)) \
 	  -t $(IMAGE) .
 

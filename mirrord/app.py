@@ -14,7 +14,7 @@ import random
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, TypeVar
 
 import aiohttp
@@ -33,6 +33,7 @@ from mirrord.adapters.sqs import JobQueue
 from mirrord.adapters.terminal import TerminalLogger
 from mirrord.adapters.web import upstream_connector
 from mirrord.core.errors import SettingsError
+from mirrord.core.messages import Message
 from mirrord.core.retry import Backoff, RetryPolicy
 from mirrord.core.settings import Settings
 
@@ -216,3 +217,29 @@ def _plain_config(settings: Settings) -> AioConfig:
         retries={"mode": "standard", "max_attempts": settings.max_attempts},
         user_agent_extra=f"mirrord/{__version__}",
     )
+
+
+async def with_fresh_webhook(app: App) -> App:
+    """``app`` with the Slack webhook resolved again: the daemon calls it for every job,
+    so a rotated secret (docs/operations.md) reaches a running task at its next job
+    instead of at its next restart. One GetSecretValue a job."""
+    return replace(app, slack=Slack(app.http, await _webhook(get_session(), app.settings)))
+
+
+async def notify_once(settings: Settings, message: Message) -> bool:
+    """Post one message to the settings' webhook (direct, or its secret): no bucket, no
+    S3; what ``mirrord notify`` sends. False when Slack is off or refused it."""
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    headers = {"User-Agent": f"mirrord/{__version__}"}
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+        if not settings.slack_webhook_url and not settings.slack_secret_id:
+            raise SettingsError("no Slack webhook: set MIRRORD_SLACK_WEBHOOK_URL or _SECRET_ID")
+        session = get_session()
+        if not settings.slack_webhook_url and not session.get_config_variable("region"):
+            raise SettingsError("no AWS region: set AWS_DEFAULT_REGION to read the secret")
+        slack = Slack(http, await _webhook(session, settings))
+        if not slack.enabled:  # the warning (slack_secret_unusable) said why
+            raise SettingsError("the Slack webhook is unusable (see the warning above)")
+        return await slack.send(message)

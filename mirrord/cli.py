@@ -25,11 +25,12 @@ from mirrord.adapters.invoke import lambda_invoker
 from mirrord.adapters.lock import default_owner
 from mirrord.adapters.terminal import BarProgress, LogProgress
 from mirrord.adapters.web import upstream_connector
-from mirrord.app import App, configure_logging, open_app, run_loop
+from mirrord.app import App, configure_logging, notify_once, open_app, run_loop
 from mirrord.cli_args import build_parser, job_from_args, settings_from
 from mirrord.core.deployconfig import FOLDER_LINKS, DeployConfig
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, MirrordError, SettingsError
+from mirrord.core.messages import deploy_message
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirrord.core.settings import Settings
 from mirrord.daemon import Daemon
@@ -163,7 +164,8 @@ async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
     job = job_from_args(args, app.settings)
     job = replace(job, job_id=f"{job.date}-manual", reason="manual")
     invoke = lambda_invoker(app.lambda_client, app.settings.sync_function)
-    result = await enqueue(app, job, invoke, external=await load_external(app))
+    external = await load_external(app)
+    result = await enqueue(app, job, invoke, external=external, dry_run=args.dry_run)
     render.emit(args.json, render.enqueue_result(result))
     return EXIT_OK
 
@@ -210,6 +212,8 @@ NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "daemon", "e
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "check-client":
         return await _check_client(args, settings)
+    if args.command == "notify":
+        return await _notify(args, settings)
     async with open_app(settings) as app:
         if args.command in NEEDS_BUCKET:
             await app.store.check_bucket()
@@ -251,6 +255,18 @@ def _render(config: DeployConfig, args: argparse.Namespace) -> None:
     (folder / "terraform.tfvars.json").write_bytes(body + b"\n")
     (folder / "backend.hcl").write_text(config.backend(args.env))
     print(f"wrote {folder}/terraform.tfvars.json and backend.hcl")
+
+
+async def _notify(args: argparse.Namespace, s: Settings) -> int:
+    """Slack only: no bucket, and AWS only to read MIRRORD_SLACK_SECRET_ID."""
+    message = deploy_message(
+        env=args.env, status=args.status, commit=args.commit, image=args.image, url=args.run_url
+    )
+    if await notify_once(s, message):
+        print(f"posted: {message.text}")
+        return EXIT_OK
+    print("mirrord: notify: Slack did not take the message (see the warning)", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from mirrord import __version__
 from mirrord.core.errors import JobError, SettingsError
 from mirrord.core.jobs import Job, parse_date
+from mirrord.core.messages import DEPLOY_STATUSES
 from mirrord.core.settings import Settings, from_env
 from mirrord.health import add_arguments as health_arguments
 
@@ -99,6 +100,11 @@ def _queue_flags(p: argparse.ArgumentParser, *, job: bool) -> None:
     _common(p)
     if job:
         _job_flags(p)
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="plan and estimate, print where the job would go; send nothing",
+        )
     p.add_argument("--queue-url", help="the SQS job queue (MIRRORD_QUEUE_URL)")
 
 
@@ -116,6 +122,16 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
                 "--infra", type=Path, default=Path("infra"), help="the infra/ folder (default)"
             )
             a.add_argument("--out", type=Path, help="only the tfvars JSON, to this path")
+
+
+def _notify_flags(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", required=True, title="actions", metavar="ACTION")
+    a = _command(actions, "deploy", "post a deploy's outcome (the deploy workflow)")
+    a.add_argument("--env", required=True, help="the environment deployed, e.g. staging")
+    a.add_argument("--status", required=True, choices=sorted(DEPLOY_STATUSES))
+    a.add_argument("--commit", required=True, help="the commit deployed")
+    a.add_argument("--image", help="the image deployed, by digest")
+    a.add_argument("--run-url", help="the workflow run, for the message's link")
 
 
 def _check_client_flags(p: argparse.ArgumentParser) -> None:
@@ -155,6 +171,7 @@ _PARSERS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...]
     ("config", "check config.yaml, or render it as Terraform variables", _config_flags),
     ("check-client", "walk the mirror over HTTP as brew 6 would on a machine", _check_client_flags),
     ("health", "exit 0 while the daemon's heartbeat file is fresh (ECS)", health_arguments),
+    ("notify", "post a notice to the Slack webhook (MIRRORD_SLACK_*)", _notify_flags),
 )
 
 
@@ -214,7 +231,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     for variable, flag in names.items():
         value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
         flags[variable] = ",".join(value) if isinstance(value, list) else value
-    settings = from_env(env, flags, require_bucket=not check_client, flag_names=names)
+    bucketless = check_client or args.command == "notify"
+    settings = from_env(env, flags, require_bucket=not bucketless, flag_names=names)
     if args.command == "daemon" and not settings.queue_url:
         # A usage error, said before any request (the bucket is asked for first).
         raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")

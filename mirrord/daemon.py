@@ -17,6 +17,8 @@
   Past ``HANDBACK_LIMIT`` hand-backs of one job (a task stopped over and over, e.g. by a
   failing health check), the message is only made visible again, so its receives count
   and a loop still ends in the DLQ.
+* The Slack webhook is resolved again for every job (app.with_fresh_webhook): a
+  rotated secret reaches a running daemon at its next job.
 * Liveness: the file ``MIRRORD_HEALTH_FILE`` is written at least every heartbeat;
   ``mirrord health`` (the ECS health check, health.py) fails when it is older than
   allowed.
@@ -33,7 +35,7 @@ import aiofiles
 import structlog
 
 from mirrord.adapters.sqs import JobQueue, Received
-from mirrord.app import App
+from mirrord.app import App, with_fresh_webhook
 from mirrord.core.errors import JobError, LockBusy, MirrordError
 from mirrord.core.jobs import Job, parse_job
 from mirrord.core.tasks import background
@@ -150,8 +152,9 @@ class Daemon:
             try:
                 # Lost to a takeover: the lock stops ours (the daemon exits; ECS starts
                 # another).
+                # The webhook is read per job: a rotated secret needs no restart.
                 report = await run_exclusive(
-                    self._app,
+                    await with_fresh_webhook(self._app),
                     job,
                     owner=self._owner,
                     route="fargate",

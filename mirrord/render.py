@@ -16,6 +16,7 @@ import structlog
 
 from mirrord.adapters.terminal import BarProgress, LogProgress, TerminalLogger, progress_for
 from mirrord.adapters.web import source_url
+from mirrord.core.messages import human_size
 from mirrord.core.report import Report
 from mirrord.services.check import Coverage
 from mirrord.services.enqueue import Enqueued
@@ -143,7 +144,11 @@ def rebuild_result(result: RebuildReport) -> Rendered:
 
 
 def enqueue_result(result: Enqueued) -> Rendered:
-    return result.to_dict(), f"{result.job_id}: {result.bottles} bottles → {result.route}"
+    line = f"{result.job_id}: {result.bottles} bottles → {result.route}"
+    if result.dry_run:
+        size = human_size(result.estimate.bytes) if result.estimate else "0 B"
+        line = f"dry run, nothing sent: {line} (estimate {size})"
+    return result.to_dict(), line
 
 
 def check_result(base: str, results: Sequence[Coverage]) -> Rendered:

@@ -405,3 +405,28 @@ def nothing_to_do_message(
         blocks.append(block)
         text += f"; {line}"
     return Message(_esc(text, _TEXT_MAX), tuple(blocks))
+
+
+# --- deploys (the deploy workflow's `mirrord notify deploy`) -------------------------
+
+DEPLOY_STATUSES = {"success": ":rocket:", "failure": ":x:", "cancelled": ":warning:"}
+
+
+def deploy_message(
+    *, env: str, status: str, commit: str, image: str | None = None, url: str | None = None
+) -> Message:
+    """One deploy's outcome: environment, commit, the image digest it ran, and the
+    workflow run to look at. ``status`` is the job's (success, failure, cancelled)."""
+    icon = DEPLOY_STATUSES.get(status, ":grey_question:")
+    short = commit[:12]
+    text = f"mirrord deploy to {env}: {status} (commit {short})"
+    pairs = [("Environment", _esc(env, 200)), ("Status", _esc(status, 100))]
+    pairs.append(("Commit", _code(commit, 64)))
+    if image:
+        pairs.append(("Image", _code(image, 400)))
+        text += f", image {_clip(image, 400)}"
+    blocks = [_header(f"{icon} mirrord deploy to {_clip(env, 100)}: {status}"), _fields(pairs)]
+    if url:
+        blocks.append(_context(f"Run: {_esc(url, 1000)}"))
+        text += f"; run: {url}"
+    return Message(_esc(text, _TEXT_MAX), tuple(blocks))

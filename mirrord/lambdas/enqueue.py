@@ -2,6 +2,9 @@
 (services/enqueue.py says how).
 
 Invoked by EventBridge (a scheduled event) or by hand with ``{"source": "manual", …}``.
+``{"source": "smoke"}`` (the deploy workflow's smoke test), or any event with
+``"dry_run": true``, plans and estimates with the deployed role and returns what it would
+send, sending, invoking and posting nothing.
 """
 
 from __future__ import annotations
@@ -29,24 +32,36 @@ def job_from_event(event: Any, now: datetime, releases: Releases = DEFAULT_RELEA
         when = event.get("time")
         day = parse_date(when[:10], "event.time") if isinstance(when, str) else today
         return job_from_dict({"v": 1, "job_id": f"{day}-weekly", "date": day, "reason": "schedule"})
-    if event.get("source") == "manual":
+    if event.get("source") in ("manual", "smoke"):
         day = event.get("date") or today
         fields = {k: event.get(k) for k in ("platforms", "formulae")}
-        job_id = event.get("job_id") or f"{day}-manual"
-        reason = event.get("reason", "manual")
+        job_id = event.get("job_id") or f"{day}-{event['source']}"
+        reason = event.get("reason", event["source"])
         body = {"v": 1, "job_id": job_id, "date": day, "reason": reason, **fields}
         return job_from_dict(body, releases=releases)
     raise JobError(
-        f"event.source must be 'aws.events' or 'manual', got {event.get('source')!r:.40}"
+        f"event.source must be 'aws.events', 'manual' or 'smoke', got {event.get('source')!r:.40}"
     )
+
+
+def is_dry_run(event: Any) -> bool:
+    """A smoke event, or ``"dry_run": true`` (exactly true: a typo must not send a job)."""
+    if not isinstance(event, dict):
+        return False
+    flag = event.get("dry_run", False)
+    if not isinstance(flag, bool):
+        raise JobError(f"event.dry_run must be true or false, got {flag!r:.40}")
+    return flag or event.get("source") == "smoke"
 
 
 async def _main(event: Any) -> dict[str, Any]:
     settings = settings_from_env()
     job = job_from_event(event, datetime.now(UTC), settings.releases)
+    dry_run = is_dry_run(event)
     async with open_app(settings) as app:
         invoke = lambda_invoker(app.lambda_client, settings.sync_function)
-        result = await enqueue(app, job, invoke, external=await load_external(app))
+        external = await load_external(app)
+        result = await enqueue(app, job, invoke, external=external, dry_run=dry_run)
     return result.to_dict()
 
 

@@ -12,6 +12,9 @@ With ``MIRRORD_BREW_MIRROR`` a job is also sent when no bottle is new but the br
 is behind (status.json says the last publication was cut short or kept the API files
 back, or the listing of ``v2/`` lacks an index or blob key of a stored bottle).
 Nothing new and nothing behind: no job, one "nothing to do" notification.
+A dry run (the post-deploy smoke test) does all of it, with the same reads, and stops
+before the first write: it returns the route, bottles and bytes it would send, and sends,
+invokes and posts nothing.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Enqueued:
     estimate: Estimate | None = None  # None when nothing was sent
     # Why the estimate is only a lower bound (a bound of index_sizes was hit), or None.
     estimate_partial: str | None = None
+    dry_run: bool = False  # route is where the job WOULD have gone; nothing was sent
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -73,6 +77,8 @@ class Enqueued:
         }
         if self.estimate is not None:
             body["estimate"] = {**self.estimate.to_dict(), "partial": self.estimate_partial}
+        if self.dry_run:
+            body["dry_run"] = True
         return body
 
 
@@ -140,10 +146,17 @@ async def index_sizes(registry: Registry, plan: Plan, s: Settings) -> IndexSizes
 
 
 async def enqueue(
-    app: Adapters, job: Job, invoke: Invoker | None, *, external: HashFile | None
+    app: Adapters,
+    job: Job,
+    invoke: Invoker | None,
+    *,
+    external: HashFile | None,
+    dry_run: bool = False,
 ) -> Enqueued:
     """Plan ``job``; send it to the sync Lambda (``invoke``) or the queue, or, with
-    nothing to do, only tell Slack. ``external`` as in plan.plan_job."""
+    nothing to do, only tell Slack. ``external`` as in plan.plan_job. ``dry_run``: the
+    same plan and estimate, then only the result (``dry_run`` set, ``route`` where it
+    would have gone): no invoke, no message, no Slack."""
     if app.queue is None and invoke is None:
         raise SettingsError("MIRRORD_QUEUE_URL or MIRRORD_SYNC_FUNCTION: one is required")
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
@@ -158,8 +171,12 @@ async def enqueue(
             skipped=plan.skipped,
             publication_behind=await _behind(app, job, planned),
             route="none",
+            dry_run=dry_run,
         )
         if not plan.transfers and not plan.links and result.publication_behind is None:
+            if dry_run:
+                log.info("dry_run", **result.to_dict())
+                return result
             await _nothing_to_do(app, job, planned)
             log.info("nothing_to_do", **_fields(result))
             return result
@@ -169,14 +186,19 @@ async def enqueue(
         job = replace(job, platforms=job.platforms or planned.targets, estimated_bytes=guess.bytes)
         # A partial estimate is a lower bound: only Fargate is sure to fit the job.
         small = guess.bytes < s.size_threshold_gb * 1e9 and sized.partial is None
-        if (small and invoke is not None) or app.queue is None:
+        route: Route = (
+            "lambda" if (small and invoke is not None) or app.queue is None else "fargate"
+        )
+        result = replace(result, route=route, estimate=guess, estimate_partial=sized.partial)
+        if dry_run:
+            log.info("dry_run", **result.to_dict())
+            return result
+        if route == "lambda":
             assert invoke is not None
             await invoke(job)
-            route: Route = "lambda"
         else:
+            assert app.queue is not None
             await app.queue.send(job)
-            route = "fargate"
-        result = replace(result, route=route, estimate=guess, estimate_partial=sized.partial)
         await app.slack.send(
             start_message(
                 job_id=job.job_id,

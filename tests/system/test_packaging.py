@@ -139,12 +139,19 @@ def test_hadolint_passes() -> None:
 
 
 def test_image_stages_share_one_pinned_base() -> None:
-    """Every stage is FROM the same python:3.13.N-slim-trixie tag (TARGET_ENV's full version)."""
-    bases = [args.split()[0] for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    """Every stage is FROM the same python:3.13.N-slim-trixie tag (TARGET_ENV's full
+    version) at the digest build argument, which docker/python-base.digest holds and
+    `make image` passes."""
+    instructions = dockerfile_instructions()
+    bases = [args.split()[0] for keyword, args in instructions if keyword == "FROM"]
     assert len(bases) == 2, f"expected a builder and a final stage, got {bases}"
     assert len(set(bases)) == 1, f"the stages' bases differ: {bases}"
-    assert re.fullmatch(r"python:3\.13\.\d+-slim-trixie(@sha256:[0-9a-f]{64})?", bases[0]), bases
+    assert re.fullmatch(r"python:3\.13\.\d+-slim-trixie@\$\{PYTHON_BASE_DIGEST\}", bases[0]), bases
     assert bases[0].startswith(f"python:{TARGET_ENV['python_full_version']}-"), bases
+    # Declared before the first FROM, with no default: a build without it fails.
+    assert instructions[0] == ("ARG", "PYTHON_BASE_DIGEST"), instructions[0]
+    digest = (ROOT / "docker" / "python-base.digest").read_text()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", digest), digest
 
 
 def test_lambda_image_and_package_share_one_python() -> None:
@@ -159,13 +166,13 @@ def test_lambda_image_and_package_share_one_python() -> None:
     (base,) = {a.split()[0] for k, a in dockerfile_instructions() if k == "FROM"}
     assert base.startswith(f"python:{TARGET_PYTHON}."), base
     deploy = load_workflow(ROOT / ".github" / "workflows" / "deploy.yml")
-    versions = [
+    versions = {
         step["with"]["python-version"]
         for job in deploy["jobs"].values()
         for step in job["steps"]
         if step.get("uses", "").startswith("actions/setup-python@")
-    ]
-    assert versions == [TARGET_PYTHON], versions
+    }
+    assert versions == {TARGET_PYTHON}, versions
     ci = load_workflow(ROOT / ".github" / "workflows" / "ci.yml")
     assert ci["env"]["TARGET_PYTHON_VERSION"] == TARGET_PYTHON
     target = ci["jobs"]["test-target"]["steps"]
@@ -462,8 +469,10 @@ def test_make_image_builds_the_dockerfile() -> None:
     proc = make("-n", "image", "IMAGE=registry.example/mirrord:dev-abc", "IMAGE_REVISION=abc")
     assert proc.returncode == 0, report(proc)
     build = " ".join(proc.stdout.replace("\\\n", " ").split())
+    digest = (ROOT / "docker" / "python-base.digest").read_text().strip()
     assert (
         "docker build --pull --platform linux/amd64 -f docker/Dockerfile "
+        f"--build-arg PYTHON_BASE_DIGEST={digest} "
         "--label org.opencontainers.image.revision=abc -t registry.example/mirrord:dev-abc ."
     ) in build, build
 
@@ -485,5 +494,6 @@ def test_deploy_workflow_packages_with_make() -> None:
     runs = "\n".join(step.get("run", "") for step in steps)
     for wanted in ("make package", "make image"):
         assert wanted in runs, runs
-    for copied in ("--target", "docker build"):
-        assert copied not in runs, runs
+    # (docker buildx imagetools inspect, which reads the base's digest, builds nothing)
+    for copied in (r"--target\b", r"docker build\s"):
+        assert not re.search(copied, runs), runs
