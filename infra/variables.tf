@@ -261,3 +261,14 @@ variable "cloudfront_price_class" {
     error_message = "cloudfront_price_class: PriceClass_100, PriceClass_200 or PriceClass_All."
   }
 }
+
+variable "monthly_budget_usd" {
+  description = "Monthly AWS cost budget of the account in USD: 80 % actually spent or 100 % forecast notifies the alarm topic (and so Slack). null: no budget."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.monthly_budget_usd == null || try(var.monthly_budget_usd > 0, false)
+    error_message = "monthly_budget_usd: a positive amount in USD, or null for no budget."
+  }
+}

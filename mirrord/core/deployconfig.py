@@ -159,6 +159,11 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         _matches(r"PriceClass_(100|200|All)", "PriceClass_100, PriceClass_200 or PriceClass_All"),
         "PriceClass_100",
     ),
+    # The account's monthly AWS Budgets alert (80 % spent, 100 % forecast); null: none.
+    "monthly_budget_usd": (
+        lambda v: None if v is None or (_number(0.01)(v) is None) else "must be null or > 0",
+        None,
+    ),
 }
 ROOT_VARIABLES = frozenset({*VARIABLES, "environment"})  # environment: the entry's name
 # Settings that were replaced: the problem says by what.

@@ -71,6 +71,7 @@ ROOT_VARIABLES = frozenset(
         "external_hash_url",
         "brew_mirror",
         "cloudfront_price_class",
+        "monthly_budget_usd",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
@@ -85,6 +86,7 @@ SHARED_ENV = {
     "MIRRORD_SLACK_SECRET_ID",
     "MIRRORD_LOGS_HINT",
     "MIRRORD_BREW_MIRROR",
+    "MIRRORD_ENVIRONMENT",
 }
 BOTTLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
 
@@ -298,7 +300,37 @@ def check_deployed(clients: dict[str, Any], out: dict[str, Any]) -> dict[str, st
         assert "MIRRORD_MIRROR_URL" not in runtime_env
     assert out["mirror_url"] is None
     check_schedule(clients, out)
+    check_alarm_route(clients, out)
     return sync_env
+
+
+def check_alarm_route(clients: dict[str, Any], out: dict[str, Any]) -> None:
+    """The alarm Lambda is subscribed to the alarm topic, SNS may invoke it from that
+    topic only, it reads no more than the secret and the environment's name, and the
+    topic lets CloudWatch alarms and Budgets publish. Every runtime names the environment."""
+    lam, sns = clients["lambda"], clients["sns"]
+    topic = out["alarm_topic_arn"]
+    conf = lam.get_function_configuration(FunctionName=out["alarm_function_name"])
+    assert conf["Handler"] == "mirrord.lambdas.alarm.handler"
+    assert conf["Runtime"] == "python3.13"
+    assert conf["Environment"]["Variables"] == {
+        "MIRRORD_SLACK_SECRET_ID": out["slack_secret_arn"],
+        "MIRRORD_ENVIRONMENT": "moto",
+    }
+    assert conf["Role"].endswith("-alarm")
+    subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert {(s["Protocol"], s["Endpoint"]) for s in subs} == {("lambda", conf["FunctionArn"])}
+    (grant,) = json.loads(lam.get_policy(FunctionName=conf["FunctionName"])["Policy"])["Statement"]
+    assert grant["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == topic
+    policy = json.loads(sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])
+    publishers = {s["Sid"]: s["Principal"] for s in policy["Statement"]}
+    assert publishers["CloudWatchAlarms"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert publishers["Budgets"] == {"Service": "budgets.amazonaws.com"}
+    assert out["budget_name"] is None  # monthly_budget_usd: null (moto has no Budgets read)
+    for name in ("enqueue", "sync"):
+        env = lam.get_function_configuration(FunctionName=out[f"{name}_function_name"])
+        assert env["Environment"]["Variables"]["MIRRORD_ENVIRONMENT"] == "moto"
 
 
 def check_schedule(clients: dict[str, Any], out: dict[str, Any]) -> None:
@@ -359,7 +391,7 @@ async def test_moto_apply_then_the_cli_syncs_into_the_bucket_then_destroy(
     )
     clients = {
         name: boto3.client(name, endpoint_url=moto_url, region_name="us-east-1")
-        for name in ("s3", "sqs", "lambda", "ecs", "events")
+        for name in ("s3", "sqs", "lambda", "ecs", "events", "sns")
     }
     s3 = clients["s3"]
 

@@ -44,4 +44,5 @@ module "mirrord" {
   external_hash_url       = var.external_hash_url
   brew_mirror             = var.brew_mirror
   cloudfront_price_class  = var.cloudfront_price_class
+  monthly_budget_usd      = var.monthly_budget_usd
 }
