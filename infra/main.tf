@@ -20,6 +20,7 @@ locals {
 
   enqueue_function_name = "${local.name}-enqueue"
   sync_function_name    = "${local.name}-sync"
+  alarm_function_name   = "${local.name}-alarm"
   daemon_name           = "${local.name}-daemon"
   daemon_log_group_name = "/ecs/${local.daemon_name}"
 
@@ -34,6 +35,7 @@ locals {
       MIRRORD_SIZE_THRESHOLD_GB = tostring(var.size_threshold_gb)
       MIRRORD_HEARTBEAT_SECONDS = tostring(local.heartbeat_seconds)
       MIRRORD_SLACK_SECRET_ID   = module.notifications.slack_secret_arn
+      MIRRORD_ENVIRONMENT       = var.environment # named in every Slack message
       # One switch with the CloudFront distribution: the brew-6 copies are written
       # only where something serves them.
       MIRRORD_BREW_MIRROR = tostring(var.brew_mirror)
@@ -78,10 +80,11 @@ module "sqs" {
 module "notifications" {
   source = "./modules/notifications"
 
-  name         = local.name
-  alarm_emails = var.alarm_emails
-  kms_key_arn  = var.kms_key_arn
-  tags         = local.tags
+  name               = local.name
+  alarm_emails       = var.alarm_emails
+  kms_key_arn        = var.kms_key_arn
+  monthly_budget_usd = var.monthly_budget_usd
+  tags               = local.tags
 }
 
 module "iam" {
@@ -95,6 +98,7 @@ module "iam" {
   alarm_topic_arn       = module.notifications.topic_arn
   enqueue_function_name = local.enqueue_function_name
   sync_function_name    = local.sync_function_name
+  alarm_function_name   = local.alarm_function_name
   task_log_group_name   = local.daemon_log_group_name
   image_uri             = var.image_uri
   kms_key_arn           = var.kms_key_arn
@@ -115,6 +119,9 @@ module "lambda" {
   sync_memory_size                = var.sync_memory_size
   sync_dead_letter_arn            = module.sqs.dlq_arn
   enqueue_failure_destination_arn = module.notifications.topic_arn
+  alarm_function_name             = local.alarm_function_name
+  alarm_role_arn                  = module.iam.alarm_role_arn
+  alarm_topic_arn                 = module.notifications.topic_arn
   log_retention_days              = var.log_retention_days
   kms_key_arn                     = var.kms_key_arn
   tags                            = local.tags

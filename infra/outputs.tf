@@ -44,10 +44,11 @@ output "task_definition_arn" {
 }
 
 output "log_group_names" {
-  description = "Where the logs are: enqueue, sync and daemon."
+  description = "Where the logs are: enqueue, sync, alarm and daemon."
   value = {
     enqueue = module.lambda.log_group_names.enqueue
     sync    = module.lambda.log_group_names.sync
+    alarm   = module.lambda.log_group_names.alarm
     daemon  = module.ecs.log_group_name
   }
 }
@@ -58,8 +59,18 @@ output "slack_secret_arn" {
 }
 
 output "alarm_topic_arn" {
-  description = "SNS topic of the alarms and failed enqueues."
+  description = "SNS topic of the alarms, failed enqueues and budget alerts; the alarm Lambda posts each to Slack."
   value       = module.notifications.topic_arn
+}
+
+output "alarm_function_name" {
+  description = "The alarm Lambda: subscribed to the alarm topic, posts every message to Slack."
+  value       = module.lambda.alarm_function_name
+}
+
+output "budget_name" {
+  description = "The monthly AWS budget (null without monthly_budget_usd)."
+  value       = module.notifications.budget_name
 }
 
 output "schedule_rule_name" {

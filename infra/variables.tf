@@ -271,3 +271,14 @@ variable "account_id" {
     error_message = "account_id: the 12-digit AWS account id, as a string."
   }
 }
+
+variable "monthly_budget_usd" {
+  description = "Monthly AWS cost budget of the account in USD: 80 % actually spent or 100 % forecast notifies the alarm topic (and so Slack). null: no budget."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.monthly_budget_usd == null || try(var.monthly_budget_usd > 0, false)
+    error_message = "monthly_budget_usd: a positive amount in USD, or null for no budget."
+  }
+}

@@ -194,10 +194,19 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
             store=S3Store(s3, settings.bucket),
             backoff=backoff,
             s3=s3,
-            slack=Slack(http, await _webhook(session, settings)),
+            slack=Slack(http, await _webhook(session, settings), environment=settings.environment),
             queue=queue,
             lambda_client=lambda_client,
         )
+
+
+@asynccontextmanager
+async def open_slack(settings: Settings) -> AsyncIterator[Slack]:
+    """Slack alone (the alarm Lambda): an HTTP session and the webhook from the secret,
+    none of the bucket's clients."""
+    session = get_session()
+    async with aiohttp.ClientSession(headers={"User-Agent": f"mirrord/{__version__}"}) as http:
+        yield Slack(http, await _webhook(session, settings), environment=settings.environment)
 
 
 async def _webhook(session: AioSession, settings: Settings) -> str | None:

@@ -38,6 +38,7 @@ from mirrord.adapters.sqs import JobQueue, Received
 from mirrord.app import App, with_fresh_webhook
 from mirrord.core.errors import JobError, LockBusy, MirrordError
 from mirrord.core.jobs import Job, parse_job
+from mirrord.core.report import running_emf
 from mirrord.core.tasks import background
 from mirrord.services.job import run_exclusive
 
@@ -135,10 +136,17 @@ class Daemon:
             await self._run(job, message)
 
     async def _heartbeat(self, receipt: str) -> None:
-        """Keep the message invisible (also while waiting for the lock)."""
+        """Keep the message invisible (also while waiting for the lock); log how long the
+        job has run as an EMF record (the job-too-long alarm)."""
+        started = time.monotonic()
         while True:
             await asyncio.sleep(self._beat)
             await beat(self._app.settings.health_file)
+            if self._app.settings.emf:
+                running = running_emf(
+                    time.monotonic() - started, route="fargate", now_ms=int(time.time() * 1000)
+                )
+                log.info("job_running", **running)
             try:
                 await self._queue.hide(receipt, self._visibility)
             except MirrordError as exc:

@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from mirrord.core.errors import InputError
-from mirrord.core.messages import Message, progress_message
+from mirrord.core.messages import Message, progress_message, with_environment
 from mirrord.core.report import Progress
 from mirrord.core.retry import parse_retry_after
 
@@ -64,14 +64,19 @@ class Slack:
         *,
         timeout: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        environment: str | None = None,
     ) -> None:
         self._session = session
         self._url = webhook_url
+        self._environment = environment  # named in every message (MIRRORD_ENVIRONMENT)
         self._timeout = timeout
         self._sleep = sleep
 
     def __repr__(self) -> str:
-        return f"Slack(enabled={self.enabled}, timeout={self._timeout})"
+        return (
+            f"Slack(enabled={self.enabled}, timeout={self._timeout}, "
+            f"environment={self._environment!r})"
+        )
 
     @property
     def enabled(self) -> bool:
@@ -87,12 +92,12 @@ class Slack:
         return 2 * self._timeout + MAX_RETRY_AFTER
 
     async def send(self, message: Message) -> bool:
-        """Post ``message``; True on 2xx. Never raises (but for cancellation): a failure
+        """Post ``message``, naming the environment; True on 2xx. Never raises (but for cancellation): a failure
         is one ``slack_failed`` warning. One retry on 429/5xx, after ``Retry-After``
         (at most 5 s)."""
         if self._url is None:
             return False
-        body = orjson.dumps(message.payload())
+        body = orjson.dumps(with_environment(message, self._environment).payload())
         outcome = await self._attempt(self._url, body)
         attempts = 1
         if outcome.retryable:

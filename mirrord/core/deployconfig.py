@@ -171,6 +171,11 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
     ),
     # Quoted in YAML: a string of 12 ASCII digits (Terraform's allowed_account_ids).
     "account_id": (_matches(r"[0-9]{12}", ACCOUNT_HINT), REQUIRED),
+    # The account's monthly AWS Budgets alert (80 % spent, 100 % forecast); null: none.
+    "monthly_budget_usd": (
+        lambda v: None if v is None or (_number(0.01)(v) is None) else "must be null or > 0",
+        None,
+    ),
 }
 # config.yaml's own keys: not Terraform variables, they derive some.
 OWN_KEYS: Mapping[str, tuple[Check, Any]] = {

@@ -407,6 +407,20 @@ def nothing_to_do_message(
     return Message(_esc(text, _TEXT_MAX), tuple(blocks))
 
 
+def with_environment(message: Message, environment: str | None) -> Message:
+    """``message`` naming the deployment it comes from: ``[prod]`` before the text, in
+    the header (or, without one, a context line first). None (a local run): as it is."""
+    if not environment:
+        return message
+    name = _esc(environment, 40)
+    blocks = list(message.blocks)
+    if blocks and blocks[0].get("type") == "header":
+        blocks[0] = _header(f"{blocks[0]['text']['text']} [{environment[:40]}]")
+    else:
+        blocks.insert(0, _context(f"Environment: *{name}*"))
+    return Message(_clip(f"[{name}] {message.text}", _TEXT_MAX), tuple(blocks))
+
+
 # --- deploys (the deploy workflow's `mirrord notify deploy`) -------------------------
 
 DEPLOY_STATUSES = {"success": ":rocket:", "failure": ":x:", "cancelled": ":warning:"}

@@ -155,10 +155,34 @@ def emf(report: Report, *, route: str, now_ms: int, namespace: str = "mirrord") 
         "BottlesRemaining": (report.remaining, "Count"),
         "BytesDownloaded": (report.bytes, "Bytes"),
         "DurationSeconds": (round(report.duration_s, 3), "Seconds"),
+        # The stall signal (the stalled-runs alarm): the plan found bottles the mirror
+        # lacks (the catalog changed since the last complete run) and this run stored
+        # none of them, whether they failed, or the run was stopped or handed off first.
+        "CatalogChanged": (int(report.planned > 0), "Count"),
+        "BottlesStored": (report.downloaded + report.adopted, "Count"),
+        "StalledRun": (
+            int(report.planned > 0 and report.downloaded + report.adopted == 0),
+            "Count",
+        ),
     }
     if report.estimated_bytes:
         error = (report.bytes - report.estimated_bytes) / report.estimated_bytes * 100
         values["EstimateErrorPercent"] = (round(error, 2), "Percent")
+    return _record(values, route=route, now_ms=now_ms, namespace=namespace)
+
+
+def running_emf(
+    seconds: float, *, route: str, now_ms: int, namespace: str = "mirrord"
+) -> dict[str, Any]:
+    """The EMF record a running job logs every heartbeat: ``JobRunningSeconds`` since it
+    started (the job-too-long alarm), so a job that never ends is seen while it runs."""
+    values = {"JobRunningSeconds": (round(seconds, 1), "Seconds")}
+    return _record(values, route=route, now_ms=now_ms, namespace=namespace)
+
+
+def _record(
+    values: dict[str, tuple[float, str]], *, route: str, now_ms: int, namespace: str
+) -> dict[str, Any]:
     return {
         "_aws": {
             "Timestamp": now_ms,

@@ -163,6 +163,9 @@ class Settings:
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
+    # Which deployment speaks (dev, staging, prod…): named in every Slack message. None
+    # (a local run): no name.
+    environment: str | None = None
     # brew 6 straight from the bucket (services/publish.py): image indexes, blob keys, API,
     # portable Ruby.
     brew_mirror: bool = True
@@ -239,6 +242,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: _text(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: _url(t, n, secret=True)),
     "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: _text(t, n, 512)),
+    "MIRRORD_ENVIRONMENT": ("environment", lambda t, n: _environment(t, n)),
     "MIRRORD_BREW_MIRROR": ("brew_mirror", lambda t, n: _bool(t, n)),
     "MIRRORD_BREW_API_URL": ("brew_api_url", lambda t, n: _url(t, n)),
     "MIRRORD_PORTABLE_RUBY": ("portable_ruby", lambda t, n: _versions(t, n)),
@@ -306,6 +310,15 @@ def _text(text: str, name: str, limit: int) -> str:
         raise SettingsError(f"{name}: longer than {limit} characters")
     if any(c < " " or c == "\x7f" for c in text):
         raise SettingsError(f"{name}: holds control characters")
+    return text
+
+
+_ENVIRONMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+def _environment(text: str, name: str) -> str:
+    if not _ENVIRONMENT_RE.fullmatch(text):
+        raise SettingsError(f"{name}: {text!r:.60} is not an environment name (e.g. prod)")
     return text
 
 

@@ -1,4 +1,5 @@
-"""AWS Lambda entry points: ``enqueue.handler`` (weekly cron) and ``sync.handler``."""
+"""AWS Lambda entry points: ``enqueue.handler`` (weekly cron), ``sync.handler`` and
+``alarm.handler`` (the alarm topic to Slack)."""
 
 from __future__ import annotations
 

@@ -777,6 +777,34 @@ async def test_health_command_follows_the_heartbeat_file(plane: Plane, tmp_path:
     assert (await run_cli("health", "--max-age", "60", env=env)).code == 1
 
 
+async def test_daemon_logs_job_running_seconds_every_heartbeat(plane: Plane) -> None:
+    """While it holds a job (here: waiting for a bucket lock someone else holds) the
+    daemon logs an EMF record JobRunningSeconds (Route fargate) every heartbeat: the
+    job-too-long alarm's metric. Stopped, it hands the job back."""
+    rival = BucketLock(plane.app.store, "rival", ttl=600)
+    assert await rival.acquire("someone-elses-job") is None
+    app = replace(plane.app, settings=replace(plane.app.settings, emf=True))
+    assert app.queue is not None
+    await app.queue.send(job_from_event(SCHEDULED, datetime.now(UTC)))
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(Daemon(app, app.queue, stop=stop, owner="slow").serve())
+
+        def running() -> list[dict[str, Any]]:
+            return [e for e in logs if e["event"] == "job_running"]
+
+        await until(lambda: len(running()) >= 2, 30, "two job_running records")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    await rival.release()
+    first, second = running()[:2]
+    (directive,) = first["_aws"]["CloudWatchMetrics"]
+    assert directive["Metrics"] == [{"Name": "JobRunningSeconds", "Unit": "Seconds"}]
+    assert directive["Dimensions"] == [["Route"]]
+    assert first["Route"] == "fargate"
+    assert 0 < first["JobRunningSeconds"] < second["JobRunningSeconds"]
+
+
 async def test_job_emits_emf_metrics_and_slack_failure_never_fails_it(
     bucket_name: str, queues: Queues
 ) -> None:

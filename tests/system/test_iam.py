@@ -34,3 +34,14 @@ def test_the_task_role_may_make_every_call_the_job_queue_adapter_makes() -> None
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= used
     missing = used - policy_actions("task")
     assert not missing, f"infra/modules/iam: the task role lacks {sorted(missing)}"
+
+
+def test_the_alarm_role_may_only_read_the_secret_and_write_its_logs() -> None:
+    """The alarm Lambda posts the alarm topic's messages to Slack: nothing of the bucket,
+    the queues or the other functions."""
+    assert policy_actions("alarm") == {
+        "secretsmanager:GetSecretValue",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "kms:Decrypt",
+    }

@@ -72,6 +72,7 @@ ROOT_VARIABLES = frozenset(
         "brew_mirror",
         "cloudfront_price_class",
         "account_id",
+        "monthly_budget_usd",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
@@ -86,6 +87,7 @@ SHARED_ENV = {
     "MIRRORD_SLACK_SECRET_ID",
     "MIRRORD_LOGS_HINT",
     "MIRRORD_BREW_MIRROR",
+    "MIRRORD_ENVIRONMENT",
 }
 MOTO_ACCOUNT = "123456789012"  # moto's default account (no MOTO_ACCOUNT_ID on the server)
 BOTTLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
@@ -300,7 +302,37 @@ def check_deployed(clients: dict[str, Any], out: dict[str, Any]) -> dict[str, st
         assert "MIRRORD_MIRROR_URL" not in runtime_env
     assert out["mirror_url"] is None
     check_schedule(clients, out)
+    check_alarm_route(clients, out)
     return sync_env
+
+
+def check_alarm_route(clients: dict[str, Any], out: dict[str, Any]) -> None:
+    """The alarm Lambda is subscribed to the alarm topic, SNS may invoke it from that
+    topic only, it reads no more than the secret and the environment's name, and the
+    topic lets CloudWatch alarms and Budgets publish. Every runtime names the environment."""
+    lam, sns = clients["lambda"], clients["sns"]
+    topic = out["alarm_topic_arn"]
+    conf = lam.get_function_configuration(FunctionName=out["alarm_function_name"])
+    assert conf["Handler"] == "mirrord.lambdas.alarm.handler"
+    assert conf["Runtime"] == "python3.13"
+    assert conf["Environment"]["Variables"] == {
+        "MIRRORD_SLACK_SECRET_ID": out["slack_secret_arn"],
+        "MIRRORD_ENVIRONMENT": "moto",
+    }
+    assert conf["Role"].endswith("-alarm")
+    subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert {(s["Protocol"], s["Endpoint"]) for s in subs} == {("lambda", conf["FunctionArn"])}
+    (grant,) = json.loads(lam.get_policy(FunctionName=conf["FunctionName"])["Policy"])["Statement"]
+    assert grant["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == topic
+    policy = json.loads(sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])
+    publishers = {s["Sid"]: s["Principal"] for s in policy["Statement"]}
+    assert publishers["CloudWatchAlarms"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert publishers["Budgets"] == {"Service": "budgets.amazonaws.com"}
+    assert out["budget_name"] is None  # monthly_budget_usd: null (moto has no Budgets read)
+    for name in ("enqueue", "sync"):
+        env = lam.get_function_configuration(FunctionName=out[f"{name}_function_name"])
+        assert env["Environment"]["Variables"]["MIRRORD_ENVIRONMENT"] == "moto"
 
 
 def check_schedule(clients: dict[str, Any], out: dict[str, Any]) -> None:
@@ -362,7 +394,7 @@ async def test_moto_apply_then_the_cli_syncs_into_the_bucket_then_destroy(
     )
     clients = {
         name: boto3.client(name, endpoint_url=moto_url, region_name="us-east-1")
-        for name in ("s3", "sqs", "lambda", "ecs", "events")
+        for name in ("s3", "sqs", "lambda", "ecs", "events", "sns")
     }
     s3 = clients["s3"]
 
@@ -525,3 +557,114 @@ def test_moto_plan_refuses_a_sync_lambda_too_small_for_its_concurrency(
     plan = terraform("plan", "-input=false", "-lock=false", cwd=planned, env=workspace.env)
     assert plan.returncode == 0, output_of(plan)
     assert "memory_size                    = 3584" in plan.stdout, output_of(plan)
+
+
+# The monitoring module's metric alarms, each to the topic. Its composite alarm (and the
+# two children that exist only for it) cannot apply in moto (no PutCompositeAlarm), so
+# the apply targets the metric alarms by name.
+MOTO_ALARMS = (
+    "dlq_not_empty",
+    "schedule_dlq_not_empty",
+    "sync_failed",
+    "lambda_errors",
+    "queue_stuck",
+    "job_too_long",
+    "stalled_runs",
+)
+MONITORING_ROOT = """
+variable "moto_endpoint" {{
+  type = string
+}}
+
+provider "aws" {{
+  region                      = "us-east-1"
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  endpoints {{
+    cloudwatch = var.moto_endpoint
+    logs       = var.moto_endpoint
+    sts        = var.moto_endpoint
+  }}
+}}
+
+module "monitoring" {{
+  source                = "../../modules/monitoring"
+  name                  = "{name}"
+  topic_arn             = "arn:aws:sns:us-east-1:123456789012:{name}-alarms"
+  queue_name            = "{name}-jobs"
+  dlq_name              = "{name}-jobs-dlq"
+  schedule_dlq_name     = "{name}-schedule-dlq"
+  enqueue_function_name = "{name}-enqueue"
+  sync_function_name    = "{name}-sync"
+  cluster_name          = "{name}-daemon"
+  service_name          = "{name}-daemon"
+  log_group_names       = {{ enqueue = "e", sync = "s", daemon = "d" }}
+}}
+"""
+
+
+@pytest.mark.slow
+def test_moto_applies_the_metric_alarms(workspace: Workspace, moto_url: str) -> None:
+    """The monitoring module's metric alarms (the three of issue 15 among them) apply in
+    moto and read back as the Slack route needs: every one notifies the topic on ALARM
+    and on OK; queue-stuck counts the oldest message's age only while one is visible."""
+    name = f"m{uuid.uuid4().hex[:8]}"
+    folder = workspace.root / "environments" / f"monitoring-{name}"
+    folder.mkdir()
+    (folder / "main.tf").write_text(MONITORING_ROOT.format(name=name))
+    plugins = [f"-plugin-dir={PLUGIN_DIR}"] if PLUGIN_DIR.is_dir() else []
+    init = terraform(
+        "init", "-backend=false", "-input=false", *plugins, cwd=folder, env=workspace.env
+    )
+    assert init.returncode == 0, output_of(init)
+    targets = [f"-target=module.monitoring.aws_cloudwatch_metric_alarm.{a}" for a in MOTO_ALARMS]
+    apply = terraform(
+        "apply",
+        "-auto-approve",
+        "-input=false",
+        f"-var=moto_endpoint={moto_url}",
+        *targets,
+        cwd=folder,
+        env=workspace.env,
+    )
+    assert apply.returncode == 0, output_of(apply)
+    cw = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
+    alarms = {
+        a["AlarmName"]: a for a in cw.describe_alarms(AlarmNamePrefix=f"{name}-")["MetricAlarms"]
+    }
+    topic = f"arn:aws:sns:us-east-1:123456789012:{name}-alarms"
+    assert set(alarms) == {f"{name}-{a.replace('_', '-')}" for a in MOTO_ALARMS}
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [topic], alarm["AlarmName"]
+        assert alarm["OKActions"] == [topic], alarm["AlarmName"]
+    stuck = alarms[f"{name}-queue-stuck"]
+    assert stuck["Threshold"] == 1800
+    assert stuck["EvaluationPeriods"] == stuck["DatapointsToAlarm"] == 3
+    queries = {q["Id"]: q for q in stuck["Metrics"]}
+    assert queries["waiting"]["Expression"] == "IF(FILL(visible, 0) >= 1, FILL(age, 0), 0)"
+    assert queries["age"]["MetricStat"]["Metric"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+    too_long = alarms[f"{name}-job-too-long"]
+    assert (too_long["MetricName"], too_long["Threshold"]) == ("JobRunningSeconds", 12 * 3600)
+    assert too_long["Dimensions"] == [{"Name": "Route", "Value": "fargate"}]
+    stalled = alarms[f"{name}-stalled-runs"]
+    assert stalled["Threshold"] == 3
+    routes = {
+        q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
+        for q in stalled["Metrics"]
+        if "MetricStat" in q
+    }
+    assert routes == {"lambda", "fargate"}
+    destroy = terraform(
+        "destroy",
+        "-auto-approve",
+        "-input=false",
+        f"-var=moto_endpoint={moto_url}",
+        *targets,
+        cwd=folder,
+        env=workspace.env,
+    )
+    assert destroy.returncode == 0, output_of(destroy)
+    assert not cw.describe_alarms(AlarmNamePrefix=f"{name}-")["MetricAlarms"]

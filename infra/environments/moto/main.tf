@@ -74,4 +74,5 @@ module "mirrord" {
   brew_mirror             = var.brew_mirror
   cloudfront_price_class  = var.cloudfront_price_class
   account_id              = var.account_id
+  monthly_budget_usd      = var.monthly_budget_usd
 }

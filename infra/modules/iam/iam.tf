@@ -189,3 +189,28 @@ data "aws_iam_policy_document" "execution" {
     }
   }
 }
+
+# The alarm Lambda: the webhook's secret, its own log group and, with a customer-managed
+# key, decrypting the secret and its environment. Nothing of the bucket or the queues.
+data "aws_iam_policy_document" "alarm" {
+  statement {
+    sid       = "SlackWebhook"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.slack_secret_arn]
+  }
+
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${local.log_group_arns.alarm}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "CustomerManagedKey"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+}

@@ -1,8 +1,9 @@
-# Four roles, each allowed only what its code calls (see iam.tf):
+# Five roles, each allowed only what its code calls (see iam.tf):
 #   enqueue   - read the hash file, invoke the sync Lambda, send to the job queue
 #   sync      - the pipeline on the bucket, send to the job queue (hand-off) and the DLQ
 #   task      - the daemon: the pipeline on the bucket, receive/extend/delete jobs
 #   execution - ECS: pull the image, write the container's logs
+#   alarm     - the alarm Lambda: read the Slack secret, write its logs
 
 data "aws_partition" "current" {}
 data "aws_region" "current" {}
@@ -19,6 +20,7 @@ locals {
     enqueue = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/aws/lambda/${var.enqueue_function_name}"
     sync    = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/aws/lambda/${var.sync_function_name}"
     task    = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:${var.task_log_group_name}"
+    alarm   = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/aws/lambda/${var.alarm_function_name}"
   }
 
   # s3://bucket/key → that one object (and ListBucket, so a missing key is a 404, not a 403).
@@ -93,4 +95,19 @@ resource "aws_iam_role_policy" "execution" {
   name   = "mirrord-execution"
   role   = aws_iam_role.execution.id
   policy = data.aws_iam_policy_document.execution.json
+}
+
+resource "aws_iam_role" "alarm" {
+  name                 = "${var.name}-alarm"
+  description          = "mirrord alarm Lambda: post the alarm topic's messages to Slack"
+  assume_role_policy   = data.aws_iam_policy_document.assume["lambda"].json
+  max_session_duration = 3600
+
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy" "alarm" {
+  name   = "mirrord-alarm"
+  role   = aws_iam_role.alarm.id
+  policy = data.aws_iam_policy_document.alarm.json
 }

@@ -30,12 +30,20 @@ output "execution_role_arn" {
   depends_on = [aws_iam_role_policy.execution]
 }
 
+output "alarm_role_arn" {
+  description = "ARN of the alarm Lambda's role."
+  value       = aws_iam_role.alarm.arn
+
+  depends_on = [aws_iam_role_policy.alarm]
+}
+
 output "role_names" {
-  description = "Names of the four roles, by purpose."
+  description = "Names of the five roles, by purpose."
   value = {
     enqueue   = aws_iam_role.enqueue.name
     sync      = aws_iam_role.sync.name
     task      = aws_iam_role.task.name
     execution = aws_iam_role.execution.name
+    alarm     = aws_iam_role.alarm.name
   }
 }

@@ -49,6 +49,11 @@ variable "sync_function_name" {
   type        = string
 }
 
+variable "alarm_function_name" {
+  description = "Name of the alarm Lambda (its log group is /aws/lambda/<name>)."
+  type        = string
+}
+
 variable "task_log_group_name" {
   description = "CloudWatch log group of the daemon's container."
   type        = string

@@ -1,6 +1,7 @@
-# Both Lambdas run the same package. The enqueue function is woken by EventBridge; it
-# invokes the sync function asynchronously (InvocationType=Event) for small jobs.
-# Neither runs in a VPC: they reach GHCR and formulae.brew.sh directly, with no NAT.
+# The three Lambdas run the same package. The enqueue function is woken by EventBridge;
+# it invokes the sync function asynchronously (InvocationType=Event) for small jobs. The
+# alarm function is subscribed to the alarm topic and posts every message to Slack.
+# None runs in a VPC: they reach GHCR, formulae.brew.sh and Slack directly, with no NAT.
 
 locals {
   functions = {
@@ -27,6 +28,19 @@ locals {
         MIRRORD_LAMBDA_MARGIN_SECONDS = tostring(var.lambda_margin_seconds)
         MIRRORD_LOGS_HINT             = "CloudWatch log group /aws/lambda/${var.sync_function_name}"
       })
+    }
+    alarm = {
+      name        = var.alarm_function_name
+      handler     = "mirrord.lambdas.alarm.handler"
+      description = "mirrord: post every message of the alarm topic to Slack"
+      role        = var.alarm_role_arn
+      timeout     = 60 # one SNS record per invocation; a Slack send takes 25 s at most
+      memory      = 256
+      # Only what it reads: the webhook's secret and the names; no bucket, no queue.
+      environment = {
+        for k, v in var.environment : k => v
+        if contains(["MIRRORD_SLACK_SECRET_ID", "MIRRORD_ENVIRONMENT", "MIRRORD_LOG_LEVEL"], k)
+      }
     }
   }
 }
@@ -126,4 +140,58 @@ resource "aws_lambda_function_event_invoke_config" "sync" {
   function_name                = aws_lambda_function.sync.function_name
   maximum_retry_attempts       = 1 # a retry resumes from the checkpoint; nothing is fetched twice
   maximum_event_age_in_seconds = 21600
+}
+
+resource "aws_lambda_function" "alarm" {
+  #checkov:skip=CKV_AWS_117: the function posts to Slack, a public endpoint; in a VPC it would need a NAT gateway for nothing more.
+  #checkov:skip=CKV_AWS_116: SNS invokes it asynchronously; a message it could not post is logged with its text (services/alarm.py), and the topic's e-mail subscribers receive it from SNS anyway.
+  #checkov:skip=CKV_AWS_272: the zip is built by CI from this repository; there is no signing profile to verify against.
+  #checkov:skip=CKV_AWS_115: a few alarms a week; a reservation would fail outright on accounts with the default concurrency quota of 10.
+  #checkov:skip=CKV_AWS_173: the environment holds the secret's ARN and the environment's name only; it uses kms_key_arn when one is given.
+  function_name    = local.functions.alarm.name
+  description      = local.functions.alarm.description
+  role             = local.functions.alarm.role
+  handler          = local.functions.alarm.handler
+  runtime          = var.runtime
+  architectures    = [var.architecture]
+  filename         = var.package_path
+  source_code_hash = filebase64sha256(var.package_path)
+  timeout          = local.functions.alarm.timeout
+  memory_size      = local.functions.alarm.memory
+  kms_key_arn      = var.kms_key_arn
+
+  environment {
+    variables = local.functions.alarm.environment
+  }
+
+  tracing_config {
+    mode = "PassThrough"
+  }
+
+  tags = var.tags
+
+  depends_on = [aws_cloudwatch_log_group.this]
+}
+
+# No retries: an alarm posted twice is noise, and a Slack outage outlasts them.
+resource "aws_lambda_function_event_invoke_config" "alarm" {
+  function_name                = aws_lambda_function.alarm.function_name
+  maximum_retry_attempts       = 0
+  maximum_event_age_in_seconds = 3600
+}
+
+resource "aws_lambda_permission" "alarm" {
+  statement_id  = "AlarmTopic"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.alarm.function_name
+  principal     = "sns.amazonaws.com"
+  source_arn    = var.alarm_topic_arn
+}
+
+resource "aws_sns_topic_subscription" "alarm" {
+  topic_arn = var.alarm_topic_arn
+  protocol  = "lambda"
+  endpoint  = aws_lambda_function.alarm.arn
+
+  depends_on = [aws_lambda_permission.alarm]
 }

@@ -18,8 +18,28 @@ variable "sync_function_name" {
   }
 }
 
+variable "alarm_function_name" {
+  description = "Name of the alarm Lambda (handler mirrord.lambdas.alarm.handler): the alarm topic to Slack."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,64}$", var.alarm_function_name))
+    error_message = "alarm_function_name: 1-64 letters, digits, dashes or underscores."
+  }
+}
+
+variable "alarm_role_arn" {
+  description = "Execution role of the alarm Lambda (read the Slack secret, write its logs)."
+  type        = string
+}
+
+variable "alarm_topic_arn" {
+  description = "SNS topic the alarm Lambda is subscribed to (every alarm, the enqueue's failures, budget alerts)."
+  type        = string
+}
+
 variable "package_path" {
-  description = "Path of the deployment zip holding the mirrord package and its dependencies; both functions use it."
+  description = "Path of the deployment zip holding the mirrord package and its dependencies; every function uses it."
   type        = string
 
   validation {
@@ -29,7 +49,7 @@ variable "package_path" {
 }
 
 variable "runtime" {
-  description = "Lambda runtime of both functions: the Python the zip's wheels were built for (make package, LAMBDA_PYTHON) and the image's (docker/Dockerfile)."
+  description = "Lambda runtime of the functions: the Python the zip's wheels were built for (make package, LAMBDA_PYTHON) and the image's (docker/Dockerfile)."
   type        = string
   default     = "python3.13"
 
@@ -63,7 +83,7 @@ variable "sync_role_arn" {
 }
 
 variable "environment" {
-  description = "MIRRORD_* variables shared by both functions (bucket, queue, platforms, tuning, Slack secret)."
+  description = "MIRRORD_* variables shared by the enqueue and sync functions (bucket, queue, platforms, tuning, Slack secret, environment name); the alarm function gets MIRRORD_SLACK_SECRET_ID, MIRRORD_ENVIRONMENT and MIRRORD_LOG_LEVEL of them."
   type        = map(string)
 }
 

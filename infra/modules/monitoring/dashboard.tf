@@ -77,6 +77,9 @@ locals {
           aws_cloudwatch_metric_alarm.sync_failed.arn,
           aws_cloudwatch_metric_alarm.lambda_errors.arn,
           aws_cloudwatch_composite_alarm.no_recent_sync.arn,
+          aws_cloudwatch_metric_alarm.queue_stuck.arn,
+          aws_cloudwatch_metric_alarm.job_too_long.arn,
+          aws_cloudwatch_metric_alarm.stalled_runs.arn,
         ]
       }
     },

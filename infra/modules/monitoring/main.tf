@@ -5,6 +5,12 @@
 #   sync-failed     a job finished with failed bottles (EMF BottlesFailed > 0)
 #   lambda-errors   an enqueue or sync invocation raised
 #   no-recent-sync  no successful job for 8 days (composite, see below)
+#   queue-stuck     a job waits in the queue and no task takes it (bad image, missing role)
+#   job-too-long    a daemon job has run longer than max_job_hours (EMF JobRunningSeconds)
+#   stalled-runs    runs stored nothing while the catalog changed (EMF StalledRun)
+#
+# Every alarm, and its return to OK, goes to the topic; the alarm Lambda posts it to
+# Slack with its runbook anchor (docs/operations.md#alarm-<name without the prefix>).
 
 data "aws_region" "current" {}
 
@@ -221,6 +227,117 @@ resource "aws_cloudwatch_composite_alarm" "no_recent_sync" {
   alarm_rule        = "ALARM(\"${aws_cloudwatch_metric_alarm.no_success_window.alarm_name}\") AND ALARM(\"${aws_cloudwatch_metric_alarm.enqueue_idle.alarm_name}\")"
   alarm_actions     = local.actions
   ok_actions        = local.actions
+
+  tags = var.tags
+}
+
+# "A job waits but no task takes it." ApproximateAgeOfOldestMessage alone counts the
+# message a running job keeps in flight (hours, for a first sync), so the age counts
+# only while a message is visible, i.e. not taken. A healthy start takes minutes: the
+# wake alarm's 1-minute period (modules/ecs/autoscaling.tf) and SQS's 1-minute metrics,
+# the 60 s scaling cooldown, the Fargate launch and image pull (1-3 min), then a 20 s
+# long poll: under 10 minutes. queue_age_threshold_seconds (30 min, 3x that) held for
+# 3 periods of 5 minutes fires within about 45 minutes of a job nobody takes, instead
+# of the 8 days of no-recent-sync.
+resource "aws_cloudwatch_metric_alarm" "queue_stuck" {
+  alarm_name          = "${var.name}-queue-stuck"
+  alarm_description   = "A job has waited over ${var.queue_age_threshold_seconds} s in ${var.queue_name} and no task takes it: the daemon cannot start (bad image, missing role, no capacity) or is not running. Check the ECS service's events and stopped tasks."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.queue_age_threshold_seconds
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching" # SQS stops reporting an idle queue
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  metric_query {
+    id          = "waiting"
+    expression  = "IF(FILL(visible, 0) >= 1, FILL(age, 0), 0)"
+    label       = "Age of the oldest job while one is waiting (s)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "visible"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesVisible"
+      dimensions  = { QueueName = var.queue_name }
+      stat        = "Minimum"
+      period      = 300
+    }
+  }
+
+  metric_query {
+    id = "age"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateAgeOfOldestMessage"
+      dimensions  = { QueueName = var.queue_name }
+      stat        = "Maximum"
+      period      = 300
+    }
+  }
+
+  tags = var.tags
+}
+
+# The daemon logs JobRunningSeconds (EMF, Route=fargate) every heartbeat while it holds
+# a job (mirrord/daemon.py). A sync Lambda cannot outlive its timeout; a daemon job can.
+resource "aws_cloudwatch_metric_alarm" "job_too_long" {
+  alarm_name          = "${var.name}-job-too-long"
+  alarm_description   = "A daemon job has run over ${var.max_job_hours} h (EMF JobRunningSeconds): a stalled transfer, a hung upstream, or a first sync larger than expected. Check its Slack progress and the daemon's logs."
+  namespace           = var.namespace
+  metric_name         = "JobRunningSeconds"
+  dimensions          = { Route = "fargate" }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.max_job_hours * 3600
+  treat_missing_data  = "notBreaching" # no job running
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  tags = var.tags
+}
+
+# Every finished run logs StalledRun = 1 when its plan had bottles (the catalog changed
+# since the mirror was last complete) and it stored none (mirrord/core/report.py emf).
+# A week's job runs several times when it stalls: the sync Lambda's retry and hand-off,
+# the daemon's receives and hand-backs. stalled_runs of them within a day is a job that
+# goes round without progress. A stall that recurs once a week is no success either, so
+# no-recent-sync covers it.
+resource "aws_cloudwatch_metric_alarm" "stalled_runs" {
+  alarm_name          = "${var.name}-stalled-runs"
+  alarm_description   = "${var.stalled_runs} or more runs in a day stored no bottle although the catalog had new ones (EMF StalledRun): the job is retried or handed on without progress. Read the runs' logs and Slack failure messages."
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  threshold           = var.stalled_runs
+  evaluation_periods  = 1
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  metric_query {
+    id          = "stalled"
+    expression  = join(" + ", [for i, _ in var.routes : "FILL(st${i}, 0)"])
+    label       = "Runs that stored nothing while the catalog changed"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = var.routes
+    content {
+      id = "st${metric_query.key}"
+      metric {
+        namespace   = var.namespace
+        metric_name = "StalledRun"
+        dimensions  = { Route = metric_query.value }
+        stat        = "Sum"
+        period      = 86400
+      }
+    }
+  }
 
   tags = var.tags
 }

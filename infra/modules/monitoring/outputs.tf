@@ -11,6 +11,9 @@ output "alarm_names" {
     sync_failed            = aws_cloudwatch_metric_alarm.sync_failed.alarm_name
     lambda_errors          = aws_cloudwatch_metric_alarm.lambda_errors.alarm_name
     no_recent_sync         = aws_cloudwatch_composite_alarm.no_recent_sync.alarm_name
+    queue_stuck            = aws_cloudwatch_metric_alarm.queue_stuck.alarm_name
+    job_too_long           = aws_cloudwatch_metric_alarm.job_too_long.alarm_name
+    stalled_runs           = aws_cloudwatch_metric_alarm.stalled_runs.alarm_name
   }
 }
 

@@ -81,6 +81,39 @@ variable "success_window_days" {
   }
 }
 
+variable "queue_age_threshold_seconds" {
+  description = "queue-stuck: how old the oldest waiting job may get while none is taken. A healthy daemon start takes under 10 minutes (see main.tf)."
+  type        = number
+  default     = 1800
+
+  validation {
+    condition     = var.queue_age_threshold_seconds >= 600
+    error_message = "queue_age_threshold_seconds: at least 600 (a daemon start takes minutes)."
+  }
+}
+
+variable "max_job_hours" {
+  description = "job-too-long: hours a daemon job may run before the alarm fires."
+  type        = number
+  default     = 12
+
+  validation {
+    condition     = var.max_job_hours >= 1 && var.max_job_hours <= 168
+    error_message = "max_job_hours: 1 to 168."
+  }
+}
+
+variable "stalled_runs" {
+  description = "stalled-runs: runs in a day that stored nothing while the catalog changed before the alarm fires."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.stalled_runs >= 1 && floor(var.stalled_runs) == var.stalled_runs
+    error_message = "stalled_runs: a whole number, at least 1."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource of the module."
   type        = map(string)

@@ -17,3 +17,8 @@ output "topic_name" {
   description = "Name of the alarm topic."
   value       = aws_sns_topic.this.name
 }
+
+output "budget_name" {
+  description = "Name of the monthly budget, or null when monthly_budget_usd is null."
+  value       = one(aws_budgets_budget.this[*].name)
+}

@@ -36,6 +36,17 @@ variable "secret_recovery_window_days" {
   }
 }
 
+variable "monthly_budget_usd" {
+  description = "Monthly cost budget of the account in USD: 80 % spent or 100 % forecast notifies the alarm topic. null: no budget."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.monthly_budget_usd == null || try(var.monthly_budget_usd > 0, false)
+    error_message = "monthly_budget_usd: a positive amount in USD, or null for no budget."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource of the module."
   type        = map(string)
