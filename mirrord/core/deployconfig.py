@@ -110,6 +110,34 @@ def _emails(v: Any) -> str | None:
     return None
 
 
+def _sha256_list(v: Any) -> str | None:
+    digest = re.compile(r"[0-9a-f]{64}")
+    if not isinstance(v, list) or not all(isinstance(h, str) and digest.fullmatch(h) for h in v):
+        return "must be a list of SHA-256 hex digests of the tokens (never the tokens)"
+    return None
+
+
+def _optional_gb(v: Any) -> str | None:
+    if v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
+        return None
+    return "must be null or a positive number of GB"
+
+
+def _cdn_pairs(env: str, v: Mapping[str, Any]) -> list[str]:
+    """The CloudFront settings that only work together (infra/variables.tf agrees)."""
+    problems = []
+    if (v["mirror_domain"] is None) != (v["mirror_certificate_arn"] is None):
+        problems.append(f"{env}.mirror_domain: needs mirror_certificate_arn, and vice versa")
+    if v["mirror_route53_zone_id"] is not None and v["mirror_domain"] is None:
+        problems.append(f"{env}.mirror_route53_zone_id: needs mirror_domain")
+    if v["mirror_daily_gb_alarm"] is not None and v["aws_region"] != "us-east-1":
+        problems.append(
+            f"{env}.mirror_daily_gb_alarm: CloudFront's metrics are in us-east-1 only, "
+            "so the alarm needs aws_region: us-east-1"
+        )
+    return problems
+
+
 # The Terraform root module's variables: name → (check, default; REQUIRED when none).
 REQUIRED = object()
 VARIABLES: Mapping[str, tuple[Check, Any]] = {
@@ -159,6 +187,29 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         _matches(r"PriceClass_(100|200|All)", "PriceClass_100, PriceClass_200 or PriceClass_All"),
         "PriceClass_100",
     ),
+    # CloudFront options (infra/README.md): custom domain, reader token, bytes alarm.
+    "mirror_domain": (
+        _matches(
+            r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}",
+            "null or a DNS name such as brew.example.com",
+            optional=True,
+        ),
+        None,
+    ),
+    "mirror_certificate_arn": (
+        _matches(
+            r"arn:aws[a-z-]*:acm:us-east-1:[0-9]{12}:certificate/[A-Za-z0-9-]+",
+            "null or an ACM certificate ARN in us-east-1 (CloudFront's only region)",
+            optional=True,
+        ),
+        None,
+    ),
+    "mirror_route53_zone_id": (
+        _matches(r"Z[A-Z0-9]{1,31}", "null or a Route 53 hosted zone ID", optional=True),
+        None,
+    ),
+    "mirror_token_sha256": (_sha256_list, []),
+    "mirror_daily_gb_alarm": (_optional_gb, None),
 }
 ROOT_VARIABLES = frozenset({*VARIABLES, "environment"})  # environment: the entry's name
 # Settings that were replaced: the problem says by what.
@@ -239,6 +290,7 @@ def parse(text: str | bytes) -> DeployConfig:
                     f"{env}.{key}: {memory} MiB is under concurrency × 3 × part_size_mib "
                     f"+ 512 = {memory_floor} MiB"
                 )
+        problems += _cdn_pairs(env, merged)
         resolved[env] = merged
     if problems:
         raise ConfigError(problems)

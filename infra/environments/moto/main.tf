@@ -71,4 +71,9 @@ module "mirrord" {
   external_hash_url       = var.external_hash_url
   brew_mirror             = var.brew_mirror
   cloudfront_price_class  = var.cloudfront_price_class
+  mirror_domain           = var.mirror_domain
+  mirror_certificate_arn  = var.mirror_certificate_arn
+  mirror_route53_zone_id  = var.mirror_route53_zone_id
+  mirror_token_sha256     = var.mirror_token_sha256
+  mirror_daily_gb_alarm   = var.mirror_daily_gb_alarm
 }
