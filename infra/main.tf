@@ -64,6 +64,13 @@ module "cdn" {
   name                        = local.name
   bucket_regional_domain_name = module.s3.bucket_regional_domain_name
   price_class                 = var.cloudfront_price_class
+  aliases                     = var.mirror_domain == null ? [] : [var.mirror_domain]
+  acm_certificate_arn         = var.mirror_certificate_arn
+  route53_zone_id             = var.mirror_route53_zone_id
+  token_sha256                = var.mirror_token_sha256
+  kms_key_arn                 = var.kms_key_arn
+  daily_gb_alarm              = var.mirror_daily_gb_alarm
+  alarm_topic_arn             = module.notifications.topic_arn
   tags                        = local.tags
 }
 

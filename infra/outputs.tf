@@ -94,7 +94,7 @@ output "alarm_names" {
 }
 
 output "mirror_url" {
-  description = "HOMEBREW_ARTIFACT_DOMAIN for users (HOMEBREW_API_DOMAIN is this plus /api); null without CloudFront."
+  description = "HOMEBREW_ARTIFACT_DOMAIN for users (HOMEBREW_API_DOMAIN is this plus /api): https://<mirror_domain>, or the *.cloudfront.net domain; null without CloudFront."
   value       = one(module.cdn[*].url)
 }
 
@@ -106,4 +106,14 @@ output "schedule_enabled" {
 output "schedule_dlq_url" {
   description = "The schedule's dead-letter queue: events EventBridge could not deliver to the enqueue Lambda."
   value       = module.eventbridge.dlq_url
+}
+
+output "mirror_domain_name" {
+  description = "The distribution's own domain (*.cloudfront.net): the CNAME target of mirror_domain when its DNS is not in Route 53 here; null without CloudFront."
+  value       = one(module.cdn[*].domain_name)
+}
+
+output "kms_key_policy_statements" {
+  description = "With kms_key_arn and brew_mirror: the statements to add to that key's policy so CloudFront (this distribution only) can decrypt the bucket's objects. Empty otherwise."
+  value       = flatten(module.cdn[*].kms_key_policy_statements) # not try(): it hides the known parts while the ARN is unknown
 }

@@ -195,7 +195,7 @@ variable "alarm_emails" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer-managed KMS key for the bucket, queues, secret, topic, logs and Lambda environment. null: AWS-managed encryption everywhere. The key policy must let CloudWatch Logs, SNS and CloudWatch alarms use it."
+  description = "Customer-managed KMS key for the bucket, queues, secret, topic, logs and Lambda environment. null: AWS-managed encryption everywhere. The key policy must let CloudWatch Logs, SNS and CloudWatch alarms use it, and with brew_mirror CloudFront (the kms_key_policy_statements output)."
   type        = string
   default     = null
 
@@ -280,5 +280,70 @@ variable "monthly_budget_usd" {
   validation {
     condition     = var.monthly_budget_usd == null || try(var.monthly_budget_usd > 0, false)
     error_message = "monthly_budget_usd: a positive amount in USD, or null for no budget."
+  }
+}
+
+variable "mirror_domain" {
+  description = "Custom domain of the CloudFront distribution (e.g. brew.example.com); mirror_url becomes https://<domain>. Needs mirror_certificate_arn. null: the *.cloudfront.net domain."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.mirror_domain == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.mirror_domain))
+    error_message = "mirror_domain: null or a lower-case DNS name such as brew.example.com."
+  }
+
+  validation {
+    condition     = (var.mirror_domain == null) == (var.mirror_certificate_arn == null)
+    error_message = "mirror_domain and mirror_certificate_arn go together: both set or both null."
+  }
+}
+
+variable "mirror_certificate_arn" {
+  description = "ACM certificate covering mirror_domain; CloudFront takes certificates from us-east-1 only. null: no custom domain."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.mirror_certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:us-east-1:\\d{12}:certificate/[A-Za-z0-9-]+$", var.mirror_certificate_arn))
+    error_message = "mirror_certificate_arn: null or an ACM certificate ARN in us-east-1 (arn:aws:acm:us-east-1:ACCOUNT:certificate/ID): CloudFront uses no other region's certificates."
+  }
+}
+
+variable "mirror_route53_zone_id" {
+  description = "Route 53 hosted zone of mirror_domain: alias A and AAAA records to the distribution are created in it. null: point the name at the distribution yourself (CNAME)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.mirror_route53_zone_id == null || (can(regex("^Z[A-Z0-9]{1,31}$", var.mirror_route53_zone_id)) && var.mirror_domain != null)
+    error_message = "mirror_route53_zone_id: null, or a hosted zone ID (Z…) together with mirror_domain."
+  }
+}
+
+variable "mirror_token_sha256" {
+  description = "SHA-256 (hex) of each token allowed to read from CloudFront (two during a rotation). Clients send the token as HOMEBREW_DOCKER_REGISTRY_TOKEN (v2/) and an X-Mirror-Token curlrc header (api/). Empty: anyone with the URL can read."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for h in var.mirror_token_sha256 : can(regex("^[0-9a-f]{64}$", h))])
+    error_message = "mirror_token_sha256: lower-case hex SHA-256 digests of the tokens (64 characters each; printf %s \"$TOKEN\" | sha256sum), never the tokens."
+  }
+}
+
+variable "mirror_daily_gb_alarm" {
+  description = "Alarm (to the alarm topic) when CloudFront serves more than this many GB in a day. null: no alarm. CloudFront's metrics exist in us-east-1 only: needs aws_region = us-east-1."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.mirror_daily_gb_alarm == null || try(var.mirror_daily_gb_alarm > 0, false)
+    error_message = "mirror_daily_gb_alarm: null or a positive number of GB."
+  }
+
+  validation {
+    condition     = var.mirror_daily_gb_alarm == null || var.aws_region == "us-east-1"
+    error_message = "mirror_daily_gb_alarm: CloudFront publishes BytesDownloaded in us-east-1 only and an alarm notifies a topic of its own region, so the alarm needs aws_region = us-east-1."
   }
 }

@@ -120,6 +120,34 @@ def _emails(v: Any) -> str | None:
     return None
 
 
+def _sha256_list(v: Any) -> str | None:
+    digest = re.compile(r"[0-9a-f]{64}")
+    if not isinstance(v, list) or not all(isinstance(h, str) and digest.fullmatch(h) for h in v):
+        return "must be a list of SHA-256 hex digests of the tokens (never the tokens)"
+    return None
+
+
+def _optional_gb(v: Any) -> str | None:
+    if v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
+        return None
+    return "must be null or a positive number of GB"
+
+
+def _cdn_pairs(env: str, v: Mapping[str, Any]) -> list[str]:
+    """The CloudFront settings that only work together (infra/variables.tf agrees)."""
+    problems = []
+    if (v["mirror_domain"] is None) != (v["mirror_certificate_arn"] is None):
+        problems.append(f"{env}.mirror_domain: needs mirror_certificate_arn, and vice versa")
+    if v["mirror_route53_zone_id"] is not None and v["mirror_domain"] is None:
+        problems.append(f"{env}.mirror_route53_zone_id: needs mirror_domain")
+    if v["mirror_daily_gb_alarm"] is not None and v["aws_region"] != "us-east-1":
+        problems.append(
+            f"{env}.mirror_daily_gb_alarm: CloudFront's metrics are in us-east-1 only, "
+            "so the alarm needs aws_region: us-east-1"
+        )
+    return problems
+
+
 # The Terraform root module's variables: name → (check, default; REQUIRED when none).
 REQUIRED = object()
 VARIABLES: Mapping[str, tuple[Check, Any]] = {
@@ -176,6 +204,29 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
         lambda v: None if v is None or (_number(0.01)(v) is None) else "must be null or > 0",
         None,
     ),
+    # CloudFront options (infra/README.md): custom domain, reader token, bytes alarm.
+    "mirror_domain": (
+        _matches(
+            r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}",
+            "null or a DNS name such as brew.example.com",
+            optional=True,
+        ),
+        None,
+    ),
+    "mirror_certificate_arn": (
+        _matches(
+            r"arn:aws[a-z-]*:acm:us-east-1:[0-9]{12}:certificate/[A-Za-z0-9-]+",
+            "null or an ACM certificate ARN in us-east-1 (CloudFront's only region)",
+            optional=True,
+        ),
+        None,
+    ),
+    "mirror_route53_zone_id": (
+        _matches(r"Z[A-Z0-9]{1,31}", "null or a Route 53 hosted zone ID", optional=True),
+        None,
+    ),
+    "mirror_token_sha256": (_sha256_list, []),
+    "mirror_daily_gb_alarm": (_optional_gb, None),
 }
 # config.yaml's own keys: not Terraform variables, they derive some.
 OWN_KEYS: Mapping[str, tuple[Check, Any]] = {
@@ -308,6 +359,7 @@ def _environment(env: Any, values: Any, defaults: Mapping[str, Any]) -> tuple[An
                 f"{env}.{key}: {memory} MiB is under concurrency × 3 × part_size_mib "
                 f"+ 512 = {memory_floor} MiB"
             )
+    problems += _cdn_pairs(env, merged)
     state, state_problems = _state(env, merged["state"], merged["aws_region"])
     variables = {k: v for k, v in merged.items() if k in VARIABLES}
     return (variables, state), problems + state_problems

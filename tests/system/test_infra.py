@@ -31,6 +31,7 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import ROOT, run_cli
 from mirrord_dev.emulator import Emulator, sample_catalog
+from test_cdn_function import OTHER, TOKEN, check_token_rules, sha256
 
 INFRA = ROOT / "infra"
 TERRAFORM = shutil.which("terraform")
@@ -73,6 +74,11 @@ ROOT_VARIABLES = frozenset(
         "cloudfront_price_class",
         "account_id",
         "monthly_budget_usd",
+        "mirror_domain",
+        "mirror_certificate_arn",
+        "mirror_route53_zone_id",
+        "mirror_token_sha256",
+        "mirror_daily_gb_alarm",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
@@ -540,6 +546,150 @@ def test_moto_plan_with_cloudfront(workspace: Workspace, moto_url: str, tmp_path
         f"arn:aws:s3:::{bucket}/api/*",
         f"arn:aws:s3:::{bucket}/v2/*",
     ]
+
+
+CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/9f3e2a1b-0c4d-4e5f-8a6b-7c8d9e0f1a2b"
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def planned_resource(planned: dict[str, Any], address: str) -> dict[str, Any]:
+    (change,) = [rc["change"] for rc in planned["resource_changes"] if rc["address"] == address]
+    return change
+
+
+@pytest.mark.slow
+def test_moto_plan_with_cloudfront_options(
+    workspace: Workspace, moto_url: str, tmp_path: Path
+) -> None:
+    """A custom domain (mirror_url is https://<domain>, its certificate at TLSv1.2_2021
+    sni-only, alias A/AAAA records), readers restricted by a token (the function on
+    viewer request in every behaviour; its planned code admits the token on v2/ and api/
+    and answers 403 otherwise), the daily bytes alarm, and the key-policy statement a CMK
+    needs: kms:Decrypt only, for cloudfront.amazonaws.com, on this distribution's ARN."""
+    planned = moto_copy(
+        workspace,
+        tmp_path,
+        moto_url,
+        brew_mirror=True,
+        kms_key_arn=KMS_KEY,
+        mirror_domain="brew.example.com",
+        mirror_certificate_arn=CERTIFICATE,
+        mirror_route53_zone_id="Z0123456789ABCDEFGHIJ",
+        mirror_token_sha256=[sha256(TOKEN), sha256(OTHER)],
+        mirror_daily_gb_alarm=50,
+    )
+    plan = terraform(
+        "plan", "-input=false", "-lock=false", "-out=cdn.tfplan", cwd=planned, env=workspace.env
+    )
+    assert plan.returncode == 0, output_of(plan)
+    shown = terraform("show", "-json", "cdn.tfplan", cwd=planned, env=workspace.env)
+    assert shown.returncode == 0, output_of(shown)
+    p = json.loads(shown.stdout)
+    cdn = "module.mirrord.module.cdn[0]"
+    out = p["output_changes"]["mirrord"]
+    assert out["after"]["mirror_url"] == "https://brew.example.com"
+
+    dist = planned_resource(p, f"{cdn}.aws_cloudfront_distribution.this")["after"]
+    assert dist["aliases"] == ["brew.example.com"]
+    (cert,) = dist["viewer_certificate"]
+    assert cert["acm_certificate_arn"] == CERTIFICATE
+    assert (cert["ssl_support_method"], cert["minimum_protocol_version"]) == (
+        "sni-only",
+        "TLSv1.2_2021",
+    )
+    assert cert["cloudfront_default_certificate"] is False
+    # The function guards every behaviour: v2/*/blobs/*, api/* and the rest (manifests).
+    behaviours = dist["default_cache_behavior"] + dist["ordered_cache_behavior"]
+    assert len(behaviours) == 3
+    for behaviour in behaviours:
+        (assoc,) = behaviour["function_association"]
+        assert assoc["event_type"] == "viewer-request"
+    function = planned_resource(p, f"{cdn}.aws_cloudfront_function.token_check[0]")["after"]
+    assert function["runtime"] == "cloudfront-js-2.0"
+    assert function["publish"] is True
+    assert TOKEN not in function["code"]
+    assert TOKEN not in shown.stdout
+    check_token_rules(function["code"], tmp_path)
+
+    records = {
+        (r["change"]["after"]["name"], r["change"]["after"]["type"])
+        for r in p["resource_changes"]
+        if r["address"].startswith(f"{cdn}.aws_route53_record.alias")
+    }
+    assert records == {("brew.example.com", "A"), ("brew.example.com", "AAAA")}
+
+    alarm = planned_resource(p, f"{cdn}.aws_cloudwatch_metric_alarm.bytes_downloaded[0]")
+    after = alarm["after"]
+    assert (after["namespace"], after["metric_name"], after["statistic"]) == (
+        "AWS/CloudFront",
+        "BytesDownloaded",
+        "Sum",
+    )
+    assert after["period"] == 86400
+    assert after["threshold"] == 50 * 2**30
+    cdn_config = p["configuration"]["root_module"]["module_calls"]["mirrord"]["module"]
+    cdn_config = cdn_config["module_calls"]["cdn"]["module"]
+    (alarm_config,) = [
+        r
+        for r in cdn_config["resources"]
+        if r["address"] == "aws_cloudwatch_metric_alarm.bytes_downloaded"
+    ]
+    # The dimensions map is unknown as a whole until the distribution's ID exists.
+    assert alarm["after_unknown"]["dimensions"] is True
+    dims = alarm_config["expressions"]["dimensions"]["references"]
+    assert "aws_cloudfront_distribution.this.id" in dims
+    assert alarm["after_unknown"]["alarm_actions"] is True  # [the alarm topic's ARN]
+
+    # The key-policy statement: all known but the distribution's ARN, which is exactly
+    # what the condition names (the ARN exists only after apply).
+    (statement,) = out["after"]["kms_key_policy_statements"]
+    assert set(statement) == {"Sid", "Effect", "Principal", "Action", "Resource", "Condition"}
+    assert statement["Action"] == "kms:Decrypt"
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    (unknown,) = out["after_unknown"]["kms_key_policy_statements"]
+    # (after_unknown mirrors every nested object, empty where all is known)
+    assert {k: v for k, v in unknown.items() if v} == {
+        "Condition": {"StringEquals": {"AWS:SourceArn": True}}
+    }
+    references = cdn_config["outputs"]["kms_key_policy_statements"]["expression"]["references"]
+    assert "aws_cloudfront_distribution.this.arn" in references
+
+
+def test_moto_plan_refuses_bad_cloudfront_options(
+    workspace: Workspace, moto_url: str, tmp_path: Path
+) -> None:
+    """A certificate outside us-east-1, a token instead of its hash, the bytes alarm in
+    a region without CloudFront's metrics, and a domain without a certificate: each
+    refused at plan time with its own message."""
+    planned = moto_copy(
+        workspace,
+        tmp_path,
+        moto_url,
+        brew_mirror=True,
+        aws_region="eu-west-1",
+        mirror_certificate_arn=CERTIFICATE.replace("us-east-1", "eu-west-1"),
+        mirror_token_sha256=["NOT-A-HASH"],
+        mirror_daily_gb_alarm=50,
+    )
+    tfvars = planned / "terraform.tfvars.json"
+    alone = {"mirror_domain": "brew.example.com", "mirror_certificate_arn": None}
+    for change, messages in (
+        (
+            {},
+            (
+                "mirror_certificate_arn: null or an ACM certificate ARN in us-east-1",
+                "mirror_token_sha256: lower-case hex SHA-256 digests",
+                "mirror_daily_gb_alarm: CloudFront publishes BytesDownloaded in us-east-1 only",
+            ),
+        ),
+        (alone, ("mirror_domain and mirror_certificate_arn go together",)),
+    ):
+        tfvars.write_text(json.dumps({**json.loads(tfvars.read_text()), **change}))
+        plan = terraform("plan", "-input=false", "-lock=false", cwd=planned, env=workspace.env)
+        assert plan.returncode != 0, output_of(plan)
+        for message in messages:
+            assert message in " ".join(plan.stderr.split()), output_of(plan)
 
 
 def test_moto_plan_refuses_a_sync_lambda_too_small_for_its_concurrency(

@@ -75,4 +75,9 @@ module "mirrord" {
   cloudfront_price_class  = var.cloudfront_price_class
   account_id              = var.account_id
   monthly_budget_usd      = var.monthly_budget_usd
+  mirror_domain           = var.mirror_domain
+  mirror_certificate_arn  = var.mirror_certificate_arn
+  mirror_route53_zone_id  = var.mirror_route53_zone_id
+  mirror_token_sha256     = var.mirror_token_sha256
+  mirror_daily_gb_alarm   = var.mirror_daily_gb_alarm
 }

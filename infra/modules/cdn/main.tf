@@ -11,6 +11,14 @@
 #                     only v2/* and api/*, so S3 refuses the rest (status.json,
 #                     sync.lock, bottles_hash.json, dated folders, GET / listings) with
 #                     a 403 (AccessDenied), as it does a missing key without ListBucket.
+#
+# Optional, each off by default:
+#   aliases + acm_certificate_arn (+ route53_zone_id)  a custom domain (sni-only, TLSv1.2_2021)
+#                                                      and its alias A/AAAA records
+#   token_sha256                                       readers must present a token: a
+#                                                      CloudFront Function (token_check.js)
+#                                                      on viewer request, on every behaviour
+#   daily_gb_alarm + alarm_topic_arn                   BytesDownloaded over a day → the topic
 
 resource "aws_cloudfront_origin_access_control" "this" {
   name                              = var.name
@@ -67,10 +75,10 @@ resource "aws_cloudfront_cache_policy" "short" {
 }
 
 resource "aws_cloudfront_distribution" "this" {
-  #checkov:skip=CKV_AWS_68: a WAF web ACL costs 5 USD a month plus requests, for public, read-only, content-addressed files; add one through web_acl_id if abuse shows.
+  #checkov:skip=CKV_AWS_68: a WAF web ACL costs 5 USD a month plus 1 USD a rule and 0.60 USD per million requests, and needs a us-east-1 provider; readers are restricted instead by token_sha256 (a CloudFront Function, 0.10 USD per million requests), see infra/README.md.
   #checkov:skip=CKV2_AWS_47: no WAF (see CKV_AWS_68), so no Log4j rule set either; nothing behind this distribution runs Java.
   #checkov:skip=CKV_AWS_86: standard logs need a log bucket written on every brew install; CloudFront's own request metrics show use and errors.
-  #checkov:skip=CKV_AWS_174: the default *.cloudfront.net certificate fixes the TLS policy; with acm_certificate_arn the policy is TLSv1.2_2021.
+  #checkov:skip=CKV_AWS_174: the default *.cloudfront.net certificate fixes the TLS policy (TLSv1); with a custom domain (acm_certificate_arn) the policy is TLSv1.2_2021.
   #checkov:skip=CKV2_AWS_42: the default certificate is used unless acm_certificate_arn is given (a custom domain is optional).
   #checkov:skip=CKV_AWS_310: a single origin by design: the mirror bucket is the copy users fall back to; GHCR itself is the failover brew already has.
   #checkov:skip=CKV_AWS_305: there is no root document: brew asks only for v2/… and api/… paths.
@@ -96,6 +104,14 @@ resource "aws_cloudfront_distribution" "this" {
     cached_methods         = ["GET", "HEAD"]
     cache_policy_id        = aws_cloudfront_cache_policy.short.id
     compress               = true
+
+    dynamic "function_association" {
+      for_each = aws_cloudfront_function.token_check[*].arn
+      content {
+        event_type   = "viewer-request"
+        function_arn = function_association.value
+      }
+    }
   }
 
   ordered_cache_behavior {
@@ -106,6 +122,14 @@ resource "aws_cloudfront_distribution" "this" {
     cached_methods         = ["GET", "HEAD"]
     cache_policy_id        = aws_cloudfront_cache_policy.immutable.id
     compress               = false # bottles are gzip already
+
+    dynamic "function_association" {
+      for_each = aws_cloudfront_function.token_check[*].arn
+      content {
+        event_type   = "viewer-request"
+        function_arn = function_association.value
+      }
+    }
   }
 
   ordered_cache_behavior {
@@ -116,6 +140,14 @@ resource "aws_cloudfront_distribution" "this" {
     cached_methods         = ["GET", "HEAD"]
     cache_policy_id        = aws_cloudfront_cache_policy.short.id
     compress               = true
+
+    dynamic "function_association" {
+      for_each = aws_cloudfront_function.token_check[*].arn
+      content {
+        event_type   = "viewer-request"
+        function_arn = function_association.value
+      }
+    }
   }
 
   restrictions {
@@ -132,4 +164,80 @@ resource "aws_cloudfront_distribution" "this" {
   }
 
   tags = var.tags
+
+  lifecycle {
+    # The root module's mirror_domain validation checks this too, but only when the
+    # domain is set (Terraform validates set variables only, and two validations may
+    # not refer to each other): here a certificate without a domain is refused as well.
+    precondition {
+      condition     = (length(var.aliases) == 0) == (var.acm_certificate_arn == null)
+      error_message = "mirror_domain and mirror_certificate_arn go together: both set or both null."
+    }
+  }
+}
+
+# Readers must present a token (token_sha256 not empty): see token_check.js. The code
+# holds the tokens' SHA-256 hashes only, so neither a plan, the state nor
+# DescribeFunction shows a token; a token is 32 random bytes, so its hash cannot be
+# reversed by guessing.
+resource "aws_cloudfront_function" "token_check" {
+  count = length(var.token_sha256) > 0 ? 1 : 0
+
+  name    = "${var.name}-token-check"
+  runtime = "cloudfront-js-2.0"
+  comment = "mirrord: 403 unless the request carries a mirror token"
+  publish = true
+  code    = templatefile("${path.module}/token_check.js", { token_hashes = jsonencode(var.token_sha256) })
+}
+
+# The custom domain's alias records, when the zone is managed in Route 53 here.
+resource "aws_route53_record" "alias" {
+  for_each = var.route53_zone_id == null ? {} : {
+    for pair in setproduct(var.aliases, ["A", "AAAA"]) : "${pair[0]} ${pair[1]}" => { name = pair[0], type = pair[1] }
+  }
+
+  zone_id = var.route53_zone_id
+  name    = each.value.name
+  type    = each.value.type
+
+  alias {
+    name                   = aws_cloudfront_distribution.this.domain_name
+    zone_id                = aws_cloudfront_distribution.this.hosted_zone_id
+    evaluate_target_health = false
+  }
+}
+
+# Bytes served in a day over daily_gb_alarm (GB = 2^30 bytes, as AWS bills them).
+# CloudFront publishes its metrics in us-east-1 only, and an alarm notifies a topic of
+# its own region: this alarm and alarm_topic_arn must be in us-east-1 (the root module
+# refuses mirror_daily_gb_alarm elsewhere).
+resource "aws_cloudwatch_metric_alarm" "bytes_downloaded" {
+  count = var.daily_gb_alarm == null ? 0 : 1
+
+  alarm_name          = "${var.name}-cdn-bytes-downloaded"
+  alarm_description   = "CloudFront served more than ${var.daily_gb_alarm} GB in a day (about ${format("%.2f", var.daily_gb_alarm * 0.085)} USD at 0.085 USD/GB): check who pulls from the mirror."
+  namespace           = "AWS/CloudFront"
+  metric_name         = "BytesDownloaded"
+  statistic           = "Sum"
+  period              = 86400
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.daily_gb_alarm * 1073741824
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [var.alarm_topic_arn]
+  ok_actions          = [var.alarm_topic_arn]
+
+  dimensions = {
+    DistributionId = aws_cloudfront_distribution.this.id
+    Region         = "Global"
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.alarm_topic_arn != null
+      error_message = "daily_gb_alarm needs alarm_topic_arn."
+    }
+  }
 }

@@ -42,6 +42,46 @@ variable "acm_certificate_arn" {
   default     = null
 }
 
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of the aliases: alias A and AAAA records to the distribution. null: DNS is managed elsewhere (a CNAME to domain_name)."
+  type        = string
+  default     = null
+}
+
+variable "token_sha256" {
+  description = "SHA-256 (hex) of each token readers may present (Authorization: Bearer <token>, or X-Mirror-Token: <token>); empty: anyone with the URL can read."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for h in var.token_sha256 : can(regex("^[0-9a-f]{64}$", h))])
+    error_message = "token_sha256: lower-case hex SHA-256 digests (64 characters)."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "The bucket's customer-managed key, if any: kms_key_policy_statements then says what its key policy must add for CloudFront."
+  type        = string
+  default     = null
+}
+
+variable "daily_gb_alarm" {
+  description = "Alarm when the distribution serves more than this many GB (2^30 bytes) in a day; null: no alarm."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.daily_gb_alarm == null || try(var.daily_gb_alarm > 0, false)
+    error_message = "daily_gb_alarm: null or a positive number of GB."
+  }
+}
+
+variable "alarm_topic_arn" {
+  description = "SNS topic the bytes alarm notifies (in us-east-1, as the alarm)."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags added to every resource of the module."
   type        = map(string)
