@@ -20,7 +20,7 @@ import orjson
 from mirrord.core.messages import Message, _clip, _code, _context, _esc, _fields, _header, _section
 
 RUNBOOK = "docs/operations.md"
-# The alarms infra/modules/monitoring creates, by the suffix after "<name>-" (longest
+# The alarms infra/modules/monitoring and cdn create that notify the topic, by the suffix after "<name>-" (longest
 # first: "schedule-dlq-not-empty" before "dlq-not-empty"); each has a runbook section
 # ``docs/operations.md#alarm-<suffix>``.
 ALARM_SUFFIXES = (
@@ -32,6 +32,7 @@ ALARM_SUFFIXES = (
     "queue-stuck",
     "job-too-long",
     "stalled-runs",
+    "cdn-bytes-downloaded",
 )
 _STATES = {
     "ALARM": ":rotating_light:",

@@ -128,6 +128,21 @@ def test_every_alarm_has_its_runbook_anchor() -> None:
     assert missing == [], f"docs/operations.md lacks the anchors {missing}"
 
 
+# Alarms that never reach the topic: the autoscaling triggers and the composite's halves.
+NOT_NOTIFIED = {"queue-has-work", "queue-drained", "no-success-Nd", "enqueue-idle-1d"}
+
+
+def test_every_notifying_alarm_links_its_own_runbook_section_from_slack() -> None:
+    """The alarm Lambda's message names docs/operations.md#alarm-<suffix>: a new alarm in
+    infra/ that core.alarms does not know would link the generic list instead."""
+    from mirrord.core.alarms import ALARM_SUFFIXES, runbook_anchor
+
+    unknown = sorted(alarm_suffixes() - set(ALARM_SUFFIXES) - NOT_NOTIFIED)
+    assert unknown == [], f"add to mirrord.core.alarms.ALARM_SUFFIXES: {unknown}"
+    for suffix in ALARM_SUFFIXES:
+        assert runbook_anchor(f"mirrord-prod-{suffix}").endswith(f"#alarm-{suffix}")
+
+
 def test_links_inside_the_runbook_lead_somewhere() -> None:
     text = OPERATIONS.read_text()
     known = anchors(text)
