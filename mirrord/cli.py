@@ -27,6 +27,7 @@ from mirrord.adapters.terminal import BarProgress, LogProgress
 from mirrord.adapters.web import upstream_connector
 from mirrord.app import App, configure_logging, notify_once, open_app, run_loop
 from mirrord.cli_args import build_parser, job_from_args, settings_from
+from mirrord.core.brew import reader_headers
 from mirrord.core.deployconfig import FOLDER_LINKS, DeployConfig
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, MirrordError, SettingsError
@@ -227,7 +228,7 @@ async def _check_client(args: argparse.Namespace, s: Settings) -> int:
     async with aiohttp.ClientSession(
         connector=upstream_connector(s.concurrency + 4),
         timeout=timeout,
-        headers={"User-Agent": f"mirrord/{__version__}"},
+        headers={"User-Agent": f"mirrord/{__version__}", **reader_headers(s.mirror_token)},
     ) as http:
         return await cmd_check_client(args, s, http)
 

@@ -17,6 +17,7 @@ Everything it started is stopped on the way out, also on errors and Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import os
 import signal
@@ -88,7 +89,11 @@ SERVED = ("v2/", "api/")
 
 @contextlib.contextmanager
 def bucket_front(
-    s3: Any, bucket: str, *, served: tuple[str, ...] | None = SERVED
+    s3: Any,
+    bucket: str,
+    *,
+    served: tuple[str, ...] | None = SERVED,
+    token_sha256: tuple[str, ...] = (),
 ) -> Iterator[Front]:
     """A stand-in for CloudFront with Origin Access Control in front of the private bucket.
 
@@ -113,6 +118,10 @@ def bucket_front(
         def _serve(self, *, body: bool) -> None:
             front.requests += 1
             front.paths.append(self.path)
+            if token_sha256 and not _reader_allowed(self.headers, token_sha256):
+                self.send_response(403)
+                self.end_headers()
+                return
             if "Authorization" in self.headers:
                 front.with_authorization += 1  # and it goes no further
             key = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path.lstrip("/"))
@@ -148,6 +157,13 @@ def bucket_front(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _reader_allowed(headers: Any, hashes: tuple[str, ...]) -> bool:
+    auth = headers.get("Authorization", "")
+    bearer = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else ""
+    custom = headers.get("X-Mirror-Token", "").strip()
+    return any(t and hashlib.sha256(t.encode()).hexdigest() in hashes for t in (bearer, custom))
 
 
 def _section(title: str) -> None:

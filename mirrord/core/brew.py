@@ -438,3 +438,13 @@ def status_lag(status: Any) -> str | None:
     if api != "published":
         return f"the API files are not current ({api!r:.120})"
     return None
+
+
+def reader_headers(token: str | None) -> dict[str, str]:
+    """What a brew client of a token-restricted mirror sends (infra/README.md, "CloudFront
+    options"): the token as ``Authorization: Bearer`` (HOMEBREW_DOCKER_REGISTRY_TOKEN, on
+    every v2/ request) and as ``X-Mirror-Token`` (the HOMEBREW_CURLRC header, which also
+    covers api/). None: an open mirror, no header."""
+    if token is None:
+        return {}
+    return {"Authorization": f"Bearer {token}", "X-Mirror-Token": token}

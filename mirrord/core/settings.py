@@ -173,6 +173,9 @@ class Settings:
     # ("latest",): the newest two versions the registry lists; or versions; () for none.
     portable_ruby: tuple[str, ...] = ("latest",)
     mirror_url: str | None = None  # what check-client walks (the CloudFront URL)
+    # The reader token a restricted mirror asks for (infra/README.md, mirror_token_sha256):
+    # check-client sends it as brew's clients do. A secret: never shown.
+    mirror_token: str | None = field(default=None, repr=False)
     # Reliability testing only (tests/test_reliability.py): signal ourselves at the nth
     # pass through a named point of the data path. None: the hook is a no-op.
     crash_at: tuple[str, int] | None = None
@@ -247,6 +250,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BREW_API_URL": ("brew_api_url", lambda t, n: _url(t, n)),
     "MIRRORD_PORTABLE_RUBY": ("portable_ruby", lambda t, n: _versions(t, n)),
     "MIRRORD_MIRROR_URL": ("mirror_url", lambda t, n: _url(t, n)),
+    "MIRRORD_MIRROR_TOKEN": ("mirror_token", lambda t, n: _token(t, n)),
     "MIRRORD_CRASH_AT": ("crash_at", lambda t, n: _crash_at(t, n)),
     "MIRRORD_CRASH_SIGNAL": ("crash_signal", lambda t, n: _choice(t, n, ("kill", "term")).upper()),
 }
@@ -310,6 +314,13 @@ def _text(text: str, name: str, limit: int) -> str:
         raise SettingsError(f"{name}: longer than {limit} characters")
     if any(c < " " or c == "\x7f" for c in text):
         raise SettingsError(f"{name}: holds control characters")
+    return text
+
+
+def _token(text: str, name: str) -> str:
+    """Goes into two request headers: printable ASCII only, and never echoed back."""
+    if not 0 < len(text) <= 512 or not text.isascii() or not _printable(text):
+        raise SettingsError(f"{name}: the value must be 1-512 printable ASCII characters")
     return text
 
 

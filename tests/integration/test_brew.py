@@ -202,9 +202,9 @@ async def test_index_that_does_not_describe_the_bottle_is_not_published(
             assert keys == set()
 
 
-async def _run_check(front: Front, *args: str) -> Any:
+async def _run_check(front: Front, *args: str, env: dict[str, str] | None = None) -> Any:
     return await run_cli(
-        "check-client", "--base", front.url, "--portable-ruby", RUBY, "--json", *args
+        "check-client", "--base", front.url, "--portable-ruby", RUBY, "--json", *args, env=env
     )
 
 
@@ -247,6 +247,35 @@ async def test_check_client_bad_usage_exits_2(front: Front) -> None:
     no_base = await run_cli("check-client", "--target", "arm64_tahoe")
     assert no_base.code == 2
     assert b"--base" in no_base.stderr
+
+
+async def test_check_client_sends_the_reader_token_a_restricted_mirror_asks_for(
+    mirror: Mirror,
+) -> None:
+    """Behind the reader-token function (mirror_token_sha256), check-client with
+    MIRRORD_MIRROR_TOKEN walks the mirror as a brew client with the token does; without
+    it, or with a wrong one, every request is refused; the token is never printed."""
+    await mirror.sync()
+    token = "team-reader-7f3a"
+    hashes = (hashlib.sha256(token.encode()).hexdigest(),)
+    s3 = boto3.client("s3")
+    with bucket_front(s3, mirror.app.settings.bucket, token_sha256=hashes) as guarded:
+        ok = await _run_check(
+            guarded, "--target", "arm64_sonoma", env={"MIRRORD_MIRROR_TOKEN": token}
+        )
+        assert ok.code == 0, ok.stderr[-2000:]
+        assert ok.json()["targets"][0]["coverage_percent"] == 100.0
+        assert token.encode() not in ok.stdout + ok.stderr
+        for env in ({}, {"MIRRORD_MIRROR_TOKEN": "not-the-token"}):
+            refused = await _run_check(guarded, "--target", "arm64_sonoma", env=env)
+            assert refused.code == 1
+            misses = refused.json()["targets"][0]["misses"]
+            assert misses
+            assert {m["reason"] for m in misses} == {"HTTP 403"}, misses
+    bad = await _run_check(guarded, "--target", "arm64_sonoma", env={"MIRRORD_MIRROR_TOKEN": "a b"})
+    assert bad.code == 2
+    assert b"MIRRORD_MIRROR_TOKEN" in bad.stderr
+    assert b"a b" not in bad.stderr
 
 
 def test_descriptor_problem_names_what_is_wrong() -> None:
