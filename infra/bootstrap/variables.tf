@@ -99,7 +99,7 @@ variable "state_noncurrent_version_days" {
 }
 
 variable "ecr_repository_name" {
-  description = "The ECR repository of the daemon's image (the deploy workflow's ECR_REPOSITORY)."
+  description = "The ECR repository of the daemon's image (config.yaml's image_repository)."
   type        = string
   default     = "mirrord"
 

@@ -43,14 +43,14 @@ BOOTSTRAP = INFRA / "bootstrap"
 ACCOUNT = "123456789012"  # moto's account
 REPO = "example-org/mirrord"
 DEV_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0f1e2d3c-dev"  # the largest policies: with a key
-# The GitHub environment variables the deploy workflow reads (deploy.yml's header).
-GITHUB_VARIABLES = {
-    "AWS_DEPLOY_ROLE_ARN",
-    "AWS_PLAN_ROLE_ARN",
-    "AWS_REGION",
-    "ECR_REPOSITORY",
-    "TF_STATE_BUCKET",
-}
+# The GitHub environment variables the deploy workflow reads (deploy.yml's header): only
+# the deploy role; the region, the repository and the state come from config.yaml.
+GITHUB_VARIABLES = {"AWS_DEPLOY_ROLE_ARN"}
+# The repository variable of the pull request's plan job (no environment), and the keys
+# of each of its entries (deploy.yml's matrix).
+REPOSITORY_VARIABLES = {"PLAN_TARGETS"}
+PLAN_TARGET_KEYS = {"env", "role"}
+WORKFLOW = INFRA.parent / ".github" / "workflows" / "deploy.yml"
 # Actions granted on "*" (no resource-level permissions, or ARNs with AWS-made ids).
 # A new one must be added here on purpose, with its reason in policies.tf.
 UNSCOPED = {
@@ -248,14 +248,23 @@ def test_checkov_scans_the_bootstrap() -> None:
 
 
 def test_outputs_name_the_workflow_variables() -> None:
-    """github_environment_variables has one key per variable the workflow reads, and
-    the state key is the one deploy.yml's init uses."""
+    """github_environment_variables has one key per environment variable the workflow
+    reads, plan_targets' entries the plan job's matrix keys; both terraform inits take the
+    rendered backend.hcl, whose state key (config.yaml's renderer) is the one the
+    policies grant."""
     outputs = (BOOTSTRAP / "outputs.tf").read_text()
     block = outputs[outputs.index('output "github_environment_variables"') :]
     block = block[: block.index("\n}\n")]
     assert set(re.findall(r"^\s+([A-Z_]+)\s+=", block, re.M)) == GITHUB_VARIABLES
-    deploy = (INFRA.parent / ".github" / "workflows" / "deploy.yml").read_text()
-    assert "key=mirrord/$DEPLOY_ENV/terraform.tfstate" in deploy
+    deploy = WORKFLOW.read_text()
+    assert set(re.findall(r"\bvars\.(\w+)", deploy)) == GITHUB_VARIABLES | REPOSITORY_VARIABLES
+    assert set(re.findall(r"\bmatrix\.(\w+)", deploy)) == PLAN_TARGET_KEYS
+    inits = re.findall(r"^\s+run: terraform .* init (.*)$", deploy, re.M)
+    assert len(inits) == 2, inits  # the plan job's and the deploy job's
+    assert all("-backend-config=backend.hcl" in i for i in inits), inits
+    assert "dynamodb" not in deploy.lower()
+    renderer = (INFRA.parent / "mirrord" / "core" / "deployconfig.py").read_text()
+    assert '"mirrord/{env}/terraform.tfstate"' in renderer
     assert '"mirrord/${env}/terraform.tfstate"' in (BOOTSTRAP / "main.tf").read_text()
     assert {"account_id", "environments", "github_repository"} <= declared_variables(
         BOOTSTRAP / "variables.tf"
@@ -589,10 +598,10 @@ def test_moto_apply_then_read_back_then_destroy(
             variables = out["github_environment_variables"][env]
             assert set(variables) == GITHUB_VARIABLES
             assert variables["AWS_DEPLOY_ROLE_ARN"] == out["deploy_role_arns"][env]
-            assert variables["AWS_PLAN_ROLE_ARN"] == out["plan_role_arns"][env]
-            assert (variables["TF_STATE_BUCKET"], variables["AWS_REGION"]) == (bucket, "us-east-1")
-            assert variables["ECR_REPOSITORY"] == values["ecr_repository_name"]
             assert f'key          = "mirrord/{env}/terraform.tfstate"' in out["backend_hcl"][env]
+        assert json.loads(out["plan_targets"]) == [
+            {"env": env, "role": out["plan_role_arns"][env]} for env in ("dev", "prod")
+        ]
         (provider,) = [
             p["Arn"]
             for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]

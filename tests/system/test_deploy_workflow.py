@@ -229,3 +229,49 @@ def test_a_rollback_prefers_the_environments_own_tested_digest(ecr: Any, tmp_pat
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out["digest"] == prod
+
+
+CONFIG = "Read the region and the image repository (config.yaml)"
+
+
+def read_config(tmp_path: Path, tfvars: dict[str, Any]) -> tuple[int, str, dict[str, str]]:
+    """deploy.yml's config step on a rendered infra/environments/prod/terraform.tfvars.json."""
+    folder = tmp_path / "infra" / "environments" / "prod"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "terraform.tfvars.json").write_bytes(orjson.dumps(tfvars))
+    outputs = tmp_path / "github-output"
+    outputs.write_text("")
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step(CONFIG)],
+        env={**os.environ, "DEPLOY_ENV": "prod", "GITHUB_OUTPUT": str(outputs)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    found = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    return proc.returncode, proc.stdout, found
+
+
+def test_the_region_and_repository_come_from_config_yaml(tmp_path: Path) -> None:
+    """Both jobs read the region and the ECR repository from the rendered image_uri (no
+    GitHub variable holds them); an image_uri outside ECR or in another region fails,
+    saying what to set."""
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    plan = [s["run"] for s in jobs["plan"]["steps"] if s.get("name") == CONFIG]
+    assert plan == [step(CONFIG)]
+    repo = "111122223333.dkr.ecr.eu-west-1.amazonaws.com"
+    code, _, out = read_config(
+        tmp_path, {"aws_region": "eu-west-1", "image_uri": f"{repo}/team/mirrord:prod"}
+    )
+    assert code == 0
+    assert out == {"region": "eu-west-1", "repository": "team/mirrord"}
+    for uri in (
+        "ghcr.io/example/mirrord:prod",
+        f"{repo}/mirrord:prod".replace("eu-west-1", "us-east-1"),
+    ):
+        code, stdout, out = read_config(tmp_path, {"aws_region": "eu-west-1", "image_uri": uri})
+        assert code == 1
+        assert f"prod's image_uri ({uri}) is not an ECR repository in its aws_region" in stdout
+        assert out == {}

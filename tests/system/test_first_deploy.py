@@ -1,17 +1,22 @@
 """The first deploy of docs/first-deploy.md, rehearsed against moto, step by step.
 
-A NEW environment name ("rehearsal"), in moto's account, goes from config.yaml to a
-synced mirror that `mirrord check-client` accepts: validate → `make package` → render →
-terraform init with the rendered backend.hcl (the state in a moto bucket, locked by S3's
-own lock file) → apply of the SAME shared root every real environment uses (only
+A NEW environment name ("rehearsal"), in moto's account, goes from a bootstrapped account
+to a synced mirror that `mirrord check-client` accepts: `terraform apply` of infra/bootstrap
+(state bucket, ECR repository, roles) → config.yaml filled in from its outputs
+(state.bucket, image_repository) → validate → `make package` → render (its backend.hcl is
+exactly bootstrap's backend_hcl output; deploy.yml's config step reads bootstrap's
+repository from it) → terraform init with the rendered backend.hcl (the state in the
+bootstrap's bucket, locked by S3's own lock file) → apply of the SAME shared root every real environment uses (only
 AWS_ENDPOINT_URL points it at moto) → the Slack webhook into the secret → the enqueue
 handler with {"source": "manual"} and the deployed settings → the daemon runs the job →
 check-client through a CloudFront stand-in. And the guard: with another account_id than
 the credentials' the plan fails before any change.
 
 Where moto stops the rehearsal, the step is changed, with the reason at the spot:
-- bootstrap: a placeholder makes the state bucket (infra/bootstrap, once merged, will be
-  applied here instead: see ``bootstrap``);
+- bootstrap: the account's GitHub OIDC provider is given as existing
+  (create_github_oidc_provider = false), as for an account that has one: moto holds one
+  per account and tests/system/test_bootstrap.py creates (and destroys) it in the same
+  server; the state bucket's TLS-only policy is lifted (below);
 - `make image` and the push: no Docker here; the task definition names an image nothing
   runs (the daemon runs as a local process with the task definition's environment);
 - autoscaling, monitoring and brew_mirror off in the apply (as tests/system/test_infra.py:
@@ -20,7 +25,8 @@ Where moto stops the rehearsal, the step is changed, with the reason at the spot
   brew_mirror = true gives every runtime (test_infra's plan test), so brew's files exist;
 - the Lambda runtime: moto cannot run it, so the handler runs in a Python process with
   the deployed function's environment; size_threshold_gb = 0 sends the job to the queue;
-- TLS: moto speaks plain HTTP, which the bucket's TLS-only policy refuses: lifted.
+- TLS: moto speaks plain HTTP, which the buckets' TLS-only policies refuse: lifted (the
+  state bucket's right after the bootstrap, the mirror's after the apply).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from botocore.exceptions import ClientError
 from conftest import ROOT, Receiver, run_cli, spawn_cli
 from mirrord_dev.emulator import Emulator, sample_catalog
 from mirrord_dev.local import bucket_front
+from test_bootstrap import BOOTSTRAP, moto_override
+from test_deploy_workflow import step
 from test_infra import (
     MOTO_ACCOUNT,
     PLUGIN_DIR,
@@ -54,24 +62,113 @@ from test_infra import (
 )
 
 ENV = "rehearsal"  # no folder of that name exists in the repository
+CONFIG_STEP = "Read the region and the image repository (config.yaml)"  # deploy.yml's
 OTHER_ACCOUNT = "210987654321"
 pytestmark = pytest.mark.slow
 
 
-def bootstrap(s3: Any, account: str, suffix: str) -> str:
-    """Step 1, PLACEHOLDER until infra/bootstrap is merged: there, apply infra/bootstrap
-    (state bucket, ECR repository, OIDC roles) against moto and return its state bucket
-    output. Here: the versioned state bucket it would make."""
-    state_bucket = f"tfstate-{suffix}-{account}"
-    s3.create_bucket(Bucket=state_bucket)
-    s3.put_bucket_versioning(Bucket=state_bucket, VersioningConfiguration={"Status": "Enabled"})
-    return state_bucket
+def bootstrap(work: Path, moto_url: str, env: dict[str, str], suffix: str) -> Path:
+    """Step 1: infra/bootstrap/README.md's terraform.tfvars.json for this account and
+    environment, then init and apply (its own local state), pointed at moto by an override
+    file (test_bootstrap's). Returns the folder, for its outputs and the destroy."""
+    folder = work / "bootstrap"  # the test destroys it, whatever happens after the copy
+    shutil.copytree(BOOTSTRAP, folder, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    (folder / "moto_override.tf").write_text(moto_override(moto_url))
+    provider = f"arn:aws:iam::{MOTO_ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    values = {
+        "account_id": MOTO_ACCOUNT,
+        "aws_region": "us-east-1",
+        "github_repository": "example-org/mirrord",
+        "name_prefix": f"r{suffix}",  # unique in the session's moto server
+        "state_bucket_name": f"tfstate-{suffix}-{MOTO_ACCOUNT}",
+        "ecr_repository_name": f"r{suffix}/mirrord",  # not the default: read from the output
+        "environments": {ENV: {"bucket_name": f"r{suffix}-{ENV}-{MOTO_ACCOUNT}"}},
+        "create_github_oidc_provider": False,  # moto: one per account (module docstring)
+        "github_oidc_provider_arn": provider,
+    }
+    (folder / "terraform.tfvars.json").write_text(json.dumps(values))
+    plugins = [f"-plugin-dir={PLUGIN_DIR}"] if PLUGIN_DIR.is_dir() else []
+    for args in (
+        ("init", "-input=false", *plugins),
+        ("apply", "-auto-approve", "-input=false", "-var-file=terraform.tfvars.json"),
+    ):
+        proc = terraform(*args, cwd=folder, env=env, timeout=900)
+        assert proc.returncode == 0, output_of(proc)
+    return folder
 
 
-def edit_config(tmp: Path, state_bucket: str, package: Path, suffix: str) -> Path:
-    """Step 2: the shipped config.yaml, with what a team fills in and a new environment."""
+def bootstrap_outputs(folder: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The outputs, as infra/bootstrap/README.md step 4 reads them (-json, and -raw for
+    the ones pasted as they are)."""
+    shown = terraform("output", "-json", cwd=folder, env=env)
+    assert shown.returncode == 0, output_of(shown)
+    out = {k: v["value"] for k, v in json.loads(shown.stdout).items()}
+    for name in ("plan_targets", "state_bucket", "ecr_repository_name"):
+        raw = terraform("output", "-raw", name, cwd=folder, env=env)
+        assert (raw.returncode, raw.stdout) == (0, out[name]), output_of(raw)
+    return out
+
+
+def backend_agrees(folder: Path, env: dict[str, str], rendered: Path) -> None:
+    """infra/bootstrap/README.md step 5's check: backend_hcl[ENV] | diff - the rendered
+    backend.hcl."""
+    check = (
+        "terraform output -json backend_hcl | jq -j --arg env \"$ENV\" '.[$env]' |"
+        ' diff - "$RENDERED" && echo "backend.hcl agrees"'
+    )
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", check],
+        env={**env, "ENV": ENV, "RENDERED": str(rendered)},
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == "backend.hcl agrees\n"
+
+
+def destroy_bootstrap(
+    folder: Path, env: dict[str, str], s3: Any, state_bucket: str
+) -> subprocess.CompletedProcess[str]:
+    """The end: the state bucket emptied (never force_destroy), then terraform destroy."""
+    empty_bucket(s3, state_bucket)
+    return terraform(
+        "destroy",
+        "-auto-approve",
+        "-input=false",
+        "-var-file=terraform.tfvars.json",
+        cwd=folder,
+        env=env,
+        timeout=900,
+    )
+
+
+def workflow_reads(work: Path, env: str) -> dict[str, str]:
+    """deploy.yml's "Read the region and the image repository" step, as GitHub runs it,
+    on the rendered infra/ under ``work``: its outputs."""
+    outputs = work / "github-output"
+    outputs.write_text("")
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step(CONFIG_STEP)],
+        env={**os.environ, "DEPLOY_ENV": env, "GITHUB_OUTPUT": str(outputs)},
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+
+
+def edit_config(tmp: Path, boot: dict[str, Any], package: Path, suffix: str) -> Path:
+    """Step 2: the shipped config.yaml, with what a team fills in (the bootstrap's
+    state_bucket and ecr_repository_name) and a new environment."""
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
-    data["defaults"]["state"]["bucket"] = state_bucket
+    data["defaults"]["state"]["bucket"] = boot["state_bucket"]
+    data["defaults"]["image_repository"] = boot["ecr_repository_name"]
     data["defaults"]["name_prefix"] = f"r{suffix}"  # unique in the session's moto server
     data["environments"] = {
         ENV: {
@@ -159,9 +256,35 @@ async def test_first_deploy_rehearsal(moto_url: str, receiver: Receiver, tmp_pat
     }
     s3 = clients["s3"]
 
-    state_bucket = bootstrap(s3, MOTO_ACCOUNT, suffix)  # (1)
+    boot_dir = tmp_path / "bootstrap"
+    state_bucket = f"tfstate-{suffix}-{MOTO_ACCOUNT}"
+    try:
+        await asyncio.to_thread(bootstrap, tmp_path, moto_url, tf_env, suffix)  # (1)
+        boot = bootstrap_outputs(boot_dir, tf_env)
+        assert boot["state_bucket"] == state_bucket
+        assert set(boot["github_environment_variables"][ENV]) == {"AWS_DEPLOY_ROLE_ARN"}
+        assert [t["env"] for t in json.loads(boot["plan_targets"])] == [ENV]
+        s3.delete_bucket_policy(Bucket=state_bucket)  # moto is plain HTTP: see the docstring
+        await rehearse(boot, clients, tf_env, receiver, tmp_path, suffix)
+    finally:
+        destroyed = await asyncio.to_thread(destroy_bootstrap, boot_dir, tf_env, s3, state_bucket)
+    assert destroyed.returncode == 0, output_of(destroyed)
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=state_bucket)
+
+
+async def rehearse(
+    boot: dict[str, Any],
+    clients: dict[str, Any],
+    tf_env: dict[str, str],
+    receiver: Receiver,
+    tmp_path: Path,
+    suffix: str,
+) -> None:
+    """Steps 2-7 in the bootstrapped account, and the environment's destroy."""
+    s3, state_bucket = clients["s3"], boot["state_bucket"]
     package = tmp_path / "build" / "mirrord-lambda.zip"
-    config = edit_config(tmp_path, state_bucket, package, suffix)  # (2)
+    config = edit_config(tmp_path, boot, package, suffix)  # (2)
     validated = await run_cli("config", "validate", "--file", str(config))
     assert validated.code == 0, validated.stderr
     make_package(package)  # (3)
@@ -175,12 +298,20 @@ async def test_first_deploy_rehearsal(moto_url: str, receiver: Receiver, tmp_pat
     tfvars = json.loads((folder / "terraform.tfvars.json").read_text())
     bucket = tfvars["bucket_name"]
     assert bucket == f"r{suffix}-{ENV}-{MOTO_ACCOUNT}"
+    # One source for the state: what config.yaml renders is what the bootstrap made.
+    assert (folder / "backend.hcl").read_text() == boot["backend_hcl"][ENV]
+    await asyncio.to_thread(backend_agrees, tmp_path / "bootstrap", tf_env, folder / "backend.hcl")
+    assert tfvars["image_uri"] == f"{boot['ecr_repository_url']}:{ENV}"
+    assert workflow_reads(tmp_path, ENV) == {
+        "region": "us-east-1",
+        "repository": boot["ecr_repository_name"],
+    }
 
     def tf(*args: str) -> subprocess.CompletedProcess[str]:
         return terraform(*args, cwd=folder, env=tf_env, timeout=900)
 
     plugins = [f"-plugin-dir={PLUGIN_DIR}"] if PLUGIN_DIR.is_dir() else []
-    extra = moto_backend(folder, moto_url)
+    extra = moto_backend(folder, moto_url=tf_env["AWS_ENDPOINT_URL"])
     init = await asyncio.to_thread(
         tf,
         "init",
@@ -218,8 +349,6 @@ async def test_first_deploy_rehearsal(moto_url: str, receiver: Receiver, tmp_pat
         destroy = await asyncio.to_thread(
             tf, "destroy", "-auto-approve", "-input=false", "-refresh=false"
         )
-        empty_bucket(s3, state_bucket)
-        s3.delete_bucket(Bucket=state_bucket)
     assert destroy.returncode == 0, output_of(destroy)
 
 
@@ -231,7 +360,8 @@ async def deployed_mirror_syncs(
     bucket = out["bucket_name"]
     # (5) the Slack webhook into the secret Terraform made without a value
     clients["secretsmanager"].put_secret_value(
-        SecretId=out["slack_secret_arn"], SecretString=receiver.url
+        SecretId=out["slack_secret_arn"],
+        SecretString=json.dumps({"webhook_url": receiver.url}),  # the doc's JSON form
     )
     s3.delete_bucket_policy(Bucket=bucket)  # moto is plain HTTP: see the module docstring
 
