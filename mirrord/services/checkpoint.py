@@ -77,6 +77,7 @@ class Checkpointer:
         self._rng = random.Random()  # noqa: S311  # nosec B311  # jitter, not a secret
         self.saves = 0
         self.conflicts = 0  # races lost to another writer, for the log and the tests
+        self.longest_streak = 0  # the most races one flush lost before it wrote
 
     @property
     def current(self) -> HashFile:
@@ -108,7 +109,9 @@ class Checkpointer:
                         self._key, body, etag=self._etag, content_type="application/json"
                     )
                 except PreconditionFailed:
-                    # Another writer got there first: take its file and merge into it.
+                    # Another writer got there first: pause (jittered, so N writers spread
+                    # out), then take its file, fresh, and merge into it.
+                    await asyncio.sleep(conflict_pause(attempt, self._rng))
                     self._hf, self._etag = await load_hashfile(self._store, self._key)
                     pending = missing_from(self._hf, pending)
                     self.conflicts += 1
@@ -117,9 +120,9 @@ class Checkpointer:
                     )
                     if not pending and not quarantine_missing(self._hf, records):
                         break
-                    await asyncio.sleep(conflict_pause(attempt, self._rng))
                     continue
                 self._hf, self._etag = merged, etag
+                self.longest_streak = max(self.longest_streak, attempt)
                 self.saves += 1
                 self._hook("after_checkpoint")
                 break
