@@ -111,13 +111,17 @@ def _runs(pid: int) -> bool:
     return True
 
 
+def _shared(value: object) -> str:
+    return value[:40] if isinstance(value, str) else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     owner: str
     job_id: str
     left: float  # seconds of lease left, by S3's clock
     process: Process | None = None
-    shared: bool = False  # held by the shards of job_id, who may join it
+    shared: str = ""  # held by the shards of job_id of this date, who may join it
 
 
 def default_owner() -> str:
@@ -152,7 +156,7 @@ def read_lock(found: Read, default_ttl: float, clock: Callable[[], float]) -> Ho
     if left < 0:
         return "expired"
     return Holder(
-        owner, job_id, left, Process.from_json(data.get("process")), data.get("shared") is True
+        owner, job_id, left, Process.from_json(data.get("process")), _shared(data.get("shared"))
     )
 
 
@@ -166,11 +170,12 @@ class BucketLock:
         key: str = LOCK_KEY,
         clock: Callable[[], float] = time.time,
         process: Process | None = None,
-        shared: bool = False,
+        shared: str = "",
     ) -> None:
         """``process``: this one (the default), as the lock records it and as it judges
-        whether a holder on the same machine is gone. ``shared``: the lease of a sharded
-        job (docs/design.md §12), which the job's other shards join and renew with us."""
+        whether a holder on the same machine is gone. ``shared``: the job's date, for the
+        lease of a sharded job (docs/design.md §12), which the job's other shards join
+        and renew with us, if they run with the same job id and date."""
         self._store = store
         self._shared = shared
         self._process = process or Process.current()
@@ -197,7 +202,7 @@ class BucketLock:
             "process": None if self._shared else self._process.to_json(),
         }
         if self._shared:
-            body["shared"] = True
+            body["shared"] = self._shared
         return await self._store.put_if(
             self._key, orjson.dumps(body), etag=etag, content_type="application/json"
         )
@@ -212,7 +217,10 @@ class BucketLock:
 
     def _joins(self, holder: Holder) -> bool:
         """A shared lock may join (and renew) a live lease of its own job's shards."""
-        return self._shared and holder.shared and holder.job_id == self._job_id
+        return bool(self._shared) and (holder.shared, holder.job_id) == (
+            self._shared,
+            self._job_id,
+        )
 
     async def acquire(self, job_id: str) -> Holder | None:
         """Take the lock for ``job_id``: None on success, else who holds it. A shared lock

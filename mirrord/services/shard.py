@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
+from typing import NoReturn
 
 import orjson
 import structlog
 
-from mirrord.adapters.lock import BucketLock, Process
+from mirrord.adapters.lock import BucketLock, Holder, Process
 from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import fetch_catalog
 from mirrord.core.errors import InputError, LockBusy, MirrordError
@@ -62,7 +63,7 @@ async def run_shard(
     stop = stop or asyncio.Event()
     ttl = s.heartbeat_seconds * 3  # three missed renewals before a rival takes over
     mine = BucketLock(app.store, owner, ttl, key=lock_key(job.job_id, shard))
-    lease = BucketLock(app.store, owner, ttl, shared=True)
+    lease = BucketLock(app.store, owner, ttl, shared=job.date)
     with structlog.contextvars.bound_contextvars(shard=str(shard)):
         try:
             for lock in (mine, lease):  # its own first: a duplicate never joins the lease
@@ -71,7 +72,7 @@ async def run_shard(
                 else:
                     holder = await lock.acquire(job.job_id)
                 if holder is not None:
-                    raise LockBusy(holder)
+                    _refuse(job, shard, holder)
             async with (
                 mine.kept(s.heartbeat_seconds, on_lost=stop.set),
                 lease.kept(s.heartbeat_seconds, on_lost=stop.set),
@@ -123,6 +124,15 @@ async def _run(
     await app.store.put(key, orjson.dumps(record.to_json()), content_type="application/json")
     log.info("shard_done", record=key, stored=record.stored, failed=len(record.failed))
     return record
+
+
+def _refuse(job: Job, shard: Shard, holder: Holder) -> NoReturn:
+    if holder.shared and holder.job_id == job.job_id and holder.shared != job.date:
+        raise InputError(
+            f"shard {shard} of job {job.job_id} runs with date {job.date}, its siblings with "
+            f"{holder.shared}: every shard of a job needs the same --date"
+        )
+    raise LockBusy(holder)
 
 
 def record_of(job: Job, shard: Shard, report: Report) -> ShardRecord:

@@ -10,7 +10,7 @@ import hashlib
 
 import orjson
 import pytest
-from conftest import DATE, make_settings, run_cli, spawn_cli
+from conftest import DATE, days_ago, make_settings, run_cli, spawn_cli
 from mirrord_dev.emulator import Emulator, Fault, synthetic_catalog
 
 from mirrord.adapters.lock import BucketLock, Holder
@@ -200,6 +200,11 @@ async def test_shards_exclude_other_jobs_and_their_own_duplicates(bucket_name: s
             other = await run_cli(*shard_args(1, 2, job="other"), env=env)
             assert other.code == 1
             assert b"another sync holds the bucket" in other.stderr
+            other_day = await run_cli(
+                *shard_args(2, 2)[:3], days_ago(3), *shard_args(2, 2)[4:], env=env
+            )
+            assert other_day.code == 1
+            assert b"every shard of a job needs the same --date" in other_day.stderr
             twin = await run_cli(*shard_args(1, 2), env=env)
             assert twin.code == 1
             assert b"another sync holds the bucket" in twin.stderr
@@ -221,16 +226,18 @@ async def test_a_plain_sync_keeps_shards_out(app: App) -> None:
     lease cannot be taken by a plain sync of the same job id either."""
     plain = BucketLock(app.store, "plain", 30)
     assert await plain.acquire(JOB) is None
-    shard = BucketLock(app.store, "shard", 30, shared=True)
+    shard = BucketLock(app.store, "shard", 30, shared=DATE)
     busy = await shard.acquire(JOB)
     assert busy is not None
     assert busy.owner == "plain"
     await plain.release()
     assert await shard.acquire(JOB) is None
-    sibling = BucketLock(app.store, "sibling", 30, shared=True)
+    sibling = BucketLock(app.store, "sibling", 30, shared=DATE)
     assert await sibling.acquire(JOB) is None  # joined
     assert await BucketLock(app.store, "plain", 30).acquire(JOB) is not None
-    assert await BucketLock(app.store, "x", 30, shared=True).acquire("another") is not None
+    assert await BucketLock(app.store, "x", 30, shared=DATE).acquire("another") is not None
+    # The same job with another date plans other keys: it may not join.
+    assert await BucketLock(app.store, "x", 30, shared=days_ago(3)).acquire(JOB) is not None
     await shard.renew()
     await sibling.renew()
 
