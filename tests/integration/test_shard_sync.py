@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 
 import orjson
 import pytest
@@ -305,3 +306,28 @@ async def test_eight_checkpointers_on_one_hash_file_lose_nothing(app: App) -> No
     streak = max(w.longest_streak for w in writers)
     print(f"\n8 writers × 25 flushes: {lost} races lost, longest streak {streak}")
     assert streak < checkpoint.SAVE_ATTEMPTS // 2
+
+
+async def test_a_stopped_shard_writes_no_record_and_leaves_the_lock(bucket_name: str) -> None:
+    """SIGTERM: in-flight transfers finish, the checkpoint is written, no record (the
+    fan-in must not count an unfinished shard), exit 1, and the job's lease released."""
+    catalog = synthetic_catalog(12, seed=11, sizes=(20_000, 60_000))
+    async with (
+        Emulator(catalog, bytes_per_s=40_000) as emu,
+        open_app(make_settings(bucket_name, emu.api_url)) as app,
+    ):
+        await app.s3.create_bucket(Bucket=bucket_name)
+        proc = await spawn_cli(*shard_args(1, 1), env=env_for(bucket_name, emu))
+        try:
+            await wait_for_shared(app)
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 1, err[-1500:]
+        assert b"running it again resumes it" in err
+        assert out == b""
+        assert await app.store.get(record_key(JOB, Shard(1, 1))) is None
+        assert await BucketLock(app.store, "probe", 3).holder() is None
