@@ -41,6 +41,7 @@ from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue
 from mirrord.services.job import load_external, run_exclusive
 from mirrord.services.plan import plan_job
+from mirrord.services.shard import run_shard
 from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")
@@ -97,6 +98,8 @@ class _Interrupts:
 
 
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
+    if args.shard is not None:
+        return await cmd_shard(args, app)
     job = job_from_args(args, app.settings)
     stop = asyncio.Event()
     bar = _progress(args)
@@ -121,6 +124,36 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
             raise
     render.emit(args.json, render.sync_result(report, app.settings.bucket))
     return report.exit_code
+
+
+async def cmd_shard(args: argparse.Namespace, app: App) -> int:
+    """``sync --shard K/N``: one shard, then its record (exit 1 if bottles failed)."""
+    job = job_from_args(args, app.settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish in flight, checkpoint, exit 1
+        loop.add_signal_handler(sig, stop.set)
+    with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+        record = await run_shard(
+            app,
+            job,
+            args.shard,
+            owner=default_owner(),
+            stop=stop,
+            progress=_progress(args),
+            wait=args.wait,
+        )
+    failed = "".join(f"\n  FAILED {key}: {reason}" for key, reason in record.failed)
+    render.emit(
+        args.json,
+        (
+            record.to_json(),
+            f"{job.date}: shard {record.shard} of job {job.job_id}: {record.stored} stored, "
+            f"{len(record.failed)} failed; {record.bytes / 1e6:,.1f} MB{failed}\n"
+            "the job is published by `mirrord sync --finalize` once every shard is done",
+        ),
+    )
+    return EXIT_FAILED if record.failed else EXIT_OK
 
 
 async def cmd_plan(args: argparse.Namespace, app: App) -> int:

@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from mirrord import __version__
-from mirrord.core.errors import JobError, SettingsError
+from mirrord.core.errors import InputError, JobError, SettingsError
 from mirrord.core.jobs import Job, parse_date
 from mirrord.core.messages import DEPLOY_STATUSES
 from mirrord.core.settings import Settings, from_env
+from mirrord.core.shards import Shard, parse_shard
 from mirrord.health import add_arguments as health_arguments
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _date(text: str) -> str:
@@ -84,6 +92,13 @@ def _sync_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part-size", help="multipart part size, e.g. 16MiB (MIRRORD_PART_SIZE)")
     p.add_argument("--batch-size", help="bottles per checkpoint (MIRRORD_BATCH_SIZE)")
     p.add_argument("--wait", action="store_true", help="wait while another sync holds the bucket")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="only the K-th of N parts of the job, beside its other shards (needs --job-id); "
+        "no publication: `--finalize` does it once all shards are done",
+    )
 
 
 def _plan_flags(p: argparse.ArgumentParser) -> None:
@@ -233,6 +248,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         flags[variable] = ",".join(value) if isinstance(value, list) else value
     bucketless = check_client or args.command == "notify"
     settings = from_env(env, flags, require_bucket=not bucketless, flag_names=names)
+    if getattr(args, "shard", None) is not None and not args.job_id:
+        # Every shard of a job must name the same job: its records and its lock are its.
+        raise SettingsError("--shard: needs --job-id, the same for every shard of the job")
     if args.command == "daemon" and not settings.queue_url:
         # A usage error, said before any request (the bucket is asked for first).
         raise SettingsError("MIRRORD_QUEUE_URL (or --queue-url): required by the daemon")

@@ -21,20 +21,22 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import structlog
 
 from mirrord.adapters.s3 import Read, S3Store
-from mirrord.core.errors import LockLost, MirrordError, PreconditionFailed
+from mirrord.core.errors import LockLost, MirrordError, PreconditionFailed, StoreError
 from mirrord.core.tasks import background
 
 log = structlog.get_logger("mirrord.adapters.lock")
 LOCK_KEY = "sync.lock"
+JOIN_ATTEMPTS = 8  # races a shared lease may lose in a row to its own siblings
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +111,17 @@ def _runs(pid: int) -> bool:
     return True
 
 
+def _shared(value: object) -> str:
+    return value[:40] if isinstance(value, str) else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     owner: str
     job_id: str
     left: float  # seconds of lease left, by S3's clock
     process: Process | None = None
+    shared: str = ""  # held by the shards of job_id of this date, who may join it
 
 
 def default_owner() -> str:
@@ -148,7 +155,9 @@ def read_lock(found: Read, default_ttl: float, clock: Callable[[], float]) -> Ho
         left = expires_at - clock()
     if left < 0:
         return "expired"
-    return Holder(owner, job_id, left, Process.from_json(data.get("process")))
+    return Holder(
+        owner, job_id, left, Process.from_json(data.get("process")), _shared(data.get("shared"))
+    )
 
 
 class BucketLock:
@@ -161,10 +170,14 @@ class BucketLock:
         key: str = LOCK_KEY,
         clock: Callable[[], float] = time.time,
         process: Process | None = None,
+        shared: str = "",
     ) -> None:
         """``process``: this one (the default), as the lock records it and as it judges
-        whether a holder on the same machine is gone."""
+        whether a holder on the same machine is gone. ``shared``: the job's date, for the
+        lease of a sharded job (docs/design.md §12), which the job's other shards join
+        and renew with us, if they run with the same job id and date."""
         self._store = store
+        self._shared = shared
         self._process = process or Process.current()
         self._owner = owner
         self._ttl = ttl
@@ -179,13 +192,17 @@ class BucketLock:
 
     async def _put(self, etag: str | None, *, release: bool = False) -> str:
         # expires_at is for people reading the object; S3's clock decides (read_lock).
-        body = {
+        body: dict[str, object] = {
             "owner": self._owner,
             "job_id": self._job_id,
             "ttl": 0 if release else self._ttl,
             "expires_at": 0.0 if release else self._clock() + self._ttl,
-            "process": self._process.to_json(),
+            # A shared lease names no process: the one that wrote it last may be gone while
+            # its siblings still run, so it is only ever taken over once it expires.
+            "process": None if self._shared else self._process.to_json(),
         }
+        if self._shared:
+            body["shared"] = self._shared
         return await self._store.put_if(
             self._key, orjson.dumps(body), etag=etag, content_type="application/json"
         )
@@ -198,9 +215,25 @@ class BucketLock:
         state = read_lock(found, self._ttl, self._clock)
         return state if isinstance(state, Holder) else None
 
+    def _joins(self, holder: Holder) -> bool:
+        """A shared lock may join (and renew) a live lease of its own job's shards."""
+        return bool(self._shared) and (holder.shared, holder.job_id) == (
+            self._shared,
+            self._job_id,
+        )
+
     async def acquire(self, job_id: str) -> Holder | None:
-        """Take the lock for ``job_id``: None on success, else who holds it."""
+        """Take the lock for ``job_id``: None on success, else who holds it. A shared lock
+        joins a live shared lease of the same job; its siblings write it too, so a lost
+        race there is tried again, a few times."""
         self._job_id = job_id
+        for _ in range(JOIN_ATTEMPTS):
+            outcome = await self._acquire_once()
+            if outcome != "raced":
+                return outcome if isinstance(outcome, Holder) else None
+        return Holder("unknown", "unknown", self._ttl)
+
+    async def _acquire_once(self) -> Holder | Literal["raced"] | None:
         try:
             self._etag = await self._put(None)
             return None
@@ -212,8 +245,15 @@ class BucketLock:
                 self._etag = await self._put(None)
                 return None
             except PreconditionFailed:
-                return Holder("unknown", "unknown", self._ttl)
+                return "raced" if self._shared else Holder("unknown", "unknown", self._ttl)
         state = read_lock(found, self._ttl, self._clock)
+        if isinstance(state, Holder) and self._joins(state):
+            try:
+                self._etag = await self._put(found.etag)
+            except PreconditionFailed:
+                return "raced"
+            log.info("lock_joined", key=self._key, job_id=self._job_id, holder=state.owner)
+            return None
         if isinstance(state, Holder):
             if state.process is None or not state.process.gone(self._process):
                 return state
@@ -251,11 +291,57 @@ class BucketLock:
     async def renew(self) -> None:
         if self._etag is None:
             raise LockLost("lock not held")
+        if self._shared:
+            await self._renew_shared()
+            return
         try:
             self._etag = await self._put(self._etag)
         except PreconditionFailed as exc:
             self._etag = None
             raise LockLost(f"{self._key} was taken over") from exc
+
+    async def _renew_shared(self) -> None:
+        """Siblings renew the same object: read it, check it is still our job's, write on
+        the ETag read. A lease that lapsed (every sibling stalled) is taken again."""
+        for _ in range(JOIN_ATTEMPTS):
+            found = await self._store.read(self._key)
+            state = "released" if found is None else read_lock(found, self._ttl, self._clock)
+            if isinstance(state, Holder) and not self._joins(state):
+                self._etag = None
+                raise LockLost(f"{self._key} was taken by {state.owner} (job {state.job_id})")
+            try:
+                self._etag = await self._put(None if found is None else found.etag)
+                return
+            except PreconditionFailed:
+                continue
+        raise StoreError(f"{self._key}: lost {JOIN_ATTEMPTS} renewal races in a row")
+
+    async def leave(self, others_live: Callable[[], Awaitable[bool]]) -> None:
+        """Leave a shared lease: released only when no sibling is live. The lease is read
+        first, then the siblings, then written on the ETag read: a sibling that joins in
+        between changes that ETag, and we look again. (A shard releases its own shard
+        lock before it leaves, so two that end together do not each wait for the other.)"""
+        if self._etag is None:
+            return
+        try:
+            for _ in range(JOIN_ATTEMPTS):
+                found = await self._store.read(self._key)
+                if found is None:
+                    return
+                state = read_lock(found, self._ttl, self._clock)
+                if not (isinstance(state, Holder) and self._joins(state)):
+                    return  # released, lapsed or another's: nothing of ours to release
+                if await others_live():
+                    log.info("lock_left", key=self._key, job_id=self._job_id)
+                    return
+                try:
+                    await self._put(found.etag, release=True)
+                    return
+                except PreconditionFailed:
+                    continue
+            log.warning("lock_leave_failed", key=self._key)  # its lease runs out instead
+        finally:
+            self._etag = None
 
     @asynccontextmanager
     async def kept(self, every: float, on_lost: Callable[[], None]) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ In the bucket, next to the job's other state::
 
     jobs/<job_id>/shards/<K>-of-<N>.json   a ShardRecord, written when shard K ends
     jobs/<job_id>/finalize.json            created once (If-None-Match: *) by the fan-in
+    jobs/<job_id>/locks/<K>-of-<N>.lock    shard K's own lock, while it runs
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def split(plan: Plan, shard: Shard) -> Plan:
 
 def record_key(job_id: str, shard: Shard) -> str:
     return f"{JOBS_PREFIX}{job_id}/shards/{shard.index}-of-{shard.count}.json"
+
+
+def lock_key(job_id: str, shard: Shard) -> str:
+    """The lock that keeps one shard from running twice at once (a duplicate delivery);
+    outside ``shards/``, where the fan-in reads only records."""
+    return f"{JOBS_PREFIX}{job_id}/locks/{shard.index}-of-{shard.count}.lock"
 
 
 def finalize_key(job_id: str) -> str:

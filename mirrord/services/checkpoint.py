@@ -8,7 +8,8 @@ uploads it left open are aborted."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 
 import structlog
@@ -28,7 +29,18 @@ from mirrord.core.models import DATE_RE, HashEntry
 from mirrord.services.transfer import Hook, no_hook
 
 log = structlog.get_logger("mirrord.services.checkpoint")
-SAVE_ATTEMPTS = 10
+# N shards write one hash file (docs/design.md §12): a writer that loses a race reloads,
+# merges and waits a jittered, growing pause before it writes again, so N writers spread
+# out instead of racing in lockstep. 30 attempts with pauses up to 2 s: minutes of
+# losing streaks before a checkpoint fails (and its entries stay queued even then).
+SAVE_ATTEMPTS = 30
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 2.0
+
+
+def conflict_pause(attempt: int, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^attempt)]."""
+    return rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
 async def load_hashfile(store: S3Store, key: str) -> tuple[HashFile, str | None]:
@@ -62,7 +74,10 @@ class Checkpointer:
         self._pending_quarantine: dict[str, Suspect | None] = {}
         self._hook = hook
         self._lock = asyncio.Lock()
+        self._rng = random.Random()  # noqa: S311  # nosec B311  # jitter, not a secret
         self.saves = 0
+        self.conflicts = 0  # races lost to another writer, for the log and the tests
+        self.longest_streak = 0  # the most races one flush lost before it wrote
 
     @property
     def current(self) -> HashFile:
@@ -85,7 +100,7 @@ class Checkpointer:
             snapshot = dict(self._pending)
             records = dict(self._pending_quarantine)
             pending = snapshot
-            for _ in range(SAVE_ATTEMPTS):
+            for attempt in range(SAVE_ATTEMPTS):
                 merged = merge(self._hf, pending, quarantine=records)
                 body = dumps(merged)
                 self._hook("during_hashfile_write")
@@ -94,14 +109,20 @@ class Checkpointer:
                         self._key, body, etag=self._etag, content_type="application/json"
                     )
                 except PreconditionFailed:
-                    # Another writer got there first: take its file and merge into it.
+                    # Another writer got there first: pause (jittered, so N writers spread
+                    # out), then take its file, fresh, and merge into it.
+                    await asyncio.sleep(conflict_pause(attempt, self._rng))
                     self._hf, self._etag = await load_hashfile(self._store, self._key)
                     pending = missing_from(self._hf, pending)
-                    log.info("hashfile_conflict", key=self._key, pending=len(pending))
+                    self.conflicts += 1
+                    log.info(
+                        "hashfile_conflict", key=self._key, pending=len(pending), attempt=attempt
+                    )
                     if not pending and not quarantine_missing(self._hf, records):
                         break
                     continue
                 self._hf, self._etag = merged, etag
+                self.longest_streak = max(self.longest_streak, attempt)
                 self.saves += 1
                 self._hook("after_checkpoint")
                 break
@@ -117,11 +138,13 @@ class Checkpointer:
             log.info("checkpoint", key=self._key, entries=len(self._hf.bottles))
 
 
-async def abort_orphans(store: S3Store) -> int:
+async def abort_orphans(store: S3Store, owns: Callable[[str], bool] | None = None) -> int:
     """Abort the multipart uploads a dead run left open (SIGKILL, OOM, a lost host).
 
     They are invisible but billed, and the lifecycle rule only reaps them days later.
     Call it holding the bucket lock: one sync at a time, so every open upload is an orphan.
+    A shard passes ``owns`` (Shard.owns): its live siblings upload only keys they own, so
+    an open upload of a key this shard owns is an orphan, and no other is touched.
     """
     try:
         uploads = await store.open_uploads()
@@ -130,6 +153,8 @@ async def abort_orphans(store: S3Store) -> int:
         return 0
     aborted = 0
     for key, upload_id in uploads:
+        if owns is not None and not owns(key):
+            continue
         try:
             await store.abort_multipart(key, upload_id)
         except StoreError as exc:  # the lifecycle rule is the backstop

@@ -39,6 +39,8 @@ from mirrord.core.models import HashEntry, ObjectInfo, gc_paused
 from mirrord.core.plan import Plan, Transfer, make_plan
 from mirrord.core.releases import DEFAULT_RELEASES, Releases, auto_targets, unknown_tags
 from mirrord.core.report import Failure, Progress, Quarantined, Rejected, Report
+from mirrord.core.settings import Settings
+from mirrord.core.shards import Shard, split
 from mirrord.core.tasks import background, first_error
 from mirrord.services.checkpoint import Checkpointer, abort_orphans, load_hashfile, unrecorded
 from mirrord.services.transfer import (
@@ -61,6 +63,17 @@ class Tuning:
     checkpoint_seconds: float
     max_bottle_bytes: int = 4 * 2**30
     bottle_timeout: float = 3600.0  # seconds a bottle may take in all, retries included
+
+    @classmethod
+    def of(cls, s: Settings) -> Tuning:
+        return cls(
+            s.concurrency,
+            s.part_size,
+            s.batch_size,
+            s.checkpoint_seconds,
+            s.max_bottle_bytes,
+            s.bottle_timeout,
+        )
 
 
 def job_targets(
@@ -337,28 +350,27 @@ async def run_sync(
     sizes: AnnouncedSizes | None = None,
     today: str | None = None,
     releases: Releases = DEFAULT_RELEASES,
+    shard: Shard | None = None,
 ) -> Report:
     """``sizes``: where transfers past one part learn how big their bottle should be
     (without it, ``max_bottle_bytes`` is their only cap). ``today``: UTC date, for
     telling a bad job date from a real one (default: now). ``releases``: the macOS
-    codenames tags are read with (MIRRORD_MACOS_RELEASES)."""
+    codenames tags are read with (MIRRORD_MACOS_RELEASES). ``shard``: carry out only
+    that shard's part of the plan (core/shards.py), touching only its own leftovers."""
     started = clock()
     stop = stop or asyncio.Event()
     hf, etag = await load_hashfile(store, hash_key)
     targets, plan = prepare(catalog, hf, job, default_platforms, external, releases)
+    plan = plan if shard is None else split(plan, shard)
     unknown = unknown_tags(catalog.formulae, releases)
-    _log_plan(job, catalog, targets, plan, unknown)
+    _log_plan(job, catalog, targets, plan, unknown, shard)
     checkpoints = Checkpointer(store, hash_key, hf, etag, tuning.batch_size, hook)
     checkpoints.add(plan.links)
     for key in stale_suspects(hf, catalog):
-        log.info("quarantine_dropped", key=key, reason="the catalog no longer lists this version")
-        checkpoints.note(key, None)
-    present: dict[str, list[str]] = {}
-    if plan.transfers:
-        present = await unrecorded(
-            store, hf, job.date, today or datetime.now(UTC).date().isoformat()
-        )
-        await abort_orphans(store)
+        if shard is None or shard.owns(key):
+            log.info("quarantine_dropped", key=key, reason="the catalog no longer lists it")
+            checkpoints.note(key, None)
+    present = await _leftovers(store, hf, job, plan, shard, today)
     sync = Sync(
         job,
         plan,
@@ -388,8 +400,29 @@ async def run_sync(
 _LISTS = ("failed", "rejected", "quarantined")  # logged as counts
 
 
+async def _leftovers(
+    store: S3Store, hf: HashFile, job: Job, plan: Plan, shard: Shard | None, today: str | None
+) -> dict[str, list[str]]:
+    """What a dead run left: its open uploads are aborted (a shard's: only keys it owns,
+    its live siblings upload the others) and its unrecorded objects returned, by file
+    name, for adoption (a shard's: only those named like one of its own transfers)."""
+    if not plan.transfers:
+        return {}
+    present = await unrecorded(store, hf, job.date, today or datetime.now(UTC).date().isoformat())
+    await abort_orphans(store, None if shard is None else shard.owns)
+    if shard is not None:
+        names = {t.key.rpartition("/")[2] for t in plan.transfers}
+        present = {name: keys for name, keys in present.items() if name in names}
+    return present
+
+
 def _log_plan(
-    job: Job, catalog: Catalog, targets: Sequence[str], plan: Plan, unknown: Sequence[str]
+    job: Job,
+    catalog: Catalog,
+    targets: Sequence[str],
+    plan: Plan,
+    unknown: Sequence[str],
+    shard: Shard | None = None,
 ) -> None:
     if unknown:
         log.warning(
@@ -402,6 +435,7 @@ def _log_plan(
         "plan",
         job_id=job.job_id,
         date=job.date,
+        shard=None if shard is None else str(shard),
         platforms=list(targets),
         transfers=len(plan.transfers),
         links=len(plan.links),

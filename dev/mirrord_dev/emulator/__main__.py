@@ -45,7 +45,28 @@ def _parser() -> argparse.ArgumentParser:
         help="bottle size for --catalog",
     )
     p.add_argument("--faults", help='JSON {"<sha256>": [fault, ...]} to set at start')
+    p.add_argument(
+        "--latency",
+        type=_latency,
+        default=(0.0, 0.0),
+        metavar="LOW-HIGH",
+        help="seconds each request waits before its answer, uniformly drawn, e.g. 0.05-0.2",
+    )
+    p.add_argument(
+        "--bytes-per-s", type=int, default=0, metavar="N", help="each blob answer's pace (0: off)"
+    )
     return p
+
+
+def _latency(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    try:
+        span = (float(low), float(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH seconds") from None
+    if not 0 <= span[0] <= span[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 ≤ LOW ≤ HIGH")
+    return span
 
 
 def _catalog(args: argparse.Namespace) -> EmulatorCatalog:
@@ -65,7 +86,13 @@ async def _serve(args: argparse.Namespace, catalog: EmulatorCatalog) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Emulator(
-        catalog, host=args.host, port=args.port, blob_port=args.blob_port, auth=args.auth
+        catalog,
+        host=args.host,
+        port=args.port,
+        blob_port=args.blob_port,
+        auth=args.auth,
+        latency=args.latency,
+        bytes_per_s=args.bytes_per_s,
     ) as emulator:
         for sha256, faults in faults_from_json(orjson.loads(args.faults or "{}")).items():
             emulator.set_faults(sha256, faults)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import random
 import re
 import secrets
 import socket
@@ -199,10 +200,21 @@ class Emulator:
         raw_api: bytes | None = None,
         portable_ruby_versions: Iterable[str] = PORTABLE_RUBY_VERSIONS,
         api_catalog: EmulatorCatalog | None = None,
+        latency: tuple[float, float] = (0.0, 0.0),
+        bytes_per_s: int = 0,
     ) -> None:
         """``api_catalog``: what formulae.brew.sh republished after ``catalog``'s
         formula.json was read (it does so every few minutes): the API files are made from
-        it, and the registry serves the bottles and image indexes of both."""
+        it, and the registry serves the bottles and image indexes of both.
+        ``latency``: (low, high) seconds each request waits before its answer starts,
+        uniformly drawn (GHCR: 50–200 ms to a blob's first byte); ``bytes_per_s``: each
+        blob answer's pace (0: as fast as the loopback goes), like GHCR's per-connection
+        speed. Both off by default; admin requests are never delayed."""
+        if not 0 <= latency[0] <= latency[1] or bytes_per_s < 0:
+            raise ValueError("latency must be 0 ≤ low ≤ high seconds, bytes_per_s ≥ 0")
+        self.latency = latency
+        self.bytes_per_s = bytes_per_s
+        self._rng = random.Random()  # noqa: S311  # nosec B311  # a delay, not a secret
         self.catalog = catalog
         self.api_catalog = api_catalog
         self.host = host
@@ -324,6 +336,8 @@ class Emulator:
         async def count(request: web.Request, handler: Any) -> web.StreamResponse:
             if not request.path.startswith("/_emulator/"):
                 self.requests[origin] += 1
+                if self.latency[1] > 0:
+                    await asyncio.sleep(self._rng.uniform(*self.latency))
             response: web.StreamResponse = await handler(request)
             return response
 
@@ -575,7 +589,7 @@ class Emulator:
         resp.content_length = len(body) + lie
         await resp.prepare(request)
         try:
-            await _send(resp, body, fault, stats)
+            await _send(resp, body, fault, stats, self.bytes_per_s)
         except ConnectionError:
             return resp  # the client left; nothing to finish
         if fault is not None and fault.kind in ("cut", "wrong_length") and request.transport:
@@ -604,10 +618,16 @@ def _fault_response(fault: Fault) -> web.Response | None:
 
 
 async def _send(
-    resp: web.StreamResponse, body: memoryview, fault: Fault | None, stats: BlobStats
+    resp: web.StreamResponse,
+    body: memoryview,
+    fault: Fault | None,
+    stats: BlobStats,
+    bytes_per_s: int = 0,
 ) -> None:
     limit, chunk_size = len(body), _CHUNK
-    stall_at, rate, corrupt = -1, 0, False
+    stall_at, rate, corrupt = -1, bytes_per_s, False
+    if rate:
+        chunk_size = max(1, min(_CHUNK, rate // 20))
     if fault is not None:
         if fault.kind == "cut":
             limit = min(fault.after, limit)
