@@ -84,6 +84,13 @@ def _sync_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part-size", help="multipart part size, e.g. 16MiB (MIRRORD_PART_SIZE)")
     p.add_argument("--batch-size", help="bottles per checkpoint (MIRRORD_BATCH_SIZE)")
     p.add_argument("--wait", action="store_true", help="wait while another sync holds the bucket")
+    p.add_argument(
+        "--finalize",
+        action="store_true",
+        help="fan in a sharded job once every shard has ended: merge, publish, status.json, "
+        "Slack; exactly once however often it is run (needs --job-id and --shards)",
+    )
+    p.add_argument("--shards", type=int, metavar="N", help="the job's shard count (--finalize)")
 
 
 def _plan_flags(p: argparse.ArgumentParser) -> None:
