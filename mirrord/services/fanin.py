@@ -252,11 +252,12 @@ async def finalize_if_last(
     count: int,
     *,
     owner: str = "",
-    route: str = "shards",
+    route: str = "fargate",
     stop: asyncio.Event | None = None,
 ) -> Report | None:
     """After a shard ends: the job's report if this caller ran the fan-in, else None
-    (shards are still missing, or the fan-in is done or running elsewhere)."""
+    (shards are still missing, or the fan-in is done or running elsewhere). ``route``:
+    the EMF dimension, "fargate" (the daemon runs the shards) so the alarms see it."""
     return (await fan_in(app, job, count, owner=owner, route=route, stop=stop)).report
 
 
@@ -266,7 +267,7 @@ async def fan_in(
     count: int,
     *,
     owner: str = "",
-    route: str = "shards",
+    route: str = "fargate",
     stop: asyncio.Event | None = None,
 ) -> Outcome:
     """``finalize_if_last`` with the reason when it does not fan in. The winner holds
@@ -310,7 +311,7 @@ async def finalize(
     job: Job,
     count: int,
     *,
-    route: str = "shards",
+    route: str = "fargate",
     stop: asyncio.Event | None = None,
 ) -> Report:
     """The job's report from its shards' records, the hash file and the catalog, then

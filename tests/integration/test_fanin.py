@@ -10,16 +10,17 @@ shard is to have failed, its bottles' entries are taken out of the hash file."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
-from conftest import DATE, MakeWorld, Receiver, run_cli, spawn_cli
+from conftest import DATE, MakeWorld, Receiver, make_settings, run_cli, spawn_cli
 
 from mirrord.adapters.lock import Process
 from mirrord.adapters.web import fetch_catalog
-from mirrord.app import App
-from mirrord.core.errors import InputError
+from mirrord.app import App, open_app
+from mirrord.core.errors import InputError, MirrordError
 from mirrord.core.hashfile import HashFile, dumps
 from mirrord.core.jobs import Job
 from mirrord.core.shards import Shard, ShardRecord, finalize_key, record_key, shard_of
@@ -279,3 +280,23 @@ async def test_cli_usage_errors(world: App) -> None:
     assert waiting.code == 2
     assert b"shard(s) 1/2, 2/2" in waiting.stderr
     assert await keys(world, "jobs/") == []
+
+
+async def test_a_failed_fan_in_releases_its_lease_for_the_next_caller(
+    world: App, receiver: Receiver
+) -> None:
+    hf = await synced(world)
+    await write_done(world, hf)
+    # Its catalog is out of reach: the fan-in fails after it has claimed finalize.json.
+    broken = make_settings(world.settings.bucket, "http://127.0.0.1:1/api/formula.json")
+    async with open_app(replace(broken, max_attempts=1)) as cut_off:
+        with pytest.raises(MirrordError):
+            await finalize_if_last(cut_off, JOB, N)
+    lease = await finalize_state(world)
+    assert lease["state"] == "running"
+    assert lease["ttl"] == 0
+    assert await world.store.get(world.settings.status_key) is None
+    report = await finalize_if_last(world, JOB, N)
+    assert report is not None
+    assert report.complete
+    assert (await finalize_state(world))["state"] == "done"
