@@ -133,6 +133,8 @@ async def cmd_finalize(args: argparse.Namespace, app: App) -> int:
     elsewhere, 2 a usage error: a flag missing, or shards that have not ended yet."""
     if not args.finalize or not args.job_id or args.shards is None:
         raise SettingsError("sync --finalize needs --job-id J and --shards N, together")
+    if getattr(args, "shard", None) is not None:
+        raise SettingsError("sync: --shard runs one shard, --finalize the fan-in; not both")
     try:
         Shard(args.shards, args.shards)
     except InputError as exc:
