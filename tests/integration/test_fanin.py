@@ -300,3 +300,36 @@ async def test_a_failed_fan_in_releases_its_lease_for_the_next_caller(
     assert report is not None
     assert report.complete
     assert (await finalize_state(world))["state"] == "done"
+
+
+async def test_shards_run_through_the_cli_then_one_fan_in(world: App, receiver: Receiver) -> None:
+    """End to end once `sync --shard` exists (services/shard.py, issue 16's shard
+    part): N shard processes at once, then N fan-in processes at once; one publishes."""
+    pytest.importorskip("mirrord.services.shard")
+    s = world.settings
+    env = {
+        "MIRRORD_BUCKET": s.bucket,
+        "MIRRORD_API_URL": s.api_url,
+        "MIRRORD_SLACK_WEBHOOK_URL": receiver.url,
+        "MIRRORD_HEARTBEAT_SECONDS": "1",
+    }
+    job = ("--date", DATE, "--job-id", JOB.job_id)
+    shards = [
+        await spawn_cli("sync", "--shard", f"{k}/{N}", *job, env=env) for k in range(1, N + 1)
+    ]
+    ended = [await asyncio.wait_for(p.communicate(), 120) for p in shards]
+    assert [p.returncode for p in shards] == [0] * N, [err[-800:] for _, err in ended]
+    assert receiver.bodies == []  # a shard reports nothing to Slack: the fan-in does
+    fan = [
+        await spawn_cli("sync", "--finalize", "--json", *job, "--shards", str(N), env=env)
+        for _ in range(N)
+    ]
+    outs = [await asyncio.wait_for(p.communicate(), 120) for p in fan]
+    reports = [orjson.loads(out) for out, _ in outs if out.strip()]
+    assert len(reports) == 1, [err[-800:] for _, err in outs]
+    hf, _ = await load_hashfile(world.store, s.hash_key)
+    assert reports[0]["failed"] == []
+    assert reports[0]["downloaded"] == len(hf.bottles)
+    assert await world.store.get(s.status_key) is not None
+    assert (await finalize_state(world))["state"] == "done"
+    assert len(receiver.bodies) == 1
