@@ -30,15 +30,17 @@ from mirrord.cli_args import build_parser, job_from_args, settings_from
 from mirrord.core.brew import reader_headers
 from mirrord.core.deployconfig import FOLDER_LINKS, DeployConfig
 from mirrord.core.deployconfig import parse as parse_deploy_config
-from mirrord.core.errors import ConfigError, MirrordError, SettingsError
+from mirrord.core.errors import ConfigError, InputError, MirrordError, SettingsError
 from mirrord.core.messages import deploy_message
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirrord.core.settings import Settings
+from mirrord.core.shards import Shard
 from mirrord.daemon import Daemon
 from mirrord.health import run as run_health
 from mirrord.services.check import check_client
 from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue
+from mirrord.services.fanin import fan_in
 from mirrord.services.job import load_external, run_exclusive
 from mirrord.services.plan import plan_job
 from mirrord.services.shard import run_shard
@@ -98,6 +100,8 @@ class _Interrupts:
 
 
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
+    if args.finalize or args.shards is not None:
+        return await cmd_finalize(args, app)
     if args.shard is not None:
         return await cmd_shard(args, app)
     job = job_from_args(args, app.settings)
@@ -154,6 +158,45 @@ async def cmd_shard(args: argparse.Namespace, app: App) -> int:
         ),
     )
     return EXIT_FAILED if record.failed else EXIT_OK
+
+
+async def cmd_finalize(args: argparse.Namespace, app: App) -> int:
+    """``sync --finalize --job-id J --shards N``: the fan-in of a sharded job, exactly
+    once (services/fanin.py). 0 complete, 1 failed bottles or the fan-in running
+    elsewhere, 2 a usage error: a flag missing, or shards that have not ended yet."""
+    if not args.finalize or not args.job_id or args.shards is None:
+        raise SettingsError("sync --finalize needs --job-id J and --shards N, together")
+    if getattr(args, "shard", None) is not None:
+        raise SettingsError("sync: --shard runs one shard, --finalize the fan-in; not both")
+    try:
+        Shard(args.shards, args.shards)
+    except InputError as exc:
+        raise SettingsError(f"--shards {args.shards}: {exc}") from None
+    job = job_from_args(args, app.settings)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+        outcome = await fan_in(app, job, args.shards, owner=default_owner(), route="cli", stop=stop)
+    if outcome.missing:
+        waiting = ", ".join(f"{k}/{args.shards}" for k in outcome.missing)
+        print(
+            f"mirrord: sync --finalize: job {job.job_id} has no record yet from shard(s) "
+            f"{waiting}; run it after every shard has ended (done or given up)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if outcome.report is None:
+        if outcome.holder == "done":
+            print(
+                f"mirrord: job {job.job_id} was finalized already; nothing to do", file=sys.stderr
+            )
+            return EXIT_OK
+        print(
+            f"mirrord: the fan-in of {job.job_id} is running in {outcome.holder}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    render.emit(args.json, render.sync_result(outcome.report, app.settings.bucket))
+    return outcome.report.exit_code
 
 
 async def cmd_plan(args: argparse.Namespace, app: App) -> int:

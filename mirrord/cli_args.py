@@ -99,6 +99,13 @@ def _sync_flags(p: argparse.ArgumentParser) -> None:
         help="only the K-th of N parts of the job, beside its other shards (needs --job-id); "
         "no publication: `--finalize` does it once all shards are done",
     )
+    p.add_argument(
+        "--finalize",
+        action="store_true",
+        help="fan in a sharded job once every shard has ended: merge, publish, status.json, "
+        "Slack; exactly once however often it is run (needs --job-id and --shards)",
+    )
+    p.add_argument("--shards", type=int, metavar="N", help="the job's shard count (--finalize)")
 
 
 def _plan_flags(p: argparse.ArgumentParser) -> None:

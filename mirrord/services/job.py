@@ -171,7 +171,7 @@ async def run_job(
     try:
         report = await _sync_and_publish(app, job, slack_progress, stop, grace, publish_progress)
         await slack_progress.aclose()
-        await _record(app, job, report, route)
+        await record_outcome(app, job, report, route)
     except MirrordError as exc:
         await _job_failed(app, job, slack_progress, str(exc))
         raise
@@ -198,7 +198,7 @@ async def _sync_and_publish(
     catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
     # The API files are fetched with the catalog, not after a sync of hours: both
     # must describe the same bottles, and formulae.brew.sh changes every few minutes.
-    api = await _fetch_api(app, catalog, job) if s.brew_mirror else None
+    api = await fetch_job_api(app, catalog, job) if s.brew_mirror else None
     report = await run_sync(
         job,
         catalog,
@@ -230,7 +230,9 @@ async def _sync_and_publish(
     )
 
 
-async def _record(app: Adapters, job: Job, report: Report, route: str) -> None:
+async def record_outcome(app: Adapters, job: Job, report: Report, route: str) -> None:
+    """What a finished job leaves: its EMF record, status.json when complete, Slack.
+    Also the fan-in's last step (services/fanin.py)."""
     s = app.settings
     if s.emf:  # where CloudWatch reads the log (Lambda, ECS) or MIRRORD_EMF asks for it
         log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
@@ -271,7 +273,8 @@ async def _job_failed(app: Adapters, job: Job, progress: SlackProgress, error: s
     )
 
 
-async def _fetch_api(app: Adapters, catalog: Catalog, job: Job) -> dict[str, bytes] | None:
+async def fetch_job_api(app: Adapters, catalog: Catalog, job: Job) -> dict[str, bytes] | None:
+    """The job's Homebrew API files, or None (warned) when upstream fails."""
     targets = job_targets(catalog, job, app.settings.platforms, app.settings.releases)
     try:
         return await fetch_api(app.http, app.settings.api_base, targets, app.backoff)
