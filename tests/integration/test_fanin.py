@@ -303,8 +303,8 @@ async def test_a_failed_fan_in_releases_its_lease_for_the_next_caller(
 
 
 async def test_shards_run_through_the_cli_then_one_fan_in(world: App, receiver: Receiver) -> None:
-    """End to end once `sync --shard` exists (services/shard.py, issue 16's shard
-    part): N shard processes at once, then N fan-in processes at once; one publishes."""
+    """End to end: N `sync --shard` processes at once, then N `sync --finalize`
+    processes at once; exactly one publishes."""
     s = world.settings
     env = {
         "MIRRORD_BUCKET": s.bucket,
