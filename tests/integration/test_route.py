@@ -17,10 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiobotocore.session import get_session
 from conftest import DATE, MakeWorld, Receiver, make_settings
+from mirrord_dev.emulator.content import blob_url
+from mirrord_dev.latency import Latency, slow_blobs
 from structlog.testing import capture_logs
 
 from mirrord.app import App
@@ -31,6 +34,7 @@ from mirrord.core.shards import Shard
 from mirrord.daemon import Daemon
 from mirrord.lambdas.enqueue import job_from_event
 from mirrord.services.enqueue import enqueue
+from mirrord.services.job import run_job
 
 MAX_RECEIVES = 3  # the queue's maxReceiveCount, as infra/main.tf sets it
 MANUAL = {"source": "manual", "date": DATE, "job_id": f"{DATE}-big"}
@@ -260,3 +264,39 @@ async def test_a_shard_stopped_mid_run_is_handed_back_without_a_fan_in(
     again = await app.queue.receive(wait_s=1, visibility_s=30)
     assert (again[0].handbacks, again[0].receive_count) == (1, 1)
     assert parse_job(again[0].body).shard == Shard(1, 2)
+
+
+async def test_the_latency_front_delays_and_paces_every_blob_the_emulator_still_counts(
+    make_world: MakeWorld,
+) -> None:
+    """mirrord_dev.latency (the bench's GHCR-like origin): a sync through it is whole,
+    every blob GET passed the front once and reached the emulator's counters; one blob
+    takes at least its first-byte delay plus its size at the capped rate."""
+    world = await make_world(brew_mirror=False)  # the bottles' blobs only
+    emu = world.emu
+    rate = 8_000_000
+    async with slow_blobs(emu, Latency((0.3, 0.3), bytes_per_s=rate)) as front:
+        report = await run_job(world.app, job(), route="cli")
+        assert report.complete
+        gets = {sha: emu.stats(sha).requests for sha in emu.catalog.blobs}
+        assert set(gets.values()) == {0, 1}  # 0: a tag outside the job's platforms
+        assert sum(gets.values()) == report.downloaded
+        assert front.requests == report.downloaded
+
+        sha, blob = max(emu.catalog.blobs.items(), key=lambda item: item[1].size)
+        name = next(f["name"] for f in emu.catalog.formulae if sha in orjson.dumps(f).decode())
+        url = blob_url(name, sha).replace("{registry}", emu.registry_url)
+        async with aiohttp.ClientSession() as http:
+            auth = {"Authorization": "Bearer QQ=="}  # GHCR's anonymous token, as brew sends
+            async with http.get(url, headers=auth, allow_redirects=False) as hop:
+                assert hop.status in (302, 307)
+                location = hop.headers["Location"]
+            assert location.startswith(front.url)
+            started = time.monotonic()
+            async with http.get(location) as got:
+                body = await got.read()
+            took = time.monotonic() - started
+    assert len(body) == blob.size
+    assert took >= 0.3 + blob.size / rate * 0.95  # a lower bound: sleeps only add
+    with pytest.raises(ValueError, match="latency"):
+        Latency((0.2, 0.1))
