@@ -67,6 +67,8 @@ ROOT_VARIABLES = frozenset(
         "kms_key_arn",
         "use_nat_gateway",
         "enable_autoscaling",
+        "max_tasks",
+        "shard_gb",
         "enable_monitoring",
         "noncurrent_version_days",
         "external_hash_url",
