@@ -124,10 +124,12 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench --out docs
+	$(BIN)/python -m bench.shards --out docs
 
 # Seconds, tiny corpora, one run of every step: keeps the harness from rotting (CI runs it).
 bench-smoke: $(BENCH_STAMP)
 	$(BIN)/python -m bench --smoke --out $${TMPDIR:-/tmp}/mirrord-bench-smoke
+	$(BIN)/python -m bench.shards --smoke --out $${TMPDIR:-/tmp}/mirrord-bench-smoke
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -17,6 +17,9 @@ locals {
   heartbeat_seconds = 60
   stop_timeout      = 120 # Fargate's longest SIGTERM → SIGKILL
   stop_grace        = 90  # in-flight transfers after SIGTERM; leaves 30 s to checkpoint
+  # Receives before the DLQ; a shard failing on its last one is given up on (reported by
+  # key) so the fan-in of its siblings still runs (docs/design.md §12).
+  max_receive_count = 3
 
   enqueue_function_name = "${local.name}-enqueue"
   sync_function_name    = "${local.name}-sync"
@@ -36,6 +39,11 @@ locals {
       MIRRORD_HEARTBEAT_SECONDS = tostring(local.heartbeat_seconds)
       MIRRORD_SLACK_SECRET_ID   = module.notifications.slack_secret_arn
       MIRRORD_ENVIRONMENT       = var.environment # named in every Slack message
+      # Scale-out: a job fans out to at most as many shards as tasks may run at once, so
+      # max_tasks = 1 (the default) never shards.
+      MIRRORD_SHARD_BYTES  = "${var.shard_gb}GB"
+      MIRRORD_MAX_SHARDS   = tostring(var.max_tasks)
+      MIRRORD_MAX_RECEIVES = tostring(local.max_receive_count)
       # One switch with the CloudFront distribution: the brew-6 copies are written
       # only where something serves them.
       MIRRORD_BREW_MIRROR = tostring(var.brew_mirror)
@@ -79,7 +87,7 @@ module "sqs" {
 
   name              = "${local.name}-jobs"
   heartbeat_seconds = local.heartbeat_seconds
-  max_receive_count = 3
+  max_receive_count = local.max_receive_count
   kms_key_arn       = var.kms_key_arn
   tags              = local.tags
 }
@@ -162,6 +170,7 @@ module "ecs" {
   kms_key_arn        = var.kms_key_arn
   queue_name         = module.sqs.queue_name
   enable_autoscaling = var.enable_autoscaling
+  max_tasks          = var.max_tasks
   tags               = local.tags
 }
 

@@ -217,6 +217,28 @@ variable "enable_autoscaling" {
   default     = true
 }
 
+variable "max_tasks" {
+  description = "Most daemon tasks at once, and so the most shards a job fans out to (MIRRORD_MAX_SHARDS; docs/design.md §12). 1: every job runs on one task, never sharded."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.max_tasks >= 1 && var.max_tasks <= 16 && floor(var.max_tasks) == var.max_tasks
+    error_message = "max_tasks: a whole number from 1 to 16."
+  }
+}
+
+variable "shard_gb" {
+  description = "MIRRORD_SHARD_BYTES in GB: a Fargate job estimated over it fans out to ceil(estimate / shard_gb) shards, at most max_tasks. 0: never shard."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.shard_gb >= 0 && var.shard_gb <= 100000 && floor(var.shard_gb) == var.shard_gb
+    error_message = "shard_gb: a whole number from 0 (never shard) to 100000."
+  }
+}
+
 variable "enable_monitoring" {
   description = "Create the alarms (DLQ not empty, sync failed, Lambda errors, no recent sync), their log metric filters and the dashboard."
   type        = bool

@@ -17,6 +17,13 @@
   Past ``HANDBACK_LIMIT`` hand-backs of one job (a task stopped over and over, e.g. by a
   failing health check), the message is only made visible again, so its receives count
   and a loop still ends in the DLQ.
+* A message with ``"shard": "K/N"`` (docs/design.md §12) runs that shard of the job
+  (services/shard.py), then the fan-in if it was the last to end (services/fanin.py);
+  the message is deleted once the shard's record is written (and the fan-in, if it fell
+  to this shard, finished). A shard failing on its last receive
+  (``MIRRORD_MAX_RECEIVES``, the queue's maxReceiveCount) is given up on: a record names
+  its missing bottles, the fan-in runs without them, and the message is deleted (the
+  failure is reported by key, not left to the DLQ).
 * The Slack webhook is resolved again for every job (app.with_fresh_webhook): a
   rotated secret reaches a running daemon at its next job.
 * Liveness: the file ``MIRRORD_HEALTH_FILE`` is written at least every heartbeat;
@@ -27,6 +34,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -38,7 +46,8 @@ from mirrord.adapters.sqs import JobQueue, Received
 from mirrord.app import App, with_fresh_webhook
 from mirrord.core.errors import JobError, LockBusy, MirrordError
 from mirrord.core.jobs import Job, parse_job
-from mirrord.core.report import running_emf
+from mirrord.core.report import Report, running_emf
+from mirrord.core.shards import Shard
 from mirrord.core.tasks import background
 from mirrord.services.job import run_exclusive
 
@@ -60,6 +69,15 @@ async def beat(path: str) -> None:
             await f.write(f"{time.time():.0f}\n")
     except OSError as exc:  # a health file we cannot write must not stop the work
         log.warning("health_file_unwritable", path=path, error=str(exc))
+
+
+def _scale_out() -> tuple[Any, Any]:
+    """services.shard and services.fanin, loaded at the first shard (issue 16: they are
+    built beside this; a plain import once both are on main)."""
+    return (
+        importlib.import_module("mirrord.services.shard"),
+        importlib.import_module("mirrord.services.fanin"),
+    )
 
 
 class Daemon:
@@ -157,6 +175,9 @@ class Daemon:
             if self._stop.is_set():
                 await self._hand_back(message)
                 return
+            if job.shard is not None:
+                await self._run_shard(job, job.shard, message)
+                return
             try:
                 # Lost to a takeover: the lock stops ours (the daemon exits; ECS starts
                 # another).
@@ -176,14 +197,49 @@ class Daemon:
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
                 return  # the message comes back after its visibility timeout
-            if not report.unfinished:
-                await self._queue.delete(message.receipt)
-                self.jobs_done += 1
-            elif self._stop.is_set():
-                await self._hand_back(message)  # the next task carries on
-                log.info("job_handed_back", remaining=report.remaining)
-            else:  # a publication that failed: again after the visibility timeout, not now
-                log.warning("job_unfinished", remaining=report.remaining)
+            await self._settle(report, message)
+
+    async def _settle(self, report: Report | None, message: Received) -> None:
+        """After a job (or a shard and, if it fell to it, the fan-in; None: not the last):
+        delete the message when all ran to its end; else hand it back or let it return."""
+        if report is None or not report.unfinished:
+            await self._queue.delete(message.receipt)
+            self.jobs_done += 1
+        elif self._stop.is_set():
+            await self._hand_back(message)  # the next task carries on
+            log.info("job_handed_back", remaining=report.remaining)
+        else:  # a publication that failed: again after the visibility timeout, not now
+            log.warning("job_unfinished", remaining=report.remaining)
+
+    async def _run_shard(self, job: Job, shard: Shard, message: Received) -> None:
+        """Shard ``shard`` of ``job``, then ``finalize_if_last``. A failure leaves the
+        message to return, except on its last receive: then ``give_up`` writes the
+        shard's record (its missing bottles failed, by key) and the fan-in goes on."""
+        shards, fanin = _scale_out()
+        app = await with_fresh_webhook(self._app)
+        with structlog.contextvars.bound_contextvars(shard=str(shard)):
+            try:
+                await shards.run_shard(app, job, shard, owner=self._owner, stop=self._stop)
+            except LockBusy:  # stopped while waiting for the lock
+                await self._hand_back(message)
+                return
+            except MirrordError as exc:
+                last = message.receive_count >= self._app.settings.max_receives
+                log.error(
+                    "shard_failed",
+                    error=str(exc),
+                    kind=type(exc).__name__,
+                    receive_count=message.receive_count,
+                    given_up=last,
+                )
+                if not last:
+                    return  # the message comes back after its visibility timeout
+                await fanin.give_up(app, job, shard, str(exc))
+            else:
+                if self._stop.is_set():  # stopped mid-shard: the next task carries on
+                    await self._hand_back(message)
+                    return
+            await self._settle(await fanin.finalize_if_last(app, job, shard.count), message)
 
     async def _hand_back(self, message: Received) -> None:
         """Give the job to the next task without using up one of its receives: send it

@@ -184,6 +184,9 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
     ),
     "use_nat_gateway": (_bool, False),
     "enable_autoscaling": (_bool, True),
+    # Scale-out (docs/design.md §12): tasks at once = the most shards a job fans out to.
+    "max_tasks": (_int(1, 16), 1),
+    "shard_gb": (_int(0, 100_000), 16),
     "enable_monitoring": (_bool, True),
     "noncurrent_version_days": (_int(1, 3650), 30),
     "external_hash_url": (

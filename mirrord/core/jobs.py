@@ -3,6 +3,8 @@
 ``{"v": 1, "job_id": "2026-11-22-weekly", "date": "2026-11-22",
 "platforms": ["arm64_tahoe"], "formulae": null, "reason": "schedule"}``
 
+A job fanned out to N workers (docs/design.md §12) is N messages, the same body plus
+``"shard": "K/N"`` each; a body without it is the whole job, as before.
 Unknown fields are ignored, so a newer sender can add some; a bad body raises
 ``JobError`` naming the field, and the daemon leaves such a message for the DLQ.
 """
@@ -17,9 +19,10 @@ from typing import Any
 
 import orjson
 
-from mirrord.core.errors import JobError, SettingsError
+from mirrord.core.errors import InputError, JobError, SettingsError
 from mirrord.core.models import MAX_NAME_LEN, NAME_RE
 from mirrord.core.releases import DEFAULT_RELEASES, Releases, validate_targets
+from mirrord.core.shards import Shard, parse_shard
 
 VERSION = 1
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -34,8 +37,11 @@ class Job:
     formulae: tuple[str, ...] | None = None  # None: all
     reason: str = "manual"
     estimated_bytes: int | None = None  # the enqueuer's estimate, for the report
+    shard: Shard | None = None  # None: the whole job, one worker
 
     def body(self) -> bytes:
+        # No "shard" field for a whole job: its body stays what an older daemon reads.
+        shard = {"shard": str(self.shard)} if self.shard is not None else {}
         return orjson.dumps(
             {
                 "v": VERSION,
@@ -45,6 +51,7 @@ class Job:
                 "formulae": list(self.formulae) if self.formulae is not None else None,
                 "reason": self.reason,
                 "estimated_bytes": self.estimated_bytes,
+                **shard,
             }
         )
 
@@ -133,4 +140,17 @@ def job_from_dict(
         tuple(dict.fromkeys(formulae)) if formulae is not None else None,
         reason,
         estimate,
+        _shard(data.get("shard")),
     )
+
+
+def _shard(value: Any) -> Shard | None:
+    """``job.shard``: absent or null for a whole job, else ``"K/N"``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise JobError("job.shard must be null or a string K/N")
+    try:
+        return parse_shard(value)
+    except InputError as exc:
+        raise JobError(f"job.{exc}") from None

@@ -151,6 +151,11 @@ class Settings:
     estimate_seconds: float = 120.0
     estimate_max_indexes: int = 2000
     sync_function: str | None = None  # the sync Lambda the enqueuer invokes
+    # Scale-out (docs/design.md §12): a Fargate job estimated over shard_bytes goes out as
+    # ceil(bytes / shard_bytes) shards, at most max_shards; shard_bytes 0: never sharded.
+    shard_bytes: int = 16 * 10**9  # GB, as the size threshold and Terraform's shard_gb
+    max_shards: int = 8
+    max_receives: int = 3  # the queue's maxReceiveCount: a shard's last try gives up
     lambda_margin_seconds: float = 120.0
     stop_grace: float = 90.0
     heartbeat_seconds: float = 60.0
@@ -227,6 +232,9 @@ ENV: dict[str, tuple[str, Any]] = {
         "estimate_max_indexes",
         lambda t, n: _int(t, n, 0, 1_000_000),
     ),
+    "MIRRORD_SHARD_BYTES": ("shard_bytes", lambda t, n: parse_size(t, n)),
+    "MIRRORD_MAX_SHARDS": ("max_shards", lambda t, n: _int(t, n, 1, 64)),  # shards.MAX_SHARDS
+    "MIRRORD_MAX_RECEIVES": ("max_receives", lambda t, n: _int(t, n, 1, 1000)),
     "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: _text(t, n, 256)),
     "MIRRORD_LAMBDA_MARGIN_SECONDS": (
         "lambda_margin_seconds",

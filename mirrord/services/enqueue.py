@@ -12,6 +12,10 @@ With ``MIRRORD_BREW_MIRROR`` a job is also sent when no bottle is new but the br
 is behind (status.json says the last publication was cut short or kept the API files
 back, or the listing of ``v2/`` lacks an index or blob key of a stored bottle).
 Nothing new and nothing behind: no job, one "nothing to do" notification.
+A Fargate job estimated over ``MIRRORD_SHARD_BYTES`` fans out (docs/design.md §12): it
+is sent as N messages, one per shard (``"shard": "K/N"``, the same job id and date), N =
+ceil(bytes / MIRRORD_SHARD_BYTES) capped at ``MIRRORD_MAX_SHARDS``; a partial estimate,
+a lower bound from a job too big to size in time, takes the cap.
 A dry run (the post-deploy smoke test) does all of it, with the same reads, and stops
 before the first write: it returns the route, bottles and bytes it would send, and sends,
 invokes and posts nothing.
@@ -36,6 +40,7 @@ from mirrord.core.messages import nothing_to_do_message, start_message
 from mirrord.core.plan import Estimate, Plan, estimate, index_url, sizes_from_index
 from mirrord.core.releases import unknown_tags
 from mirrord.core.settings import Settings
+from mirrord.core.shards import Shard
 from mirrord.core.tasks import bounded
 from mirrord.services.plan import Planned, plan_job
 from mirrord.services.ports import Adapters
@@ -63,6 +68,7 @@ class Enqueued:
     # Why the estimate is only a lower bound (a bound of index_sizes was hit), or None.
     estimate_partial: str | None = None
     dry_run: bool = False  # route is where the job WOULD have gone; nothing was sent
+    shards: int = 1  # messages the job went out as (fargate only; 1: one worker, no shard)
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -75,6 +81,8 @@ class Enqueued:
             "publication_behind": self.publication_behind,
             "route": self.route,
         }
+        if self.route == "fargate":
+            body["shards"] = self.shards
         if self.estimate is not None:
             body["estimate"] = {**self.estimate.to_dict(), "partial": self.estimate_partial}
         if self.dry_run:
@@ -145,6 +153,24 @@ async def index_sizes(registry: Registry, plan: Plan, s: Settings) -> IndexSizes
     return found
 
 
+def shard_count(estimated: int, partial: bool, s: Settings) -> int:
+    """How many workers a Fargate job goes to: one per ``s.shard_bytes`` begun, at most
+    ``s.max_shards``; the cap for a partial estimate (a lower bound); 1 with
+    ``shard_bytes`` 0 (never shard)."""
+    if s.shard_bytes <= 0:
+        return 1
+    if partial:
+        return s.max_shards
+    return max(1, min(s.max_shards, -(-estimated // s.shard_bytes)))
+
+
+def sharded(job: Job, count: int) -> list[Job]:
+    """The messages of ``job`` for ``count`` workers: itself when 1, else one per shard."""
+    if count == 1:
+        return [job]
+    return [replace(job, shard=Shard(k, count)) for k in range(1, count + 1)]
+
+
 async def enqueue(
     app: Adapters,
     job: Job,
@@ -189,7 +215,10 @@ async def enqueue(
         route: Route = (
             "lambda" if (small and invoke is not None) or app.queue is None else "fargate"
         )
-        result = replace(result, route=route, estimate=guess, estimate_partial=sized.partial)
+        shards = shard_count(guess.bytes, sized.partial is not None, s) if route == "fargate" else 1
+        result = replace(
+            result, route=route, estimate=guess, estimate_partial=sized.partial, shards=shards
+        )
         if dry_run:
             log.info("dry_run", **result.to_dict())
             return result
@@ -198,14 +227,15 @@ async def enqueue(
             await invoke(job)
         else:
             assert app.queue is not None
-            await app.queue.send(job)
+            for message in sharded(job, shards):
+                await app.queue.send(message)
         await app.slack.send(
             start_message(
                 job_id=job.job_id,
                 date=job.date,
                 bottles=len(plan.transfers),
                 estimated_bytes=guess.bytes,
-                route=result.route,
+                route=result.route if shards == 1 else f"fargate, {shards} shards",
                 bucket=s.bucket,
                 partial=sized.partial,
             )

@@ -67,6 +67,8 @@ ROOT_VARIABLES = frozenset(
         "kms_key_arn",
         "use_nat_gateway",
         "enable_autoscaling",
+        "max_tasks",
+        "shard_gb",
         "enable_monitoring",
         "noncurrent_version_days",
         "external_hash_url",
@@ -818,3 +820,40 @@ def test_moto_applies_the_metric_alarms(workspace: Workspace, moto_url: str) -> 
     )
     assert destroy.returncode == 0, output_of(destroy)
     assert not cw.describe_alarms(AlarmNamePrefix=f"{name}-")["MetricAlarms"]
+
+
+@pytest.mark.slow
+def test_moto_plan_scales_one_task_per_message_up_to_max_tasks(
+    workspace: Workspace, moto_url: str, tmp_path: Path
+) -> None:
+    """With max_tasks 3 (docs/design.md §12) the wake policy sets one task per message
+    visible or in flight (1, 2, then 3 for any more), its alarm counts both while one is
+    visible, and the target's ceiling is 3. A plan: the moto apply runs without
+    autoscaling. (The runtimes' MIRRORD_MAX_SHARDS / MIRRORD_SHARD_BYTES are known only
+    after apply: their map holds the bucket's name.)"""
+    planned = moto_copy(
+        workspace, tmp_path, moto_url, enable_autoscaling=True, max_tasks=3, shard_gb=10
+    )
+    plan = terraform(
+        "plan", "-input=false", "-lock=false", "-out=scale.tfplan", cwd=planned, env=workspace.env
+    )
+    assert plan.returncode == 0, output_of(plan)
+    shown = terraform("show", "-json", "scale.tfplan", cwd=planned, env=workspace.env)
+    assert shown.returncode == 0, output_of(shown)
+    p = json.loads(shown.stdout)
+    ecs = "module.mirrord.module.ecs"
+    wake = planned_resource(p, f'{ecs}.aws_appautoscaling_policy.wake["this"]')["after"]
+    steps = wake["step_scaling_policy_configuration"][0]["step_adjustment"]
+    assert sorted(
+        (
+            s["metric_interval_lower_bound"],
+            s["metric_interval_upper_bound"],
+            s["scaling_adjustment"],
+        )
+        for s in steps
+    ) == [("0", "1", 1), ("1", "2", 2), ("2", "", 3)]  # "": no upper bound
+    target = planned_resource(p, f'{ecs}.aws_appautoscaling_target.this["this"]')["after"]
+    assert (target["min_capacity"], target["max_capacity"]) == (0, 3)
+    alarm = planned_resource(p, f'{ecs}.aws_cloudwatch_metric_alarm.wake["this"]')["after"]
+    (backlog,) = [q for q in alarm["metric_query"] if q["return_data"]]
+    assert backlog["expression"] == "IF(visible >= 1, visible + inflight, 0)"

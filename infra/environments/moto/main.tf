@@ -68,6 +68,8 @@ module "mirrord" {
   kms_key_arn             = var.kms_key_arn
   use_nat_gateway         = var.use_nat_gateway
   enable_autoscaling      = var.enable_autoscaling
+  max_tasks               = var.max_tasks
+  shard_gb                = var.shard_gb
   enable_monitoring       = var.enable_monitoring
   noncurrent_version_days = var.noncurrent_version_days
   external_hash_url       = var.external_hash_url

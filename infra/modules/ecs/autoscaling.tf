@@ -17,6 +17,10 @@ resource "aws_appautoscaling_target" "this" {
   tags = var.tags
 }
 
+# Backlog per task is one message (a task runs one job or one shard at a time): the wake
+# alarm's value is the messages visible plus in flight, and the steps set that many
+# tasks, at most max_tasks. In flight counts the shards running, so a retry becoming
+# visible mid-job never scales the running tasks in. With max_tasks = 1: one step, 1 task.
 resource "aws_appautoscaling_policy" "wake" {
   for_each = local.scaling
 
@@ -31,9 +35,14 @@ resource "aws_appautoscaling_policy" "wake" {
     cooldown                = 60
     metric_aggregation_type = "Maximum"
 
-    step_adjustment {
-      metric_interval_lower_bound = 0
-      scaling_adjustment          = var.max_tasks
+    # Relative to the alarm's threshold (1): a backlog of n messages sets min(n, max_tasks).
+    dynamic "step_adjustment" {
+      for_each = range(var.max_tasks)
+      content {
+        metric_interval_lower_bound = step_adjustment.value
+        metric_interval_upper_bound = step_adjustment.value == var.max_tasks - 1 ? null : step_adjustment.value + 1
+        scaling_adjustment          = step_adjustment.value + 1
+      }
     }
   }
 }
@@ -59,22 +68,48 @@ resource "aws_appautoscaling_policy" "sleep" {
   }
 }
 
-# A job is waiting: wake the service.
+# A job or a shard is waiting: wake the service, one task per message (the backlog).
+# 0 while nothing is visible, so tasks finishing their shards never scale the others in:
+# the sleep alarm below takes the service to 0 once all is done.
 resource "aws_cloudwatch_metric_alarm" "wake" {
   for_each = local.scaling
 
   alarm_name          = "${var.name}-queue-has-work"
-  alarm_description   = "Scales ${var.name} to ${var.max_tasks} task(s) while the job queue has a visible message."
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = var.queue_name }
-  statistic           = "Maximum"
-  period              = 60
+  alarm_description   = "Scales ${var.name} to one task per job message visible or in flight (at most ${var.max_tasks}) while the job queue has a visible message."
   evaluation_periods  = 1
   comparison_operator = "GreaterThanOrEqualToThreshold"
   threshold           = 1
   treat_missing_data  = "notBreaching" # SQS stops reporting an idle queue
   alarm_actions       = [aws_appautoscaling_policy.wake[each.key].arn]
+
+  metric_query {
+    id          = "backlog"
+    expression  = "IF(visible >= 1, visible + inflight, 0)"
+    label       = "Job messages visible or in flight, while one is visible"
+    return_data = true
+  }
+
+  metric_query {
+    id = "visible"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesVisible"
+      dimensions  = { QueueName = var.queue_name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "inflight"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesNotVisible"
+      dimensions  = { QueueName = var.queue_name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
 
   tags = var.tags
 }

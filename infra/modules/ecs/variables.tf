@@ -150,19 +150,19 @@ variable "queue_name" {
 }
 
 variable "enable_autoscaling" {
-  description = "Scale the service on the job queue: 1 task while a message is visible, 0 once the queue (visible and in flight) has been empty for scale_in_minutes. Without it the service stays at desired count 0 and must be scaled by hand."
+  description = "Scale the service on the job queue: while a message is visible, one task per message visible or in flight (at most max_tasks), 0 once the queue (visible and in flight) has been empty for scale_in_minutes. Without it the service stays at desired count 0 and must be scaled by hand."
   type        = bool
   default     = true
 }
 
 variable "max_tasks" {
-  description = "Most tasks the queue may wake. One is enough: a second would wait on the bucket lock."
+  description = "Most tasks the queue may wake: one per message waiting or in flight (a task runs one message at a time), up to this. 1 for whole jobs (a second would wait on the bucket lock); more for a job sent as shards."
   type        = number
   default     = 1
 
   validation {
-    condition     = var.max_tasks >= 1 && var.max_tasks <= 10
-    error_message = "max_tasks: 1 to 10."
+    condition     = var.max_tasks >= 1 && var.max_tasks <= 16 && floor(var.max_tasks) == var.max_tasks
+    error_message = "max_tasks: a whole number from 1 to 16."
   }
 }
 
