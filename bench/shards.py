@@ -398,25 +398,25 @@ def report(runs: list[Run], origin: dict[str, Any], out: Path, smoke: bool) -> N
         f" CPUs, shared by the origin, moto, the N workers and whatever else runs on it"
         " (machine busy)." + (" Smoke run: figures mean nothing." if smoke else ""),
         "",
-        "| workers | seconds | fan-in s | MB/s | speed-up | CPU busy | machine busy | blob GETs | fetched twice | S3 requests |"
+        "| workers | seconds | fan-in s | MB/s | speed-up | CPU s | CPU busy | machine busy | blob GETs | fetched twice | S3 requests |"
         " S3 412s | hash-file conflicts | stored |",
-        "|---|" + "---:|" * 12,
+        "|---|" + "---:|" * 13,
     ]
     for r in runs:
         if not r.ran:
-            lines.append(f"| {r.workers} |{' – |' * 12} {r.note} |")
+            lines.append(f"| {r.workers} |{' – |' * 13} {r.note} |")
             continue
         name = f"{r.workers} (plain sync)" if r.plain else str(r.workers)
         lines.append(
             f"| {name} | {r.seconds:.1f} {spread(r)}| {'–' if r.plain else f'{r.fanin_s:.1f}'} | {origin['bytes'] / MB / r.seconds:.1f} |"
-            f" {r.speedup:.2f}× | {busy(r):.0%} | {r.machine_busy:.0%} | {r.blob_gets} |"
+            f" {r.speedup:.2f}× | {r.cpu_s + r.peers_cpu_s:.1f} | {busy(r):.0%} | {r.machine_busy:.0%} | {r.blob_gets} |"
             f" {r.blobs_fetched_twice} | {r.s3_requests} | {r.s3_412} |"
             f" {r.hashfile_conflicts} | {r.stored} |"
         )
     lines += [
         "",
-        "CPU busy: user+sys of the mirrord processes, the origin and moto over the run, as a"
-        f" share of the {os.cpu_count()} CPUs' wall time; machine busy: the same for every"
+        "CPU s: user+sys seconds of the mirrord processes, the origin and moto over the run;"
+        f" CPU busy: the same as a share of the {os.cpu_count()} CPUs' wall time; machine busy: the same for every"
         " process on the machine (/proc/stat), other work on it included. S3 412s: conditional writes lost"
         " to another writer (the shared lock's lease, the hash file's merge, finalize.json)"
         " and retried; hash-file conflicts: the checkpointers' own `hashfile_conflict` lines"
