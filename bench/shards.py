@@ -6,17 +6,21 @@ processes against a latency-bound origin, as GHCR looks from one task.
 The origin is the emulator behind ``mirrord_dev.latency`` (each blob 50–200 ms to its
 first byte, each connection capped), in its own process; the sink is a moto server (real
 conditional writes: the lock and the hash file's merge are what N shards contend on).
-N = 1 is a plain ``mirrord sync``; N > 1 runs ``mirrord sync --shard K/N --job-id J``
-processes at once, then ``mirrord sync --finalize --job-id J --shards N``. Every run is
-checked: all bottles stored and in the hash file, no blob fetched twice. Writes
-``DIR/bench-shards.{json,md,png}``; the .md ends with the same figures on paper for the
-real first full sync. Until ``--shard`` exists, N > 1 rows are marked as not run.
+Every N (1 included) runs N ``mirrord sync --shard K/N --job-id J`` processes at once,
+then ``mirrord sync --finalize --job-id J --shards N``; a plain ``mirrord sync`` is timed
+once beside them for reference. The mirrord processes reach moto through a counting
+forwarder (``s3_counter``): S3 requests by method and the 412s (lost conditional writes:
+the lock, the hash file, finalize.json). Every run is checked, and the bench fails if it
+is not so: all bottles stored and in the hash file, no blob fetched twice, every shard
+process and the fan-in exited 0. Writes ``DIR/bench-shards.{json,md,png}``; the .md ends
+with the same figures on paper for the real first full sync.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,13 +60,69 @@ class Run:
     manifest_gets: int = 0
     stored: int = 0
     note: str = ""
+    s3_requests: int = 0
+    s3_by_method: dict[str, int] | None = None
+    s3_412: int = 0  # conditional writes lost to another writer (lock, hash file, fan-in)
+    hashfile_conflicts: int = 0  # the checkpointers' own "hashfile_conflict" log lines
+    plain: bool = False  # a plain `mirrord sync` (reference), not shards + finalize
+    fanin_s: float = 0.0  # of seconds: the `--finalize` process alone
+    cpu_s: float = 0.0  # user+sys of the mirrord processes (shards and fan-in)
+    peers_cpu_s: float = 0.0  # user+sys of the origin and moto meanwhile
+    machine_busy: float = 0.0  # the whole machine's CPUs, every process (others' too)
+    seconds_all: list[float] | None = None  # every repeat; the row is the median one
 
 
-def serve(bottles: int, seed: int) -> int:
-    """The origin process: prints one JSON line (urls, corpus), serves until SIGTERM."""
+def s3_counter(upstream: str) -> Any:
+    """An aiohttp app forwarding every request to ``upstream`` (moto) as it came, counting
+    requests by method and the 412 answers; ``GET /_bench/stats`` returns the counts and
+    resets them. Path-style S3 only (what the bench's clients use)."""
+    from collections import Counter
+
+    import aiohttp
+    from aiohttp import web
+
+    counts: Counter[str] = Counter()
+    session: list[aiohttp.ClientSession] = []
+
+    async def stats(_: web.Request) -> web.Response:
+        body = orjson.dumps(dict(counts))
+        counts.clear()
+        return web.Response(body=body, content_type="application/json")
+
+    async def forward(request: web.Request) -> web.Response:
+        if not session:
+            session.append(aiohttp.ClientSession(auto_decompress=False))
+        counts[request.method] += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        async with session[0].request(
+            request.method, upstream + request.path_qs, headers=headers,
+            data=await request.read(), allow_redirects=False,
+        ) as up:  # fmt: skip
+            counts["412"] += up.status == 412
+            passed = {k: v for k, v in up.headers.items() if k.lower() not in _HOP}
+            return web.Response(status=up.status, body=await up.read(), headers=passed)
+
+    async def close(_: web.Application) -> None:
+        for s in session:
+            await s.close()
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_get("/_bench/stats", stats)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    app.on_cleanup.append(close)
+    return app
+
+
+_HOP = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+
+
+def serve(bottles: int, seed: int, moto: str) -> int:
+    """The origin process: prints one JSON line (urls, corpus), serves until SIGTERM.
+    It also runs the S3 counter in front of ``moto``."""
     import random
     import signal
 
+    from aiohttp import web
     from mirrord_dev.emulator.server import Emulator
     from mirrord_dev.latency import Latency, slow_blobs
 
@@ -79,11 +139,16 @@ def serve(bottles: int, seed: int) -> int:
             Emulator(build_catalog(corpus, seed)) as emu,
             slow_blobs(emu, Latency(FIRST_BYTE, RATE, seed)),
         ):
-            ready = {"api_url": emu.api_url, "registry_url": emu.registry_url}
+            runner = web.AppRunner(s3_counter(moto), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            s3_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            ready = {"api_url": emu.api_url, "registry_url": emu.registry_url, "s3_url": s3_url}
             ready |= {"bottles": len(corpus.sizes), "bytes": corpus.total}
             sys.stdout.buffer.write(orjson.dumps(ready) + b"\n")
             sys.stdout.flush()
             await done.wait()
+            await runner.cleanup()
 
     asyncio.run(main())
     return 0
@@ -113,51 +178,101 @@ def _sync_cmd(bucket: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def fill(origin: dict[str, Any], sink: Sink, workers: int, run_no: int) -> Run:
-    """One empty bucket filled by ``workers`` processes; checked, then counted."""
+def _ticks(pids: list[int]) -> float:
+    """CPU seconds (user+sys) the running processes ``pids`` have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _machine() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far (/proc/stat), every process."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _children_cpu() -> float:
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def fill(
+    origin: dict[str, Any], sink: Sink, workers: int, run_no: int, plain: bool, peers: list[int]
+) -> Run:
+    """One empty bucket filled by ``workers`` shard processes and the fan-in (or by one
+    plain sync); checked (raises if incomplete or a blob was fetched twice), then counted."""
     import boto3
 
     bucket = f"bench-shards-{workers}-{run_no}"
     s3 = boto3.client("s3", endpoint_url=sink.endpoint, **_keys())
     s3.create_bucket(Bucket=bucket)
     _reset(origin["registry_url"])
+    _get(f"{origin['s3_url']}/_bench/stats")  # zeroes the S3 counts
     env = {
-        **aws_env(sink),
+        **aws_env(Sink(sink.name, origin["s3_url"], None)),
         "MIRRORD_API_URL": origin["api_url"],
-        "MIRRORD_LOG_LEVEL": "warning",
+        "MIRRORD_LOG_LEVEL": "info",  # the checkpointers' hashfile_conflict lines
         "MIRRORD_BREW_MIRROR": "false",  # the bottles, as a shard moves them
         "MIRRORD_HEALTH_FILE": str(Path(tempfile.gettempdir()) / "mirrord-bench-health"),
     }
-    job = f"{DATE}-bench-{workers}"
-    if workers == 1:
+    job = f"{DATE}-bench-{workers}-{run_no}"
+    if plain:
         cmds = [_sync_cmd(bucket)]
     else:
         cmds = [
             _sync_cmd(bucket, "--shard", f"{k}/{workers}", "--job-id", job)
             for k in range(1, workers + 1)
         ]
+    cpu0, peers0, machine0 = _children_cpu(), _ticks(peers), _machine()
     started = time.monotonic()
     pipe = subprocess.PIPE
     procs = [subprocess.Popen(c, env=env, stdout=pipe, stderr=pipe) for c in cmds]  # noqa: S603
     ended = [(p.communicate()[1], p.returncode) for p in procs]
-    if workers > 1:
+    fanin_started = time.monotonic()
+    if not plain:
         final = _sync_cmd(bucket, "--finalize", "--job-id", job, "--shards", str(workers))
         done = subprocess.run(final, env=env, capture_output=True, check=False)  # noqa: S603
         ended.append((done.stderr, done.returncode))
     seconds = time.monotonic() - started
+    fanin_s = time.monotonic() - fanin_started if not plain else 0.0
+    cpu, peers_cpu = _children_cpu() - cpu0, _ticks(peers) - peers0
+    machine = _machine()
+    machine_busy = (machine[0] - machine0[0]) / max(1, machine[1] - machine0[1])
     for err, code in ended:
         if code != 0:
             raise RuntimeError(f"{workers} workers: exited {code}: {err[-1500:].decode()}")
     stored = _stored(s3, bucket)
     stats = _get(f"{origin['registry_url']}/_emulator/stats")
+    counted = _get(f"{origin['s3_url']}/_bench/stats")
+    by_method = {k: v for k, v in counted.items() if k != "412"}
     gets = [b["requests"] for b in stats["blobs"].values()]
     run = Run(
         workers, True, seconds, 0.0, sum(gets), sum(1 for g in gets if g > 1),
-        sum(stats["manifests"].values()), stored,
+        sum(stats["manifests"].values()), stored, "plain sync" if plain else "",
+        sum(by_method.values()), by_method, counted.get("412", 0),
+        sum(err.count(b"hashfile_conflict") for err, _ in ended), plain, fanin_s, cpu,
+        peers_cpu, machine_busy,
     )  # fmt: skip
     if stored != origin["bottles"] or sum(gets) < origin["bottles"]:
         raise RuntimeError(f"{workers} workers stored {stored} of {origin['bottles']}: {run}")
+    if run.blobs_fetched_twice:
+        raise RuntimeError(
+            f"{workers} workers fetched {run.blobs_fetched_twice} blobs twice: {run}"
+        )
     return run
+
+
+def median(runs: list[Run]) -> Run:
+    """The run of median time, with every run's seconds beside it."""
+    ranked = sorted(runs, key=lambda r: r.seconds)
+    chosen = ranked[len(ranked) // 2]
+    chosen.seconds_all = [round(r.seconds, 2) for r in runs]
+    return chosen
 
 
 def _keys() -> dict[str, str]:
@@ -181,23 +296,87 @@ def _stored(s3: Any, bucket: str) -> int:
 
 
 def paper(speedups: dict[int, float]) -> list[str]:
-    """The real first full sync on paper: one task at ONE_TASK_MB_S, N tasks at N times
-    that scaled by the measured efficiency (the best measured for N, else linear's)."""
+    """The real first full sync on paper: one task at ONE_TASK_MB_S; N tasks at N times
+    that scaled by the parallel efficiency measured here for N (speed-up / N; an N not
+    measured takes the largest measured N below it), and, as the other bound, linearly."""
     lines = [
-        "| tasks | minutes | task-hours | USD (Fargate 2 vCPU/8 GB) |",
-        "|---:|---:|---:|---:|",
+        "| tasks | efficiency measured here | minutes | task-hours | USD |"
+        " minutes if linear | USD if linear |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     one = REAL_GB * 1000 / ONE_TASK_MB_S / 60
     for n in (1, 2, 4, 8):
-        efficiency = speedups.get(n, n) / n if n in speedups else 1.0
-        minutes = one / (n * efficiency) + (3 if n > 1 else 0)  # + start-up and fan-in
+        below = [m for m in speedups if m <= n]
+        efficiency = min(1.0, speedups[max(below)] / max(below)) if below and n > 1 else 1.0
+        minutes = one / (n * efficiency)
         hours = n * minutes / 60
-        lines.append(f"| {n} | {minutes:,.0f} | {hours:.1f} | {hours * FARGATE_USD_H:.2f} |")
+        linear = one / n
+        lines.append(
+            f"| {n} | {efficiency:.2f} | {minutes:,.0f} | {hours:.1f} |"
+            f" {hours * FARGATE_USD_H:.2f} | {linear:,.0f} | {one / 60 * FARGATE_USD_H:.2f} |"
+        )
     return lines
 
 
+def reading(runs: list[Run]) -> str:
+    """What the rows say, from the figures alone."""
+    sharded = [r for r in runs if r.ran and not r.plain]
+    if len(sharded) < 2:
+        return "Only one row: no scaling to read."
+    best = max(sharded, key=lambda r: r.speedup)
+    last = sharded[-1]
+    text = (
+        f"Reading: the time falls to {best.seconds:.1f} s ({best.speedup:.2f}×) at"
+        f" N = {best.workers}; at N = {last.workers} the bench's processes keep the CPUs"
+        f" {busy(last):.0%} busy, the whole machine {last.machine_busy:.0%}"
+    )
+    if last.machine_busy >= 0.85:
+        text += (
+            ", so past that point this machine's CPUs, not the origin's latency, set the pace:"
+            " the speed-up here is the floor of what separate tasks get."
+        )
+    else:
+        text += "."
+    return text
+
+
+def splice(path: Path, lines: list[str]) -> None:
+    """Put the scale-out figures in ``path`` (benchmarks.md, which ``python -m bench``
+    writes) as its "## Scale-out" section, replacing the one there; nothing without it."""
+    if not path.exists():
+        return
+    kept, skipping = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            skipping = line.startswith("## Scale-out")
+        if not skipping:
+            kept.append(line)
+    body = [("#" + line if line.startswith("## ") else line) for line in lines[1:]]
+    section = [
+        "## Scale-out: one job, N shard processes",
+        "",
+        "Made by `python -m bench.shards` (`make bench`); the same in bench-shards.md,"
+        " raw figures in bench-shards.json.",
+        *body,
+        "![scale-out: time and speed-up vs shard processes](bench-shards.png)",
+        "",
+    ]
+    while kept and not kept[-1].strip():
+        kept.pop()
+    path.write_text("\n".join([*kept, "", *section]))
+
+
+def spread(r: Run) -> str:
+    times = r.seconds_all or []
+    return f"({min(times):.1f}–{max(times):.1f}) " if len(times) > 1 else ""
+
+
+def busy(r: Run) -> float:
+    return (r.cpu_s + r.peers_cpu_s) / (r.seconds * (os.cpu_count() or 1)) if r.seconds else 0.0
+
+
 def report(runs: list[Run], origin: dict[str, Any], out: Path, smoke: bool) -> None:
-    base = next((r.seconds for r in runs if r.workers == 1 and r.ran), 0.0)
+    base = next((r.seconds for r in runs if r.workers == 1 and r.ran and not r.plain), 0.0)
     for r in runs:
         r.speedup = base / r.seconds if r.ran and r.seconds else 0.0
     (out / "bench-shards.json").write_bytes(
@@ -211,32 +390,65 @@ def report(runs: list[Run], origin: dict[str, Any], out: Path, smoke: bool) -> N
         f"{origin['bottles']} bottles, {origin['bytes'] / MB:,.0f} MB, into an empty mirror (moto);"
         f" origin: first byte after {FIRST_BYTE[0] * 1000:.0f}–{FIRST_BYTE[1] * 1000:.0f} ms,"
         f" {RATE / MB:g} MB/s per connection, {CONCURRENCY} transfers per worker."
-        + (" Smoke run: figures mean nothing." if smoke else ""),
+        f" Each row: N `mirrord sync --shard K/N` processes at once, then one"
+        f" `mirrord sync --finalize`; seconds include the fan-in: the median run, min–max"
+        f" in brackets. Speed-up is against N = 1"
+        f" (`--shard 1/1` + finalize). Checked for every row: every bottle stored and in the"
+        f" hash file, no blob fetched twice, every process exited 0. Machine: {os.cpu_count()}"
+        f" CPUs, shared by the origin, moto, the N workers and whatever else runs on it"
+        " (machine busy)." + (" Smoke run: figures mean nothing." if smoke else ""),
         "",
-        "| workers | seconds | speed-up | blob GETs | fetched twice | manifest GETs | stored |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | seconds | fan-in s | MB/s | speed-up | CPU s | CPU busy | machine busy | blob GETs | fetched twice | S3 requests |"
+        " S3 412s | hash-file conflicts | stored |",
+        "|---|" + "---:|" * 13,
     ]
     for r in runs:
         if not r.ran:
-            lines.append(f"| {r.workers} | – | – | – | – | – | {r.note} |")
+            lines.append(f"| {r.workers} |{' – |' * 13} {r.note} |")
             continue
+        name = f"{r.workers} (plain sync)" if r.plain else str(r.workers)
         lines.append(
-            f"| {r.workers} | {r.seconds:.1f} | {r.speedup:.2f}× | {r.blob_gets} |"
-            f" {r.blobs_fetched_twice} | {r.manifest_gets} | {r.stored} |"
+            f"| {name} | {r.seconds:.1f} {spread(r)}| {'–' if r.plain else f'{r.fanin_s:.1f}'} | {origin['bytes'] / MB / r.seconds:.1f} |"
+            f" {r.speedup:.2f}× | {r.cpu_s + r.peers_cpu_s:.1f} | {busy(r):.0%} | {r.machine_busy:.0%} | {r.blob_gets} |"
+            f" {r.blobs_fetched_twice} | {r.s3_requests} | {r.s3_412} |"
+            f" {r.hashfile_conflicts} | {r.stored} |"
         )
-    speedups = {r.workers: r.speedup for r in runs if r.ran}
+    lines += [
+        "",
+        "CPU s: user+sys seconds of the mirrord processes, the origin and moto over the run;"
+        f" CPU busy: the same as a share of the {os.cpu_count()} CPUs' wall time; machine busy: the same for every"
+        " process on the machine (/proc/stat), other work on it included. S3 412s: conditional writes lost"
+        " to another writer (the shared lock's lease, the hash file's merge, finalize.json)"
+        " and retried; hash-file conflicts: the checkpointers' own `hashfile_conflict` lines"
+        " (each a merge and retry, no entry lost: every row is checked complete).",
+    ]
+    lines += ["", "S3 requests by method: " + "; ".join(
+        f"{r.workers}{' plain' if r.plain else ''}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted((r.s3_by_method or {}).items()))
+        for r in runs if r.ran
+    ) + "."]  # fmt: skip
+    speedups = {r.workers: r.speedup for r in runs if r.ran and not r.plain}
     lines += [
         "",
         f"## On paper: the real first full sync (~{REAL_BOTTLES:,} bottles, ~{REAL_GB} GB)",
         "",
-        f"One task moves ~{ONE_TASK_MB_S} MB/s from GHCR; N tasks scale by the efficiency"
-        " measured above (linear where not measured), plus ~3 minutes of task start-up"
-        f" and fan-in. Fargate 2 vCPU / 8 GB ≈ {FARGATE_USD_H} USD per task-hour.",
+        f"One task moves ~{ONE_TASK_MB_S} MB/s from GHCR (100 GB in about two hours, the"
+        " middle of the one to three hours issue 16 states). N tasks: N times that, scaled by"
+        " the parallel efficiency measured above (speed-up / N), or linearly. The measured"
+        " efficiency is a floor: here all N workers, the origin and moto share the machine's"
+        " CPUs (see CPU busy), while on Fargate each task has its own 2 vCPUs and network;"
+        " linear is the ceiling, which GHCR's per-client limits may lower"
+        " (MIRRORD_MAX_SHARDS caps N). Left out, the same for every N: the tasks' start-up"
+        " (they start together) and the brew-6 publication (the fan-in does it once, as a"
+        " single task does after its sync); the fan-in's own re-plan is in `fan-in s` above."
+        f" Fargate 2 vCPU / 8 GB ≈ {FARGATE_USD_H} USD per task-hour.",
         "",
         *paper(speedups),
         "",
     ]
+    lines[4:4] = [reading(runs), ""]
     (out / "bench-shards.md").write_text("\n".join(lines))
+    splice(out / "benchmarks.md", lines)
     plot(runs, out / "bench-shards.png")
 
 
@@ -246,7 +458,7 @@ def plot(runs: list[Run], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in runs if r.ran]
+    done = [r for r in runs if r.ran and not r.plain]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     left.plot([r.workers for r in done], [r.seconds for r in done], "o-")
     left.set(xlabel="shard processes", ylabel="seconds to fill", title="Time", ylim=(0, None))
@@ -268,21 +480,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     p.add_argument("--workers", default=None, help="comma-separated (default 1,2,4,8)")
     p.add_argument("--bottles", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=None, help="runs per N (default 3; smoke 1)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--moto", default="", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    args.repeat = args.repeat or (1 if args.smoke else 3)
     bottles = args.bottles or (16 if args.smoke else 160)
     if args.serve:
-        return serve(bottles, args.seed)
+        return serve(bottles, args.seed, args.moto)
     workers = [int(w) for w in (args.workers or ("1,2" if args.smoke else "1,2,4,8")).split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    sharding = supports_shards()
+    if not supports_shards():
+        raise SystemExit("mirrord sync has no --shard/--finalize: nothing to measure")
     port = free_port()
     moto = subprocess.Popen(  # noqa: S603
         [tool("moto_server"), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     front = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "bench.shards", "--serve", "--bottles", str(bottles)],
+        [
+            sys.executable,
+            "-m",
+            "bench.shards",
+            "--serve",
+            "--bottles",
+            str(bottles),
+            "--moto",
+            f"http://127.0.0.1:{port}",
+        ],
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
@@ -293,9 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         if not origin:
             raise RuntimeError(f"the origin exited with {front.wait()}")
         sink = Sink("moto", f"http://127.0.0.1:{port}", None)
+        peers = [front.pid, moto.pid]
         runs = [
-            fill(origin, sink, n, i) if n == 1 or sharding else Run(n, False, note="needs --shard")
-            for i, n in enumerate(workers)
+            median([fill(origin, sink, n, i * 10 + j, plain, peers) for j in range(args.repeat)])
+            for i, (n, plain) in enumerate([*((n, False) for n in workers), (1, True)])
         ]
     finally:
         stop(front)
@@ -303,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     report(runs, origin, args.out, args.smoke)
     for r in runs:
         print(
-            f"{r.workers} workers: {r.seconds:.1f} s, {r.speedup:.2f}x, {r.blob_gets} blob GETs, {r.note}"
+            f"{r.workers} workers{' (plain)' if r.plain else ''}: {r.seconds:.1f} s,"
+            f" {r.speedup:.2f}x, {r.blob_gets} blob GETs, {r.s3_requests} S3 requests,"
+            f" {r.s3_412} 412s, {r.hashfile_conflicts} hash-file conflicts"
         )
     return 0
 
