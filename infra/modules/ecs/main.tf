@@ -105,8 +105,8 @@ resource "aws_ecs_service" "this" {
   platform_version                   = "LATEST"
   enable_ecs_managed_tags            = true
   propagate_tags                     = "SERVICE"
-  deployment_minimum_healthy_percent = 0   # a new revision replaces the task: never two daemons
-  deployment_maximum_percent         = 100 # (the lock would make the second one wait anyway)
+  deployment_minimum_healthy_percent = 0   # a new revision replaces the tasks: never more daemons
+  deployment_maximum_percent         = 100 # than desired (the lock keeps two jobs apart anyway)
   wait_for_steady_state              = false
 
   network_configuration {
