@@ -34,7 +34,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -49,7 +48,9 @@ from mirrord.core.jobs import Job, parse_job
 from mirrord.core.report import Report, running_emf
 from mirrord.core.shards import Shard
 from mirrord.core.tasks import background
+from mirrord.services.fanin import finalize_if_last, give_up
 from mirrord.services.job import run_exclusive
+from mirrord.services.shard import ShardStopped, run_shard
 
 log = structlog.get_logger("mirrord.daemon")
 T = TypeVar("T")
@@ -63,21 +64,18 @@ HANDBACK_LIMIT = 20
 async def beat(path: str) -> None:
     """The heartbeat file ``mirrord health`` reads the age of: written through aiofiles
     (a thread), so a slow or stalled task volume never holds up the event loop that
-    renews the SQS lease. Its content, the time of the beat, is for a person reading it."""
+    renews the SQS lease. Its content, the time of the beat, is for a person reading it.
+    Shielded: a beat cancelled with its job (the heartbeat ends) still closes its file,
+    which a cancelled aiofiles open would leave to the garbage collector."""
+    await asyncio.shield(_write_beat(path))
+
+
+async def _write_beat(path: str) -> None:
     try:
         async with aiofiles.open(path, "w") as f:
             await f.write(f"{time.time():.0f}\n")
     except OSError as exc:  # a health file we cannot write must not stop the work
         log.warning("health_file_unwritable", path=path, error=str(exc))
-
-
-def _scale_out() -> tuple[Any, Any]:
-    """services.shard and services.fanin, loaded at the first shard (issue 16: they are
-    built beside this; a plain import once both are on main)."""
-    return (
-        importlib.import_module("mirrord.services.shard"),
-        importlib.import_module("mirrord.services.fanin"),
-    )
 
 
 class Daemon:
@@ -212,18 +210,33 @@ class Daemon:
             log.warning("job_unfinished", remaining=report.remaining)
 
     async def _run_shard(self, job: Job, shard: Shard, message: Received) -> None:
-        """Shard ``shard`` of ``job``, then ``finalize_if_last``. A failure leaves the
-        message to return, except on its last receive: then ``give_up`` writes the
-        shard's record (its missing bottles failed, by key) and the fan-in goes on."""
-        shards, fanin = _scale_out()
+        """Shard ``shard`` of ``job`` (waiting for its locks as a plain job waits for the
+        bucket's), then ``finalize_if_last``. Stopped (SIGTERM, a lost lock) before its
+        record or its fan-in: handed back, never given up. A failure leaves the message
+        to return, except on its last receive: then ``give_up`` writes the shard's record
+        (its missing bottles failed, by key) and the fan-in goes on. The message is
+        deleted only once ``finalize_if_last`` returned: a fan-in lost to a crash is
+        taken over by the message's next delivery (its record is found, not redone)."""
         app = await with_fresh_webhook(self._app)
         with structlog.contextvars.bound_contextvars(shard=str(shard)):
             try:
-                await shards.run_shard(app, job, shard, owner=self._owner, stop=self._stop)
-            except LockBusy:  # stopped while waiting for the lock
+                await run_shard(
+                    app,
+                    job,
+                    shard,
+                    owner=self._owner,
+                    stop=self._stop,
+                    wait=True,
+                    every=min(self._beat, 30),
+                )
+            except (LockBusy, ShardStopped) as exc:  # stopped: the next task carries on
+                log.info("shard_stopped", reason=str(exc))
                 await self._hand_back(message)
                 return
             except MirrordError as exc:
+                if self._stop.is_set():  # a failure while stopping is no verdict
+                    await self._hand_back(message)
+                    return
                 last = message.receive_count >= self._app.settings.max_receives
                 log.error(
                     "shard_failed",
@@ -234,12 +247,15 @@ class Daemon:
                 )
                 if not last:
                     return  # the message comes back after its visibility timeout
-                await fanin.give_up(app, job, shard, str(exc))
-            else:
-                if self._stop.is_set():  # stopped mid-shard: the next task carries on
-                    await self._hand_back(message)
-                    return
-            await self._settle(await fanin.finalize_if_last(app, job, shard.count), message)
+                await give_up(app, job, shard, str(exc))
+            try:
+                report = await finalize_if_last(
+                    app, job, shard.count, owner=self._owner, route="fargate", stop=self._stop
+                )
+            except LockBusy:  # stopped while the fan-in waited for the bucket
+                await self._hand_back(message)
+                return
+            await self._settle(report, message)
 
     async def _hand_back(self, message: Received) -> None:
         """Give the job to the next task without using up one of its receives: send it
