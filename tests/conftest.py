@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import botocore.exceptions
 import orjson
 import pytest
+from aiobotocore.session import get_session
 from aiohttp import web
 from mirrord_dev.emulator import Emulator, EmulatorCatalog, sample_catalog
 from mirrord_dev.procs import answers, free_port, moto_client, moto_server, process, wait_ready
@@ -362,8 +363,8 @@ async def loopback(
         await runs.cleanup()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
     """A Slack incoming-webhook stand-in on 127.0.0.1:<free port>, in the test's loop."""
     rec = Receiver()
     app = web.Application()
@@ -372,6 +373,62 @@ async def receiver() -> AsyncIterator[Receiver]:
         rec.url = f"{url}{HOOK_PATH}"
         yield rec
         rec.release.set()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as rec:
+        yield rec
+
+
+@dataclass
+class Queues:
+    """A job queue and its DLQ on the moto server, with the test's SQS client."""
+
+    url: str
+    dlq_url: str
+    client: Any
+
+    async def depth(self, url: str | None = None) -> int:
+        attrs = await self.client.get_queue_attributes(
+            QueueUrl=url or self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        return sum(int(v) for v in attrs["Attributes"].values())
+
+    async def bodies(self) -> list[dict[str, Any]]:
+        """Every message on the queue, taken off it (for tests that run no daemon)."""
+        seen: list[dict[str, Any]] = []
+        while got := (
+            await self.client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
+        ).get("Messages"):
+            seen += [orjson.loads(m["Body"]) for m in got]
+            for m in got:
+                await self.client.delete_message(
+                    QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"]
+                )
+        return seen
+
+
+@contextlib.asynccontextmanager
+async def job_queues(name: str, max_receives: int) -> AsyncIterator[Queues]:
+    """A job queue ``name`` with a DLQ after ``max_receives`` receives, as infra makes it."""
+    async with get_session().create_client("sqs") as client:
+        dlq = (await client.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
+        arn = (await client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"]))[
+            "Attributes"
+        ]["QueueArn"]
+        redrive = {"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)}
+        url = (
+            await client.create_queue(
+                QueueName=name,
+                Attributes={
+                    "VisibilityTimeout": "30",
+                    "RedrivePolicy": orjson.dumps(redrive).decode(),
+                },
+            )
+        )["QueueUrl"]
+        yield Queues(url, dlq, client)
 
 
 @dataclass

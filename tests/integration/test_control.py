@@ -23,7 +23,17 @@ import pytest
 import trustme
 from aiobotocore.session import get_session
 from aiohttp import web
-from conftest import DATE, MakeWorld, Receiver, loopback, make_settings, run_cli, spawn_cli
+from conftest import (
+    DATE,
+    MakeWorld,
+    Queues,
+    Receiver,
+    job_queues,
+    loopback,
+    make_settings,
+    run_cli,
+    spawn_cli,
+)
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from structlog.testing import capture_logs
 
@@ -57,40 +67,11 @@ SCHEDULED = {
 }
 
 
-@dataclass
-class Queues:
-    url: str
-    dlq_url: str
-    client: Any
-
-    async def depth(self, url: str | None = None) -> int:
-        attrs = await self.client.get_queue_attributes(
-            QueueUrl=url or self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-        return sum(int(v) for v in attrs["Attributes"].values())
-
-
 @pytest.fixture
 async def queues(bucket_name: str) -> AsyncIterator[Queues]:
     """A job queue with a DLQ after 2 receives, as infra creates it."""
-    async with get_session().create_client("sqs") as client:
-        dlq = (await client.create_queue(QueueName=f"{bucket_name}-dlq"))["QueueUrl"]
-        arn = (await client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"]))[
-            "Attributes"
-        ]["QueueArn"]
-        url = (
-            await client.create_queue(
-                QueueName=bucket_name,
-                Attributes={
-                    "VisibilityTimeout": "30",
-                    "RedrivePolicy": orjson.dumps(
-                        {"deadLetterTargetArn": arn, "maxReceiveCount": "2"}
-                    ).decode(),
-                },
-            )
-        )["QueueUrl"]
-        yield Queues(url, dlq, client)
+    async with job_queues(bucket_name, 2) as made:
+        yield made
 
 
 @dataclass

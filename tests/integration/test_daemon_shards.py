@@ -13,15 +13,14 @@ import signal
 import time
 from asyncio.subprocess import DEVNULL
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiobotocore.session import get_session
-from conftest import DATE, MakeWorld, Receiver, World, make_settings, spawn_cli
+from conftest import DATE, MakeWorld, Queues, Receiver, World, job_queues, make_settings, spawn_cli
 from faultproxy import FaultProxy
 from mirrord_dev.emulator import Fault
 from mirrord_dev.emulator.content import blob_url
@@ -44,58 +43,17 @@ MAX_RECEIVES = 3  # the queue's maxReceiveCount, as infra/main.tf sets it
 MANUAL = {"source": "manual", "date": DATE, "job_id": f"{DATE}-big"}
 
 
-@dataclass
-class Queue:
-    url: str
-    dlq_url: str
-    client: Any
-
-    async def depth(self, url: str | None = None) -> int:
-        attrs = await self.client.get_queue_attributes(
-            QueueUrl=url or self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-        return sum(int(v) for v in attrs["Attributes"].values())
-
-    async def bodies(self) -> list[dict[str, Any]]:
-        """Every message on the queue, taken off it (the enqueue tests run no daemon)."""
-        seen: list[dict[str, Any]] = []
-        while got := (
-            await self.client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
-        ).get("Messages"):
-            seen += [orjson.loads(m["Body"]) for m in got]
-            for m in got:
-                await self.client.delete_message(
-                    QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"]
-                )
-        return seen
-
-
 @pytest.fixture
-async def queue(bucket_name: str) -> AsyncIterator[Queue]:
-    async with get_session().create_client("sqs") as client:
-        dlq = (await client.create_queue(QueueName=f"{bucket_name}-dlq"))["QueueUrl"]
-        arn = (await client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"]))[
-            "Attributes"
-        ]["QueueArn"]
-        redrive = {"deadLetterTargetArn": arn, "maxReceiveCount": str(MAX_RECEIVES)}
-        url = (
-            await client.create_queue(
-                QueueName=bucket_name,
-                Attributes={
-                    "VisibilityTimeout": "30",
-                    "RedrivePolicy": orjson.dumps(redrive).decode(),
-                },
-            )
-        )["QueueUrl"]
-        yield Queue(url, dlq, client)
+async def queue(bucket_name: str) -> AsyncIterator[Queues]:
+    async with job_queues(bucket_name, MAX_RECEIVES) as made:
+        yield made
 
 
 Build = Callable[..., Awaitable[World]]
 
 
 @pytest.fixture
-def build(bucket: str, queue: Queue, receiver: Receiver, make_world: MakeWorld) -> Build:
+def build(bucket: str, queue: Queues, receiver: Receiver, make_world: MakeWorld) -> Build:
     """The emulator (``emulator``: its options) and the App on moto's S3 (``s3``: open_app's
     S3 options) and SQS queue, reporting to the Slack receiver."""
 
@@ -138,7 +96,7 @@ def job() -> Job:
     return job_from_event(MANUAL, datetime.now(UTC))
 
 
-async def test_a_big_job_goes_out_as_one_message_per_shard(app: App, queue: Queue) -> None:
+async def test_a_big_job_goes_out_as_one_message_per_shard(app: App, queue: Queues) -> None:
     """Over MIRRORD_SHARD_BYTES the enqueuer sends N messages, one per shard, one job id
     and date; a dry run shows N and sends nothing; 0 never shards."""
     whole = await enqueue(app, job(), invoke=None, external=None, dry_run=True)
@@ -198,7 +156,7 @@ def reports(receiver: Receiver) -> list[str]:
     return [t for t in texts if "mirrord sync started" not in t]
 
 
-async def fanned_in_once(world: World, receiver: Receiver, j: Job, queue: Queue) -> None:
+async def fanned_in_once(world: World, receiver: Receiver, j: Job, queue: Queues) -> None:
     """The job is whole and its fan-in ran once: one Slack report, finalize.json done,
     queue and DLQ empty."""
     assert await missing(world.app, j) == 0
@@ -210,7 +168,7 @@ async def fanned_in_once(world: World, receiver: Receiver, j: Job, queue: Queue)
 
 
 async def test_daemons_drain_a_sharded_job_and_fan_in_once(
-    build: Build, queue: Queue, receiver: Receiver, moto_s3: Any, bucket: str
+    build: Build, queue: Queues, receiver: Receiver, moto_s3: Any, bucket: str
 ) -> None:
     """(a) enqueue sends 3 shard messages; 3 daemons in one loop drain them against a
     latency-bound origin: every bottle stored and recorded, no blob GET twice, one
@@ -241,7 +199,7 @@ async def test_daemons_drain_a_sharded_job_and_fan_in_once(
 
 
 async def test_a_shard_failing_on_its_last_receive_is_given_up_and_the_rest_published(
-    build: Build, queue: Queue, receiver: Receiver, moto_url: str
+    build: Build, queue: Queues, receiver: Receiver, moto_url: str
 ) -> None:
     """(b) Shard 2/3's run fails on every receive (S3 refuses the hash file's write, in a
     real proxy in front of moto): on its last receive (MIRRORD_MAX_RECEIVES) it is given
@@ -286,7 +244,7 @@ async def test_a_shard_failing_on_its_last_receive_is_given_up_and_the_rest_publ
 
 
 async def test_a_daemon_stopped_mid_shard_hands_it_back_and_another_finishes(
-    build: Build, queue: Queue, receiver: Receiver
+    build: Build, queue: Queues, receiver: Receiver
 ) -> None:
     """(c) SIGTERM (the stop event) mid-shard: the message is sent again with one more
     hand-back, no record and no give_up are written; another daemon finishes the job,
@@ -327,7 +285,7 @@ async def test_a_daemon_stopped_mid_shard_hands_it_back_and_another_finishes(
 
 
 async def test_a_killed_daemon_process_leaves_its_shard_to_the_next(
-    build: Build, queue: Queue, receiver: Receiver
+    build: Build, queue: Queues, receiver: Receiver
 ) -> None:
     """(d) A `mirrord daemon` process SIGKILLed mid-shard; another process takes the
     shard over (the dead pid's lock at once, the message after its visibility timeout)

@@ -23,8 +23,15 @@ from typing import Any
 import orjson
 import pytest
 from aiobotocore.session import get_session
-from aiohttp import web
-from conftest import DATE, HOOK_PATH, ROOT, MakeWorld, Receiver, loopback, make_settings, run_cli
+from conftest import (
+    DATE,
+    ROOT,
+    MakeWorld,
+    Receiver,
+    make_settings,
+    receiving,
+    run_cli,
+)
 
 from mirrord.app import with_fresh_webhook
 from mirrord.core.errors import JobError
@@ -255,13 +262,8 @@ async def test_notify_deploy_refused_by_slack_fails(receiver: Receiver) -> None:
 
 @pytest.fixture
 async def second_receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post(HOOK_PATH, rec.handle)
-    async with loopback(app) as url:
-        rec.url = f"{url}{HOOK_PATH}"
+    async with receiving() as rec:
         yield rec
-        rec.release.set()
 
 
 async def test_fresh_webhook_follows_a_rotated_secret(
