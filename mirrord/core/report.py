@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from mirrord.core.hashfile import Suspect
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -31,6 +33,19 @@ class Quarantined:
     count: int  # consecutive runs it failed in
     error: str = ""
     url: str = ""
+
+    @classmethod
+    def of(cls, key: str, suspect: Suspect, error: str = "", url: str = "") -> Quarantined:
+        return cls(
+            key,
+            suspect.expected_sha256,
+            suspect.actual_sha256,
+            suspect.first_seen,
+            suspect.last_seen,
+            suspect.count,
+            error,
+            url,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -383,16 +383,7 @@ def merged_report(
         key = t.bottle.hash_key
         suspect = hf.quarantine.get(key)
         if suspect is not None and suspect.quarantined and key not in failed:
-            quarantined.append(
-                Quarantined(
-                    key,
-                    suspect.expected_sha256,
-                    suspect.actual_sha256,
-                    suspect.first_seen,
-                    suspect.last_seen,
-                    suspect.count,
-                )
-            )
+            quarantined.append(Quarantined.of(key, suspect))
         elif key not in failed:
             owner = f"{shard_of(t.key, count)}/{count}"
             failed[key] = Failure(key, f"shard {owner}: ended without recording it")

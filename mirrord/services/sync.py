@@ -314,18 +314,7 @@ class Sync:
             self._checkpoints.note(key, suspect)
             runs = {"runs": suspect.count}
             if suspect.quarantined:
-                self.quarantined.append(
-                    Quarantined(
-                        key,
-                        suspect.expected_sha256,
-                        suspect.actual_sha256,
-                        suspect.first_seen,
-                        suspect.last_seen,
-                        suspect.count,
-                        str(exc),
-                        url,
-                    )
-                )
+                self.quarantined.append(Quarantined.of(key, suspect, str(exc), url))
                 log.warning("bottle_quarantined", key=key, error=str(exc), **runs)
                 return
         self.failures.append(Failure(key, str(exc), url))
