@@ -101,6 +101,10 @@ class ShardRecord:
     bytes: int = 0
     failed: tuple[tuple[str, str], ...] = ()  # (hash key, reason)
     finished_at: str = ""
+    # Bottles of the job's plan already mirrored when this shard planned. The fan-in
+    # reports the smallest: the shards start together, so the first to plan saw the
+    # mirror before the job stored anything (a re-plan at the fan-in sees it after).
+    skipped: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +116,7 @@ class ShardRecord:
             "bytes": self.bytes,
             "failed": [{"key": k, "reason": r} for k, r in self.failed],
             "finished_at": self.finished_at,
+            "skipped": self.skipped,
         }
 
     @classmethod
@@ -125,8 +130,12 @@ class ShardRecord:
                 raise ValueError(f"state {state!r:.20}")
             failed = tuple((str(f["key"]), str(f["reason"])) for f in data["failed"])
             counts = [data["stored"], data["bytes"]]
-            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
-                raise ValueError("stored and bytes must be non-negative integers")
+            skipped = data.get("skipped")  # absent in records written before it existed
+            if not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                for n in (*counts, *([] if skipped is None else [skipped]))
+            ):
+                raise ValueError("stored, bytes and skipped must be non-negative integers")
             return cls(
                 str(data["job_id"]),
                 parse_shard(str(data["shard"])),
@@ -135,6 +144,7 @@ class ShardRecord:
                 counts[1],
                 failed,
                 str(data.get("finished_at", "")),
+                skipped,
             )
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"{where}: unreadable shard record ({exc})") from None

@@ -360,6 +360,14 @@ async def finalize(
     return report
 
 
+def _skipped_before(records: dict[int, ShardRecord], plan: Plan) -> int:
+    """Bottles already mirrored before the job: the least any shard saw when it planned.
+    The fan-in's own re-plan counts the job's stored bottles too (records from before
+    the field existed, or only given-up ones: that re-plan, the best there is)."""
+    seen = [r.skipped for r in records.values() if r.skipped is not None]
+    return min(seen) if seen else plan.skipped
+
+
 def merged_report(
     job: Job,
     records: dict[int, ShardRecord],
@@ -393,7 +401,7 @@ def merged_report(
         date=job.date,
         planned=stored + len(failed) + len(quarantined),
         downloaded=stored,
-        skipped=plan.skipped,
+        skipped=_skipped_before(records, plan),
         failed=tuple(failed.values()),
         bytes=sum(r.bytes for r in records.values()),
         platforms=targets,

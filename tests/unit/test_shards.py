@@ -119,13 +119,16 @@ def test_keys_in_the_bucket() -> None:
 
 def test_a_shard_record_reads_back_and_a_bad_one_is_named() -> None:
     record = ShardRecord(
-        "j1", Shard(2, 4), "given_up", 5, 1234, (("jq-1.7-arm64_tahoe", "HTTP 500"),), "t"
+        "j1", Shard(2, 4), "given_up", 5, 1234, (("jq-1.7-arm64_tahoe", "HTTP 500"),), "t", 7
     )
     assert ShardRecord.from_json(record.to_json(), "k") == record
+    older = {k: v for k, v in record.to_json().items() if k != "skipped"}  # before the field
+    assert ShardRecord.from_json(older, "k").skipped is None
     for bad in (
         {**record.to_json(), "state": "maybe"},
         {**record.to_json(), "stored": -1},
         {**record.to_json(), "bytes": True},
+        {**record.to_json(), "skipped": -3},
         {**record.to_json(), "shard": "5/4"},
         {**record.to_json(), "v": 2},
         {k: v for k, v in record.to_json().items() if k != "failed"},
