@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mirrord.core.errors import SettingsError
+from mirrord.core.fallback import check_fallbacks, parse_fallback_urls
 from mirrord.core.models import BUCKET_RE, VERSION_RE
 
 if TYPE_CHECKING:  # the catalog's imports (msgspec, orjson) only where tags are read
@@ -165,6 +166,9 @@ class Settings:
     external_hash_allow_http: bool = False
     # Opt-in for a hash file on a loopback/private address (tests, a mirror on the LAN).
     external_hash_allow_private: bool = False
+    fallback_urls: tuple[str, ...] = ()  # other mirrors' bottles/ folders (core/fallback.py)
+    fallback_allow_http: bool = False  # the external hash file's opt-ins, for these
+    fallback_allow_private: bool = False
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
@@ -199,6 +203,10 @@ class Settings:
         return self.brew_api_url or self.api_url.rsplit("/", 1)[0]
 
 
+def _boolean(text: str, name: str) -> bool:
+    return _bool(text, name)  # _bool is defined below ENV
+
+
 # variable → (field, parser). Parsers take (text, variable name).
 ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
@@ -228,28 +236,22 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_QUEUE_URL": ("queue_url", lambda t, n: _url(t, n)),
     "MIRRORD_SIZE_THRESHOLD_GB": ("size_threshold_gb", lambda t, n: _float(t, n, 0, 100_000)),
     "MIRRORD_ESTIMATE_SECONDS": ("estimate_seconds", lambda t, n: _float(t, n, 1, 900)),
-    "MIRRORD_ESTIMATE_MAX_INDEXES": (
-        "estimate_max_indexes",
-        lambda t, n: _int(t, n, 0, 1_000_000),
-    ),
+    "MIRRORD_ESTIMATE_MAX_INDEXES": ("estimate_max_indexes", lambda t, n: _int(t, n, 0, 10**6)),
     "MIRRORD_SHARD_BYTES": ("shard_bytes", lambda t, n: parse_size(t, n)),
     "MIRRORD_MAX_SHARDS": ("max_shards", lambda t, n: _int(t, n, 1, 64)),  # shards.MAX_SHARDS
     "MIRRORD_MAX_RECEIVES": ("max_receives", lambda t, n: _int(t, n, 1, 1000)),
     "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: _text(t, n, 256)),
-    "MIRRORD_LAMBDA_MARGIN_SECONDS": (
-        "lambda_margin_seconds",
-        lambda t, n: _float(t, n, 10, 900),
-    ),
+    "MIRRORD_LAMBDA_MARGIN_SECONDS": ("lambda_margin_seconds", lambda t, n: _float(t, n, 10, 900)),
     "MIRRORD_STOP_GRACE": ("stop_grace", lambda t, n: _float(t, n, 0, 3600)),
     "MIRRORD_HEARTBEAT_SECONDS": ("heartbeat_seconds", lambda t, n: _float(t, n, 0.5, 3600)),
     "MIRRORD_HEALTH_FILE": ("health_file", lambda t, n: _text(t, n, 1024)),
     "MIRRORD_STATUS_KEY": ("status_key", lambda t, n: _key(t, n)),
     "MIRRORD_EXTERNAL_HASH_URL": ("external_hash_url", lambda t, n: _external(t, n)),
-    "MIRRORD_EXTERNAL_HASH_ALLOW_HTTP": ("external_hash_allow_http", lambda t, n: _bool(t, n)),
-    "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": (
-        "external_hash_allow_private",
-        lambda t, n: _bool(t, n),
-    ),
+    "MIRRORD_EXTERNAL_HASH_ALLOW_HTTP": ("external_hash_allow_http", _boolean),
+    "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": ("external_hash_allow_private", _boolean),
+    "MIRRORD_FALLBACK_URLS": ("fallback_urls", parse_fallback_urls),
+    "MIRRORD_FALLBACK_ALLOW_HTTP": ("fallback_allow_http", _boolean),
+    "MIRRORD_FALLBACK_ALLOW_PRIVATE": ("fallback_allow_private", _boolean),
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: _text(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: _url(t, n, secret=True)),
     "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: _text(t, n, 512)),
@@ -432,6 +434,7 @@ def from_env(
             values[field_name] = parse_platforms(text, source, values.get("macos_releases"))
             continue
         values[field_name] = parser(text, source)
+    check_fallbacks(values)  # the URLs against their opt-ins, whatever order they came in
     if "emf" not in values:
         # CloudWatch turns the metrics record into metrics where it reads the log: in a
         # Lambda and on ECS (each runtime sets its variable); elsewhere it is noise.
