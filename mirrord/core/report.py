@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -87,6 +88,33 @@ class Fallbacks:
             "served": [asdict(b) for b in self.served],
             "misses": [asdict(m) for m in self.misses],
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Fallbacks:
+        """What ``to_dict`` wrote (a shard record's); KeyError or TypeError if not."""
+        return cls(
+            tuple(str(s) for s in data["sources"]),
+            tuple(
+                FallbackServed(
+                    str(b["key"]), str(b["source"]), str(b["url"]), str(b["upstream_error"])
+                )
+                for b in data["served"]
+            ),
+            tuple(
+                FallbackMiss(str(m["key"]), str(m["source"]), str(m["error"]))
+                for m in data["misses"]
+            ),
+        )
+
+    @classmethod
+    def merged(cls, parts: Iterable[Fallbacks | None]) -> Fallbacks | None:
+        """The shards' together (the fan-in's report); None when none had fallbacks."""
+        found = [p for p in parts if p is not None]
+        if not found:
+            return None
+        sources = tuple(dict.fromkeys(s for p in found for s in p.sources))
+        served = tuple(b for p in found for b in p.served)
+        return cls(sources, served, tuple(m for p in found for m in p.misses))
 
 
 @dataclass(frozen=True, slots=True)

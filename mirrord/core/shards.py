@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from mirrord.core.errors import InputError
 from mirrord.core.plan import Plan
+from mirrord.core.report import Fallbacks
 
 MAX_SHARDS = 64
 _SHARD_RE = re.compile(r"([1-9][0-9]{0,2})/([1-9][0-9]{0,2})")
@@ -101,6 +102,7 @@ class ShardRecord:
     bytes: int = 0
     failed: tuple[tuple[str, str], ...] = ()  # (hash key, reason)
     finished_at: str = ""
+    fallback: Fallbacks | None = None  # what the fallback mirrors did (the report's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +114,7 @@ class ShardRecord:
             "bytes": self.bytes,
             "failed": [{"key": k, "reason": r} for k, r in self.failed],
             "finished_at": self.finished_at,
+            **({} if self.fallback is None else {"fallback": self.fallback.to_dict()}),
         }
 
     @classmethod
@@ -135,6 +138,7 @@ class ShardRecord:
                 counts[1],
                 failed,
                 str(data.get("finished_at", "")),
+                None if data.get("fallback") is None else Fallbacks.from_dict(data["fallback"]),
             )
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"{where}: unreadable shard record ({exc})") from None

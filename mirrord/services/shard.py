@@ -148,6 +148,7 @@ def record_of(job: Job, shard: Shard, report: Report) -> ShardRecord:
         bytes=report.bytes,
         failed=tuple((f.key, f.error) for f in report.failed),
         finished_at=utc_now(),
+        fallback=report.fallback,
     )
 
 

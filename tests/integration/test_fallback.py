@@ -19,7 +19,10 @@ from mirrord_dev.emulator.flat import FlatMirror
 from mirrord.app import App
 from mirrord.core.jobs import Job
 from mirrord.core.report import Report
+from mirrord.core.shards import Shard
+from mirrord.services.fanin import finalize_if_last
 from mirrord.services.job import run_job
+from mirrord.services.shard import run_shard
 
 TARGET = "arm64_tahoe"
 FILE = "jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"
@@ -189,3 +192,22 @@ async def test_a_fallback_name_on_a_private_address_is_refused_when_not_allowed(
     assert "fallback http://localhost:" in failure.error
     assert "resolves to 127.0.0.1, a loopback address" in failure.error
     assert mirrors.flats[0].requests == {}
+
+
+async def test_a_sharded_job_carries_what_the_fallbacks_did_into_the_fan_in(
+    mirrors: Mirrors,
+) -> None:
+    """Each shard's record holds its fallback section; the fan-in's report joins them."""
+    job = Job("fb-sharded", DATE, formulae=("jq",))
+    mirrors.ghcr_fails(503)
+    records = [await run_shard(mirrors.app, job, Shard(k, 2), owner="t") for k in (1, 2)]
+    assert [r.stored for r in records].count(1) == 1
+    stored = next(r for r in records if r.stored)
+    assert stored.fallback is not None
+    assert [b.key for b in stored.fallback.served] == [KEY]
+    report = await finalize_if_last(mirrors.app, job, 2, route="test")
+    assert report is not None
+    assert report.complete
+    body = report.to_dict()["fallback"]
+    assert body["served_by_source"] == {mirrors.flats[0].url: 1}
+    assert [b["key"] for b in body["served"]] == [KEY]

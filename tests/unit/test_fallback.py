@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pytest
 
-from mirrord.core.errors import SettingsError
+from mirrord.core.errors import InputError, SettingsError
 from mirrord.core.fallback import fallback_url
 from mirrord.core.models import Bottle
 from mirrord.core.report import FallbackMiss, Fallbacks, FallbackServed, Report
 from mirrord.core.settings import from_env
+from mirrord.core.shards import Shard, ShardRecord
 
 SHA = "a" * 64
 
@@ -125,3 +127,21 @@ def test_the_report_counts_per_source_and_lists_each_bottle_and_miss() -> None:
         {"key": "jq-1.7.1-sonoma", "source": a, "error": "sha256 mismatch: …"}
     ]
     assert Report("j", "2026-12-01", 1).to_dict()["fallback"] is None
+
+
+def test_a_shard_record_carries_the_fallback_section_and_the_fan_in_joins_them() -> None:
+    a, b = "https://a.example/bottles", "https://b.example/bottles"
+    one = Fallbacks(
+        (a, b), served=(FallbackServed("x-1-all", a, f"{a}/x-1.all.bottle.tar.gz", "HTTP 503"),)
+    )
+    two = Fallbacks((a, b), misses=(FallbackMiss("y-1-all", a, "HTTP 404 Not Found"),))
+    record = ShardRecord("j", Shard(1, 2), "done", stored=1, fallback=one)
+    assert ShardRecord.from_json(orjson.loads(orjson.dumps(record.to_json())), "r") == record
+    plain = ShardRecord("j", Shard(2, 2), "done")
+    assert "fallback" not in plain.to_json()  # records stay as before without fallbacks
+    assert ShardRecord.from_json(plain.to_json(), "r").fallback is None
+    assert Fallbacks.merged([one, None, two]) == Fallbacks((a, b), one.served, two.misses)
+    assert Fallbacks.merged([None, None]) is None
+    broken = {**record.to_json(), "fallback": {"sources": [a]}}
+    with pytest.raises(InputError, match="r: unreadable shard record"):
+        ShardRecord.from_json(broken, "r")
