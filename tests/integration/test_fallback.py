@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 import pytest
-from conftest import DATE, MakeWorld
+from conftest import DATE, MakeWorld, run_cli
 from mirrord_dev.emulator import Emulator, Fault, sample_catalog
 from mirrord_dev.emulator.flat import FlatMirror
 
@@ -211,3 +211,35 @@ async def test_a_sharded_job_carries_what_the_fallbacks_did_into_the_fan_in(
     body = report.to_dict()["fallback"]
     assert body["served_by_source"] == {mirrors.flats[0].url: 1}
     assert [b["key"] for b in body["served"]] == [KEY]
+
+
+async def test_a_fallback_redirect_to_the_metadata_address_is_refused(mirrors: Mirrors) -> None:
+    """Every hop is checked: even with private addresses allowed, a fallback answering
+    302 to the instance metadata service is a miss, and nothing is fetched there."""
+    mirrors.flats[0].redirect[FILE] = "http://169.254.169.254/latest/meta-data/"
+    mirrors.ghcr_fails(404)
+    report = await mirrors.sync()
+    [failure] = report.failed
+    assert "169.254.169.254 is a link-local address" in failure.error
+    assert report.to_dict()["fallback"]["misses_by_source"] == {mirrors.flats[0].url: 1}
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({}, "MIRRORD_FALLBACK_ALLOW_HTTP=true allows it"),
+        ({"MIRRORD_FALLBACK_ALLOW_HTTP": "true"}, "MIRRORD_FALLBACK_ALLOW_PRIVATE=true allows it"),
+    ],
+)
+async def test_the_cli_refuses_http_and_private_fallbacks_at_start(
+    bucket: str, extra: dict[str, str], says: str
+) -> None:
+    """A clear settings error before anything runs: one line naming the variable and the
+    opt-in, exit 2."""
+    env = {"MIRRORD_BUCKET": bucket, "MIRRORD_FALLBACK_URLS": "http://10.0.0.7/bottles", **extra}
+    result = await run_cli("sync", "--json", env=env)
+    assert result.code == 2
+    assert result.stdout == b""
+    err = result.stderr.decode()
+    assert "MIRRORD_FALLBACK_URLS: 'http://10.0.0.7/bottles'" in err
+    assert says in err

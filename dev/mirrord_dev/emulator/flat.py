@@ -3,7 +3,7 @@
 the bottle file names those mirrors use:
 ``<name>-<pkg_version>.<tag>.bottle[.<rebuild>].tar.gz`` (ustclug/ustcmirror-images,
 homebrew-bottles). A test may make a file missing (404), corrupt (same length, one byte
-flipped per file) or answer with a status. Imports nothing of mirrord."""
+flipped per file), answer with a status or redirect elsewhere. Imports nothing of mirrord."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class FlatMirror:
         self.missing: set[str] = set()  # file names answered with 404
         self.corrupt: set[str] = set()  # file names served with a byte flipped
         self.status: dict[str, int] = {}  # file name → a status to answer with
+        self.redirect: dict[str, str] = {}  # file name → a Location to answer 302 with
         self.requests: Counter[str] = Counter()  # file name (as decoded) → GETs
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -66,6 +67,8 @@ class FlatMirror:
     async def _file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]  # percent-decoded, as a file server maps it
         self.requests[name] += 1
+        if name in self.redirect:
+            raise web.HTTPFound(self.redirect[name])
         if name in self.status:
             return web.Response(status=self.status[name], text="injected")
         sha256 = self.files.get(name)
