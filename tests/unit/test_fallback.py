@@ -15,6 +15,7 @@ from mirrord.core.models import Bottle
 from mirrord.core.report import FallbackMiss, Fallbacks, FallbackServed, Report
 from mirrord.core.settings import from_env
 from mirrord.core.shards import Shard, ShardRecord
+from mirrord.render import sync_result
 
 SHA = "a" * 64
 
@@ -145,3 +146,12 @@ def test_a_shard_record_carries_the_fallback_section_and_the_fan_in_joins_them()
     broken = {**record.to_json(), "fallback": {"sources": [a]}}
     with pytest.raises(InputError, match="r: unreadable shard record"):
         ShardRecord.from_json(broken, "r")
+
+
+def test_the_summary_says_how_many_bottles_the_fallbacks_served() -> None:
+    a = "https://a.example/bottles"
+    served = (FallbackServed("x-1-all", a, f"{a}/x-1.all.bottle.tar.gz", "HTTP 503"),)
+    report = Report("j", "2026-12-01", 2, downloaded=2, fallback=Fallbacks((a,), served))
+    assert "2 downloaded (1 from fallback mirrors), 0 adopted" in sync_result(report, "b")[1]
+    plain = Report("j", "2026-12-01", 2, downloaded=2, fallback=Fallbacks((a,)))
+    assert "2 downloaded, 0 adopted" in sync_result(plain, "b")[1]
