@@ -243,3 +243,30 @@ async def test_the_cli_refuses_http_and_private_fallbacks_at_start(
     err = result.stderr.decode()
     assert "MIRRORD_FALLBACK_URLS: 'http://10.0.0.7/bottles'" in err
     assert says in err
+
+
+async def test_a_cli_sync_with_a_fallback_mirror_while_ghcr_fails(mirrors: Mirrors) -> None:
+    """The runbook's command (docs/operations.md, "When GHCR fails"): `mirrord sync
+    --json` with MIRRORD_FALLBACK_URLS, as a separate process; GHCR 503s jq's bottle."""
+    mirrors.ghcr_fails(503)
+    flat = mirrors.flats[0]
+    s = mirrors.app.settings
+    env = {
+        "MIRRORD_BUCKET": s.bucket,
+        "MIRRORD_API_URL": s.api_url,
+        "MIRRORD_PLATFORMS": TARGET,
+        "MIRRORD_BREW_MIRROR": "false",
+        "MIRRORD_MAX_ATTEMPTS": "2",
+        "MIRRORD_FALLBACK_URLS": flat.url,
+        "MIRRORD_FALLBACK_ALLOW_HTTP": "true",
+        "MIRRORD_FALLBACK_ALLOW_PRIVATE": "true",
+    }
+    result = await run_cli("sync", "--json", "--wait", "--formula", "jq", env=env)
+    assert result.code == 0, result.stderr.decode()[-2000:]
+    report = result.json()
+    assert report["fallback"]["served_by_source"] == {flat.url: 1}
+    assert report["failed"] == []
+    stored = (await mirrors.hashfile())["bottles"][KEY]["s3_key"]  # under today's date
+    head = await mirrors.app.store.head(stored)
+    assert head is not None
+    assert head.metadata["source"] == "fallback"
