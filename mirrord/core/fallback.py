@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from mirrord.core.errors import SettingsError
 from mirrord.core.models import Bottle
@@ -33,6 +33,17 @@ URLS, ALLOW_HTTP, ALLOW_PRIVATE = (
 )
 
 
+def _shown(url: str) -> str:
+    """``url`` for an error message: a ``user:password@`` in it is a credential."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparsable URL)"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="…@" + parts.netloc.rpartition("@")[2]))
+
+
 def parse_fallback_urls(text: str, name: str = URLS) -> tuple[str, ...]:
     """A comma list of base URLs, each ``http(s)://host[:port][/path]`` of printable ASCII
     with no query or fragment (a file name is appended to it); a trailing ``/`` is
@@ -42,17 +53,19 @@ def parse_fallback_urls(text: str, name: str = URLS) -> tuple[str, ...]:
         if not item:
             continue
         if len(item) > 1024 or not item.isascii() or any(c <= " " or c == "\x7f" for c in item):
-            raise SettingsError(f"{name}: {item!r:.80} must be an http(s) URL of printable ASCII")
+            raise SettingsError(
+                f"{name}: {_shown(item)!r:.80} must be an http(s) URL of printable ASCII"
+            )
         try:
             parts = urlsplit(item)
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
-            raise SettingsError(f"{name}: {item!r:.80} is not a URL") from None
+            raise SettingsError(f"{name}: {_shown(item)!r:.80} is not a URL") from None
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise SettingsError(f"{name}: {item!r:.80} must be an http(s) URL")
+            raise SettingsError(f"{name}: {_shown(item)!r:.80} must be an http(s) URL")
         if parts.query or parts.fragment or item.endswith(("?", "#")):
             raise SettingsError(
-                f"{name}: {item!r:.80} has a query or fragment: give the folder's URL only"
+                f"{name}: {_shown(item)!r:.80} has a query or fragment: give the folder's URL only"
             )
         base = item.rstrip("/")
         if base not in bases:
@@ -89,7 +102,7 @@ def check_fallbacks(values: Mapping[str, Any]) -> None:
     for url in values.get("fallback_urls", ()):
         problem = fallback_problem(url, allow_http=allow_http, allow_private=allow_private)
         if problem is not None:
-            raise SettingsError(f"{URLS}: {url!r:.80}: {problem}")
+            raise SettingsError(f"{URLS}: {_shown(url)!r:.80}: {problem}")
 
 
 def fallback_url(base: str, bottle: Bottle) -> str:

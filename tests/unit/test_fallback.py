@@ -155,3 +155,13 @@ def test_the_summary_says_how_many_bottles_the_fallbacks_served() -> None:
     assert "2 downloaded (1 from fallback mirrors), 0 adopted" in sync_result(report, "b")[1]
     plain = Report("j", "2026-12-01", 2, downloaded=2, fallback=Fallbacks((a,)))
     assert "2 downloaded, 0 adopted" in sync_result(plain, "b")[1]
+
+
+def test_a_password_in_a_fallback_url_is_never_in_an_error() -> None:
+    with pytest.raises(SettingsError) as caught:
+        from_env(env(URLS="http://mirror:s3cr3t@10.0.0.7/bottles"))
+    assert "s3cr3t" not in str(caught.value)
+    assert "'http://…@10.0.0.7/bottles'" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        from_env(env(URLS="https://mirror:s3cr3t@m.example/b?x=1"))
+    assert "s3cr3t" not in str(caught.value)
