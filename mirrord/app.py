@@ -31,7 +31,7 @@ from mirrord.adapters.secrets import resolve_webhook
 from mirrord.adapters.slack import Slack
 from mirrord.adapters.sqs import JobQueue
 from mirrord.adapters.terminal import TerminalLogger
-from mirrord.adapters.web import upstream_connector
+from mirrord.adapters.web import check_target, guarded_session, upstream_connector
 from mirrord.core.errors import SettingsError
 from mirrord.core.messages import Message
 from mirrord.core.retry import Backoff, RetryPolicy
@@ -120,6 +120,7 @@ class App:
     slack: Slack
     queue: JobQueue | None  # when MIRRORD_QUEUE_URL is set
     lambda_client: LambdaClient | None  # when MIRRORD_SYNC_FUNCTION is set
+    fallback: Registry | None = None  # other mirrors' flat files, when MIRRORD_FALLBACK_URLS
 
     def store_for(self, bucket: str) -> S3Store:
         """Another bucket (an external hash file) on the same client."""
@@ -197,7 +198,35 @@ async def open_app(settings: Settings, **s3_kwargs: Any) -> AsyncIterator[App]:
             slack=Slack(http, await _webhook(session, settings), environment=settings.environment),
             queue=queue,
             lambda_client=lambda_client,
+            fallback=await _fallback(stack, settings, backoff),
         )
+
+
+async def _fallback(stack: AsyncExitStack, s: Settings, backoff: Backoff) -> Registry | None:
+    """The streamer for MIRRORD_FALLBACK_URLS: servers someone else runs, so a guarded
+    session of its own (its resolver refuses private addresses unless allowed) and every
+    hop checked as the external hash file's are; the same retries and size bound."""
+    if not s.fallback_urls:
+        return None
+    session = await stack.enter_async_context(
+        guarded_session(
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            allow_private=s.fallback_allow_private,
+            user_agent=f"mirrord/{__version__}",
+            limit=s.concurrency + 2,
+        )
+    )
+
+    def check(url: str) -> None:
+        check_target(
+            url,
+            allow_http=s.fallback_allow_http,
+            allow_private=s.fallback_allow_private,
+            opt_in="MIRRORD_FALLBACK",
+        )
+
+    return Registry(session, backoff, max_bytes=s.max_bottle_bytes, check=check)
 
 
 @asynccontextmanager

@@ -65,8 +65,10 @@ def sync_result(report: Report, bucket: str) -> Rendered:
             else "every bottle is stored, the files for brew are not all published"
         )
         stopped = f"\nstopped early: {still}; `mirrord sync` again finishes the job"
+    served = report.fallback.served if report.fallback is not None else ()
+    via = f" ({len(served)} from fallback mirrors)" if served else ""
     return report.to_dict(), (
-        f"{report.date}: {report.downloaded} downloaded, {report.adopted} adopted, "
+        f"{report.date}: {report.downloaded} downloaded{via}, {report.adopted} adopted, "
         f"{report.skipped} already mirrored, {len(report.failed)} failed of "
         f"{report.planned} planned; {report.bytes / 1e6:,.1f} MB in {report.duration_s:.1f}s"
         f" → s3://{bucket}/{report.date}/{failed}{stopped}"

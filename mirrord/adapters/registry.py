@@ -21,7 +21,7 @@ image indexes, fetched exactly as brew fetches them.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -80,7 +80,9 @@ class Registry:
     ``upstream_connector``, so no name resolves to a link-local or metadata address).
 
     ``max_bytes``: a body announced (Content-Length) as longer is refused before a byte
-    is read. ``realm_hosts``: hosts besides the registry's own that may issue tokens."""
+    is read. ``realm_hosts``: hosts besides the registry's own that may issue tokens.
+    ``check``: refuses a URL before each request (every hop); by default a link-local or
+    metadata literal (a fallback mirror's streamer checks more: web.check_target)."""
 
     def __init__(
         self,
@@ -89,8 +91,10 @@ class Registry:
         *,
         max_bytes: int | None = None,
         realm_hosts: Iterable[str] = (),
+        check: Callable[[str], None] = literal_problem,
     ) -> None:
         self._session = session
+        self._check = check
         self._backoff = backoff
         self._max_bytes = max_bytes
         self._realm_hosts = frozenset(h.lower() for h in realm_hosts)
@@ -189,8 +193,8 @@ class Registry:
         """One GET, redirects left to the caller. ``decode=False`` for bottle bodies:
         aiohttp otherwise inflates any ``Content-Encoding: gzip`` answer, whatever
         Accept-Encoding said."""
-        literal_problem(url)
         with translated(url):
+            self._check(url)
             return await self._session.get(
                 url, headers=headers, allow_redirects=False, auto_decompress=decode
             )

@@ -218,11 +218,16 @@ def upstream_connector(limit: int) -> aiohttp.TCPConnector:
 
 
 def guarded_session(
-    *, connect_timeout: float, read_timeout: float, allow_private: bool, user_agent: str
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    allow_private: bool,
+    user_agent: str,
+    limit: int = 2,
 ) -> aiohttp.ClientSession:
     """A session for untrusted URLs only: its own connector, resolver and no DNS cache."""
     connector = aiohttp.TCPConnector(
-        limit=2,
+        limit=limit,
         use_dns_cache=False,
         resolver=GuardedResolver(allow_private=allow_private),
     )
@@ -233,11 +238,16 @@ def guarded_session(
     )
 
 
-def _check_target(url: str, *, allow_http: bool, allow_private: bool) -> None:
+def check_target(
+    url: str, *, allow_http: bool, allow_private: bool, opt_in: str = "MIRRORD_EXTERNAL_HASH"
+) -> None:
+    """Refuse one hop to an untrusted server: its scheme (https:// only, unless
+    ``allow_http``) and a literal address (``address_problem``); ``opt_in`` names the
+    settings that would allow it (``<opt_in>_ALLOW_HTTP``)."""
     parts = urlsplit(url)
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
-        hint = " (MIRRORD_EXTERNAL_HASH_ALLOW_HTTP)" if parts.scheme == "http" else ""
+        hint = f" ({opt_in}_ALLOW_HTTP)" if parts.scheme == "http" else ""
         raise RefusedAddress(
             f"{parts.scheme or 'a schemeless'}:// refused{hint}: only https:// is allowed",
             url=url,
@@ -260,14 +270,14 @@ async def fetch_bytes(
     allow_private: bool = True,
 ) -> bytes:
     """GET a whole document (the catalog, an API file) with the retry rules; redirects
-    are followed here and each hop checked (``_check_target``), the body refused past
+    are followed here and each hop checked (``check_target``), the body refused past
     ``limit`` bytes."""
 
     async def attempt() -> bytes:
         target = url
         for _hop in range(MAX_REDIRECTS + 1):
             with translated(target):
-                _check_target(target, allow_http=allow_http, allow_private=allow_private)
+                check_target(target, allow_http=allow_http, allow_private=allow_private)
                 async with session.get(target, allow_redirects=False) as response:
                     found = redirect_target(response, target)
                     if found is None:

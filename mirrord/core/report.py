@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +47,74 @@ class Quarantined:
             error,
             url,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackServed:
+    """A bottle a fallback mirror served (MIRRORD_FALLBACK_URLS) after the registry
+    failed it: ``source`` the base URL, ``upstream_error`` why the registry did not."""
+
+    key: str  # the hash-file key
+    source: str
+    url: str
+    upstream_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackMiss:
+    """A fallback mirror that could not serve a bottle: unreachable, a 404, or bytes that
+    failed verification (nothing of them was stored)."""
+
+    key: str
+    source: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fallbacks:
+    """What the fallback mirrors did in one sync: per stored bottle, per source, per miss."""
+
+    sources: tuple[str, ...]
+    served: tuple[FallbackServed, ...] = ()
+    misses: tuple[FallbackMiss, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        by_source = {s: sum(1 for b in self.served if b.source == s) for s in self.sources}
+        failed = {s: sum(1 for m in self.misses if m.source == s) for s in self.sources}
+        return {
+            "sources": list(self.sources),
+            "served_by_source": by_source,
+            "misses_by_source": failed,
+            "served": [asdict(b) for b in self.served],
+            "misses": [asdict(m) for m in self.misses],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Fallbacks:
+        """What ``to_dict`` wrote (a shard record's); KeyError or TypeError if not."""
+        return cls(
+            tuple(str(s) for s in data["sources"]),
+            tuple(
+                FallbackServed(
+                    str(b["key"]), str(b["source"]), str(b["url"]), str(b["upstream_error"])
+                )
+                for b in data["served"]
+            ),
+            tuple(
+                FallbackMiss(str(m["key"]), str(m["source"]), str(m["error"]))
+                for m in data["misses"]
+            ),
+        )
+
+    @classmethod
+    def merged(cls, parts: Iterable[Fallbacks | None]) -> Fallbacks | None:
+        """The shards' together (the fan-in's report); None when none had fallbacks."""
+        found = [p for p in parts if p is not None]
+        if not found:
+            return None
+        sources = tuple(dict.fromkeys(s for p in found for s in p.sources))
+        served = tuple(b for p in found for b in p.served)
+        return cls(sources, served, tuple(m for p in found for m in p.misses))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +193,7 @@ class Report:
     # ``failed``, so they neither fail the job nor hold back the API files.
     quarantined: tuple[Quarantined, ...] = ()
     released: tuple[str, ...] = ()  # quarantine records ended: the bottle verified
+    fallback: Fallbacks | None = None  # None: no MIRRORD_FALLBACK_URLS
 
     @property
     def complete(self) -> bool:
@@ -147,6 +217,7 @@ class Report:
         body = asdict(self)
         body["duration_s"] = round(self.duration_s, 3)
         body["published"] = None if self.published is None else self.published.to_dict()
+        body["fallback"] = None if self.fallback is None else self.fallback.to_dict()
         for name in ("failed", "platforms", "rejected", "unknown_tags", "quarantined", "released"):
             body[name] = list(body[name])
         return body

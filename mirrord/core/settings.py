@@ -10,64 +10,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from mirrord.core import values as v
 from mirrord.core.errors import SettingsError
-from mirrord.core.models import BUCKET_RE, VERSION_RE
+from mirrord.core.fallback import check_fallbacks, parse_fallback_urls
+from mirrord.core.values import MiB, parse_size
 
 if TYPE_CHECKING:  # the catalog's imports (msgspec, orjson) only where tags are read
     from mirrord.core.releases import Releases
-
-MiB = 2**20
-S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
-S3_MAX_PART = 5 * 2**30
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "k": 2**10,
-    "m": 2**20,
-    "g": 2**30,
-}
-# ASCII digits only (\d takes any script's), and few enough for int() (it refuses > 4,300).
-_SIZE_RE = re.compile(r"[ \t]*([0-9]{1,20})[ \t]*([a-zA-Z]{0,3})[ \t]*")
-
-
-def parse_size(text: str, name: str) -> int:
-    """``16777216``, ``16MiB``, ``16MB`` → bytes."""
-    match = _SIZE_RE.fullmatch(text)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
-        raise SettingsError(f"{name}: {text!r:.60} is not a size (e.g. 16MiB or 16777216)")
-    return int(match.group(1)) * _UNITS[unit]
-
-
-def _number(text: str, name: str, kind: type[int] | type[float], low: float, high: float) -> Any:
-    what = "an integer" if kind is int else "a number"
-    # int() and float() also take fullwidth or Arabic-Indic digits and '_': not here.
-    if not text.isascii() or "_" in text or len(text) > 32:
-        raise SettingsError(f"{name}: {text!r:.60} is not {what}")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise SettingsError(f"{name}: {text!r:.60} is not {what}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}: {value} is outside {low}..{high}")
-    return value
-
-
-def _int(text: str, name: str, low: int, high: int) -> int:
-    return int(_number(text, name, int, low, high))
-
-
-def _float(text: str, name: str, low: float, high: float) -> float:
-    return float(_number(text, name, float, low, high))
 
 
 def parse_platforms(
@@ -165,6 +115,9 @@ class Settings:
     external_hash_allow_http: bool = False
     # Opt-in for a hash file on a loopback/private address (tests, a mirror on the LAN).
     external_hash_allow_private: bool = False
+    fallback_urls: tuple[str, ...] = ()  # other mirrors' bottles/ folders (core/fallback.py)
+    fallback_allow_http: bool = False  # the external hash file's opt-ins, for these
+    fallback_allow_private: bool = False
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
@@ -199,68 +152,69 @@ class Settings:
         return self.brew_api_url or self.api_url.rsplit("/", 1)[0]
 
 
+def _boolean(text: str, name: str) -> bool:
+    return v.boolean(text, name)  # _bool is defined below ENV
+
+
 # variable → (field, parser). Parsers take (text, variable name).
 ENV: dict[str, tuple[str, Any]] = {
-    "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
-    "MIRRORD_API_URL": ("api_url", lambda t, n: _url(t, n)),
+    "MIRRORD_BUCKET": ("bucket", lambda t, n: v.bucket(t, n)),
+    "MIRRORD_API_URL": ("api_url", lambda t, n: v.url(t, n)),
     # Before MIRRORD_PLATFORMS: its tags are read with this table (see from_env).
     "MIRRORD_MACOS_RELEASES": ("macos_releases", parse_releases),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),
-    "MIRRORD_CONCURRENCY": ("concurrency", lambda t, n: _int(t, n, 1, 256)),
-    "MIRRORD_PART_SIZE": ("part_size", lambda t, n: _part_size(parse_size(t, n), n)),
-    "MIRRORD_BATCH_SIZE": ("batch_size", lambda t, n: _int(t, n, 1, 100_000)),
-    "MIRRORD_CHECKPOINT_SECONDS": ("checkpoint_seconds", lambda t, n: _float(t, n, 0.1, 3600)),
-    "MIRRORD_HASH_KEY": ("hash_key", lambda t, n: _key(t, n)),
-    "MIRRORD_CONNECT_TIMEOUT": ("connect_timeout", lambda t, n: _float(t, n, 0.1, 600)),
-    "MIRRORD_READ_TIMEOUT": ("read_timeout", lambda t, n: _float(t, n, 0.1, 3600)),
-    "MIRRORD_MAX_ATTEMPTS": ("max_attempts", lambda t, n: _int(t, n, 1, 20)),
+    "MIRRORD_CONCURRENCY": ("concurrency", lambda t, n: v.integer(t, n, 1, 256)),
+    "MIRRORD_PART_SIZE": ("part_size", lambda t, n: v.part_size(parse_size(t, n), n)),
+    "MIRRORD_BATCH_SIZE": ("batch_size", lambda t, n: v.integer(t, n, 1, 100_000)),
+    "MIRRORD_CHECKPOINT_SECONDS": ("checkpoint_seconds", lambda t, n: v.real(t, n, 0.1, 3600)),
+    "MIRRORD_HASH_KEY": ("hash_key", lambda t, n: v.key(t, n)),
+    "MIRRORD_CONNECT_TIMEOUT": ("connect_timeout", lambda t, n: v.real(t, n, 0.1, 600)),
+    "MIRRORD_READ_TIMEOUT": ("read_timeout", lambda t, n: v.real(t, n, 0.1, 3600)),
+    "MIRRORD_MAX_ATTEMPTS": ("max_attempts", lambda t, n: v.integer(t, n, 1, 20)),
     "MIRRORD_MAX_BOTTLE_BYTES": (
         "max_bottle_bytes",
-        lambda t, n: _bounded_size(parse_size(t, n), n, MiB, 5 * 2**40),
+        lambda t, n: v.bounded_size(parse_size(t, n), n, MiB, 5 * 2**40),
     ),
-    "MIRRORD_BOTTLE_TIMEOUT": ("bottle_timeout", lambda t, n: _float(t, n, 1, 86_400)),
-    "MIRRORD_AUTH_REALM_HOSTS": ("auth_realm_hosts", lambda t, n: _hosts(t, n)),
+    "MIRRORD_BOTTLE_TIMEOUT": ("bottle_timeout", lambda t, n: v.real(t, n, 1, 86_400)),
+    "MIRRORD_AUTH_REALM_HOSTS": ("auth_realm_hosts", lambda t, n: v.hosts(t, n)),
     "MIRRORD_LOG_LEVEL": (
         "log_level",
-        lambda t, n: _choice(t, n, ("debug", "info", "warning", "error")),
+        lambda t, n: v.choice(t, n, ("debug", "info", "warning", "error")),
     ),
-    "MIRRORD_EMF": ("emf", lambda t, n: _bool(t, n)),
-    "MIRRORD_QUEUE_URL": ("queue_url", lambda t, n: _url(t, n)),
-    "MIRRORD_SIZE_THRESHOLD_GB": ("size_threshold_gb", lambda t, n: _float(t, n, 0, 100_000)),
-    "MIRRORD_ESTIMATE_SECONDS": ("estimate_seconds", lambda t, n: _float(t, n, 1, 900)),
+    "MIRRORD_EMF": ("emf", lambda t, n: v.boolean(t, n)),
+    "MIRRORD_QUEUE_URL": ("queue_url", lambda t, n: v.url(t, n)),
+    "MIRRORD_SIZE_THRESHOLD_GB": ("size_threshold_gb", lambda t, n: v.real(t, n, 0, 100_000)),
+    "MIRRORD_ESTIMATE_SECONDS": ("estimate_seconds", lambda t, n: v.real(t, n, 1, 900)),
     "MIRRORD_ESTIMATE_MAX_INDEXES": (
         "estimate_max_indexes",
-        lambda t, n: _int(t, n, 0, 1_000_000),
+        lambda t, n: v.integer(t, n, 0, 10**6),
     ),
     "MIRRORD_SHARD_BYTES": ("shard_bytes", lambda t, n: parse_size(t, n)),
-    "MIRRORD_MAX_SHARDS": ("max_shards", lambda t, n: _int(t, n, 1, 64)),  # shards.MAX_SHARDS
-    "MIRRORD_MAX_RECEIVES": ("max_receives", lambda t, n: _int(t, n, 1, 1000)),
-    "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: _text(t, n, 256)),
-    "MIRRORD_LAMBDA_MARGIN_SECONDS": (
-        "lambda_margin_seconds",
-        lambda t, n: _float(t, n, 10, 900),
-    ),
-    "MIRRORD_STOP_GRACE": ("stop_grace", lambda t, n: _float(t, n, 0, 3600)),
-    "MIRRORD_HEARTBEAT_SECONDS": ("heartbeat_seconds", lambda t, n: _float(t, n, 0.5, 3600)),
-    "MIRRORD_HEALTH_FILE": ("health_file", lambda t, n: _text(t, n, 1024)),
-    "MIRRORD_STATUS_KEY": ("status_key", lambda t, n: _key(t, n)),
-    "MIRRORD_EXTERNAL_HASH_URL": ("external_hash_url", lambda t, n: _external(t, n)),
-    "MIRRORD_EXTERNAL_HASH_ALLOW_HTTP": ("external_hash_allow_http", lambda t, n: _bool(t, n)),
-    "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": (
-        "external_hash_allow_private",
-        lambda t, n: _bool(t, n),
-    ),
-    "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: _text(t, n, 2048)),
-    "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: _url(t, n, secret=True)),
-    "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: _text(t, n, 512)),
-    "MIRRORD_ENVIRONMENT": ("environment", lambda t, n: _environment(t, n)),
-    "MIRRORD_BREW_MIRROR": ("brew_mirror", lambda t, n: _bool(t, n)),
-    "MIRRORD_BREW_API_URL": ("brew_api_url", lambda t, n: _url(t, n)),
-    "MIRRORD_PORTABLE_RUBY": ("portable_ruby", lambda t, n: _versions(t, n)),
-    "MIRRORD_MIRROR_URL": ("mirror_url", lambda t, n: _url(t, n)),
-    "MIRRORD_MIRROR_TOKEN": ("mirror_token", lambda t, n: _token(t, n)),
+    "MIRRORD_MAX_SHARDS": ("max_shards", lambda t, n: v.integer(t, n, 1, 64)),  # shards.MAX_SHARDS
+    "MIRRORD_MAX_RECEIVES": ("max_receives", lambda t, n: v.integer(t, n, 1, 1000)),
+    "MIRRORD_SYNC_FUNCTION": ("sync_function", lambda t, n: v.limited(t, n, 256)),
+    "MIRRORD_LAMBDA_MARGIN_SECONDS": ("lambda_margin_seconds", lambda t, n: v.real(t, n, 10, 900)),
+    "MIRRORD_STOP_GRACE": ("stop_grace", lambda t, n: v.real(t, n, 0, 3600)),
+    "MIRRORD_HEARTBEAT_SECONDS": ("heartbeat_seconds", lambda t, n: v.real(t, n, 0.5, 3600)),
+    "MIRRORD_HEALTH_FILE": ("health_file", lambda t, n: v.limited(t, n, 1024)),
+    "MIRRORD_STATUS_KEY": ("status_key", lambda t, n: v.key(t, n)),
+    "MIRRORD_EXTERNAL_HASH_URL": ("external_hash_url", lambda t, n: v.external(t, n)),
+    "MIRRORD_EXTERNAL_HASH_ALLOW_HTTP": ("external_hash_allow_http", v.boolean),
+    "MIRRORD_EXTERNAL_HASH_ALLOW_PRIVATE": ("external_hash_allow_private", v.boolean),
+    "MIRRORD_FALLBACK_URLS": ("fallback_urls", parse_fallback_urls),
+    "MIRRORD_FALLBACK_ALLOW_HTTP": ("fallback_allow_http", v.boolean),
+    "MIRRORD_FALLBACK_ALLOW_PRIVATE": ("fallback_allow_private", v.boolean),
+    "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: v.limited(t, n, 2048)),
+    "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: v.url(t, n, secret=True)),
+    "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: v.limited(t, n, 512)),
+    "MIRRORD_ENVIRONMENT": ("environment", lambda t, n: v.environment(t, n)),
+    "MIRRORD_BREW_MIRROR": ("brew_mirror", lambda t, n: v.boolean(t, n)),
+    "MIRRORD_BREW_API_URL": ("brew_api_url", lambda t, n: v.url(t, n)),
+    "MIRRORD_PORTABLE_RUBY": ("portable_ruby", lambda t, n: v.versions(t, n)),
+    "MIRRORD_MIRROR_URL": ("mirror_url", lambda t, n: v.url(t, n)),
+    "MIRRORD_MIRROR_TOKEN": ("mirror_token", lambda t, n: v.token(t, n)),
     "MIRRORD_CRASH_AT": ("crash_at", lambda t, n: _crash_at(t, n)),
-    "MIRRORD_CRASH_SIGNAL": ("crash_signal", lambda t, n: _choice(t, n, ("kill", "term")).upper()),
+    "MIRRORD_CRASH_SIGNAL": ("crash_signal", lambda t, n: v.choice(t, n, ("kill", "term")).upper()),
 }
 
 # Where a crash hook can fire, in the order a bottle meets them.
@@ -278,133 +232,7 @@ def _crash_at(text: str, name: str) -> tuple[str, int]:
     point, _, nth = text.partition(":")
     if point not in CRASH_POINTS:
         raise SettingsError(f"{name}: {point!r} is not one of {', '.join(CRASH_POINTS)}")
-    return point, _int(nth, name, 1, 1_000_000) if nth else 1
-
-
-def _bucket(text: str, name: str) -> str:
-    if not BUCKET_RE.fullmatch(text):
-        raise SettingsError(f"{name}: {text!r:.80} is not a valid S3 bucket name")
-    return text
-
-
-def _printable(text: str) -> bool:
-    """No control characters, spaces or NUL: what would split a header or a log line."""
-    return all(" " < c != "\x7f" for c in text)
-
-
-def _url(text: str, name: str, *, secret: bool = False) -> str:
-    shown = "the value" if secret else f"{text!r:.80}"  # a webhook URL is a credential
-    if len(text) > 2048 or not text.isascii() or not _printable(text):
-        raise SettingsError(f"{name}: {shown} must be an http(s) URL of printable ASCII")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise SettingsError(f"{name}: {shown} is not a URL") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise SettingsError(f"{name}: {shown} must be an http(s) URL")
-    return text
-
-
-def _external(text: str, name: str) -> str:
-    if text.startswith("s3://"):
-        bucket, _, key = text.removeprefix("s3://").partition("/")
-        if not BUCKET_RE.fullmatch(bucket) or not key or len(key) > 1024 or not _printable(key):
-            raise SettingsError(f"{name}: {text!r:.80} must be s3://bucket/key")
-        return text
-    if not text.startswith(("https://", "http://")):
-        raise SettingsError(f"{name}: {text!r:.80} must be s3://bucket/key or https://…")
-    return _url(text, name)
-
-
-def _text(text: str, name: str, limit: int) -> str:
-    if len(text) > limit:
-        raise SettingsError(f"{name}: longer than {limit} characters")
-    if any(c < " " or c == "\x7f" for c in text):
-        raise SettingsError(f"{name}: holds control characters")
-    return text
-
-
-def _token(text: str, name: str) -> str:
-    """Goes into two request headers: printable ASCII only, and never echoed back."""
-    if not 0 < len(text) <= 512 or not text.isascii() or not _printable(text):
-        raise SettingsError(f"{name}: the value must be 1-512 printable ASCII characters")
-    return text
-
-
-_ENVIRONMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
-
-
-def _environment(text: str, name: str) -> str:
-    if not _ENVIRONMENT_RE.fullmatch(text):
-        raise SettingsError(f"{name}: {text!r:.60} is not an environment name (e.g. prod)")
-    return text
-
-
-def _bool(text: str, name: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("1", "0", "true", "false", "yes", "no"):
-        raise SettingsError(f"{name}: {text!r:.60} is not a boolean (true/false)")
-    return value in ("1", "true", "yes")
-
-
-def _versions(text: str, name: str) -> tuple[str, ...]:
-    """``latest``, ``4.0.7_1`` or a comma list; ``none`` for no portable Ruby."""
-    word = text.strip().lower()
-    if word == "none":
-        return ()
-    if word == "latest":
-        return ("latest",)
-    versions = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-    if "latest" in (v.lower() for v in versions):
-        raise SettingsError(f"{name}: latest stands alone (the newest two); or list versions")
-    for version in versions:
-        if not VERSION_RE.fullmatch(version) or len(version) > 64:
-            raise SettingsError(
-                f"{name}: {version!r:.60} is not a version (e.g. 4.0.7_1), latest or none"
-            )
-    return versions
-
-
-# A key of the bucket's own: ASCII segments joined by single '/', none of them "." or
-# "..", nothing percent-encoded, at most 512 characters.
-_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
-
-
-def _key(text: str, name: str) -> str:
-    if len(text) > 512 or not _KEY_RE.fullmatch(text) or ".." in text:
-        raise SettingsError(f"{name}: {text!r:.80} is not a key inside the bucket")
-    return text
-
-
-def _bounded_size(value: int, name: str, low: int, high: int) -> int:
-    if not low <= value <= high:
-        raise SettingsError(f"{name}: {value} bytes is outside {low}..{high}")
-    return value
-
-
-# A DNS name or an IP literal as a URL's host holds it (lowercase, no port, no brackets).
-_HOST_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|[0-9a-f:.]{2,45}")
-
-
-def _hosts(text: str, name: str) -> tuple[str, ...]:
-    hosts = tuple(dict.fromkeys(h.strip().lower() for h in text.split(",") if h.strip()))
-    for host in hosts:
-        if not _HOST_RE.fullmatch(host):
-            raise SettingsError(f"{name}: {host!r:.60} is not a host name (e.g. auth.example.com)")
-    return hosts
-
-
-def _part_size(value: int, name: str) -> int:
-    if not S3_MIN_PART <= value <= S3_MAX_PART:
-        raise SettingsError(f"{name}: {value} bytes is outside S3's 5MiB..5GiB part sizes")
-    return value
-
-
-def _choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
-    if text.lower() not in allowed:
-        raise SettingsError(f"{name}: {text!r:.60} is not one of {', '.join(allowed)}")
-    return text.lower()
+    return point, v.integer(nth, name, 1, 1_000_000) if nth else 1
 
 
 def from_env(
@@ -432,6 +260,7 @@ def from_env(
             values[field_name] = parse_platforms(text, source, values.get("macos_releases"))
             continue
         values[field_name] = parser(text, source)
+    check_fallbacks(values)  # the URLs against their opt-ins, whatever order they came in
     if "emf" not in values:
         # CloudWatch turns the metrics record into metrics where it reads the log: in a
         # Lambda and on ECS (each runtime sets its variable); elsewhere it is noise.

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from mirrord.core.errors import InputError
 from mirrord.core.plan import Plan
+from mirrord.core.report import Fallbacks
 
 MAX_SHARDS = 64
 _SHARD_RE = re.compile(r"([1-9][0-9]{0,2})/([1-9][0-9]{0,2})")
@@ -105,6 +106,7 @@ class ShardRecord:
     # reports the smallest: the shards start together, so the first to plan saw the
     # mirror before the job stored anything (a re-plan at the fan-in sees it after).
     skipped: int | None = None
+    fallback: Fallbacks | None = None  # what the fallback mirrors did (the report's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +119,7 @@ class ShardRecord:
             "failed": [{"key": k, "reason": r} for k, r in self.failed],
             "finished_at": self.finished_at,
             "skipped": self.skipped,
+            **({} if self.fallback is None else {"fallback": self.fallback.to_dict()}),
         }
 
     @classmethod
@@ -145,6 +148,7 @@ class ShardRecord:
                 failed,
                 str(data.get("finished_at", "")),
                 skipped,
+                None if data.get("fallback") is None else Fallbacks.from_dict(data["fallback"]),
             )
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"{where}: unreadable shard record ({exc})") from None

@@ -29,7 +29,7 @@ from mirrord.core.jobs import Job
 from mirrord.core.messages import failure_message
 from mirrord.core.plan import Plan
 from mirrord.core.releases import Releases, unknown_tags
-from mirrord.core.report import Failure, Quarantined, Rejected, Report
+from mirrord.core.report import Failure, Fallbacks, Quarantined, Rejected, Report
 from mirrord.core.shards import (
     Shard,
     ShardRecord,
@@ -410,4 +410,5 @@ def merged_report(
         estimated_bytes=job.estimated_bytes,
         unknown_tags=unknown_tags(catalog.formulae, releases),
         quarantined=tuple(quarantined),
+        fallback=Fallbacks.merged(r.fallback for r in records.values()),
     )

@@ -36,6 +36,7 @@ from mirrord.core.messages import failure_message, success_message
 from mirrord.core.report import Failure, Progress, Published, Report, emf
 from mirrord.core.settings import Settings
 from mirrord.services.checkpoint import Checkpointer, load_hashfile
+from mirrord.services.fallback import FallbackMirrors
 from mirrord.services.ports import Adapters
 from mirrord.services.publish import Fetched, fetch_api, fetch_missing, publish
 from mirrord.services.sync import Tuning, job_targets, run_sync
@@ -214,6 +215,7 @@ async def _sync_and_publish(
         hook=crash_hook(s),
         sizes=AnnouncedSizes(app.registry),
         releases=s.releases,
+        fallbacks=FallbackMirrors.of(s, app.fallback),
     )
     if not s.brew_mirror:
         return report

@@ -29,6 +29,7 @@ from mirrord.core.hashfile import utc_now
 from mirrord.core.jobs import Job
 from mirrord.core.report import Progress, Report
 from mirrord.core.shards import Shard, ShardRecord, lock_key, record_key
+from mirrord.services.fallback import FallbackMirrors
 from mirrord.services.job import crash_hook, load_external
 from mirrord.services.ports import Adapters
 from mirrord.services.sync import Tuning, run_sync
@@ -113,6 +114,7 @@ async def _run(
         hook=crash_hook(s),
         sizes=AnnouncedSizes(app.registry),
         releases=s.releases,
+        fallbacks=FallbackMirrors.of(s, app.fallback),
         shard=shard,
     )
     if report.stopped:
@@ -147,6 +149,7 @@ def record_of(job: Job, shard: Shard, report: Report) -> ShardRecord:
         failed=tuple((f.key, f.error) for f in report.failed),
         finished_at=utc_now(),
         skipped=report.skipped,
+        fallback=report.fallback,
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 
@@ -43,6 +44,7 @@ from mirrord.core.settings import Settings
 from mirrord.core.shards import Shard, split
 from mirrord.core.tasks import background, first_error
 from mirrord.services.checkpoint import Checkpointer, abort_orphans, load_hashfile, unrecorded
+from mirrord.services.fallback import FallbackMirrors
 from mirrord.services.transfer import (
     AnnouncedSizes,
     Hook,
@@ -133,13 +135,14 @@ class Sync:
         hook: Hook,
         sizes: AnnouncedSizes | None,
         present: Mapping[str, Sequence[str]],
+        fallbacks: FallbackMirrors | None = None,
     ) -> None:
         """``present``: file name → keys of unrecorded objects that may be this bottle,
         stored by a run that died before its checkpoint (``unrecorded``)."""
         self._job, self._plan, self._store, self._source = job, plan, store, source
         self._tuning, self._checkpoints, self._progress = tuning, checkpoints, progress
         self._stop, self._grace, self._hook, self._sizes = stop, grace, hook, sizes
-        self._present = present
+        self._present, self._fallbacks = present, fallbacks
         self._suspects = checkpoints.current.quarantine  # as this run found them
         self._queue: asyncio.Queue[Transfer] = asyncio.Queue()
         for t in plan.transfers:
@@ -179,6 +182,7 @@ class Sync:
             unknown_tags=unknown,
             quarantined=tuple(self.quarantined),
             released=tuple(self.released),
+            fallback=None if self._fallbacks is None else self._fallbacks.report(),
         )
 
     async def run(self) -> None:
@@ -276,8 +280,17 @@ class Sync:
         return None
 
     async def _fetch(self, t: Transfer) -> int:
-        """The transfer under its deadline: a trickle that never trips the read timeout,
-        or cuts that keep earning attempts back, still end (issue 12)."""
+        """From the registry, else (its error after retries) from the fallback mirrors."""
+        try:
+            return await self._fetch_from(t, self._source, None)
+        except UpstreamError as failed:
+            if self._fallbacks is None:
+                raise
+            return await self._fallbacks.fetch(t.bottle, failed, partial(self._fetch_from, t))
+
+    async def _fetch_from(self, t: Transfer, source: Source, url: str | None) -> int:
+        """The transfer from ``url`` (a fallback's; None: the catalog's) under its own
+        deadline: a trickle, or cuts that keep earning attempts back, still end (#12)."""
         tuning = self._tuning
         announced = self._sizes.of(t.bottle) if self._sizes is not None else None
         limit = SizeLimit(tuning.max_bottle_bytes, announced)
@@ -286,19 +299,20 @@ class Sync:
                 return await transfer(
                     t.bottle,
                     t.key,
-                    self._source,
+                    source,
                     self._store,
                     tuning.part_size,
                     self._progress.add_bytes,
                     self._hook,
                     limit,
+                    url,
                 )
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
             raise FatalUpstreamError(
                 f"not complete within MIRRORD_BOTTLE_TIMEOUT ({tuning.bottle_timeout:g} s)",
-                url=t.bottle.url,
+                url=url or t.bottle.url,
             ) from exc
 
     def _failed(self, t: Transfer, exc: MirrordError) -> None:
@@ -340,6 +354,7 @@ async def run_sync(
     today: str | None = None,
     releases: Releases = DEFAULT_RELEASES,
     shard: Shard | None = None,
+    fallbacks: FallbackMirrors | None = None,
 ) -> Report:
     """``sizes``: where transfers past one part learn how big their bottle should be
     (without it, ``max_bottle_bytes`` is their only cap). ``today``: UTC date, for
@@ -373,6 +388,7 @@ async def run_sync(
         hook=hook,
         sizes=sizes,
         present=present,
+        fallbacks=fallbacks,
     )
     await sync.run()
     report = sync.report(catalog, targets, unknown, duration_s=clock() - started)

@@ -49,15 +49,19 @@ def no_hook(point: str) -> None:
     return None
 
 
-def object_metadata(bottle: Bottle) -> dict[str, str]:
-    """Enough to rebuild the hash file from the bucket alone (docs/design.md §6)."""
+def object_metadata(bottle: Bottle, fallback_url: str | None = None) -> dict[str, str]:
+    """Enough to rebuild the hash file from the bucket alone (docs/design.md §6), and
+    where the bytes came from: ``source-url`` is the URL that served them, and a bottle a
+    fallback mirror served (``fallback_url``) says ``source: fallback``."""
+    served = {} if fallback_url is None else {"source": "fallback"}
     return {
         "sha256": bottle.sha256,
         "formula": bottle.name,
         "version": bottle.pkg_version,
         "platform": bottle.tag,
         # Public metadata: no credentials or query token of the catalog's URL.
-        "source-url": source_url(bottle.url),
+        "source-url": source_url(fallback_url or bottle.url),
+        **served,
     }
 
 
@@ -188,11 +192,12 @@ async def transfer(
     on_bytes: Callable[[int], None] = lambda n: None,
     hook: Hook = no_hook,
     limit: SizeLimit = SizeLimit(),  # frozen: one shared default is safe
+    fallback_url: str | None = None,
 ) -> int:
     """Store ``bottle`` at ``key``; return its size. Raises ``IntegrityError`` when the
     bytes do not match (or outgrow the bottle), ``UpstreamError``/``StoreError`` when a
-    peer fails."""
-    metadata = object_metadata(bottle)
+    peer fails. ``fallback_url``: a fallback mirror's file to read instead, as checked."""
+    metadata = object_metadata(bottle, fallback_url)
     hasher = hashlib.sha256()
     chunks: deque[memoryview] = deque()
     buffered = size = 0
@@ -203,7 +208,7 @@ async def transfer(
     pending: asyncio.Task[dict[str, Any]] | None = None
     next_part = 1
     try:
-        async for chunk in source.stream(bottle.url):
+        async for chunk in source.stream(fallback_url or bottle.url):
             chunks.append(memoryview(chunk))
             buffered += len(chunk)
             size += len(chunk)
