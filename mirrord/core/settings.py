@@ -121,6 +121,7 @@ class Settings:
     bucket: str
     api_url: str = "https://formulae.brew.sh/api/formula.json"
     platforms: tuple[str, ...] | None = None  # None = auto
+    brewfile: str | None = None  # a Brewfile: its formulae and their closure only (CLI)
     # MIRRORD_MACOS_RELEASES: the built-in table plus these; None, the built-in one alone.
     macos_releases: Releases | None = None
     concurrency: int = 16
@@ -203,6 +204,7 @@ class Settings:
 ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: _bucket(t, n)),
     "MIRRORD_API_URL": ("api_url", lambda t, n: _url(t, n)),
+    "MIRRORD_BREWFILE": ("brewfile", lambda t, n: t),
     # Before MIRRORD_PLATFORMS: its tags are read with this table (see from_env).
     "MIRRORD_MACOS_RELEASES": ("macos_releases", parse_releases),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),
