@@ -153,3 +153,16 @@ async def test_bad_brewfile_is_a_usage_error(
     assert len(said) == 1
     assert needle in said[0]
     assert not [o async for o in world.app.store.list_objects(f"{DATE}/")]
+
+
+async def test_enqueue_dry_run_sizes_the_closure(world: Any, brewfile: Path) -> None:
+    """`enqueue --brewfile --dry-run`: the job it would send is the closure's, sized."""
+    result = await run_cli(
+        "enqueue", "--dry-run", "--json", "--date", DATE, "--brewfile", str(brewfile),
+        env=env(world, MIRRORD_SIZE_THRESHOLD_GB="100", MIRRORD_SYNC_FUNCTION="mirrord-sync"),
+    )  # fmt: skip
+    assert result.code == 0, result.stderr[-3000:]
+    body = result.json()
+    assert body["dry_run"] is True
+    assert body["bottles"] == len(expected(world))
+    assert body["estimate"]["from_index"] == body["bottles"]  # every image index read
