@@ -4,10 +4,13 @@ its bounds, aliases, oldnames and the older oldname)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mirrord.core.catalog import parse_catalog
 from mirrord.core.closure import (
@@ -255,3 +258,76 @@ def test_an_entry_that_is_no_object_leaves_the_rest_usable() -> None:
     cat = parse_catalog(raw)
     found = closure(dependency_index(cat), ["a"], [MAC], DEFAULT_RELEASES)
     assert found.by_target[MAC] == ("b", "a")
+
+
+# --- the closure against a plain reference, on random graphs (hypothesis) ---------------
+
+NODES = [f"n{i}" for i in range(8)]
+GRAPHS = st.dictionaries(
+    st.sampled_from(NODES),
+    st.fixed_dictionaries(
+        {
+            "dependencies": st.lists(st.sampled_from([*NODES, "gone"]), max_size=4),
+            "recommended_dependencies": st.lists(st.sampled_from(NODES), max_size=2),
+            "build_dependencies": st.lists(st.sampled_from(NODES), max_size=2),
+            "uses_from_macos": st.lists(st.sampled_from(NODES), max_size=2),
+            "linux": st.none() | st.lists(st.sampled_from(NODES), max_size=3),
+        }
+    ),
+    min_size=1,
+)
+
+
+def reachable(graph: dict[str, dict[str, Any]], roots: list[str], linux: bool) -> set[str]:
+    """Breadth first, the plain way: what the closure must hold."""
+    seen: set[str] = set()
+    todo = [r for r in roots if r in graph]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = graph[name]
+        deps = node["linux"] if linux and node["linux"] is not None else node["dependencies"]
+        nxt = deps + node["recommended_dependencies"] + (node["uses_from_macos"] if linux else [])
+        todo += [n for n in nxt if n in graph]
+    return seen
+
+
+@given(graph=GRAPHS, roots=st.lists(st.sampled_from(NODES), min_size=1, max_size=3))
+@settings(max_examples=150, deadline=None)
+def test_closure_matches_a_plain_walk(graph: dict[str, dict[str, Any]], roots: list[str]) -> None:
+    entries = []
+    for name, node in graph.items():
+        fields: dict[str, Any] = {k: v for k, v in node.items() if k != "linux"}
+        if node["linux"] is not None:
+            fields["variations"] = {LINUX: {"dependencies": node["linux"]}}
+        entries.append(formula(name, **fields))
+    cat = catalog_of(*entries)
+    if not any(r in graph for r in roots):
+        with pytest.raises(SettingsError):
+            job_closure(cat, roots, [MAC, LINUX])
+        return
+    found = job_closure(cat, roots, [MAC, LINUX])
+    assert found is not None
+    for target, linux in ((MAC, False), (LINUX, True)):
+        got = found.by_target[target]
+        assert len(got) == len(set(got))
+        assert set(got) == reachable(graph, roots, linux)
+    edges = {
+        (a, b)
+        for a, node in graph.items()
+        for b in (*node["dependencies"], *node["recommended_dependencies"],
+                  *node["uses_from_macos"], *(node["linux"] or ()))
+    }  # fmt: skip
+    for cycle in found.cycles:  # each a real cycle of the graph
+        assert cycle[0] == cycle[-1]
+        assert set(pairwise(cycle)) <= edges
+    wanted = set(roots)
+    for linux in (False, True):
+        for name in reachable(graph, roots, linux):
+            node = graph[name]
+            deps = node["linux"] if linux and node["linux"] is not None else node["dependencies"]
+            wanted |= {*deps, *node["recommended_dependencies"]}
+            wanted |= set(node["uses_from_macos"]) if linux else set()
+    assert {n for n, _ in found.missing} == wanted - set(graph)
