@@ -155,7 +155,7 @@ def _uses(value: Any, bounds: Any) -> tuple[tuple[str, str | None], ...]:
         elif isinstance(use, dict) and len(use) == 1:
             ((name, tags),) = use.items()
             tags = [tags] if isinstance(tags, str) else tags if isinstance(tags, list) else []
-            if isinstance(name, str) and not {"build", "test"} & set(tags):
+            if isinstance(name, str) and not {"build", "test"} & {str(t) for t in tags}:
                 out.append((name, since))
     return tuple(out)
 

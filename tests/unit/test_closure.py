@@ -196,12 +196,17 @@ def test_job_selection_whole_catalog_and_unknown_roots() -> None:
 
 def test_rejected_formula_is_missing_and_odd_fields_are_tolerated() -> None:
     cat = catalog_of(
-        formula("a", dependencies=["bad", 7, None], uses_from_macos=[{"x": 1, "y": 2}, 3]),
+        formula(
+            "a",
+            dependencies=["bad", 7, None],
+            uses_from_macos=[{"x": 1, "y": 2}, 3, {"z": [{}, ["build"]]}, {"c": [["build"]]}],
+            uses_from_macos_bounds=[{}, {}, {"since": 7}, {}],
+        ),
         {**formula("bad"), "versions": {"stable": "no spaces allowed"}},
         formula("c", variations=[1], aliases="c2", uses_from_macos_bounds="x"),
     )
     found = closure(dependency_index(cat), ["a", "c"], [LINUX], DEFAULT_RELEASES)
-    assert found.missing == (("bad", "a"),)
+    assert found.missing == (("bad", "a"), ("z", "a"))  # odd tags are no "build" tag
     assert set(found.by_target[LINUX]) == {"a", "c"}
 
 
