@@ -251,13 +251,17 @@ def _needs(deps: Deps, target: str, releases: Releases) -> tuple[str, ...]:
     return chosen.needs + tuple(extra)
 
 
+DONE = -1
+MAX_CYCLES = 100  # per target
+
+
 def _walk(
     index: DepIndex, roots: Sequence[str], target: str, releases: Releases
 ) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, ...]]]:
     """Depth first from each root, without recursion (a hostile catalog's chain can be
     thousands long): the formulae reached, the missing names, the cycles met."""
     order: list[str] = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    state: dict[str, int] = {}  # its place on the current path, or DONE
     missing: list[tuple[str, str]] = []
     cycles: list[tuple[str, ...]] = []
     for root in roots:
@@ -265,22 +269,23 @@ def _walk(
             continue
         path: list[str] = [root]
         stack: list[list[str]] = [list(reversed(_needs(index.deps[root], target, releases)))]
-        state[root] = 1
+        state[root] = 0
         while stack:
             if not stack[-1]:
                 done = path.pop()
                 stack.pop()
-                state[done] = 2
+                state[done] = DONE
                 order.append(done)
                 continue
             wanted = stack[-1].pop()
             name = resolve(index, wanted)
             if name is None:
                 missing.append((wanted, path[-1]))
-            elif state.get(name) == 1:
-                cycles.append((*path[path.index(name) :], name))
+            elif state.get(name, DONE) != DONE:
+                if len(cycles) < MAX_CYCLES:  # a hostile catalog's: bounded
+                    cycles.append((*path[state[name] :], name))
             elif name not in state:
-                state[name] = 1
+                state[name] = len(path)
                 path.append(name)
                 stack.append(list(reversed(_needs(index.deps[name], target, releases))))
     return order, missing, cycles
