@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import aiofiles
 import aiohttp
 import orjson
 import structlog
@@ -28,18 +29,21 @@ from mirrord.adapters.web import upstream_connector
 from mirrord.app import App, configure_logging, notify_once, open_app, run_loop
 from mirrord.cli_args import build_parser, job_from_args, settings_from
 from mirrord.core.brew import reader_headers
+from mirrord.core.closure import parse_brewfile
 from mirrord.core.deployconfig import FOLDER_LINKS, DeployConfig
 from mirrord.core.deployconfig import parse as parse_deploy_config
 from mirrord.core.errors import ConfigError, InputError, MirrordError, SettingsError
+from mirrord.core.jobs import Job
 from mirrord.core.messages import deploy_message
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirrord.core.settings import Settings
 from mirrord.core.shards import Shard
 from mirrord.daemon import Daemon
 from mirrord.health import run as run_health
+from mirrord.render import Estimate
 from mirrord.services.check import check_client
 from mirrord.services.checkpoint import load_hashfile
-from mirrord.services.enqueue import enqueue
+from mirrord.services.enqueue import enqueue, index_sizes
 from mirrord.services.fanin import fan_in
 from mirrord.services.job import load_external, run_exclusive
 from mirrord.services.plan import plan_job
@@ -99,12 +103,33 @@ class _Interrupts:
             )
 
 
+async def _job(args: argparse.Namespace, app: App) -> Job:
+    """The command line's job; with --brewfile (MIRRORD_BREWFILE), the Brewfile's
+    homebrew/core formulae join --formula, and every line not taken is said."""
+    path = app.settings.brewfile
+    if not path:
+        return job_from_args(args, app.settings)
+    try:
+        async with aiofiles.open(path, encoding="utf-8") as f:
+            text = await f.read(4 * 2**20 + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"--brewfile {path}: cannot be read: {exc}") from None
+    if len(text) > 4 * 2**20:
+        raise SettingsError(f"--brewfile {path}: larger than 4 MiB; not a Brewfile")
+    brewfile = parse_brewfile(text)
+    for line in brewfile.skipped:
+        render.tell(f"{path}: {line}: skipped", "brewfile_skipped", path=path, line=line)
+    if not brewfile.names:
+        raise SettingsError(f"--brewfile {path}: names no homebrew/core formula (brew lines)")
+    return job_from_args(args, app.settings, brewfile.names)
+
+
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
     if args.finalize or args.shards is not None:
         return await cmd_finalize(args, app)
     if args.shard is not None:
         return await cmd_shard(args, app)
-    job = job_from_args(args, app.settings)
+    job = await _job(args, app)
     stop = asyncio.Event()
     bar = _progress(args)
     interrupt = _Interrupts(stop, bar, app.settings)
@@ -132,7 +157,7 @@ async def cmd_sync(args: argparse.Namespace, app: App) -> int:
 
 async def cmd_shard(args: argparse.Namespace, app: App) -> int:
     """``sync --shard K/N``: one shard, then its record (exit 1 if bottles failed)."""
-    job = job_from_args(args, app.settings)
+    job = await _job(args, app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # finish in flight, checkpoint, exit 1
@@ -172,7 +197,7 @@ async def cmd_finalize(args: argparse.Namespace, app: App) -> int:
         Shard(args.shards, args.shards)
     except InputError as exc:
         raise SettingsError(f"--shards {args.shards}: {exc}") from None
-    job = job_from_args(args, app.settings)
+    job = await _job(args, app)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     with structlog.contextvars.bound_contextvars(job_id=job.job_id):
@@ -200,10 +225,13 @@ async def cmd_finalize(args: argparse.Namespace, app: App) -> int:
 
 
 async def cmd_plan(args: argparse.Namespace, app: App) -> int:
-    planned = await plan_job(
-        app, job_from_args(args, app.settings), external=await load_external(app)
-    )
-    render.emit(args.json, render.plan_result(planned))
+    planned = await plan_job(app, await _job(args, app), external=await load_external(app))
+    estimate = None
+    if planned.closure is not None:  # a subset: its image indexes are few, ask them
+        found = await index_sizes(app.registry, planned.plan, app.settings)
+        sizes = [found.sizes.get(t.bottle.sha256) or t.size_hint for t in planned.plan.transfers]
+        estimate = Estimate(sum(sizes), sum(1 for n in sizes if not n), found.partial)
+    render.emit(args.json, render.plan_result(planned, estimate))
     return EXIT_OK
 
 
@@ -238,7 +266,7 @@ async def cmd_daemon(args: argparse.Namespace, app: App) -> int:
 
 
 async def cmd_enqueue(args: argparse.Namespace, app: App) -> int:
-    job = job_from_args(args, app.settings)
+    job = await _job(args, app)
     job = replace(job, job_id=f"{job.date}-manual", reason="manual")
     invoke = lambda_invoker(app.lambda_client, app.settings.sync_function)
     external = await load_external(app)

@@ -4,7 +4,7 @@ parsed command line names (cli.py runs the commands)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -74,7 +74,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", type=_date, help="job date folder (default: today, UTC)")
-    p.add_argument("--formula", action="append", metavar="NAME", help="only these formulae")
+    p.add_argument(
+        "--formula",
+        action="append",
+        metavar="NAME",
+        help="only these formulae and their runtime dependencies",
+    )
+    p.add_argument(
+        "--brewfile",
+        metavar="PATH",
+        help="only a Brewfile's formulae and their runtime dependencies (MIRRORD_BREWFILE)",
+    )
     p.add_argument(
         "--platform",
         action="append",
@@ -233,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 FLAGS = {
     "MIRRORD_BUCKET": "--bucket",
     "MIRRORD_API_URL": "--api-url",
+    "MIRRORD_BREWFILE": "--brewfile",
     "MIRRORD_PLATFORMS": "--platform",
     "MIRRORD_CONCURRENCY": "--concurrency",
     "MIRRORD_PART_SIZE": "--part-size",
@@ -264,12 +275,16 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     return settings
 
 
-def job_from_args(args: argparse.Namespace, settings: Settings) -> Job:
-    """The job a sync, plan or enqueue command line asks for (today's, by default)."""
+def job_from_args(
+    args: argparse.Namespace, settings: Settings, brewfile: Sequence[str] = ()
+) -> Job:
+    """The job a sync, plan or enqueue command line asks for (today's, by default);
+    ``brewfile``: the names a Brewfile adds to ``--formula`` (cli.py reads it)."""
     day = args.date or datetime.now(UTC).date().isoformat()
+    names = (*brewfile, *(args.formula or ()))
     return Job(
         job_id=getattr(args, "job_id", None) or f"{day}-cli",
         date=day,
         platforms=settings.platforms,
-        formulae=tuple(args.formula) if args.formula else None,
+        formulae=tuple(dict.fromkeys(names)) if names else None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ import structlog
 
 from mirrord.adapters.terminal import BarProgress, LogProgress, TerminalLogger, progress_for
 from mirrord.adapters.web import source_url
+from mirrord.core.closure import Closure
 from mirrord.core.messages import human_size
 from mirrord.core.report import Report
 from mirrord.services.check import Coverage
@@ -75,9 +77,49 @@ def sync_result(report: Report, bucket: str) -> Rendered:
     )
 
 
-def plan_result(planned: Planned) -> Rendered:
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A subset's bytes to fetch, from its image indexes, else the hash file's history."""
+
+    bytes: int
+    unknown: int  # bottles neither names a size for
+    partial: str | None  # why the indexes were not all read, or None
+
+
+def _closure(found: Closure, plan_bottles: int, estimate: Estimate | None) -> Rendered:
+    body: dict[str, Any] = {
+        "roots": list(found.roots),
+        "added": list(found.added),
+        "renamed": [{"asked": a, "formula": f} for a, f in found.renamed],
+        "missing": [{"name": n, "needed_by": by} for n, by in found.missing],
+        "cycles": [list(c) for c in found.cycles],
+        "per_target": {t: len(ns) for t, ns in found.by_target.items()},
+        "bottles": plan_bottles,
+        "estimated_bytes": estimate.bytes if estimate else None,
+        "estimate_unknown": estimate.unknown if estimate else None,
+        "estimate_partial": estimate.partial if estimate else None,
+    }
+    lines = [
+        f"closure: {len(found.roots)} asked ({', '.join(found.roots)}), "
+        f"{len(found.added)} dependencies added ({', '.join(found.added) or 'none'})",
+        "  per target: " + ", ".join(f"{t} {len(ns)}" for t, ns in found.by_target.items()),
+    ]
+    if estimate is not None:
+        unknown = f", {estimate.unknown} of unknown size" if estimate.unknown else ""
+        partial = f" (a lower bound: {estimate.partial})" if estimate.partial else ""
+        lines.append(
+            f"  {plan_bottles} bottles to fetch, estimated {estimate.bytes / 1e6:,.1f} MB"
+            f"{unknown}{partial}"
+        )
+    lines += [f"  renamed: {a} → {f}" for a, f in found.renamed]
+    lines += [f"  MISSING {n} (needed by {by})" for n, by in found.missing]
+    lines += [f"  CYCLE {' → '.join(c)}" for c in found.cycles]
+    return body, "\n".join(lines)
+
+
+def plan_result(planned: Planned, estimate: Estimate | None = None) -> Rendered:
     plan, targets = planned.plan, planned.targets
-    body = {
+    body: dict[str, Any] = {
         "date": plan.date,
         "platforms": list(targets),
         "transfers": len(plan.transfers),
@@ -99,7 +141,11 @@ def plan_result(planned: Planned) -> Rendered:
     }
     lines = [f"  {t.key}" for t in plan.transfers[:20]]
     more = len(plan.transfers) - len(lines)
-    return body, (
+    closure = ""
+    if planned.closure is not None:
+        body["closure"], closure = _closure(planned.closure, len(plan.transfers), estimate)
+        closure += "\n"
+    return body, closure + (
         f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
         f"({plan.known_bytes / 1e6:,.1f} MB known), {len(plan.links)} to link, "
         f"{plan.skipped} already mirrored, {plan.no_bottle} without bottle\n"

@@ -8,7 +8,7 @@ only a catalog that is not a JSON list of objects as a whole raises ``CatalogErr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 import msgspec
@@ -36,6 +36,9 @@ from mirrord.core.releases import DEFAULT_RELEASES, Releases
 class Catalog:
     formulae: tuple[Formula, ...]
     rejected: tuple[FormulaError, ...] = ()
+    # formula.json as fetched: core/closure.py decodes the dependency fields from it only
+    # when a job names formulae, so a whole-catalog sync never pays for them.
+    source: bytes = field(default=b"", repr=False, compare=False)
 
 
 # --- the fast path: msgspec decodes only the fields mirroring needs, skipping in C the
@@ -125,8 +128,8 @@ def parse_catalog(raw: bytes) -> Catalog:
     with gc_paused():
         fast = _fast(raw)
         if fast is not None and fast.formulae:
-            return fast
-        return _slow(raw)
+            return replace(fast, source=raw)
+        return replace(_slow(raw), source=raw)
 
 
 def _slow(raw: bytes) -> Catalog:

@@ -71,6 +71,7 @@ class Settings:
     bucket: str
     api_url: str = "https://formulae.brew.sh/api/formula.json"
     platforms: tuple[str, ...] | None = None  # None = auto
+    brewfile: str | None = None  # a Brewfile: its formulae and their closure only (CLI)
     # MIRRORD_MACOS_RELEASES: the built-in table plus these; None, the built-in one alone.
     macos_releases: Releases | None = None
     concurrency: int = 16
@@ -152,14 +153,11 @@ class Settings:
         return self.brew_api_url or self.api_url.rsplit("/", 1)[0]
 
 
-def _boolean(text: str, name: str) -> bool:
-    return v.boolean(text, name)  # _bool is defined below ENV
-
-
 # variable → (field, parser). Parsers take (text, variable name).
 ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: v.bucket(t, n)),
     "MIRRORD_API_URL": ("api_url", lambda t, n: v.url(t, n)),
+    "MIRRORD_BREWFILE": ("brewfile", lambda t, n: v.limited(t, n, 1024)),
     # Before MIRRORD_PLATFORMS: its tags are read with this table (see from_env).
     "MIRRORD_MACOS_RELEASES": ("macos_releases", parse_releases),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),

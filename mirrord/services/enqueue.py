@@ -32,7 +32,7 @@ import structlog
 
 from mirrord.adapters.registry import Registry
 from mirrord.adapters.web import shown_url
-from mirrord.core.catalog import filter_formulae, select_bottles
+from mirrord.core.closure import job_selection
 from mirrord.core.errors import SettingsError, UpstreamError
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
@@ -254,8 +254,7 @@ async def _behind(app: Adapters, job: Job, planned: Planned) -> str | None:
     s = app.settings
     if not s.brew_mirror:
         return None
-    formulae = filter_formulae(planned.catalog, job.formulae)
-    bottles = select_bottles(formulae, planned.targets, s.releases).bottles
+    bottles = job_selection(planned.catalog, job.formulae, planned.targets, s.releases).bottles
     return await publication_lag(
         app.store,
         s.status_key,

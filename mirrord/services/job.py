@@ -22,7 +22,8 @@ from mirrord.adapters.slack import SlackProgress
 from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import fetch_catalog, fetch_untrusted, guarded_session, shown_url
 from mirrord.core.brew import missing_bottles, registry_root
-from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
+from mirrord.core.catalog import Catalog
+from mirrord.core.closure import job_selection
 from mirrord.core.errors import (
     InputError,
     JobCrashed,
@@ -300,7 +301,7 @@ async def publish_for(
     in between) are fetched and recorded first, so the API files can go out."""
     s = app.settings
     targets = job_targets(catalog, job, s.platforms, s.releases)
-    bottles = select_bottles(filter_formulae(catalog, job.formulae), targets, s.releases).bottles
+    bottles = job_selection(catalog, job.formulae, targets, s.releases).bottles
     clean = report.complete and job.formulae is None
     try:
         hf, etag = await load_hashfile(app.store, s.hash_key)

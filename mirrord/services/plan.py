@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mirrord.adapters.web import fetch_catalog
 from mirrord.core.catalog import Catalog
+from mirrord.core.closure import Closure, job_closure
 from mirrord.core.hashfile import HashFile
 from mirrord.core.jobs import Job
 from mirrord.core.plan import Plan
@@ -22,6 +23,7 @@ class Planned:
     hashfile: HashFile
     targets: tuple[str, ...]
     plan: Plan
+    closure: Closure | None = None  # the job's formulae and their dependencies, if named
 
 
 async def plan_job(app: Adapters, job: Job, *, external: HashFile | None) -> Planned:
@@ -31,4 +33,6 @@ async def plan_job(app: Adapters, job: Job, *, external: HashFile | None) -> Pla
     catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
     hf, _ = await load_hashfile(app.store, s.hash_key)
     targets, plan = prepare(catalog, hf, job, s.platforms, external, s.releases)
-    return Planned(catalog, hf, targets, plan)
+    return Planned(
+        catalog, hf, targets, plan, job_closure(catalog, job.formulae, targets, s.releases)
+    )

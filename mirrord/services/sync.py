@@ -25,7 +25,8 @@ import structlog
 from mirrord.adapters.s3 import S3Store
 from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import source_url
-from mirrord.core.catalog import Catalog, filter_formulae, select_bottles
+from mirrord.core.catalog import Catalog
+from mirrord.core.closure import job_selection
 from mirrord.core.errors import (
     FatalUpstreamError,
     FormulaError,
@@ -97,9 +98,8 @@ def prepare(
 ) -> tuple[tuple[str, ...], Plan]:
     """Pure: which targets, and what to fetch for them."""
     with gc_paused():  # ~10⁵ new records, no cycles
-        formulae = filter_formulae(catalog, job.formulae)
         targets = job_targets(catalog, job, default_platforms, releases)
-        selection = select_bottles(formulae, targets, releases)
+        selection = job_selection(catalog, job.formulae, targets, releases)
         plan = make_plan(selection.bottles, hf, job.date, selection.no_bottle, external=external)
     return targets, plan
 
