@@ -25,8 +25,8 @@ from mirrord.services.job import run_job
 from mirrord.services.shard import run_shard
 
 TARGET = "arm64_tahoe"
-FILE = "jq-1.7.1_1.arm64_tahoe.bottle.tar.gz"
-KEY = "jq-1.7.1_1-arm64_tahoe"
+FILE = "xz-5.8.1.arm64_tahoe.bottle.tar.gz"
+KEY = "xz-5.8.1-arm64_tahoe"
 OBJECT = f"{DATE}/{FILE}"
 
 
@@ -35,10 +35,10 @@ class Mirrors:
     app: App
     emu: Emulator
     flats: list[FlatMirror]
-    sha256: str  # jq's bottle for TARGET
+    sha256: str  # xz's bottle for TARGET (xz has no dependencies: a job of one bottle)
 
     async def sync(self, job_id: str = "fb") -> Report:
-        return await run_job(self.app, Job(job_id, DATE, formulae=("jq",)), route="test")
+        return await run_job(self.app, Job(job_id, DATE, formulae=("xz",)), route="test")
 
     def ghcr_fails(self, status: int) -> None:
         self.emu.set_faults(self.sha256, [Fault("status", status=status, times=None)])
@@ -75,8 +75,8 @@ async def make_mirrors(make_world: MakeWorld) -> AsyncIterator[MakeMirrors]:
                 fallback_allow_http=True,
                 fallback_allow_private=allow_private,
             )
-            jq = next(e for e in catalog.formulae if e["name"] == "jq")
-            sha256 = jq["bottle"]["stable"]["files"][TARGET]["sha256"]
+            xz = next(e for e in catalog.formulae if e["name"] == "xz")
+            sha256 = xz["bottle"]["stable"]["files"][TARGET]["sha256"]
             return Mirrors(world.app, world.emu, flats, sha256)
 
         yield make
@@ -128,7 +128,7 @@ async def test_a_bottle_the_registry_fails_is_stored_from_the_fallback(
 async def test_wrong_bytes_from_a_fallback_are_rejected_and_the_next_one_tried(
     make_mirrors: MakeMirrors,
 ) -> None:
-    """The first fallback serves jq corrupt: rejected by the sha256 check (nothing
+    """The first fallback serves xz corrupt: rejected by the sha256 check (nothing
     stored), reported as its miss; the second serves it right and it is stored."""
     mirrors = await make_mirrors(2)
     first, second = mirrors.flats
@@ -198,7 +198,7 @@ async def test_a_sharded_job_carries_what_the_fallbacks_did_into_the_fan_in(
     mirrors: Mirrors,
 ) -> None:
     """Each shard's record holds its fallback section; the fan-in's report joins them."""
-    job = Job("fb-sharded", DATE, formulae=("jq",))
+    job = Job("fb-sharded", DATE, formulae=("xz",))
     mirrors.ghcr_fails(503)
     records = [await run_shard(mirrors.app, job, Shard(k, 2), owner="t") for k in (1, 2)]
     assert [r.stored for r in records].count(1) == 1
@@ -247,7 +247,7 @@ async def test_the_cli_refuses_http_and_private_fallbacks_at_start(
 
 async def test_a_cli_sync_with_a_fallback_mirror_while_ghcr_fails(mirrors: Mirrors) -> None:
     """The runbook's command (docs/operations.md, "When GHCR fails"): `mirrord sync
-    --json` with MIRRORD_FALLBACK_URLS, as a separate process; GHCR 503s jq's bottle."""
+    --json` with MIRRORD_FALLBACK_URLS, as a separate process; GHCR 503s xz's bottle."""
     mirrors.ghcr_fails(503)
     flat = mirrors.flats[0]
     s = mirrors.app.settings
@@ -261,7 +261,7 @@ async def test_a_cli_sync_with_a_fallback_mirror_while_ghcr_fails(mirrors: Mirro
         "MIRRORD_FALLBACK_ALLOW_HTTP": "true",
         "MIRRORD_FALLBACK_ALLOW_PRIVATE": "true",
     }
-    result = await run_cli("sync", "--json", "--wait", "--formula", "jq", env=env)
+    result = await run_cli("sync", "--json", "--wait", "--formula", "xz", env=env)
     assert result.code == 0, result.stderr.decode()[-2000:]
     report = result.json()
     assert report["fallback"]["served_by_source"] == {flat.url: 1}
