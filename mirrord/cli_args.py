@@ -279,9 +279,10 @@ def job_from_args(
     args: argparse.Namespace, settings: Settings, brewfile: Sequence[str] = ()
 ) -> Job:
     """The job a sync, plan or enqueue command line asks for (today's, by default);
-    ``brewfile``: the names a Brewfile adds to ``--formula`` (cli.py reads it)."""
+    ``brewfile``: the names a Brewfile adds to ``--formula`` (cli.py reads it); neither
+    given, MIRRORD_FORMULAE's (a deployed subset mirror's roots)."""
     day = args.date or datetime.now(UTC).date().isoformat()
-    names = (*brewfile, *(args.formula or ()))
+    names = (*brewfile, *(args.formula or ())) or settings.formulae or ()
     return Job(
         job_id=getattr(args, "job_id", None) or f"{day}-cli",
         date=day,

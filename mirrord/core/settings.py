@@ -72,6 +72,8 @@ class Settings:
     api_url: str = "https://formulae.brew.sh/api/formula.json"
     platforms: tuple[str, ...] | None = None  # None = auto
     brewfile: str | None = None  # a Brewfile: its formulae and their closure only (CLI)
+    # A subset mirror's roots: what a job naming no formulae mirrors (with their closure).
+    formulae: tuple[str, ...] | None = None
     # MIRRORD_MACOS_RELEASES: the built-in table plus these; None, the built-in one alone.
     macos_releases: Releases | None = None
     concurrency: int = 16
@@ -158,6 +160,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_BUCKET": ("bucket", lambda t, n: v.bucket(t, n)),
     "MIRRORD_API_URL": ("api_url", lambda t, n: v.url(t, n)),
     "MIRRORD_BREWFILE": ("brewfile", lambda t, n: v.limited(t, n, 1024)),
+    "MIRRORD_FORMULAE": ("formulae", lambda t, n: v.formula_names(t, n)),
     # Before MIRRORD_PLATFORMS: its tags are read with this table (see from_env).
     "MIRRORD_MACOS_RELEASES": ("macos_releases", parse_releases),
     "MIRRORD_PLATFORMS": ("platforms", parse_platforms),

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mirrord.core.errors import SettingsError
-from mirrord.core.models import BUCKET_RE, VERSION_RE
+from mirrord.core.models import BUCKET_RE, MAX_NAME_LEN, NAME_RE, VERSION_RE
 
 MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
@@ -191,3 +191,14 @@ def choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
     if text.lower() not in allowed:
         raise SettingsError(f"{name}: {text!r:.60} is not one of {', '.join(allowed)}")
     return text.lower()
+
+
+def formula_names(text: str, name: str) -> tuple[str, ...]:
+    """A comma list of formula names (a subset mirror's roots), as a job message takes them."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or len(names) > 10_000:
+        raise SettingsError(f"{name}: 1 to 10000 comma-separated formula names")
+    for formula in names:
+        if len(formula) > MAX_NAME_LEN or not NAME_RE.fullmatch(formula):
+            raise SettingsError(f"{name}: {formula!r:.60} is not a formula name (e.g. jq)")
+    return names

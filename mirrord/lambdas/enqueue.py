@@ -22,19 +22,27 @@ from mirrord.services.enqueue import enqueue
 from mirrord.services.job import load_external
 
 
-def job_from_event(event: Any, now: datetime, releases: Releases = DEFAULT_RELEASES) -> Job:
+def job_from_event(
+    event: Any,
+    now: datetime,
+    releases: Releases = DEFAULT_RELEASES,
+    formulae: tuple[str, ...] | None = None,
+) -> Job:
     """An EventBridge scheduled event or a manual event → the job it asks for; its
-    platforms are read with ``releases`` (MIRRORD_MACOS_RELEASES)."""
+    platforms are read with ``releases`` (MIRRORD_MACOS_RELEASES). ``formulae``
+    (MIRRORD_FORMULAE, a subset mirror's roots) for an event that names none."""
+    subset = {"formulae": list(formulae)} if formulae else {}
     if not isinstance(event, dict):
         raise JobError("event must be a JSON object")
     today = now.astimezone(UTC).date().isoformat()
     if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
         when = event.get("time")
         day = parse_date(when[:10], "event.time") if isinstance(when, str) else today
-        return job_from_dict({"v": 1, "job_id": f"{day}-weekly", "date": day, "reason": "schedule"})
+        body = {"v": 1, "job_id": f"{day}-weekly", "date": day, "reason": "schedule", **subset}
+        return job_from_dict(body)
     if event.get("source") in ("manual", "smoke"):
         day = event.get("date") or today
-        fields = {k: event.get(k) for k in ("platforms", "formulae")}
+        fields = {**subset, **{k: event[k] for k in ("platforms", "formulae") if k in event}}
         job_id = event.get("job_id") or f"{day}-{event['source']}"
         reason = event.get("reason", event["source"])
         body = {"v": 1, "job_id": job_id, "date": day, "reason": reason, **fields}
@@ -56,7 +64,7 @@ def is_dry_run(event: Any) -> bool:
 
 async def _main(event: Any) -> dict[str, Any]:
     settings = settings_from_env()
-    job = job_from_event(event, datetime.now(UTC), settings.releases)
+    job = job_from_event(event, datetime.now(UTC), settings.releases, settings.formulae)
     dry_run = is_dry_run(event)
     async with open_app(settings) as app:
         invoke = lambda_invoker(app.lambda_client, settings.sync_function)

@@ -5,6 +5,7 @@ wget → libidn2, which the sample leaves out)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from conftest import DATE, MakeWorld, run_cli
 
 from mirrord.core.catalog import parse_catalog, select_bottles
 from mirrord.core.releases import auto_targets
+from mirrord.lambdas.enqueue import job_from_event
 from mirrord.services.checkpoint import load_hashfile
 
 BREWFILE = """\
@@ -166,3 +168,36 @@ async def test_enqueue_dry_run_sizes_the_closure(world: Any, brewfile: Path) -> 
     assert body["dry_run"] is True
     assert body["bottles"] == len(expected(world))
     assert body["estimate"]["from_index"] == body["bottles"]  # every image index read
+
+
+async def test_formulae_setting_is_the_subset_of_a_job_naming_none(world: Any) -> None:
+    """MIRRORD_FORMULAE (config.yaml's `brewfile`/`formulae`, rendered for a deployed
+    mirror) is the closure's roots when the command line names none; --formula wins."""
+    subset = env(world, MIRRORD_FORMULAE="wget, jq")
+    planned = await run_cli("plan", "--json", "--date", DATE, env=subset)
+    assert planned.code == 0, planned.stderr[-3000:]
+    assert planned.json()["closure"]["roots"] == ["wget", "jq"]
+    assert planned.json()["transfers"] == len(expected(world))
+    named = await run_cli("plan", "--json", "--date", DATE, "--formula", "xz", env=subset)
+    assert named.code == 0, named.stderr[-3000:]
+    assert named.json()["closure"]["roots"] == ["xz"]
+    bad = await run_cli("plan", "--date", DATE, env=env(world, MIRRORD_FORMULAE="jq,../x"))
+    assert bad.code == 2
+    assert "MIRRORD_FORMULAE: '../x' is not a formula name" in bad.stderr.decode()
+
+
+def test_scheduled_and_manual_events_take_the_deployed_subset() -> None:
+    """The enqueue Lambda's weekly job carries MIRRORD_FORMULAE's roots; a manual event
+    naming formulae, or `"formulae": null` (everything), overrides them."""
+    now = datetime(2026, 11, 23, 3, tzinfo=UTC)
+    roots = ("wget", "jq")
+    weekly = job_from_event({"source": "aws.events", "time": f"{DATE}T03:00:00Z"}, now,
+                            formulae=roots)  # fmt: skip
+    assert (weekly.reason, weekly.formulae) == ("schedule", roots)
+    assert job_from_event({"source": "manual"}, now, formulae=roots).formulae == roots
+    one = job_from_event({"source": "manual", "formulae": ["xz"]}, now, formulae=roots)
+    assert one.formulae == ("xz",)
+    assert (
+        job_from_event({"source": "manual", "formulae": None}, now, formulae=roots).formulae is None
+    )
+    assert job_from_event({"source": "aws.events"}, now).formulae is None
