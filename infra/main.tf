@@ -49,6 +49,13 @@ locals {
       MIRRORD_BREW_MIRROR = tostring(var.brew_mirror)
     },
     var.external_hash_url == null ? {} : { MIRRORD_EXTERNAL_HASH_URL = var.external_hash_url },
+    length(var.formulae) == 0 ? {} : { MIRRORD_FORMULAE = join(",", var.formulae) },
+    length(var.fallback_urls) == 0 ? {} : { MIRRORD_FALLBACK_URLS = join(",", var.fallback_urls) },
+    !var.prune_after_sync ? {} : {
+      MIRRORD_PRUNE_AFTER_SYNC    = "true"
+      MIRRORD_PRUNE_KEEP_VERSIONS = tostring(var.prune_keep_versions)
+      MIRRORD_PRUNE_KEEP_DAYS     = tostring(var.prune_keep_days)
+    },
     var.brew_mirror ? { MIRRORD_MIRROR_URL = module.cdn[0].url } : {},
   )
 }
@@ -118,6 +125,7 @@ module "iam" {
   image_uri             = var.image_uri
   kms_key_arn           = var.kms_key_arn
   external_hash_url     = var.external_hash_url
+  prune                 = var.prune_after_sync
   tags                  = local.tags
 }
 

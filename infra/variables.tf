@@ -369,3 +369,53 @@ variable "mirror_daily_gb_alarm" {
     error_message = "mirror_daily_gb_alarm: CloudFront publishes BytesDownloaded in us-east-1 only and an alarm notifies a topic of its own region, so the alarm needs aws_region = us-east-1."
   }
 }
+
+variable "formulae" {
+  description = "MIRRORD_FORMULAE: a subset mirror's roots (config.yaml's brewfile and formulae). Every job naming no formulae, the weekly one included, mirrors these and their runtime dependency closure per target. []: the whole catalog."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for f in var.formulae : can(regex("^[A-Za-z0-9][A-Za-z0-9@+._-]{0,127}$", f))])
+    error_message = "formulae: formula names as homebrew/core spells them (e.g. jq, openssl@3)."
+  }
+}
+
+variable "fallback_urls" {
+  description = "MIRRORD_FALLBACK_URLS: other mirrors' flat bottles/ folders (TUNA/USTC layout), asked in order for a bottle GHCR fails after its retries; every byte is still checked against the catalog's sha256. https only. []: none."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for u in var.fallback_urls : can(regex("^https://[^/?#@\\s]+(/[^?#\\s]*)?$", u))])
+    error_message = "fallback_urls: https:// URLs of a bottles/ folder, without credentials, query or fragment."
+  }
+}
+
+variable "prune_after_sync" {
+  description = "MIRRORD_PRUNE_AFTER_SYNC: after each clean scheduled sync of the whole catalog, delete superseded bottles (mirrord prune; docs/operations.md). Gives the syncing roles s3:DeleteObject on the bottle prefixes only. Deleted objects stay recoverable for noncurrent_version_days."
+  type        = bool
+  default     = false
+}
+
+variable "prune_keep_versions" {
+  description = "MIRRORD_PRUNE_KEEP_VERSIONS: prune keeps this many newest versions of each formula per target."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.prune_keep_versions >= 1 && floor(var.prune_keep_versions) == var.prune_keep_versions
+    error_message = "prune_keep_versions: a whole number, at least 1."
+  }
+}
+
+variable "prune_keep_days" {
+  description = "MIRRORD_PRUNE_KEEP_DAYS: prune never deletes a bottle mirrored fewer than this many days ago."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.prune_keep_days >= 0 && var.prune_keep_days <= 3650 && floor(var.prune_keep_days) == var.prune_keep_days
+    error_message = "prune_keep_days: a whole number of days, 0..3650."
+  }
+}

@@ -377,7 +377,10 @@ async def _notify(args: argparse.Namespace, s: Settings) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     """No bucket, no clients: a file in, files out."""
     try:
-        config = parse_deploy_config(args.file.read_bytes())
+        folder = args.file.parent  # a Brewfile's path is relative to config.yaml
+        config = parse_deploy_config(
+            args.file.read_bytes(), read=lambda path: (folder / path).read_text("utf-8")
+        )
         if args.action == "validate":
             print(f"{args.file}: {', '.join(config.environments)} valid")
         else:

@@ -4,8 +4,9 @@
 ``ENV_NAME``) overrides what it needs. The result for one environment is exactly the set
 of variables the Terraform root module in ``infra/`` declares, written as
 ``infra/environments/<env>/terraform.tfvars.json``, plus the folder's ``backend.hcl``
-(from ``state``). Three keys are config.yaml's own and derive variables:
-``image_repository``/``image_tag`` (→ ``image_uri`` in the account's ECR) and ``state``.
+(from ``state``). Four keys are config.yaml's own and derive variables:
+``image_repository``/``image_tag`` (→ ``image_uri`` in the account's ECR), ``state``, and
+``brewfile`` (its homebrew/core formulae join ``formulae``, a subset mirror's roots).
 A bad file gives one error per problem, each naming ``<environment>.<key>``.
 """
 
@@ -18,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from mirrord.core.closure import parse_brewfile
 from mirrord.core.errors import ConfigError, SettingsError
-from mirrord.core.models import BUCKET_RE
+from mirrord.core.models import BUCKET_RE, MAX_NAME_LEN, NAME_RE
 from mirrord.core.settings import parse_platforms
 
 # An environment's name: its folder infra/environments/<name>, the `environment` variable
@@ -127,6 +129,20 @@ def _sha256_list(v: Any) -> str | None:
     return None
 
 
+def _names(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(
+        isinstance(n, str) and len(n) <= MAX_NAME_LEN and NAME_RE.fullmatch(n) for n in v
+    )
+    return None if ok else "must be a list of formula names (e.g. [jq, openssl@3])"
+
+
+def _https_list(v: Any) -> str | None:
+    url = re.compile(r"https://[^/?#@\s]+(/[^?#\s]*)?")
+    if not isinstance(v, list) or not all(isinstance(u, str) and url.fullmatch(u) for u in v):
+        return "must be a list of https:// URLs without credentials, query or fragment"
+    return None
+
+
 def _optional_gb(v: Any) -> str | None:
     if v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
         return None
@@ -230,6 +246,13 @@ VARIABLES: Mapping[str, tuple[Check, Any]] = {
     ),
     "mirror_token_sha256": (_sha256_list, []),
     "mirror_daily_gb_alarm": (_optional_gb, None),
+    # What to keep and what to mirror (docs/operations.md): a subset's roots (brewfile's
+    # names join these), fallback mirrors for bottles GHCR fails, and pruning.
+    "formulae": (_names, []),
+    "fallback_urls": (_https_list, []),
+    "prune_after_sync": (_bool, False),
+    "prune_keep_versions": (_int(1, 100), 2),
+    "prune_keep_days": (_int(0, 3650), 30),
 }
 # config.yaml's own keys: not Terraform variables, they derive some.
 OWN_KEYS: Mapping[str, tuple[Check, Any]] = {
@@ -238,6 +261,8 @@ OWN_KEYS: Mapping[str, tuple[Check, Any]] = {
     "image_repository": (_matches(r"[a-z0-9][a-z0-9._/-]{1,255}", "an ECR repository name"), None),
     "image_tag": (_matches(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", "an image tag"), None),
     "state": (lambda v: None, None),  # checked by _state
+    # A Brewfile, relative to config.yaml: its homebrew/core formulae join `formulae`.
+    "brewfile": (_matches(r"[^\x00-\x1f]{1,1024}", "a path to a Brewfile", optional=True), None),
 }
 STATE_KEYS = frozenset({"bucket", "region"})
 # What makes infra/environments/<env>/ a Terraform root: links to the one shared copy
@@ -330,7 +355,29 @@ def _state(env: str, state: Any, region: Any) -> tuple[dict[str, str], list[str]
     return {k: str(v) for k, v in merged.items()}, problems
 
 
-def _environment(env: Any, values: Any, defaults: Mapping[str, Any]) -> tuple[Any, list[str]]:
+Reader = Callable[[str], str]  # a Brewfile's path (relative to config.yaml) → its text
+
+
+def _brewfile(env: str, merged: dict[str, Any], read: Reader | None) -> list[str]:
+    """The Brewfile's homebrew/core formulae join ``formulae``."""
+    path = merged["brewfile"]
+    if not isinstance(path, str) or _names(merged["formulae"]) is not None:
+        return []  # no Brewfile, or problems the checks report
+    if read is None:
+        return [f"{env}.brewfile: no file can be read here"]
+    try:
+        names = parse_brewfile(read(path)).names
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{env}.brewfile: {path} cannot be read: {exc}"]
+    if not names:
+        return [f"{env}.brewfile: {path} names no homebrew/core formula (brew lines)"]
+    merged["formulae"] = list(dict.fromkeys([*names, *merged["formulae"]]))
+    return []
+
+
+def _environment(
+    env: Any, values: Any, defaults: Mapping[str, Any], read: Reader | None = None
+) -> tuple[Any, list[str]]:
     """One environment's variables and state, or the problems found."""
     if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
         rule = "2-16 lowercase letters, digits and '-', starting with a letter"
@@ -362,14 +409,15 @@ def _environment(env: Any, values: Any, defaults: Mapping[str, Any]) -> tuple[An
                 f"{env}.{key}: {memory} MiB is under concurrency × 3 × part_size_mib "
                 f"+ 512 = {memory_floor} MiB"
             )
-    problems += _cdn_pairs(env, merged)
+    problems += _cdn_pairs(env, merged) + _brewfile(env, merged, read)
     state, state_problems = _state(env, merged["state"], merged["aws_region"])
     variables = {k: v for k, v in merged.items() if k in VARIABLES}
     return (variables, state), problems + state_problems
 
 
-def parse(text: str | bytes) -> DeployConfig:
-    """Read and validate config.yaml; ``ConfigError`` lists every problem."""
+def parse(text: str | bytes, read: Reader | None = None) -> DeployConfig:
+    """Read and validate config.yaml; ``ConfigError`` lists every problem. ``read``
+    returns a Brewfile's text (an environment's ``brewfile``)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -392,7 +440,7 @@ def parse(text: str | bytes) -> DeployConfig:
     resolved: dict[str, dict[str, Any]] = {}
     states: dict[str, dict[str, str]] = {}
     for env, values in envs.items():
-        result, found = _environment(env, values, defaults)
+        result, found = _environment(env, values, defaults, read)
         problems += found
         if result is not None:
             resolved[env], states[env] = result

@@ -131,6 +131,13 @@ def test_rendered_variables_are_exactly_the_root_modules() -> None:
         (lambda d: d["defaults"].update(sync_memory_size=20480), "prod.sync_memory_size: must be"),
         (lambda d: d["defaults"].update(task_memory="lots"), "task_memory"),
         (lambda d: d["environments"]["dev"].update(aws_region="eu-west-\u0661"), "dev.aws_region"),
+        (lambda d: d["defaults"].update(formulae=["jq", "../x"]), "dev.formulae: must be"),
+        (lambda d: d["defaults"].update(formulae="jq"), "prod.formulae: must be a list"),
+        (lambda d: d["defaults"].update(fallback_urls=["http://m/b"]), "dev.fallback_urls"),
+        (lambda d: d["defaults"].update(fallback_urls=["https://u:p@m/b"]), "fallback_urls"),
+        (lambda d: d["defaults"].update(prune_keep_versions=0), "dev.prune_keep_versions"),
+        (lambda d: d["defaults"].update(prune_keep_days=-1), "dev.prune_keep_days"),
+        (lambda d: d["defaults"].update(prune_after_sync="yes"), "dev.prune_after_sync"),
         (
             lambda d: d["defaults"].update(
                 kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/\u00e9t\u00e9"
@@ -292,3 +299,39 @@ def test_patterns_take_ascii_only(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(yaml.safe_dump(data))
     assert any(f"prod.{key}" in p for p in info.value.problems), info.value.problems
+
+
+async def test_brewfile_becomes_the_rendered_subset(tmp_path: Path) -> None:
+    """An environment's `brewfile` (relative to config.yaml) is read when the file is
+    validated or rendered: its homebrew/core formulae, then `formulae`, become the
+    `formulae` variable (MIRRORD_FORMULAE); one that cannot be read, or names no
+    formula, is a problem naming the environment."""
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "Brewfile").write_text(
+        'tap "hashicorp/tap"\nbrew "wget"\nbrew "jq"\nbrew "hashicorp/tap/terraform"\n'
+        'cask "firefox"\n'
+    )
+    (tmp_path / "Casks").write_text('cask "firefox"\n')
+    data = yaml.safe_load(GOOD)
+    data["environments"]["prod"].update(brewfile="team/Brewfile", formulae=["xz", "jq"])
+    data["environments"]["staging"]["brewfile"] = "missing/Brewfile"
+    data["environments"]["dev"]["brewfile"] = "Casks"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = await run_cli("config", "validate", "--file", str(config))
+    assert result.code == 2
+    said = sorted(result.stderr.decode().splitlines())
+    assert len(said) == 2, said
+    assert "dev.brewfile: Casks names no homebrew/core formula" in said[0]
+    assert "staging.brewfile: missing/Brewfile cannot be read" in said[1]
+    del data["environments"]["staging"]["brewfile"], data["environments"]["dev"]["brewfile"]
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "prod.json"
+    rendered = await run_cli(
+        "config", "render", "--env", "prod", "--file", str(config), "--out", str(out)
+    )
+    assert rendered.code == 0, rendered.stderr
+    tfvars = orjson.loads(out.read_bytes())
+    assert tfvars["formulae"] == ["wget", "jq", "xz"]
+    assert "brewfile" not in tfvars  # config.yaml's own key, not a Terraform variable
+    assert parse(GOOD).tfvars("prod")["formulae"] == []  # the sample: the whole catalog

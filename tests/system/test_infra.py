@@ -81,6 +81,11 @@ ROOT_VARIABLES = frozenset(
         "mirror_route53_zone_id",
         "mirror_token_sha256",
         "mirror_daily_gb_alarm",
+        "formulae",
+        "fallback_urls",
+        "prune_after_sync",
+        "prune_keep_versions",
+        "prune_keep_days",
     }
 )
 # Environment variables the app reads, as each runtime must receive them.
@@ -98,6 +103,7 @@ SHARED_ENV = {
     "MIRRORD_ENVIRONMENT",
 }
 MOTO_ACCOUNT = "123456789012"  # moto's default account (no MOTO_ACCOUNT_ID on the server)
+FALLBACK = "https://mirrors.ustc.edu.cn/homebrew-bottles/bottles"
 BOTTLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/[^/]+\.bottle(\.\d+)?\.tar\.gz$")
 
 
@@ -311,7 +317,36 @@ def check_deployed(clients: dict[str, Any], out: dict[str, Any]) -> dict[str, st
     assert out["mirror_url"] is None
     check_schedule(clients, out)
     check_alarm_route(clients, out)
+    check_subset_prune_fallback(clients, out, task_env, sync_env)
     return sync_env
+
+
+def check_subset_prune_fallback(
+    clients: dict[str, Any], out: dict[str, Any], task_env: dict[str, str], sync_env: dict[str, str]
+) -> None:
+    """config.yaml's formulae, fallback_urls and prune_* reach every runtime, and only
+    the roles that sync (the task, the sync Lambda) may delete, and only bottles."""
+    for runtime_env in (task_env, sync_env):
+        assert runtime_env["MIRRORD_FORMULAE"] == "jq"
+        assert runtime_env["MIRRORD_FALLBACK_URLS"] == FALLBACK
+        assert runtime_env["MIRRORD_PRUNE_AFTER_SYNC"] == "true"
+        assert runtime_env["MIRRORD_PRUNE_KEEP_VERSIONS"] == "3"
+        assert runtime_env["MIRRORD_PRUNE_KEEP_DAYS"] == "30"
+    iam, bucket = clients["iam"], f"arn:aws:s3:::{out['bucket_name']}"
+    deleting: dict[str, list[Any]] = {}
+    for role in iam.list_roles()["Roles"]:
+        for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+            doc = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
+            doc = json.loads(doc) if isinstance(doc, str) else doc
+            for st in doc["Statement"]:
+                actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                if any(a.startswith("s3:Delete") for a in actions) and bucket in str(st):
+                    deleting.setdefault(role["RoleName"], []).append(st)
+    assert {r.rsplit("-", 1)[1] for r in deleting} == {"sync", "task"}, deleting
+    for statements in deleting.values():
+        (st,) = statements
+        assert st["Action"] == "s3:DeleteObject"
+        assert sorted(st["Resource"]) == [f"{bucket}/????-??-??/*", f"{bucket}/v2/homebrew/core/*"]
 
 
 def check_alarm_route(clients: dict[str, Any], out: dict[str, Any]) -> None:
@@ -397,12 +432,17 @@ async def test_moto_apply_then_the_cli_syncs_into_the_bucket_then_destroy(
                 "brew_mirror": False,  # moto has no CloudFront: see the plan test below
                 "schedule_enabled": False,
                 "account_id": MOTO_ACCOUNT,  # what moto's STS answers: allowed_account_ids
+                # A subset mirror that prunes, with a fallback (issue 17's settings).
+                "formulae": ["jq"],
+                "fallback_urls": [FALLBACK],
+                "prune_after_sync": True,
+                "prune_keep_versions": 3,
             }
         )
     )
     clients = {
         name: boto3.client(name, endpoint_url=moto_url, region_name="us-east-1")
-        for name in ("s3", "sqs", "lambda", "ecs", "events", "sns")
+        for name in ("s3", "sqs", "lambda", "ecs", "events", "sns", "iam")
     }
     s3 = clients["s3"]
 
@@ -437,7 +477,10 @@ async def test_moto_apply_then_the_cli_syncs_into_the_bucket_then_destroy(
         assert report["failed"] == []
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
         assert {"bottles_hash.json", "status.json"} <= keys
-        assert sum(1 for k in keys if BOTTLE_KEY.match(k)) == report["downloaded"]
+        bottles = [k for k in keys if BOTTLE_KEY.match(k)]
+        assert len(bottles) == report["downloaded"]
+        # MIRRORD_FORMULAE=jq: jq and its dependency, nothing else of the catalog.
+        assert {k.split("/")[1].split("-")[0] for k in bottles} == {"jq", "oniguruma"}
         status = json.loads(s3.get_object(Bucket=bucket, Key="status.json")["Body"].read())
         assert status["last_success"]
     finally:

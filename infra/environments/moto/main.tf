@@ -82,4 +82,9 @@ module "mirrord" {
   mirror_route53_zone_id  = var.mirror_route53_zone_id
   mirror_token_sha256     = var.mirror_token_sha256
   mirror_daily_gb_alarm   = var.mirror_daily_gb_alarm
+  formulae                = var.formulae
+  fallback_urls           = var.fallback_urls
+  prune_after_sync        = var.prune_after_sync
+  prune_keep_versions     = var.prune_keep_versions
+  prune_keep_days         = var.prune_keep_days
 }

@@ -29,8 +29,9 @@ data "aws_iam_policy_document" "assume" {
 }
 
 # Reading and writing the mirror: bottles (PutObject, multipart), the hash file
-# (conditional PutObject), status.json and the lock. ListBucket makes a missing key a
-# 404 rather than a 403; ListBucketMultipartUploads lets verify find stray uploads.
+# (conditional PutObject), status.json and the lock; with prune, deleting bottles.
+# ListBucket makes a missing key a 404 rather than a 403; ListBucketMultipartUploads
+# lets verify find stray uploads.
 data "aws_iam_policy_document" "bucket_rw" {
   statement {
     sid       = "MirrorBucket"
@@ -47,6 +48,17 @@ data "aws_iam_policy_document" "bucket_rw" {
       "s3:ListMultipartUploadParts",
     ]
     resources = ["${var.bucket_arn}/*"]
+  }
+
+  # Prune (prune_after_sync): the dated bottle folders and brew 6's copies, never the
+  # hash file, status.json, the lock or api/. Versioning keeps what it deletes.
+  dynamic "statement" {
+    for_each = var.prune ? [var.bucket_arn] : []
+    content {
+      sid       = "PruneBottles"
+      actions   = ["s3:DeleteObject"]
+      resources = ["${statement.value}/????-??-??/*", "${statement.value}/v2/homebrew/core/*"]
+    }
   }
 }
 

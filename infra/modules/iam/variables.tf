@@ -76,6 +76,12 @@ variable "external_hash_url" {
   default     = null
 }
 
+variable "prune" {
+  description = "The syncing roles prune (prune_after_sync): s3:DeleteObject on the bottle prefixes only."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags added to every resource of the module."
   type        = map(string)
