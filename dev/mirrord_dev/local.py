@@ -10,6 +10,8 @@
    and prints the report (status.json), a listing of the bucket and ``mirrord verify``.
 6. Runs ``mirrord check-client`` for every target through ``bucket_front``, a stand-in
    for CloudFront with OAC: the mirror as brew 6 sees it.
+7-8. What to mirror and what to keep (``local_keep.py``): a subset mirror from
+   ``dev/Brewfile`` with a fallback mirror while GHCR fails, ``mirrord status``, prune.
 
 Everything it started is stopped on the way out, also on errors and Ctrl-C.
 """
@@ -35,6 +37,7 @@ from typing import Any
 import botocore.exceptions
 import orjson
 
+from mirrord_dev.local_keep import subset_with_fallback
 from mirrord_dev.procs import MOTO_KEY, MOTO_REGION, moto_client, moto_server, process, wait_until
 
 BUCKET = "mirrord-local"
@@ -185,7 +188,7 @@ def _peers(work: Path) -> Iterator[Peers]:
     with (
         open(work / "moto.log", "wb") as moto_log,
         process(
-            [sys.executable, "-m", "mirrord_dev.emulator"], 15, stdout=subprocess.PIPE
+            [sys.executable, "-m", "mirrord_dev.emulator", "--flat"], 15, stdout=subprocess.PIPE
         ) as emulator,
         moto_server(log=moto_log, seconds=120) as endpoint,
         _slack_receiver() as (slack_url, slack),
@@ -198,6 +201,7 @@ def _peers(work: Path) -> Iterator[Peers]:
         print(f"moto (S3, SQS)  {endpoint}")
         print(f"formula.json    {ready['api_url']}  ({ready['formulae']} formulae)")
         print(f"GHCR registry   {ready['registry_url']}  → blob storage {ready['blob_url']}")
+        print(f"fallback mirror {ready['flat_url']}  (a TUNA/USTC-style bottles/ folder)")
         print(f"Slack receiver  {slack_url.rsplit('/services', 1)[0]}")
         print(f"logs            {work}")
         yield Peers(endpoint, ready, slack_url, slack, work)
@@ -333,8 +337,9 @@ def main() -> int:
         daemon_code = _daemon_runs_the_job(env, sqs, queue, work)
         status = _report(s3, work)
         clients_code = _verify_and_check_client(env, s3, status)
+        subset_code = subset_with_fallback(env, s3, peers.emulator)
         print(f"\nslack messages: {len(peers.slack)}; daemon exit {daemon_code}")
-        failed = daemon_code or clients_code
+        failed = daemon_code or clients_code or subset_code
         return failed or (0 if status.get("remaining") == 0 else 1)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from mirrord_dev.emulator.content import (
     sample_catalog,
     synthetic_catalog,
 )
+from mirrord_dev.emulator.flat import FlatMirror
 from mirrord_dev.emulator.server import Emulator, faults_from_json
 
 
@@ -45,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         help="bottle size for --catalog",
     )
     p.add_argument("--faults", help='JSON {"<sha256>": [fault, ...]} to set at start')
+    p.add_argument(
+        "--flat",
+        action="store_true",
+        help="also serve the bottles as a TUNA/USTC-style flat folder (ready line: flat_url)",
+    )
     p.add_argument(
         "--latency",
         type=_latency,
@@ -85,18 +92,23 @@ async def _serve(args: argparse.Namespace, catalog: EmulatorCatalog) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Emulator(
-        catalog,
-        host=args.host,
-        port=args.port,
-        blob_port=args.blob_port,
-        auth=args.auth,
-        latency=args.latency,
-        bytes_per_s=args.bytes_per_s,
-    ) as emulator:
+    async with (
+        Emulator(
+            catalog,
+            host=args.host,
+            port=args.port,
+            blob_port=args.blob_port,
+            auth=args.auth,
+            latency=args.latency,
+            bytes_per_s=args.bytes_per_s,
+        ) as emulator,
+        contextlib.AsyncExitStack() as stack,
+    ):
         for sha256, faults in faults_from_json(orjson.loads(args.faults or "{}")).items():
             emulator.set_faults(sha256, faults)
+        flat = await stack.enter_async_context(FlatMirror(catalog)) if args.flat else None
         ready = {
+            **({"flat_url": flat.url} if flat is not None else {}),
             "api_url": emulator.api_url,
             "registry_url": emulator.registry_url,
             "blob_url": emulator.blob_url,
