@@ -119,6 +119,10 @@ class Settings:
     fallback_urls: tuple[str, ...] = ()  # other mirrors' bottles/ folders (core/fallback.py)
     fallback_allow_http: bool = False  # the external hash file's opt-ins, for these
     fallback_allow_private: bool = False
+    # mirrord prune (core/prune.py): after each clean scheduled sync (daemon), and its rules.
+    prune_after_sync: bool = False
+    prune_keep_versions: int = 2
+    prune_keep_days: int = 30
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
@@ -202,6 +206,9 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_FALLBACK_URLS": ("fallback_urls", parse_fallback_urls),
     "MIRRORD_FALLBACK_ALLOW_HTTP": ("fallback_allow_http", v.boolean),
     "MIRRORD_FALLBACK_ALLOW_PRIVATE": ("fallback_allow_private", v.boolean),
+    "MIRRORD_PRUNE_AFTER_SYNC": ("prune_after_sync", v.boolean),
+    "MIRRORD_PRUNE_KEEP_VERSIONS": ("prune_keep_versions", lambda t, n: v.integer(t, n, 1, 1000)),
+    "MIRRORD_PRUNE_KEEP_DAYS": ("prune_keep_days", lambda t, n: v.integer(t, n, 0, 3650)),
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: v.limited(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: v.url(t, n, secret=True)),
     "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: v.limited(t, n, 512)),
@@ -222,6 +229,8 @@ CRASH_POINTS = (
     "after_complete_before_checkpoint",
     "during_hashfile_write",
     "after_checkpoint",
+    "after_prune_cut",  # mirrord prune: the hash file cut, nothing deleted yet
+    "prune_delete",  # mirrord prune: before each key it deletes
 )
 
 
