@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 
-from mirrord.adapters.lock import BucketLock
+from mirrord.adapters.lock import BucketLock, Process
 from mirrord.adapters.s3 import S3Store
 from mirrord.adapters.web import fetch_catalog
 from mirrord.core.brew import API_PREFIX, jws_document, jws_payload, packages_formulae
-from mirrord.core.catalog import parse_catalog
+from mirrord.core.catalog import Catalog, parse_catalog
 from mirrord.core.errors import (
     CatalogError,
     InputError,
@@ -171,17 +171,26 @@ async def cut_hashfile(
     raise StoreError(f"{key}: lost {SAVE_ATTEMPTS} write races in a row")
 
 
-async def plan_for(app: Adapters, rules: Rules) -> tuple[PrunePlan, HashFile, str | None]:
-    """The prune plan from the whole catalog, the published API files, the hash file and
-    listings of the date folders and ``v2/``."""
-    s = app.settings
-    catalog = await fetch_catalog(app.http, s.api_url, app.backoff)
+async def whole_catalog(app: Adapters) -> Catalog:
+    """The catalog, or ``InputError`` when it is partial (rejected entries): a formula it
+    lacks could be the one an old bottle belongs to. Fetched before the lock is taken,
+    so a refusal writes nothing."""
+    catalog = await fetch_catalog(app.http, app.settings.api_url, app.backoff)
     if catalog.rejected:
         first = catalog.rejected[0]
         raise InputError(
             f"the catalog has {len(catalog.rejected)} rejected entries (first: {first}): "
             "prune needs the whole catalog, nothing was deleted"
         )
+    return catalog
+
+
+async def plan_for(
+    app: Adapters, catalog: Catalog, rules: Rules
+) -> tuple[PrunePlan, HashFile, str | None]:
+    """The prune plan from the whole catalog, the published API files, the hash file and
+    listings of the date folders and ``v2/``."""
+    s = app.settings
     named = joined(named_by(catalog.formulae), await published_named(app.store))
     hf, etag = await load_hashfile(app.store, s.hash_key)
     listing = await dated_objects(app.store)
@@ -194,12 +203,18 @@ async def plan_for(app: Adapters, rules: Rules) -> tuple[PrunePlan, HashFile, st
 
 
 async def _run(
-    app: Adapters, rules: Rules, *, dry_run: bool, stop: asyncio.Event, hook: Hook
+    app: Adapters,
+    catalog: Catalog,
+    rules: Rules,
+    *,
+    dry_run: bool,
+    stop: asyncio.Event,
+    hook: Hook,
 ) -> PruneResult:
     s = app.settings
-    plan, hf, etag = await plan_for(app, rules)
+    plan, hf, etag = await plan_for(app, catalog, rules)
     result = PruneResult(rules, dry_run, plan)
-    log.info("prune_plan", dry_run=dry_run, **{k: v for k, v in _counts(result).items()})
+    log.info("prune_plan", **_counts(result))
     if dry_run:
         return result
     after = await cut_hashfile(app.store, s.hash_key, hf, etag, plan.entries)
@@ -233,22 +248,24 @@ def _counts(result: PruneResult) -> dict[str, Any]:
 async def prune(
     app: Adapters, rules: Rules, *, dry_run: bool, owner: str, hook: Hook = no_hook
 ) -> PruneResult:
-    """Prune under the bucket lock (a dry run only looks that no sync holds it: it
+    """Prune under the bucket lock (a dry run only looks that no live sync holds it: it
     writes nothing, not even the lock). ``LockBusy`` while a sync holds the bucket."""
     s = app.settings
-    lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3)
+    here = Process.current()
+    lock = BucketLock(app.store, owner, ttl=s.heartbeat_seconds * 3, process=here)
     stop = asyncio.Event()
+    catalog = await whole_catalog(app)
     if dry_run:
         holder = await lock.holder()
-        if holder is not None:
+        if holder is not None and (holder.process is None or not holder.process.gone(here)):
             raise LockBusy(holder)
-        return await _run(app, rules, dry_run=True, stop=stop, hook=hook)
+        return await _run(app, catalog, rules, dry_run=True, stop=stop, hook=hook)
     holder = await lock.acquire(f"prune-{rules.today}")
     if holder is not None:
         raise LockBusy(holder)
     try:
         async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
-            return await _run(app, rules, dry_run=False, stop=stop, hook=hook)
+            return await _run(app, catalog, rules, dry_run=False, stop=stop, hook=hook)
     finally:
         await lock.release()
 
