@@ -229,16 +229,17 @@ CRASH_POINTS = (
     "after_complete_before_checkpoint",
     "during_hashfile_write",
     "after_checkpoint",
-    "after_prune_cut",  # mirrord prune: the hash file cut, nothing deleted yet
-    "prune_delete",  # mirrord prune: before each key it deletes
 )
+# mirrord prune's: the hash file cut and nothing deleted yet; before each key it deletes.
+PRUNE_CRASH_POINTS = ("after_prune_cut", "prune_delete")
 
 
 def _crash_at(text: str, name: str) -> tuple[str, int]:
     """``<point>[:<nth>]``: the nth pass (from 1) through one of ``CRASH_POINTS``."""
     point, _, nth = text.partition(":")
-    if point not in CRASH_POINTS:
-        raise SettingsError(f"{name}: {point!r} is not one of {', '.join(CRASH_POINTS)}")
+    if point not in (*CRASH_POINTS, *PRUNE_CRASH_POINTS):
+        points = ", ".join((*CRASH_POINTS, *PRUNE_CRASH_POINTS))
+        raise SettingsError(f"{name}: {point!r} is not one of {points}")
     return point, v.integer(nth, name, 1, 1_000_000) if nth else 1
 
 

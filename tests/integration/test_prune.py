@@ -5,6 +5,7 @@ hash file and the bucket consistent and the rerun finishes, and a held lock refu
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import days_ago, make_settings, run_cli
+from aiobotocore.session import get_session
+from conftest import Receiver, days_ago, make_settings, run_cli
 from mirrord_dev.emulator import Emulator, EmulatorCatalog, catalog_from_entries
 from mirrord_dev.emulator.content import api_file
 
@@ -21,6 +23,7 @@ from mirrord.app import App, open_app
 from mirrord.core.errors import InputError, LockBusy
 from mirrord.core.jobs import Job
 from mirrord.core.prune import Rules
+from mirrord.daemon import Daemon
 from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.job import run_job
 from mirrord.services.prune import prune
@@ -193,17 +196,25 @@ async def test_dry_run_lists_and_changes_nothing(mirror: Mirror) -> None:
     assert await keys(app) == before
 
 
+@pytest.mark.parametrize(
+    ("crash_at", "loose"),
+    [
+        ("after_prune_cut", 4),  # the hash file cut, nothing deleted
+        ("prune_delete:3", 4),  # two of the six brew-6 keys deleted
+        ("prune_delete:8", 3),  # every brew-6 key and one dated object deleted
+    ],
+)
 async def test_a_crash_mid_prune_leaves_it_consistent_and_the_rerun_finishes(
-    mirror: Mirror,
+    mirror: Mirror, crash_at: str, loose: int
 ) -> None:
-    """Killed at the third delete (the hash file cut, two keys gone): every entry the hash
-    file holds still has its object, everything the API files name is there, and the
-    rerun deletes the rest."""
+    """Killed mid-prune: every entry the hash file holds still has its object (the leftovers
+    are objects no entry names), everything the API files name is there, and the rerun
+    deletes the rest."""
     app = mirror.app
     env = {
         "MIRRORD_BUCKET": mirror.bucket,
         "MIRRORD_API_URL": mirror.emu.api_url,
-        "MIRRORD_CRASH_AT": "prune_delete:3",
+        "MIRRORD_CRASH_AT": crash_at,
     }
     crashed = await run_cli("prune", "--keep-versions", "1", "--keep-days", "0", env=env)
     assert crashed.code == -9, crashed.stderr
@@ -212,19 +223,17 @@ async def test_a_crash_mid_prune_leaves_it_consistent_and_the_rerun_finishes(
     checked = await verify(app.store, hf)
     # nothing recorded that is gone; the leftovers are objects no entry names
     assert [p for p in checked.problems if p.kind != "orphaned"] == []
-    assert {p.key.partition("/")[2] for p in checked.problems} == {
-        f"jq-{v}.{t}.bottle.tar.gz" for v in ("1.6", "1.7") for t in TAGS
-    }
+    assert len(checked.problems) == loose
     present = set(await keys(app))
     assert {e.s3_key for k, e in hf.bottles.items()} <= present
     left = await prune(app, rules(1, 0), dry_run=True, owner="t")
-    assert left.plan.unrecorded == 4  # the dated objects go last: all four still there
+    assert left.plan.unrecorded == loose  # the dated objects go last
     assert left.plan.entries == {}
     # the rerun (the lock of the killed process is taken over: same host, pid gone)
     del env["MIRRORD_CRASH_AT"]
     rerun = await run_cli("prune", "--keep-versions", "1", "--keep-days", "0", "--json", env=env)
     assert rerun.code == 0, rerun.stderr
-    assert rerun.json()["unrecorded"] == 4
+    assert rerun.json()["unrecorded"] == loose
     after = set(await keys(app))
     assert not [k for k in after if "/jq-1.6." in k or "/jq-1.7." in k]
     assert not [
@@ -275,6 +284,49 @@ async def test_prune_refuses_when_the_catalog_cannot_be_fetched(mirror: Mirror) 
     out = await run_cli("prune", "--keep-versions", "1", "--keep-days", "0", env=env)
     assert out.code == 1
     assert await keys(mirror.app) == before
+
+
+async def test_the_daemon_prunes_after_a_clean_scheduled_sync_only(
+    mirror: Mirror, receiver: Receiver
+) -> None:
+    """MIRRORD_PRUNE_AFTER_SYNC: a manual job is not followed by a prune, the weekly
+    (scheduled) one is, and Slack gets its line with the bytes freed."""
+    async with get_session().create_client("sqs") as sqs:
+        queue_url = (await sqs.create_queue(QueueName=mirror.bucket))["QueueUrl"]
+        settings = make_settings(
+            mirror.bucket,
+            mirror.emu.api_url,
+            platforms=TAGS,
+            queue_url=queue_url,
+            slack_webhook_url=receiver.url,
+            heartbeat_seconds=1.0,
+            prune_after_sync=True,
+            prune_keep_versions=1,
+            prune_keep_days=0,
+        )
+        async with open_app(settings) as app:
+            assert app.queue is not None
+            await app.queue.send(Job("by-hand", days_ago(0), TAGS, reason="manual"))
+            await app.queue.send(Job("weekly", days_ago(0), TAGS, reason="schedule"))
+            stop = asyncio.Event()
+            daemon = Daemon(app, app.queue, stop=stop, owner="d1")
+            serving = asyncio.create_task(daemon.serve())
+
+            def pruned() -> list[str]:
+                texts = [str(b.get("text", "")) for b in receiver.bodies]
+                return [t for t in texts if t.startswith("mirrord prune")]
+
+            for _ in range(600):  # a bound on the wait, not an assertion on time
+                if pruned() or serving.done():
+                    break
+                await asyncio.sleep(0.1)
+            stop.set()
+            await asyncio.wait_for(serving, 30)
+            assert daemon.jobs_done == 2
+            assert len(pruned()) == 1, receiver.bodies
+            assert "freed" in pruned()[0]
+            hf, _ = await load_hashfile(app.store, app.settings.hash_key)
+    assert {k for k in hf.bottles if k.startswith("jq-")} == jq_keys("1.8")
 
 
 @pytest.mark.parametrize(
