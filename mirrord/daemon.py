@@ -180,8 +180,7 @@ class Daemon:
                 await self._hand_back(message)
                 return None
             if job.shard is not None:
-                await self._run_shard(job, job.shard, message)
-                return None
+                return await self._run_shard(job, job.shard, message)
             try:
                 # Lost to a takeover: the lock stops ours (the daemon exits; ECS starts
                 # another).
@@ -216,14 +215,15 @@ class Daemon:
         else:  # a publication that failed: again after the visibility timeout, not now
             log.warning("job_unfinished", remaining=report.remaining)
 
-    async def _run_shard(self, job: Job, shard: Shard, message: Received) -> None:
+    async def _run_shard(self, job: Job, shard: Shard, message: Received) -> Report | None:
         """Shard ``shard`` of ``job`` (waiting for its locks as a plain job waits for the
         bucket's), then ``finalize_if_last``. Stopped (SIGTERM, a lost lock) before its
         record or its fan-in: handed back, never given up. A failure leaves the message
         to return, except on its last receive: then ``give_up`` writes the shard's record
         (its missing bottles failed, by key) and the fan-in goes on. The message is
         deleted only once ``finalize_if_last`` returned: a fan-in lost to a crash is
-        taken over by the message's next delivery (its record is found, not redone)."""
+        taken over by the message's next delivery (its record is found, not redone).
+        The fan-in's report when this shard ran it, else None."""
         app = await with_fresh_webhook(self._app)
         with structlog.contextvars.bound_contextvars(shard=str(shard)):
             try:
@@ -239,11 +239,11 @@ class Daemon:
             except (LockBusy, ShardStopped) as exc:  # stopped: the next task carries on
                 log.info("shard_stopped", reason=str(exc))
                 await self._hand_back(message)
-                return
+                return None
             except MirrordError as exc:
                 if self._stop.is_set():  # a failure while stopping is no verdict
                     await self._hand_back(message)
-                    return
+                    return None
                 last = message.receive_count >= self._app.settings.max_receives
                 log.error(
                     "shard_failed",
@@ -253,7 +253,7 @@ class Daemon:
                     given_up=last,
                 )
                 if not last:
-                    return  # the message comes back after its visibility timeout
+                    return None  # the message comes back after its visibility timeout
                 await give_up(app, job, shard, str(exc))
             try:
                 report = await finalize_if_last(
@@ -261,8 +261,9 @@ class Daemon:
                 )
             except LockBusy:  # stopped while the fan-in waited for the bucket
                 await self._hand_back(message)
-                return
+                return None
             await self._settle(report, message)
+            return report
 
     async def _hand_back(self, message: Received) -> None:
         """Give the job to the next task without using up one of its receives: send it

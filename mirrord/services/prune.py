@@ -271,12 +271,12 @@ async def prune(
 
 
 def due(settings: Settings, job: Job, report: Report) -> bool:
-    """MIRRORD_PRUNE_AFTER_SYNC: after a clean scheduled sync of the whole catalog."""
+    """MIRRORD_PRUNE_AFTER_SYNC: after a clean scheduled sync of the whole catalog
+    (``report``: the whole job's; a sharded job's from its fan-in)."""
     return (
         settings.prune_after_sync
         and job.reason == "schedule"
         and job.formulae is None
-        and job.shard is None
         and report.complete
         and not report.failed
         and not report.rejected

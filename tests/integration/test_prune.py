@@ -161,6 +161,34 @@ async def test_what_the_published_api_files_name_stays(mirror: Mirror) -> None:
         await prune(app, rules(1, 0), dry_run=True, owner="t")
 
 
+async def test_a_pruned_bottle_comes_back_from_its_noncurrent_version(
+    mirror: Mirror, moto_s3: Any
+) -> None:
+    """The runbook's restore (docs/operations.md, "Pruning old bottles"), with the same
+    S3 calls as its aws CLI lines: on a versioned bucket a prune leaves delete markers;
+    deleting the marker brings the object back, and rebuild-hash records it again."""
+    app = mirror.app
+    moto_s3.put_bucket_versioning(
+        Bucket=mirror.bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    hf, _ = await load_hashfile(app.store, app.settings.hash_key)
+    result = await prune(app, rules(1, 0), dry_run=False, owner="t")
+    old = hf.bottles["jq-1.6-sonoma"]
+    assert old.s3_key in result.plan.objects
+    assert await app.store.head(old.s3_key) is None
+    for key in (old.s3_key, f"v2/homebrew/core/jq/blobs/sha256:{old.sha256}"):
+        listed = moto_s3.list_object_versions(Bucket=mirror.bucket, Prefix=key)
+        [marker] = [m for m in listed["DeleteMarkers"] if m["IsLatest"] and m["Key"] == key]
+        moto_s3.delete_object(Bucket=mirror.bucket, Key=key, VersionId=marker["VersionId"])
+        head = await app.store.head(key)
+        assert head is not None
+        assert head.metadata.get("sha256") == old.sha256
+    out = await run_cli("rebuild-hash", "--json", env={"MIRRORD_BUCKET": mirror.bucket})
+    assert out.code == 0, out.stderr
+    back, _ = await load_hashfile(app.store, app.settings.hash_key)
+    assert back.bottles["jq-1.6-sonoma"].s3_key == old.s3_key
+
+
 async def test_keep_days_keeps_young_bottles(mirror: Mirror) -> None:
     """1.7 was stored 70 days ago: keep 80 days keeps it, though it is no longer current."""
     result = await prune(mirror.app, rules(1, 80), dry_run=True, owner="t")
