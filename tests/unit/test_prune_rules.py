@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess  # nosec B404
+import sys
+from pathlib import Path
 
+import orjson
 import pytest
 
 from mirrord.core.models import BottleFile, Formula, HashEntry
@@ -212,3 +216,20 @@ def test_same_day_versions_order_by_version_numbers() -> None:
     )
     plan = plan_prune(held(entries), Named(), Rules(1, 0, TODAY))
     assert list(plan.entries) == ["x-1.9-all"]
+
+
+def test_the_cost_figure_frees_history_and_never_the_current_catalog() -> None:
+    """bench/prune.py (the cost figures): on the sample catalog's made-up history, keep 1
+    version and 0 days leaves exactly the current catalog's bytes; the defaults less."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(  # our own module, fixed arguments
+        [sys.executable, "-m", "bench.prune", "--json", "--weeks", "12", "--today", TODAY],
+        cwd=root,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    found = orjson.loads(out.stdout)
+    rows = {(r["keep_versions"], r["keep_days"]): r for r in found["rules"]}
+    assert rows[1, 0]["held_after_bytes"] == found["current_bytes"]
+    assert 0 < rows[2, 30]["freed_bytes"] < rows[1, 0]["freed_bytes"] < found["held_bytes"]
