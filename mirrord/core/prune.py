@@ -12,9 +12,10 @@ when all of these hold (docs/design.md §13):
 * it is at least ``keep_days`` days old by its hash-entry date (an unrecorded object: by
   its folder's date).
 
-Objects no hash-file entry names (a prune that died after cutting the hash file, or an
-old rebuild a rebottle superseded) are judged by the same rules, so a rerun finishes
-what a crash left. A dated object goes only when no kept entry names it (links), a blob
+Objects no hash-file entry names (a prune that died after cutting the hash file) are
+judged by the same rules, so a rerun finishes what a crash left; an old rebuild whose
+key the file records at another object (a rebottle superseded it) is kept only while
+the catalog or the API files name its bytes, and for ``keep_days``. A dated object goes only when no kept entry names it (links), a blob
 only when no kept bottle has its digest, an index only when no kept bottle is of its
 version. The service cuts the hash file first, then deletes the ``v2/`` keys, then the
 dated objects: a crash anywhere leaves nothing recorded that is gone, and the dated
@@ -216,22 +217,33 @@ def judge(held: Sequence[Held], named: Named, rules: Rules) -> list[Verdict]:
     latest = latest_versions(
         ((h, p) for h, p in zip(held, parsed, strict=True) if p is not None), rules.keep_versions
     )
+    recorded = {h.key for h in held if h.key is not None}
     cutoff = rules.cutoff
     return [
-        Verdict(h, p, _why(h, p, named, latest, cutoff)) for h, p in zip(held, parsed, strict=True)
+        Verdict(h, p, _why(h, p, named, latest, cutoff, recorded))
+        for h, p in zip(held, parsed, strict=True)
     ]
 
 
 def _why(
-    h: Held, p: Parsed | None, named: Named, latest: set[tuple[str, str, str]], cutoff: str
+    h: Held,
+    p: Parsed | None,
+    named: Named,
+    latest: set[tuple[str, str, str]],
+    cutoff: str,
+    recorded: set[str],
 ) -> str:
-    if p is not None and p.hash_key in named.hash_keys:
+    # An unrecorded object whose hash key the file records elsewhere is a rebuild the
+    # entry has moved on from (verify's "superseded"): neither the key nor the version
+    # keeps it, only its own bytes being named (a sync that died holding the new one).
+    superseded = not h.recorded and p is not None and p.hash_key in recorded
+    if not superseded and p is not None and p.hash_key in named.hash_keys:
         return "named"
     if h.sha256 is not None and h.sha256 in named.sha256s:
         return "named"
     if p is None or p.name is None or p.pkg_version is None or h.sha256 is None:
         return "unreadable"  # no name to group by, or (unrecorded) no digest to name a blob
-    if (p.name, p.tag, p.pkg_version) in latest:
+    if not superseded and (p.name, p.tag, p.pkg_version) in latest:
         return "latest"
     if h.date > cutoff:
         return "recent"

@@ -189,6 +189,40 @@ async def test_a_pruned_bottle_comes_back_from_its_noncurrent_version(
     assert back.bottles["jq-1.6-sonoma"].s3_key == old.s3_key
 
 
+async def test_a_superseded_rebuild_goes_with_its_index_and_blob(mirror: Mirror) -> None:
+    """jq 1.8 rebottled upstream (rebuild 1, new bytes), synced yesterday: the entries move
+    to the new objects and verify lists the old ones as superseded. Prune deletes them,
+    their blobs and the 1.8 index, and keeps the new rebuild's (1.8-1)."""
+    rebuilt = entry("jq", "1.8")
+    rebuilt["bottle"]["stable"]["rebuild"] = 1
+    upstream = catalog_from_entries([rebuilt], seed=9)
+    same = catalog(2)
+    upstream.formulae.extend(f for f in same.formulae if f["name"] == "oniguruma")
+    upstream.blobs.update(same.blobs)
+    async with (
+        Emulator(upstream) as emu,
+        open_app(make_settings(mirror.bucket, emu.api_url, platforms=TAGS)) as moved,
+    ):
+        report = await run_job(moved, Job("v3", days_ago(1), reason="schedule"), route="t")
+        assert report.complete
+        hf, _ = await load_hashfile(moved.store, moved.settings.hash_key)
+        assert len((await verify(moved.store, hf)).superseded) == 2
+        result = await prune(moved, rules(2, 0), dry_run=False, owner="t")
+        gone = set(result.plan.objects)
+        assert {k.partition("/")[2] for k in gone} == {
+            *(f"jq-1.6.{t}.bottle.tar.gz" for t in TAGS),
+            *(f"jq-1.8.{t}.bottle.tar.gz" for t in TAGS),
+        }
+        present = set(await keys(moved))
+        assert "v2/homebrew/core/jq/manifests/1.8" not in present
+        assert "v2/homebrew/core/jq/manifests/1.8-1" in present
+        assert "v2/homebrew/core/jq/manifests/1.7" in present
+        after, _ = await load_hashfile(moved.store, moved.settings.hash_key)
+        checked = await verify(moved.store, after)
+        assert checked.ok
+        assert checked.superseded == ()
+
+
 async def test_keep_days_keeps_young_bottles(mirror: Mirror) -> None:
     """1.7 was stored 70 days ago: keep 80 days keeps it, though it is no longer current."""
     result = await prune(mirror.app, rules(1, 80), dry_run=True, owner="t")

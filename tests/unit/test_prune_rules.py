@@ -152,7 +152,7 @@ def test_unrecorded_leftovers_are_judged_like_entries() -> None:
     current_loose = "2026-11-30/jq-1.8.arm64_tahoe.bottle.1.tar.gz"
     listing[current_loose] = 5
     shas = {e.s3_key: e.sha256 for k, e in HISTORY.items() if "1.6" in k}
-    shas[current_loose] = sha("loose")
+    shas[current_loose] = HISTORY["jq-1.8-arm64_tahoe"].sha256  # bytes the catalog names
     plan = plan_prune(held_bottles(cut, listing, shas), CATALOG, Rules(2, 0, TODAY))
     assert plan.entries == {}
     assert sorted(plan.objects) == sorted(e.s3_key for k, e in HISTORY.items() if "1.6" in k)
@@ -161,7 +161,7 @@ def test_unrecorded_leftovers_are_judged_like_entries() -> None:
     # without its digest an unrecorded object stays (no blob key to delete with it)
     plan = plan_prune(held_bottles(cut, listing, {}), CATALOG, Rules(2, 0, TODAY))
     assert plan.objects == []
-    assert plan.kept["unreadable"] == 2
+    assert plan.kept["unreadable"] == 3
 
 
 def test_v2_listing_bounds_what_is_deleted_and_counts_blob_bytes() -> None:
@@ -233,3 +233,45 @@ def test_the_cost_figure_frees_history_and_never_the_current_catalog() -> None:
     rows = {(r["keep_versions"], r["keep_days"]): r for r in found["rules"]}
     assert rows[1, 0]["held_after_bytes"] == found["current_bytes"]
     assert 0 < rows[2, 30]["freed_bytes"] < rows[1, 0]["freed_bytes"] < found["held_bytes"]
+
+
+def test_a_superseded_rebuild_goes_though_its_version_is_current() -> None:
+    """jq 1.8 rebottled (rebuild 1) a week later: the entry moved to the new object; the
+    old one is unrecorded, named by neither its bytes nor the version rule, and goes
+    once old enough, with its own index (ref 1.8) and blob; the new rebuild stays."""
+    entries = dict(HISTORY)
+    old = entries["jq-1.8-arm64_tahoe"]
+    key, new = entry("jq", "1.8", "arm64_tahoe", "2026-10-08", rebuild=1)
+    entries[key] = new
+    catalog = named_by(
+        [
+            Formula(
+                "jq",
+                "1.8",
+                rebuild=1,
+                files=(
+                    BottleFile("arm64_tahoe", "u", new.sha256),
+                    BottleFile("sonoma", "u", HISTORY["jq-1.8-sonoma"].sha256),
+                ),
+            )
+        ]
+    )
+    listing = {e.s3_key: 1000 for e in [*HISTORY.values(), new]}
+    shas = {old.s3_key: old.sha256}
+    plan = plan_prune(held_bottles(entries, listing, shas), catalog, Rules(2, 30, TODAY))
+    assert plan.objects == [
+        HISTORY["jq-1.6-arm64_tahoe"].s3_key,
+        HISTORY["jq-1.6-sonoma"].s3_key,
+        old.s3_key,
+    ]
+    assert f"v2/homebrew/core/jq/blobs/sha256:{old.sha256}" in plan.v2
+    assert "v2/homebrew/core/jq/manifests/1.8" not in plan.v2  # sonoma's 1.8 keeps it
+    # named by its bytes (the API files still send clients to it), it stays
+    api = Named(sha256s=frozenset({old.sha256}))
+    plan = plan_prune(
+        held_bottles(entries, listing, shas), joined(catalog, api), Rules(2, 30, TODAY)
+    )
+    assert old.s3_key not in plan.objects
+    # and young, it stays
+    plan = plan_prune(held_bottles(entries, listing, shas), catalog, Rules(2, 90, TODAY))
+    assert old.s3_key not in plan.objects
