@@ -218,26 +218,38 @@ async def _run(
     if dry_run:
         return result
     after = await cut_hashfile(app.store, s.hash_key, hf, etag, plan.entries)
-    result.cut = len(hf.bottles) - len(after.bottles)
+    result.cut = sum(k not in after.bottles for k in plan.entries)
     hook("after_prune_cut")
     still = {e.s3_key for e in after.bottles.values()}  # a writer's since: never deleted
     shas = {e.sha256 for e in after.bottles.values()}
-    for key in (*plan.v2, *(k for k in plan.objects if k not in still)):
-        if stop.is_set():
+    v2 = [k for k in plan.v2 if not ("/blobs/sha256:" in k and k.rpartition(":")[2] in shas)]
+    await _delete(app, v2, result, stop, hook)
+    if not result.problems and not result.stopped:
+        # Only once every brew-6 key is gone: a dated object is how a rerun finds them.
+        await _delete(app, [k for k in plan.objects if k not in still], result, stop, hook)
+    log.info("pruned", **_counts(result))
+    return result
+
+
+async def _delete(
+    app: Adapters, keys: list[str], result: PruneResult, stop: asyncio.Event, hook: Hook
+) -> None:
+    """Delete ``keys``, MIRRORD_CONCURRENCY at once, counting what went and its bytes."""
+
+    async def one(key: str) -> None:
+        if stop.is_set():  # the lock was lost: the rest is the next run's
             result.stopped = True
-            break
-        if "/blobs/sha256:" in key and key.rpartition(":")[2] in shas:
-            continue
+            return
         hook("prune_delete")
         try:
             await app.store.delete(key)
         except StoreError as exc:
             result.problems.append(f"{key}: {exc}")
-            continue
+            return
         result.deleted += 1
         result.freed += result.plan.sizes.get(key, 0)
-    log.info("pruned", **_counts(result))
-    return result
+
+    await bounded(keys, one, app.settings.concurrency)
 
 
 def _counts(result: PruneResult) -> dict[str, Any]:
