@@ -24,6 +24,7 @@ from mirrord.core.errors import InputError, LockBusy
 from mirrord.core.jobs import Job
 from mirrord.core.prune import Rules
 from mirrord.daemon import Daemon
+from mirrord.lambdas.sync import sync_job
 from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.job import run_job
 from mirrord.services.prune import prune
@@ -389,6 +390,26 @@ async def test_the_daemon_prunes_after_a_clean_scheduled_sync_only(
             assert len(pruned()) == 1, receiver.bodies
             assert "freed" in pruned()[0]
             hf, _ = await load_hashfile(app.store, app.settings.hash_key)
+    assert {k for k in hf.bottles if k.startswith("jq-")} == jq_keys("1.8")
+
+
+async def test_the_sync_lambda_prunes_after_a_clean_scheduled_sync(mirror: Mirror) -> None:
+    """The weekly job is small, so the sync Lambda runs it: it prunes too, and says so."""
+    settings = make_settings(
+        mirror.bucket,
+        mirror.emu.api_url,
+        platforms=TAGS,
+        prune_after_sync=True,
+        prune_keep_versions=1,
+        prune_keep_days=0,
+    )
+    async with open_app(settings) as app:
+        manual = await sync_job(app, Job("m", days_ago(0), TAGS, reason="manual"), lambda: 900_000)
+        assert manual["pruned"] is None
+        out = await sync_job(app, Job("w", days_ago(0), TAGS, reason="schedule"), lambda: 900_000)
+        assert out["pruned"]["freed_bytes"] > 0
+        assert sorted(out["pruned"]["entries"]) == sorted(jq_keys("1.6") | jq_keys("1.7"))
+        hf, _ = await load_hashfile(app.store, app.settings.hash_key)
     assert {k for k in hf.bottles if k.startswith("jq-")} == jq_keys("1.8")
 
 
