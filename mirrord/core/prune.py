@@ -92,6 +92,7 @@ class Held:
     date: str
     size: int
     key: str | None = None
+    present: bool = True  # the object is there (an entry may outlive it: verify's "missing")
 
     @property
     def recorded(self) -> bool:
@@ -290,7 +291,7 @@ def plan_prune(
         if h.key is not None and h.sha256 is not None:
             plan.entries[h.key] = HashEntry(h.sha256, h.date, h.size, h.s3_key)
         v2.update(dict.fromkeys(k for k in _v2_keys(v.parsed, h.sha256) if k not in kept_v2))
-        if h.s3_key not in kept_objects and h.s3_key not in objects:
+        if h.present and h.s3_key not in kept_objects and h.s3_key not in objects:
             objects[h.s3_key] = h.size
             plan.unrecorded += not h.recorded
     plan.v2 = [k for k in v2 if k.startswith(OCI_PREFIX) and (v2_sizes is None or k in v2_sizes)]
@@ -312,7 +313,14 @@ def held_bottles(
     same, its cut is what a rerun owes) and the listed dated objects no entry names,
     with the sha256 their metadata gave (``unrecorded_sha256``)."""
     held = [
-        Held(e.s3_key, e.sha256, e.download_date, listing.get(e.s3_key, e.file_size or 0), k)
+        Held(
+            e.s3_key,
+            e.sha256,
+            e.download_date,
+            listing.get(e.s3_key, e.file_size or 0),
+            k,
+            e.s3_key in listing,
+        )
         for k, e in entries.items()
     ]
     recorded = {e.s3_key for e in entries.values()}

@@ -275,3 +275,11 @@ def test_a_superseded_rebuild_goes_though_its_version_is_current() -> None:
     # and young, it stays
     plan = plan_prune(held_bottles(entries, listing, shas), catalog, Rules(2, 90, TODAY))
     assert old.s3_key not in plan.objects
+
+
+def test_an_entry_whose_object_is_gone_is_cut_and_nothing_is_counted_for_it() -> None:
+    listing = {e.s3_key: 1000 for k, e in HISTORY.items() if k != "jq-1.6-sonoma"}
+    plan = plan_prune(held_bottles(HISTORY, listing, {}), CATALOG, Rules(1, 0, TODAY))
+    assert "jq-1.6-sonoma" in plan.entries
+    assert HISTORY["jq-1.6-sonoma"].s3_key not in plan.objects
+    assert plan.bytes == 3000
