@@ -207,7 +207,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_FALLBACK_ALLOW_HTTP": ("fallback_allow_http", v.boolean),
     "MIRRORD_FALLBACK_ALLOW_PRIVATE": ("fallback_allow_private", v.boolean),
     "MIRRORD_PRUNE_AFTER_SYNC": ("prune_after_sync", v.boolean),
-    "MIRRORD_PRUNE_KEEP_VERSIONS": ("prune_keep_versions", lambda t, n: v.integer(t, n, 1, 1000)),
+    "MIRRORD_PRUNE_KEEP_VERSIONS": ("prune_keep_versions", lambda t, n: v.integer(t, n, 1, 100)),
     "MIRRORD_PRUNE_KEEP_DAYS": ("prune_keep_days", lambda t, n: v.integer(t, n, 0, 3650)),
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: v.limited(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: v.url(t, n, secret=True)),

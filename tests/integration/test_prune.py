@@ -415,7 +415,11 @@ async def test_the_sync_lambda_prunes_after_a_clean_scheduled_sync(mirror: Mirro
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("MIRRORD_PRUNE_KEEP_VERSIONS", "0"), ("MIRRORD_PRUNE_KEEP_DAYS", "3651")],
+    [
+        ("MIRRORD_PRUNE_KEEP_VERSIONS", "0"),
+        ("MIRRORD_PRUNE_KEEP_VERSIONS", "101"),
+        ("MIRRORD_PRUNE_KEEP_DAYS", "3651"),
+    ],
 )
 async def test_bad_rules_stop_at_start(bucket: str, variable: str, value: str) -> None:
     out = await run_cli("prune", "--dry-run", env={"MIRRORD_BUCKET": bucket, variable: value})
