@@ -45,8 +45,9 @@ from mirrord.services.check import check_client
 from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue, index_sizes
 from mirrord.services.fanin import fan_in
-from mirrord.services.job import load_external, run_exclusive
+from mirrord.services.job import crash_hook, load_external, run_exclusive
 from mirrord.services.plan import plan_job
+from mirrord.services.prune import prune, rules_of
 from mirrord.services.shard import run_shard
 from mirrord.services.verify import rebuild_hash, verify
 
@@ -255,6 +256,18 @@ async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK
 
 
+async def cmd_prune(args: argparse.Namespace, app: App) -> int:
+    result = await prune(
+        app,
+        rules_of(app.settings),
+        dry_run=args.dry_run,
+        owner=default_owner(),
+        hook=crash_hook(app.settings),
+    )
+    render.emit(args.json, render.prune_result(result))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 async def cmd_daemon(args: argparse.Namespace, app: App) -> int:
     assert app.queue is not None  # settings_from refused a daemon without a queue
     stop = asyncio.Event()
@@ -304,6 +317,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "verify": cmd_verify,
     "rebuild-hash": cmd_rebuild,
+    "prune": cmd_prune,
     "daemon": cmd_daemon,
     "enqueue": cmd_enqueue,
 }
@@ -311,7 +325,7 @@ COMMANDS = {
 
 # Commands that work on the bucket ask for it first: a missing bucket or foreign
 # credentials are one line naming the bucket, before any catalog download or plan.
-NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "daemon", "enqueue"})
+NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "prune", "daemon", "enqueue"})
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

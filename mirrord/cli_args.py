@@ -128,6 +128,22 @@ def _verify_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deep", action="store_true", help="re-hash every object's bytes")
 
 
+def _prune_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
+    p.add_argument(
+        "--keep-versions",
+        metavar="N",
+        help="keep the last N versions of each formula per bottle tag (MIRRORD_PRUNE_KEEP_VERSIONS)",
+    )
+    p.add_argument(
+        "--keep-days",
+        metavar="D",
+        help="keep every bottle stored less than D days ago (MIRRORD_PRUNE_KEEP_DAYS)",
+    )
+    p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
+
+
 def _queue_flags(p: argparse.ArgumentParser, *, job: bool) -> None:
     _common(p)
     if job:
@@ -190,6 +206,7 @@ _PARSERS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...]
     ("plan", "show what a sync would fetch, writing nothing", _plan_flags),
     ("verify", "check the hash file against the objects in the bucket", _verify_flags),
     ("rebuild-hash", "rewrite the hash file from the objects' metadata", _common),
+    ("prune", "delete superseded bottles no catalog or API file names", _prune_flags),
     (
         "daemon",
         "serve jobs from the SQS queue until SIGTERM (Fargate)",
@@ -249,6 +266,8 @@ FLAGS = {
     "MIRRORD_PART_SIZE": "--part-size",
     "MIRRORD_BATCH_SIZE": "--batch-size",
     "MIRRORD_QUEUE_URL": "--queue-url",
+    "MIRRORD_PRUNE_KEEP_VERSIONS": "--keep-versions",
+    "MIRRORD_PRUNE_KEEP_DAYS": "--keep-days",
 }
 CHECK_CLIENT_FLAGS = {
     "MIRRORD_MIRROR_URL": "--base",

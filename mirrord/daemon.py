@@ -50,6 +50,7 @@ from mirrord.core.shards import Shard
 from mirrord.core.tasks import background
 from mirrord.services.fanin import finalize_if_last, give_up
 from mirrord.services.job import run_exclusive
+from mirrord.services.prune import prune_after
 from mirrord.services.shard import ShardStopped, run_shard
 
 log = structlog.get_logger("mirrord.daemon")
@@ -149,7 +150,11 @@ class Daemon:
         with structlog.contextvars.bound_contextvars(
             job_id=job.job_id, message_id=message.message_id
         ):
-            await self._run(job, message)
+            report = await self._run(job, message)
+            if report is not None and not self._stop.is_set():
+                # MIRRORD_PRUNE_AFTER_SYNC: after a clean scheduled sync of the whole
+                # catalog (services/prune.py, ``due``), its message already deleted.
+                await prune_after(await with_fresh_webhook(self._app), job, report, self._owner)
 
     async def _heartbeat(self, receipt: str) -> None:
         """Keep the message invisible (also while waiting for the lock); log how long the
@@ -168,14 +173,14 @@ class Daemon:
             except MirrordError as exc:
                 log.warning("heartbeat_failed", error=str(exc))
 
-    async def _run(self, job: Job, message: Received) -> None:
+    async def _run(self, job: Job, message: Received) -> Report | None:
+        """The job, or its shard; the report of a whole job that ran (None otherwise)."""
         async with background(self._heartbeat(message.receipt)):
             if self._stop.is_set():
                 await self._hand_back(message)
-                return
+                return None
             if job.shard is not None:
-                await self._run_shard(job, job.shard, message)
-                return
+                return await self._run_shard(job, job.shard, message)
             try:
                 # Lost to a takeover: the lock stops ours (the daemon exits; ECS starts
                 # another).
@@ -191,11 +196,12 @@ class Daemon:
                 )
             except LockBusy:  # stopped while waiting for the lock: the next task runs it
                 await self._hand_back(message)
-                return
+                return None
             except MirrordError as exc:
                 log.error("job_failed", error=str(exc), kind=type(exc).__name__)
-                return  # the message comes back after its visibility timeout
+                return None  # the message comes back after its visibility timeout
             await self._settle(report, message)
+            return report
 
     async def _settle(self, report: Report | None, message: Received) -> None:
         """After a job (or a shard and, if it fell to it, the fan-in; None: not the last):
@@ -209,14 +215,15 @@ class Daemon:
         else:  # a publication that failed: again after the visibility timeout, not now
             log.warning("job_unfinished", remaining=report.remaining)
 
-    async def _run_shard(self, job: Job, shard: Shard, message: Received) -> None:
+    async def _run_shard(self, job: Job, shard: Shard, message: Received) -> Report | None:
         """Shard ``shard`` of ``job`` (waiting for its locks as a plain job waits for the
         bucket's), then ``finalize_if_last``. Stopped (SIGTERM, a lost lock) before its
         record or its fan-in: handed back, never given up. A failure leaves the message
         to return, except on its last receive: then ``give_up`` writes the shard's record
         (its missing bottles failed, by key) and the fan-in goes on. The message is
         deleted only once ``finalize_if_last`` returned: a fan-in lost to a crash is
-        taken over by the message's next delivery (its record is found, not redone)."""
+        taken over by the message's next delivery (its record is found, not redone).
+        The fan-in's report when this shard ran it, else None."""
         app = await with_fresh_webhook(self._app)
         with structlog.contextvars.bound_contextvars(shard=str(shard)):
             try:
@@ -232,11 +239,11 @@ class Daemon:
             except (LockBusy, ShardStopped) as exc:  # stopped: the next task carries on
                 log.info("shard_stopped", reason=str(exc))
                 await self._hand_back(message)
-                return
+                return None
             except MirrordError as exc:
                 if self._stop.is_set():  # a failure while stopping is no verdict
                     await self._hand_back(message)
-                    return
+                    return None
                 last = message.receive_count >= self._app.settings.max_receives
                 log.error(
                     "shard_failed",
@@ -246,7 +253,7 @@ class Daemon:
                     given_up=last,
                 )
                 if not last:
-                    return  # the message comes back after its visibility timeout
+                    return None  # the message comes back after its visibility timeout
                 await give_up(app, job, shard, str(exc))
             try:
                 report = await finalize_if_last(
@@ -254,8 +261,9 @@ class Daemon:
                 )
             except LockBusy:  # stopped while the fan-in waited for the bucket
                 await self._hand_back(message)
-                return
+                return None
             await self._settle(report, message)
+            return report
 
     async def _hand_back(self, message: Received) -> None:
         """Give the job to the next task without using up one of its receives: send it

@@ -23,6 +23,7 @@ from mirrord.core.report import Report
 from mirrord.services.check import Coverage
 from mirrord.services.enqueue import Enqueued
 from mirrord.services.plan import Planned
+from mirrord.services.prune import PruneResult
 from mirrord.services.verify import RebuildReport, VerifyReport
 
 log = structlog.get_logger("mirrord.cli")
@@ -189,6 +190,36 @@ def rebuild_result(result: RebuildReport) -> Rendered:
         f"{result.entries} entries from {result.objects} objects; "
         f"{len(result.unrecognised)} objects without mirrord metadata"
     )
+
+
+def prune_result(result: PruneResult) -> Rendered:
+    """What went (or, dry, would go): keys and bytes; what stayed, by reason."""
+    body, plan, rules = result.to_dict(), result.plan, result.rules
+    kept = ", ".join(f"{n} {why}" for why, n in sorted(plan.kept.items())) or "none"
+    sizes = (
+        f"{len(plan.objects)} bottles ({human_size(plan.bytes)}) and {len(plan.v2)} brew-6 keys "
+        f"({human_size(plan.v2_bytes)} of blob copies)"
+    )
+    if result.dry_run:
+        head = (
+            f"dry run, nothing changed: would cut {len(plan.entries)} hash-file entries and "
+            f"delete {sizes}: {human_size(plan.freed)}"
+        )
+    else:
+        head = (
+            f"pruned: cut {result.cut} hash-file entries, deleted {result.deleted} keys of "
+            f"{len(plan.objects) + len(plan.v2)}: {human_size(result.freed)} freed"
+        )
+    lines = [
+        head,
+        f"kept: {kept} (keep {rules.keep_versions} versions, {rules.keep_days} days: "
+        f"only bottles stored on or before {rules.cutoff} may go)",
+    ]
+    lines += [f"  {key}  {human_size(plan.sizes.get(key, 0))}" for key in plan.objects]
+    if result.stopped:
+        lines.append("stopped (the bucket lock was lost): run prune again to finish")
+    lines += [f"  problem: {p}" for p in result.problems]
+    return body, "\n".join(lines)
 
 
 def enqueue_result(result: Enqueued) -> Rendered:

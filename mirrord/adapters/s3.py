@@ -235,6 +235,13 @@ class S3Store:
                 IfNoneMatch="*",
             )
 
+    async def delete(self, key: str) -> None:
+        """DeleteObject: on a versioned bucket a delete marker, the bytes stay a
+        noncurrent version (docs/operations.md, "Pruning old bottles": the restore). A key
+        already gone is no error (S3 answers 204 either way)."""
+        with _translated("DeleteObject", key):
+            await self._client.delete_object(Bucket=self.bucket, Key=key)
+
     async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
         with _translated("CreateMultipartUpload", key):
             r = await self._client.create_multipart_upload(

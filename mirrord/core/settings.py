@@ -121,6 +121,10 @@ class Settings:
     fallback_urls: tuple[str, ...] = ()  # other mirrors' bottles/ folders (core/fallback.py)
     fallback_allow_http: bool = False  # the external hash file's opt-ins, for these
     fallback_allow_private: bool = False
+    # mirrord prune (core/prune.py): after each clean scheduled sync (daemon), and its rules.
+    prune_after_sync: bool = False
+    prune_keep_versions: int = 2
+    prune_keep_days: int = 30
     slack_secret_id: str | None = None
     slack_webhook_url: str | None = field(default=None, repr=False)  # a secret
     logs_hint: str = "the mirrord logs (CloudWatch)"
@@ -205,6 +209,9 @@ ENV: dict[str, tuple[str, Any]] = {
     "MIRRORD_FALLBACK_URLS": ("fallback_urls", parse_fallback_urls),
     "MIRRORD_FALLBACK_ALLOW_HTTP": ("fallback_allow_http", v.boolean),
     "MIRRORD_FALLBACK_ALLOW_PRIVATE": ("fallback_allow_private", v.boolean),
+    "MIRRORD_PRUNE_AFTER_SYNC": ("prune_after_sync", v.boolean),
+    "MIRRORD_PRUNE_KEEP_VERSIONS": ("prune_keep_versions", lambda t, n: v.integer(t, n, 1, 100)),
+    "MIRRORD_PRUNE_KEEP_DAYS": ("prune_keep_days", lambda t, n: v.integer(t, n, 0, 3650)),
     "MIRRORD_SLACK_SECRET_ID": ("slack_secret_id", lambda t, n: v.limited(t, n, 2048)),
     "MIRRORD_SLACK_WEBHOOK_URL": ("slack_webhook_url", lambda t, n: v.url(t, n, secret=True)),
     "MIRRORD_LOGS_HINT": ("logs_hint", lambda t, n: v.limited(t, n, 512)),
@@ -226,13 +233,16 @@ CRASH_POINTS = (
     "during_hashfile_write",
     "after_checkpoint",
 )
+# mirrord prune's: the hash file cut and nothing deleted yet; before each key it deletes.
+PRUNE_CRASH_POINTS = ("after_prune_cut", "prune_delete")
 
 
 def _crash_at(text: str, name: str) -> tuple[str, int]:
     """``<point>[:<nth>]``: the nth pass (from 1) through one of ``CRASH_POINTS``."""
     point, _, nth = text.partition(":")
-    if point not in CRASH_POINTS:
-        raise SettingsError(f"{name}: {point!r} is not one of {', '.join(CRASH_POINTS)}")
+    if point not in (*CRASH_POINTS, *PRUNE_CRASH_POINTS):
+        points = ", ".join((*CRASH_POINTS, *PRUNE_CRASH_POINTS))
+        raise SettingsError(f"{name}: {point!r} is not one of {points}")
     return point, v.integer(nth, name, 1, 1_000_000) if nth else 1
 
 

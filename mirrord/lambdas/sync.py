@@ -3,7 +3,8 @@ inside one invocation. It watches ``context.get_remaining_time_in_millis()``; wh
 than ``MIRRORD_LAMBDA_MARGIN_SECONDS`` is left it stops starting transfers, lets those in
 flight finish (half the margin at most), checkpoints, stops a publication under way, and
 sends the job to SQS so the daemon finishes it (``Report.unfinished``). The plan is
-recomputed there, so nothing is fetched twice.
+recomputed there, so nothing is fetched twice. A finished clean scheduled job is followed
+by a prune with MIRRORD_PRUNE_AFTER_SYNC (services/prune.py), as on the daemon.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mirrord.core.jobs import Job, job_from_dict
 from mirrord.core.tasks import background
 from mirrord.lambdas import settings_from_env
 from mirrord.services.job import run_exclusive
+from mirrord.services.prune import prune_after
 
 log = structlog.get_logger("mirrord.sync_lambda")
 
@@ -63,7 +65,13 @@ async def sync_job(
                 await app.queue.send(job)
                 handed_off = True
                 log.info("handed_off", remaining=report.remaining)
-    return {**report.to_dict(), "handed_off": handed_off}
+        pruned = None
+        if not report.unfinished and remaining_ms() / 1000 > margin:
+            # MIRRORD_PRUNE_AFTER_SYNC, when due; a prune cut by the deadline is safe to
+            # cut (the hash file goes first), the next one finishes it.
+            done = await prune_after(app, job, report, owner)
+            pruned = None if done is None else done.to_dict()
+    return {**report.to_dict(), "handed_off": handed_off, "pruned": pruned}
 
 
 async def _main(event: Any, context: Any) -> dict[str, Any]:
