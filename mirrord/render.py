@@ -212,7 +212,7 @@ def prune_result(result: PruneResult) -> Rendered:
         )
     lines = [
         head,
-        f"kept: {kept} (keep {rules.keep_versions} versions, {rules.keep_days} days: "
+        f"kept: {kept} (the newest {rules.keep_versions} of each formula per tag; "
         f"only bottles stored on or before {rules.cutoff} may go)",
     ]
     lines += [f"  {key}  {human_size(plan.sizes.get(key, 0))}" for key in plan.objects]

@@ -37,7 +37,7 @@ from typing import Any
 import botocore.exceptions
 import orjson
 
-from mirrord_dev.local_keep import subset_with_fallback
+from mirrord_dev.local_keep import prune_after_upstream_moves, subset_with_fallback
 from mirrord_dev.procs import MOTO_KEY, MOTO_REGION, moto_client, moto_server, process, wait_until
 
 BUCKET = "mirrord-local"
@@ -338,6 +338,8 @@ def main() -> int:
         status = _report(s3, work)
         clients_code = _verify_and_check_client(env, s3, status)
         subset_code = subset_with_fallback(env, s3, peers.emulator)
+        subset_code = subset_code or prune_after_upstream_moves(env, peers.emulator)
+        subset_code = subset_code or _verify_and_check_client(env, s3, status)
         print(f"\nslack messages: {len(peers.slack)}; daemon exit {daemon_code}")
         failed = daemon_code or clients_code or subset_code
         return failed or (0 if status.get("remaining") == 0 else 1)

@@ -5,7 +5,9 @@
    ``bottles/`` folder (TUNA/USTC layout) serves them as the fallback, and every byte is
    still checked against the catalog's sha256. Then ``check-client`` over the subset and
    ``mirrord status``.
-8. ``mirrord prune``, first ``--dry-run``, on the main bucket.
+8. Upstream moves on (the emulator rebuilds jq at a new revision), the main bucket is
+   synced again, and ``mirrord prune`` (first ``--dry-run``) removes jq's superseded
+   bottles and their brew-6 copies; ``verify`` and ``check-client`` show the mirror whole.
 
 Each step runs the real ``mirrord`` command line against the same peers as the loop.
 """
@@ -77,3 +79,16 @@ def subset_with_fallback(env: dict[str, str], s3: Any, emulator: dict[str, Any])
     finally:
         _emulator(f"{emulator['registry_url']}/_emulator/reset", {})
     return planned or synced
+
+
+def prune_after_upstream_moves(env: dict[str, str], emulator: dict[str, Any]) -> int:
+    """Step 8 on the main bucket; returns the first non-zero exit code, else 0."""
+    bumped = _emulator(f"{emulator['registry_url']}/_emulator/bump", {"name": FAULTY})
+    _section(f"upstream moves on: {FAULTY} {bumped['pkg_version']}; the weekly sync again")
+    synced = mirrord(env, "sync")
+    # The defaults (2 versions, 30 days) keep everything so young a mirror holds.
+    keep = ("--keep-versions", "1", "--keep-days", "0")
+    _section(f"mirrord prune {' '.join(keep)}: the superseded {FAULTY} bottles go")
+    dry = mirrord(env, "prune", "--dry-run", *keep)
+    pruned = mirrord(env, "prune", *keep)
+    return synced or dry or pruned

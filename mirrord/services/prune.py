@@ -304,8 +304,8 @@ def prune_message(result: PruneResult | None, error: str | None = None) -> Messa
         p = result.plan
         text = (
             f"mirrord prune: {human_size(result.freed)} freed, {len(p.objects)} bottles and "
-            f"{len(p.v2)} brew-6 keys deleted (keep {result.rules.keep_versions} versions, "
-            f"{result.rules.keep_days} days)"
+            f"{len(p.v2)} brew-6 keys deleted (kept: the newest {result.rules.keep_versions} "
+            f"of each formula per tag, and the last {result.rules.keep_days} days)"
         )
         if not result.ok:
             text += f"; {len(result.problems)} problems, stopped={result.stopped}"

@@ -32,6 +32,8 @@ from mirrord_dev.emulator.content import (
     EmulatorCatalog,
     api_file,
     blob_bytes,
+    blob_url,
+    derive_seed,
     image_index,
     image_name,
     portable_ruby,
@@ -264,6 +266,7 @@ class Emulator:
         registry.router.add_get("/v2/homebrew/core/{image:.+}/tags/list", self._tags)
         registry.router.add_post("/_emulator/faults", self._admin_faults)
         registry.router.add_post("/_emulator/reset", self._admin_reset)
+        registry.router.add_post("/_emulator/bump", self._admin_bump)
         registry.router.add_get("/_emulator/stats", self._admin_stats)
         storage = web.Application(middlewares=[self._count("blob")])
         storage.router.add_get("/blobs/sha256:{digest}", self._blob)
@@ -389,6 +392,30 @@ class Emulator:
     def hide_manifest(self, name: str) -> None:
         """Answer 404 for every index of this formula, as for one GHCR is missing."""
         self._hidden.add(image_name(name))
+
+    def bump(self, name: str) -> str:
+        """Upstream moves on: ``name``'s revision goes up by one and every bottle of it is
+        rebuilt (new bytes, new sha256, rebuild 0), as a homebrew/core revision bump does;
+        formula.json, the API files and the image indexes follow. The old bottles stay
+        served (GHCR keeps them). Returns the new pkg_version; KeyError for no such name."""
+        entry = next(e for e in self.catalog.formulae if e.get("name") == name)
+        entry["revision"] = revision = int(entry.get("revision") or 0) + 1
+        stable = entry["bottle"]["stable"]
+        stable["rebuild"] = 0
+        rebuilt: dict[str, Blob] = {}  # an old digest → its new blob (an `all` bottle is shared)
+        for tag, file in stable["files"].items():
+            old = self.catalog.blobs[file["sha256"]]
+            seed = derive_seed(old.seed, name, f"revision {revision}")
+            blob = rebuilt.setdefault(old.sha256, self.catalog.add_blob(name, tag, old.size, seed))
+            file["sha256"], file["url"] = blob.sha256, blob_url(name, blob.sha256)
+        if self._raw_api is None:
+            self._api_body = self._served(self.catalog)
+        if self.api_catalog is None:
+            self._api_source = self._api_body
+        self._generated_at = int(time.time())
+        self._api_files.clear()
+        self._index_manifests()
+        return f"{entry['versions']['stable']}_{revision}"
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -528,6 +555,13 @@ class Emulator:
         self.clear_faults()
         self.reset_stats()
         return _json({"ok": True})
+
+    async def _admin_bump(self, request: web.Request) -> web.Response:
+        try:
+            name = orjson.loads(await request.read())["name"]
+            return _json({"name": name, "pkg_version": self.bump(name)})
+        except (ValueError, TypeError, KeyError, StopIteration) as exc:
+            return web.Response(status=400, text=f"bump: {exc!r}")
 
     async def _admin_stats(self, request: web.Request) -> web.Response:
         blobs = {sha: asdict(s) for sha, s in self._stats.items()}
