@@ -385,12 +385,15 @@ async def test_admin_endpoints_set_faults_report_and_reset(
 
 
 @pytest.mark.asyncio
-async def test_bump_moves_a_formula_on_to_a_new_revision(
-    emu: Emulator, http: aiohttp.ClientSession
-) -> None:
+async def test_bump_moves_a_formula_on_to_a_new_revision(http: aiohttp.ClientSession) -> None:
     """`POST /_emulator/bump` (run-local's "upstream moves on"): formula.json names the
     next revision, with new bottles whose bytes match their new sha256; the old bottle is
     still served, as GHCR keeps it; an unknown name is a 400."""
+    async with Emulator(catalog_from_entries(ENTRIES, seed=7, default_size=SIZE)) as emu:
+        await _bump(emu, http)
+
+
+async def _bump(emu: Emulator, http: aiohttp.ClientSession) -> None:
     old_sha = _file(emu.catalog, 0, "sonoma")["sha256"]
     name = emu.catalog.formulae[0]["name"]
     async with http.post(f"{emu.registry_url}/_emulator/bump", json={"name": name}) as resp:
@@ -403,9 +406,7 @@ async def test_bump_moves_a_formula_on_to_a_new_revision(
     assert served["revision"] == 1
     new = served["bottle"]["stable"]["files"]["sonoma"]
     assert new["sha256"] != old_sha
-    fetched = await _download(
-        http, new["url"].replace("{registry}", emu.registry_url), headers=ANON
-    )
+    fetched = await _download(http, new["url"].replace("{registry}", emu.registry_url))
     assert hashlib.sha256(fetched).hexdigest() == new["sha256"]
     old_url = new["url"].replace(new["sha256"], old_sha).replace("{registry}", emu.registry_url)
     assert hashlib.sha256(await _download(http, old_url)).hexdigest() == old_sha
