@@ -48,6 +48,8 @@ from mirrord.services.fanin import fan_in
 from mirrord.services.job import load_external, run_exclusive
 from mirrord.services.plan import plan_job
 from mirrord.services.shard import run_shard
+from mirrord.services.status import mirror_status
+from mirrord.services.subset import mirror_subset
 from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")
@@ -109,6 +111,11 @@ async def _job(args: argparse.Namespace, app: App) -> Job:
     path = app.settings.brewfile
     if not path:
         return job_from_args(args, app.settings)
+    return job_from_args(args, app.settings, await _brewfile_names(path))
+
+
+async def _brewfile_names(path: str) -> tuple[str, ...]:
+    """A Brewfile's homebrew/core formulae; every line not taken is said."""
     try:
         async with aiofiles.open(path, encoding="utf-8") as f:
             text = await f.read(4 * 2**20 + 1)
@@ -121,7 +128,7 @@ async def _job(args: argparse.Namespace, app: App) -> Job:
         render.tell(f"{path}: {line}: skipped", "brewfile_skipped", path=path, line=line)
     if not brewfile.names:
         raise SettingsError(f"--brewfile {path}: names no homebrew/core formula (brew lines)")
-    return job_from_args(args, app.settings, brewfile.names)
+    return brewfile.names
 
 
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
@@ -242,6 +249,14 @@ async def cmd_verify(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+async def cmd_status(args: argparse.Namespace, app: App) -> int:
+    """0 healthy; 1 a problem a cron check should raise (each named), or the bucket or
+    hash file unreadable; 2 usage."""
+    found = await mirror_status(app, upstream=not args.no_upstream, max_age_days=args.max_age)
+    render.emit(args.json, render.status_result(found))
+    return EXIT_OK if found.healthy else EXIT_FAILED
+
+
 async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     s = app.settings
     result = await rebuild_hash(
@@ -282,6 +297,10 @@ async def cmd_check_client(
         raise SettingsError("--base: required (or MIRRORD_MIRROR_URL): the mirror's URL")
     if not s.platforms:
         raise SettingsError("--target: name machines (e.g. arm64_tahoe), not auto")
+    names = (*(await _brewfile_names(s.brewfile) if s.brewfile else ()), *(args.formula or ()))
+    subset = await mirror_subset(
+        http, s.mirror_url, names, s.platforms, s.releases, status_key=s.status_key
+    )
     results = [
         await check_client(
             http,
@@ -292,10 +311,11 @@ async def cmd_check_client(
             progress=_progress(args),
             status_key=s.status_key,
             releases=s.releases,
+            only=None if subset is None else subset.found.by_target[target],
         )
         for target in s.platforms
     ]
-    render.emit(args.json, render.check_result(s.mirror_url, results))
+    render.emit(args.json, render.check_result(s.mirror_url, results, subset))
     return EXIT_OK if all(not c.misses for c in results) else EXIT_FAILED
 
 
@@ -306,12 +326,13 @@ COMMANDS = {
     "rebuild-hash": cmd_rebuild,
     "daemon": cmd_daemon,
     "enqueue": cmd_enqueue,
+    "status": cmd_status,
 }
 
 
 # Commands that work on the bucket ask for it first: a missing bucket or foreign
 # credentials are one line naming the bucket, before any catalog download or plan.
-NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "daemon", "enqueue"})
+NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "daemon", "enqueue", "status"})
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
