@@ -280,7 +280,8 @@ def _status_lines(body: dict[str, Any]) -> list[tuple[str, str]]:
     shown = ", ".join(q["keys"][:5]) + (" …" if len(q["keys"]) > 5 else "")
     rows.append(("quarantine", f"{q['count']}" + (f": {shown}" if shown else "")))
     since = f", published {api['published_at']}" if api["published_at"] else ""
-    differ = f" ({', '.join(api['differ'])} changed upstream)" if api["differ"] else ""
+    changed = ", ".join(api["differ"][:3]) + (" …" if len(api["differ"]) > 3 else "")
+    differ = f" ({changed} changed upstream)" if changed else ""
     rows.append(("API files", f"{api['state']}: {api['files']} files{since}{differ}"))
     subset = body["subset"]
     if subset is not None:

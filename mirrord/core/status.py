@@ -206,7 +206,7 @@ def judge(status: Status) -> Status:
     elif run is not None and run.get("outcome") == "stopped":
         notes.append(f"the last sync ({run.get('job_id')}) stopped early; its rest is queued")
     if status.held.quarantined:
-        notes.append(f"{len(status.held.quarantined)} bottles in quarantine (broken upstream)")
+        notes.append(f"bottles in quarantine (broken upstream): {len(status.held.quarantined)}")
     api = status.api
     last_api = success.get("api") if success else None
     if api.state == "not published":

@@ -122,7 +122,7 @@ async def test_status_after_a_failed_sync(world: Any) -> None:
     world.emu.set_faults(sha_of(world, "jq", "arm64_sonoma"), [Fault("corrupt")])
     failed = await sync(world)
     assert failed.code == 1
-    result = await status(world)
+    result = await status(world, "--no-upstream", "--max-age", "8")
     assert result.code == 1
     body = result.json()
     run = body["last_run"]
