@@ -225,6 +225,7 @@ async def _sync_and_publish(
         releases=s.releases,
         fallbacks=FallbackMirrors.of(s, app.fallback),
     )
+    report = with_subset(app, catalog, job, report)  # status.json records the subset
     if not s.brew_mirror:
         return report
     if report.stopped:  # not a step further; the publication is the next run's
@@ -233,11 +234,7 @@ async def _sync_and_publish(
     published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
     # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
     # the API files went out without it.
-    return replace(
-        with_subset(app, catalog, job, report),
-        published=published,
-        failed=(*report.failed, *published.ruby_problems),
-    )
+    return replace(report, published=published, failed=(*report.failed, *published.ruby_problems))
 
 
 def job_subset(app: Adapters, catalog: Catalog, job: Job) -> Closure | None:

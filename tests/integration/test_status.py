@@ -18,6 +18,7 @@ from conftest import DATE, CliResult, MakeWorld, run_cli
 from mirrord_dev.emulator import PORTABLE_RUBY_VERSIONS, Fault
 from mirrord_dev.local import Front, bucket_front
 
+from mirrord.adapters.lock import BucketLock
 from mirrord.core.brew import api_endpoints, jws_payload, packages_endpoint
 from mirrord.core.hashfile import Suspect, dumps
 from mirrord.services.checkpoint import load_hashfile
@@ -297,3 +298,22 @@ async def test_a_subset_sync_of_a_full_mirror_keeps_its_api(world: Any) -> None:
     again = await sync(world, "--formula", "jq", "--job-id", "jq-again")
     assert again.json()["published"]["api"] == "published"
     assert orjson.loads((await world.app.store.get("status.json"))[0])["subset"]["roots"] == ["jq"]
+
+
+async def test_status_names_a_running_sync(world: Any) -> None:
+    """A live bucket lock is a sync running now: named, and no problem by itself."""
+    assert (await sync(world)).code == 0
+    lock = BucketLock(world.app.store, "elsewhere-42", ttl=120)
+    assert await lock.acquire("2026-12-02-weekly") is None
+    try:
+        result = await status(world, "--no-upstream")
+    finally:
+        await lock.release()
+    assert result.code == 0, result.stdout.decode()
+    running = result.json()["running"]
+    assert running["job_id"] == "2026-12-02-weekly"
+    assert running["owner"] == "elsewhere-42"
+    assert 0 < running["lease_left_s"] <= 121
+    assert any("running now" in n for n in result.json()["notes"])
+    after = await status(world, "--no-upstream")
+    assert after.json()["running"] is None

@@ -121,6 +121,8 @@ async def test_plan_brewfile_shows_the_closure_and_its_size(world: Any, brewfile
     synced = await run_cli("sync", "--json", "--date", DATE, "--brewfile", str(brewfile),
                            env=env(world))  # fmt: skip
     assert synced.code == 0, synced.stderr[-3000:]
+    # Recorded without the brew-6 publication too (MIRRORD_BREW_MIRROR false here).
+    assert synced.json()["subset"]["roots"] == ["wget", "jq"]
     hf, _ = await load_hashfile(world.app.store, "bottles_hash.json")
     sizes = {e.s3_key: e.file_size for e in hf.bottles.values()}
     assert closure["estimated_bytes"] == sum(s or 0 for s in sizes.values()) > 0
