@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+import orjson
 import structlog
 
 from mirrord.adapters.lock import BucketLock
@@ -23,7 +24,6 @@ from mirrord.core.hashfile import utc_now
 from mirrord.core.status import MAX_AGE_DAYS, ApiState, Held, Status, api_state, judge
 from mirrord.core.tasks import bounded
 from mirrord.services.checkpoint import load_hashfile
-from mirrord.services.job import read_status
 from mirrord.services.ports import Adapters
 from mirrord.services.publish import API_FILE_LIMIT
 
@@ -34,7 +34,11 @@ async def mirror_status(
     app: Adapters, *, upstream: bool = True, max_age_days: float = MAX_AGE_DAYS
 ) -> Status:
     s = app.settings
-    status_json = await read_status(app)
+    found = await app.store.get(s.status_key)
+    try:
+        status_json, unreadable = (orjson.loads(found[0]) if found else None), False
+    except orjson.JSONDecodeError:
+        status_json, unreadable = None, True
     hf, _ = await load_hashfile(app.store, s.hash_key)
     lock = BucketLock(app.store, "mirrord-status", ttl=s.heartbeat_seconds * 3)
     holder = await lock.holder()
@@ -53,7 +57,10 @@ async def mirror_status(
         running=running,
         max_age_days=max_age_days,
     )
-    return judge(status)
+    judged = judge(status)
+    if unreadable:  # there, and not JSON: said first
+        judged.problems.insert(0, f"{s.status_key} is not JSON (written by hand?)")
+    return judged
 
 
 async def _api(app: Adapters, upstream: bool) -> ApiState:

@@ -213,10 +213,19 @@ async def test_status_sees_stale_api_files(world: Any) -> None:
     assert "upstream" in gone.json()["api"]["error"]
 
 
-async def test_status_bad_usage_exits_2(world: Any) -> None:
+async def test_status_bad_usage_exits_2_and_bad_input_is_named(world: Any) -> None:
     result = await run_cli("status", "--max-age", "soon", env=env(world))
     assert result.code == 2
     assert b"--max-age" in result.stderr
+    await world.app.store.put("status.json", b"{not json", content_type="application/json")
+    broken = await status(world, "--no-upstream")
+    assert broken.code == 1
+    assert broken.json()["problems"][0] == "status.json is not JSON (written by hand?)"
+    await world.app.store.put("bottles_hash.json", b"[]", content_type="application/json")
+    corrupt = await status(world, "--no-upstream")
+    assert corrupt.code == 1
+    assert corrupt.stdout == b""
+    assert b"mirrord: status failed:" in corrupt.stderr
 
 
 async def test_brewfile_subset_publishes_the_api_and_check_client_checks_it(
