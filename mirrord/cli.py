@@ -18,7 +18,6 @@ from dataclasses import replace
 
 import aiofiles
 import aiohttp
-import orjson
 import structlog
 
 from mirrord import __version__, render
@@ -28,11 +27,10 @@ from mirrord.adapters.terminal import BarProgress, LogProgress
 from mirrord.adapters.web import upstream_connector
 from mirrord.app import App, configure_logging, notify_once, open_app, run_loop
 from mirrord.cli_args import build_parser, job_from_args, settings_from
+from mirrord.cli_config import cmd_config
 from mirrord.core.brew import reader_headers
 from mirrord.core.closure import parse_brewfile
-from mirrord.core.deployconfig import FOLDER_LINKS, DeployConfig
-from mirrord.core.deployconfig import parse as parse_deploy_config
-from mirrord.core.errors import ConfigError, InputError, MirrordError, SettingsError
+from mirrord.core.errors import InputError, MirrordError, SettingsError
 from mirrord.core.jobs import Job
 from mirrord.core.messages import deploy_message
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -49,6 +47,8 @@ from mirrord.services.job import crash_hook, load_external, run_exclusive
 from mirrord.services.plan import plan_job
 from mirrord.services.prune import prune, rules_of
 from mirrord.services.shard import run_shard
+from mirrord.services.status import mirror_status
+from mirrord.services.subset import mirror_subset
 from mirrord.services.verify import rebuild_hash, verify
 
 log = structlog.get_logger("mirrord.cli")
@@ -110,6 +110,11 @@ async def _job(args: argparse.Namespace, app: App) -> Job:
     path = app.settings.brewfile
     if not path:
         return job_from_args(args, app.settings)
+    return job_from_args(args, app.settings, await _brewfile_names(path))
+
+
+async def _brewfile_names(path: str) -> tuple[str, ...]:
+    """A Brewfile's homebrew/core formulae; every line not taken is said."""
     try:
         async with aiofiles.open(path, encoding="utf-8") as f:
             text = await f.read(4 * 2**20 + 1)
@@ -122,7 +127,7 @@ async def _job(args: argparse.Namespace, app: App) -> Job:
         render.tell(f"{path}: {line}: skipped", "brewfile_skipped", path=path, line=line)
     if not brewfile.names:
         raise SettingsError(f"--brewfile {path}: names no homebrew/core formula (brew lines)")
-    return job_from_args(args, app.settings, brewfile.names)
+    return brewfile.names
 
 
 async def cmd_sync(args: argparse.Namespace, app: App) -> int:
@@ -243,6 +248,14 @@ async def cmd_verify(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+async def cmd_status(args: argparse.Namespace, app: App) -> int:
+    """0 healthy; 1 a problem a cron check should raise (each named), or the bucket or
+    hash file unreadable; 2 usage."""
+    found = await mirror_status(app, upstream=not args.no_upstream, max_age_days=args.max_age)
+    render.emit(args.json, render.status_result(found))
+    return EXIT_OK if found.healthy else EXIT_FAILED
+
+
 async def cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     s = app.settings
     result = await rebuild_hash(
@@ -295,6 +308,10 @@ async def cmd_check_client(
         raise SettingsError("--base: required (or MIRRORD_MIRROR_URL): the mirror's URL")
     if not s.platforms:
         raise SettingsError("--target: name machines (e.g. arm64_tahoe), not auto")
+    names = (*(await _brewfile_names(s.brewfile) if s.brewfile else ()), *(args.formula or ()))
+    subset = await mirror_subset(
+        http, s.mirror_url, names, s.platforms, s.releases, status_key=s.status_key
+    )
     results = [
         await check_client(
             http,
@@ -305,10 +322,11 @@ async def cmd_check_client(
             progress=_progress(args),
             status_key=s.status_key,
             releases=s.releases,
+            only=None if subset is None else subset.found.by_target[target],
         )
         for target in s.platforms
     ]
-    render.emit(args.json, render.check_result(s.mirror_url, results))
+    render.emit(args.json, render.check_result(s.mirror_url, results, subset))
     return EXIT_OK if all(not c.misses for c in results) else EXIT_FAILED
 
 
@@ -320,12 +338,15 @@ COMMANDS = {
     "prune": cmd_prune,
     "daemon": cmd_daemon,
     "enqueue": cmd_enqueue,
+    "status": cmd_status,
 }
 
 
 # Commands that work on the bucket ask for it first: a missing bucket or foreign
 # credentials are one line naming the bucket, before any catalog download or plan.
-NEEDS_BUCKET = frozenset({"sync", "plan", "verify", "rebuild-hash", "prune", "daemon", "enqueue"})
+NEEDS_BUCKET = frozenset(
+    {"sync", "plan", "verify", "rebuild-hash", "prune", "daemon", "enqueue", "status"}
+)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -351,31 +372,6 @@ async def _check_client(args: argparse.Namespace, s: Settings) -> int:
         return await cmd_check_client(args, s, http)
 
 
-def _render(config: DeployConfig, args: argparse.Namespace) -> None:
-    """infra/environments/<env>/: the shared root's links (made once, left alone when
-    right), terraform.tfvars.json and backend.hcl. With --out: the tfvars JSON only."""
-    body = orjson.dumps(config.tfvars(args.env), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(body + b"\n")
-        print(f"wrote {args.out}")
-        return
-    folder = args.infra / "environments" / args.env
-    if not (args.infra / "environments" / "dev" / "main.tf").is_file():
-        raise OSError(f"{args.infra}/environments/dev/main.tf: not found (run from the repository)")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, target in FOLDER_LINKS.items():
-        link = folder / name
-        if link.exists() and link.resolve() == (folder / target).resolve():
-            continue
-        if link.exists() or link.is_symlink():
-            raise OSError(f"{link}: exists and is not the shared {target}; remove it")
-        link.symlink_to(target)
-    (folder / "terraform.tfvars.json").write_bytes(body + b"\n")
-    (folder / "backend.hcl").write_text(config.backend(args.env))
-    print(f"wrote {folder}/terraform.tfvars.json and backend.hcl")
-
-
 async def _notify(args: argparse.Namespace, s: Settings) -> int:
     """Slack only: no bucket, and AWS only to read MIRRORD_SLACK_SECRET_ID."""
     message = deploy_message(
@@ -386,26 +382,6 @@ async def _notify(args: argparse.Namespace, s: Settings) -> int:
         return EXIT_OK
     print("mirrord: notify: Slack did not take the message (see the warning)", file=sys.stderr)
     return EXIT_FAILED
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    """No bucket, no clients: a file in, files out."""
-    try:
-        folder = args.file.parent  # a Brewfile's path is relative to config.yaml
-        config = parse_deploy_config(
-            args.file.read_bytes(), read=lambda path: (folder / path).read_text("utf-8")
-        )
-        if args.action == "validate":
-            print(f"{args.file}: {', '.join(config.environments)} valid")
-        else:
-            _render(config, args)
-        return EXIT_OK
-    except OSError as exc:
-        print(f"mirrord: config: {exc}", file=sys.stderr)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"mirrord: {args.file}: {problem}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

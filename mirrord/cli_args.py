@@ -144,6 +144,32 @@ def _prune_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", help="formula catalog (MIRRORD_API_URL)")
 
 
+def _status_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument(
+        "--no-upstream",
+        action="store_true",
+        help="do not fetch the upstream API files to compare (the API state is then unknown)",
+    )
+    p.add_argument(
+        "--max-age",
+        type=_days,
+        default=8.0,
+        metavar="DAYS",
+        help="a last complete sync older than this fails the check (default 8)",
+    )
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not 0 < days <= 3650:
+        raise argparse.ArgumentTypeError(f"{text!r}: from 0 to 3650 days")
+    return days
+
+
 def _queue_flags(p: argparse.ArgumentParser, *, job: bool) -> None:
     _common(p)
     if job:
@@ -193,6 +219,18 @@ def _check_client_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--base", help="the mirror's URL, as users set it (MIRRORD_MIRROR_URL)")
     p.add_argument(
+        "--formula",
+        action="append",
+        metavar="NAME",
+        help="check only these formulae and their runtime dependencies (a subset mirror)",
+    )
+    p.add_argument(
+        "--brewfile",
+        metavar="PATH",
+        help="check only a Brewfile's formulae and their dependencies (MIRRORD_BREWFILE); "
+        "without either, the subset the mirror's status.json records, if it is served",
+    )
+    p.add_argument(
         "--portable-ruby",
         help="portable Ruby to check: latest (the newest two the mirror lists), versions, "
         "or none (MIRRORD_PORTABLE_RUBY)",
@@ -218,6 +256,11 @@ _PARSERS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...]
         partial(_queue_flags, job=True),
     ),
     ("config", "check config.yaml, or render it as Terraform variables", _config_flags),
+    (
+        "status",
+        "the last sync, what the mirror holds, whether its API files are current",
+        _status_flags,
+    ),
     ("check-client", "walk the mirror over HTTP as brew 6 would on a machine", _check_client_flags),
     ("health", "exit 0 while the daemon's heartbeat file is fresh (ECS)", health_arguments),
     ("notify", "post a notice to the Slack webhook (MIRRORD_SLACK_*)", _notify_flags),
@@ -271,6 +314,7 @@ FLAGS = {
 }
 CHECK_CLIENT_FLAGS = {
     "MIRRORD_MIRROR_URL": "--base",
+    "MIRRORD_BREWFILE": "--brewfile",
     "MIRRORD_PORTABLE_RUBY": "--portable-ruby",
     "MIRRORD_PLATFORMS": "--target",
 }

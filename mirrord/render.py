@@ -20,10 +20,12 @@ from mirrord.adapters.web import source_url
 from mirrord.core.closure import Closure
 from mirrord.core.messages import human_size
 from mirrord.core.report import Report
+from mirrord.core.status import Status
 from mirrord.services.check import Coverage
 from mirrord.services.enqueue import Enqueued
 from mirrord.services.plan import Planned
 from mirrord.services.prune import PruneResult
+from mirrord.services.subset import MirrorSubset
 from mirrord.services.verify import RebuildReport, VerifyReport
 
 log = structlog.get_logger("mirrord.cli")
@@ -230,16 +232,104 @@ def enqueue_result(result: Enqueued) -> Rendered:
     return result.to_dict(), line
 
 
-def check_result(base: str, results: Sequence[Coverage]) -> Rendered:
+def check_result(
+    base: str, results: Sequence[Coverage], subset: MirrorSubset | None = None
+) -> Rendered:
     lines = []
-    for c in results:
+    if subset is not None:
+        found = subset.found
         lines.append(
-            f"{c.target}: {c.installable}/{c.with_bottle} formulae installable "
+            f"subset (from {subset.source}): {len(found.roots)} roots "
+            f"({', '.join(found.roots)}), {len(found.added)} dependencies added"
+        )
+        lines += [
+            f"  not in the mirror's API files: {n} (needed by {by})" for n, by in found.missing
+        ]
+    for c in results:
+        of = " of the subset" if c.outside_subset is not None else ""
+        lines.append(
+            f"{c.target}: {c.installable}/{c.with_bottle} formulae{of} installable "
             f"({c.percent:.1f} %), {c.no_bottle} without a bottle; API files "
             f"{c.api_files}/{c.api_expected}; portable Ruby {c.portable_ruby}/"
             f"{c.portable_ruby_expected}"
         )
+        if c.outside_subset is not None:
+            lines.append(f"  {c.outside_subset} formulae of the API files lie outside the subset")
         lines += [f"  MISS {m.what}: {m.reason} ({m.url})" for m in c.misses]
     complete = all(not c.misses for c in results)
-    body = {"base": base, "complete": complete, "targets": [c.to_dict() for c in results]}
+    body: dict[str, Any] = {
+        "base": base,
+        "complete": complete,
+        "targets": [c.to_dict() for c in results],
+        "subset": None,
+    }
+    if subset is not None:
+        found = subset.found
+        body["subset"] = {
+            "source": subset.source,
+            "roots": list(found.roots),
+            "added": list(found.added),
+            "missing": [{"name": n, "needed_by": by} for n, by in found.missing],
+            "per_target": {t: len(ns) for t, ns in found.by_target.items()},
+        }
+    return body, "\n".join(lines)
+
+
+def _status_lines(body: dict[str, Any]) -> list[tuple[str, str]]:
+    run, success, held, q, api = (
+        body["last_run"],
+        body["last_success"],
+        body["held"],
+        body["quarantine"],
+        body["api"],
+    )
+    rows = []
+    if run is not None:
+        why = f": {run['error']}" if run.get("error") else ""
+        rows.append(("last sync", f"{run['job_id']}: {run['outcome']}, ended {run['ended']}{why}"))
+    else:
+        rows.append(("last sync", "none recorded"))
+    if success is not None:
+        size = human_size(success["bytes"] or 0)
+        rows.append(
+            (
+                "last success",
+                f"{success['at']} ({success['job_id']}): {success['downloaded']} downloaded "
+                f"of {success['planned']} planned, {size}",
+            )
+        )
+    running = body["running"]
+    rows.append(("running", f"{running['job_id']} ({running['owner']})" if running else "no"))
+    unknown = f", {held['unknown_size']} of unknown size" if held["unknown_size"] else ""
+    rows.append(
+        (
+            "held",
+            f"{held['bottles']} bottles in {held['objects']} objects, "
+            f"{human_size(held['bytes'])}{unknown} (the hash file's view)",
+        )
+    )
+    shown = ", ".join(q["keys"][:5]) + (" …" if len(q["keys"]) > 5 else "")
+    rows.append(("quarantine", f"{q['count']}" + (f": {shown}" if shown else "")))
+    since = f", published {api['published_at']}" if api["published_at"] else ""
+    changed = ", ".join(api["differ"][:3]) + (" …" if len(api["differ"]) > 3 else "")
+    differ = f" ({changed} changed upstream)" if changed else ""
+    rows.append(("API files", f"{api['state']}: {api['files']} files{since}{differ}"))
+    subset = body["subset"]
+    if subset is not None:
+        roots = ", ".join(subset["roots"][:10]) + (" …" if len(subset["roots"]) > 10 else "")
+        rows.append(
+            ("subset", f"{len(subset['roots'])} roots ({roots}), {subset['formulae']} formulae")
+        )
+    return rows
+
+
+def status_result(status: Status) -> Rendered:
+    body = status.to_dict()
+    verdict = "healthy" if status.healthy else "NEEDS ATTENTION"
+    rows = _status_lines(body)
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [f"s3://{status.bucket}: {verdict}"]
+    lines += [f"  {name:{width}}{text}" for name, text in rows]
+    lines += [f"  PROBLEM {p}" for p in status.problems]
+    lines += [f"  note    {n}" for n in status.notes]
     return body, "\n".join(lines)

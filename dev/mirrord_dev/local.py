@@ -311,11 +311,16 @@ def _report(s3: Any, work: Path) -> dict[str, Any]:
 
 
 def _verify_and_check_client(env: dict[str, str], s3: Any, status: dict[str, Any]) -> int:
-    """Steps 5-6: ``mirrord verify``, then ``mirrord check-client`` for every target via
-    the CloudFront stand-in. Returns the first non-zero exit code, else 0."""
+    """Steps 5-6: ``mirrord verify`` and ``mirrord status``, then ``mirrord check-client``
+    for every target via the CloudFront stand-in. Returns the first non-zero exit code,
+    else 0."""
     _section("mirrord verify")
     verify = subprocess.run(  # nosec B603  # our own interpreter and module
         [sys.executable, "-m", "mirrord", "verify"], env=env, check=False, stderr=subprocess.DEVNULL
+    )
+    _section("mirrord status")
+    shown = subprocess.run(  # nosec B603  # our own interpreter and module
+        [sys.executable, "-m", "mirrord", "status"], env=env, check=False, stderr=subprocess.DEVNULL
     )
     _section("mirrord check-client: each target, as brew 6 would, via a CloudFront stand-in")
     with bucket_front(s3, BUCKET) as front:
@@ -324,8 +329,11 @@ def _verify_and_check_client(env: dict[str, str], s3: Any, status: dict[str, Any
         check = subprocess.run(  # noqa: S603  # nosec B603  # our own interpreter and module, no shell
             [*command, *targets], env=env, check=False, stderr=subprocess.DEVNULL
         )
-    print(f"verify exit {verify.returncode}; check-client exit {check.returncode}")
-    return verify.returncode or check.returncode
+    print(
+        f"verify exit {verify.returncode}; status exit {shown.returncode}; "
+        f"check-client exit {check.returncode}"
+    )
+    return verify.returncode or shown.returncode or check.returncode
 
 
 def main() -> int:
@@ -337,7 +345,8 @@ def main() -> int:
         daemon_code = _daemon_runs_the_job(env, sqs, queue, work)
         status = _report(s3, work)
         clients_code = _verify_and_check_client(env, s3, status)
-        subset_code = subset_with_fallback(env, s3, peers.emulator)
+        targets = list(status.get("platforms", ()))
+        subset_code = subset_with_fallback(env, s3, peers.emulator, bucket_front, targets)
         subset_code = subset_code or prune_after_upstream_moves(env, peers.emulator)
         subset_code = subset_code or _verify_and_check_client(env, s3, status)
         print(f"\nslack messages: {len(peers.slack)}; daemon exit {daemon_code}")

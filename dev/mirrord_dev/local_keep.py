@@ -17,6 +17,8 @@ from __future__ import annotations
 import subprocess  # nosec B404  # run-local runs mirrord itself
 import sys
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +59,14 @@ def _ghcr_fails(emulator: dict[str, Any], name: str) -> int:
     return len(digests)
 
 
-def subset_with_fallback(env: dict[str, str], s3: Any, emulator: dict[str, Any]) -> int:
-    """Step 7; returns the first non-zero exit code, else 0."""
+Front = Callable[[Any, str], AbstractContextManager[Any]]  # local.bucket_front
+
+
+def subset_with_fallback(
+    env: dict[str, str], s3: Any, emulator: dict[str, Any], front: Front, targets: list[str]
+) -> int:
+    """Step 7; ``front(s3, bucket)`` serves a bucket as CloudFront would, for check-client
+    on each of ``targets``. Returns the first non-zero exit code, else 0."""
     _section(f"a subset mirror: {BREWFILE.name}'s formulae and their dependencies")
     s3.create_bucket(Bucket=SUBSET_BUCKET)
     subset = {
@@ -78,7 +86,15 @@ def subset_with_fallback(env: dict[str, str], s3: Any, emulator: dict[str, Any])
         synced = mirrord(subset, "sync", "--brewfile", str(BREWFILE))
     finally:
         _emulator(f"{emulator['registry_url']}/_emulator/reset", {})
-    return planned or synced
+    _section("check-client over the subset: its closure only, as brew 6 would")
+    with front(s3, SUBSET_BUCKET) as served:
+        flags = [f"--target={t}" for t in targets]
+        checked = mirrord(
+            subset, "check-client", "--base", served.url, "--brewfile", str(BREWFILE), *flags
+        )
+    _section("mirrord status of the subset mirror")
+    shown = mirrord(subset, "status", "--no-upstream")
+    return planned or synced or checked or shown
 
 
 def prune_after_upstream_moves(env: dict[str, str], emulator: dict[str, Any]) -> int:

@@ -199,11 +199,22 @@ class S3Store:
                 )
         return str(r.get("ETag", ""))
 
-    async def put(self, key: str, body: bytes, *, content_type: str) -> None:
+    async def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         """Unconditional write, for small documents only mirrord writes (status.json)."""
         with _translated("PutObject", key):
             await self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata=dict(metadata or {}),
             )
 
     async def copy(self, source: str, key: str) -> None:
@@ -297,7 +308,13 @@ class S3Store:
         with _translated("ListObjectsV2", prefix):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"], int(item["Size"]), item.get("ETag", ""))
+                    written = item.get("LastModified")
+                    yield ObjectInfo(
+                        item["Key"],
+                        int(item["Size"]),
+                        item.get("ETag", ""),
+                        modified=written.timestamp() if isinstance(written, datetime) else None,
+                    )
 
     async def folders(self) -> list[str]:
         """The top-level "folders" (common prefixes, with their trailing slash)."""

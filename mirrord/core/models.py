@@ -142,6 +142,7 @@ class ObjectInfo:
     size: int
     etag: str
     metadata: dict[str, str] = field(default_factory=dict)
+    modified: float | None = None  # a listing's LastModified, epoch seconds
 
 
 @contextmanager

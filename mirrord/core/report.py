@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -125,6 +125,23 @@ class Rejected:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class Subset:
+    """A subset job (--formula, --brewfile): its roots, resolved, and how many formulae
+    their closure holds, in all and per target (core/subset.py)."""
+
+    roots: tuple[str, ...]
+    formulae: int
+    per_target: Mapping[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "roots": list(self.roots),
+            "formulae": self.formulae,
+            "per_target": dict(self.per_target),
+        }
+
+
 @dataclass
 class Published:
     """What one brew-6 publication did (services/publish.py fills it in as it goes).
@@ -194,6 +211,7 @@ class Report:
     quarantined: tuple[Quarantined, ...] = ()
     released: tuple[str, ...] = ()  # quarantine records ended: the bottle verified
     fallback: Fallbacks | None = None  # None: no MIRRORD_FALLBACK_URLS
+    subset: Subset | None = None  # None: every formula
 
     @property
     def complete(self) -> bool:
@@ -218,6 +236,7 @@ class Report:
         body["duration_s"] = round(self.duration_s, 3)
         body["published"] = None if self.published is None else self.published.to_dict()
         body["fallback"] = None if self.fallback is None else self.fallback.to_dict()
+        body["subset"] = None if self.subset is None else self.subset.to_dict()
         for name in ("failed", "platforms", "rejected", "unknown_tags", "quarantined", "released"):
             body[name] = list(body[name])
         return body

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,7 @@ class Coverage:
     misses: tuple[Miss, ...] = ()
     # Bottles the mirror's status.json lists as quarantined (broken upstream): no miss.
     known_misses: tuple[Miss, ...] = ()
+    outside_subset: int | None = None  # a subset check: API formulae left out of it
 
     @property
     def percent(self) -> float:
@@ -90,6 +91,7 @@ class Coverage:
             "known_misses": [
                 {"what": m.what, "url": m.url, "reason": m.reason} for m in self.known_misses
             ],
+            "outside_subset": self.outside_subset,
         }
 
 
@@ -175,6 +177,7 @@ class _Bottles:
     no_bottle: int
     misses: list[Miss]
     known_misses: list[Miss]  # of bottles status.json lists as quarantined
+    outside: int = 0  # formulae of the packages file outside the subset checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +197,14 @@ async def check_client(
     progress: Progress | None = None,
     status_key: str = "status.json",
     releases: Releases = DEFAULT_RELEASES,
+    only: Collection[str] | None = None,
 ) -> Coverage:
+    """``only``: the formulae of a subset (its closure on ``target``): the others the
+    API files name are counted (``outside_subset``), not walked."""
     walk = _Walk(http, base.rstrip("/"), progress=progress or LogProgress())
     known = await _quarantined(walk, status_key)
     api = await _api_files(walk, target)
-    bottles = await _bottles(walk, api.packages, target, known, releases, concurrency)
+    bottles = await _bottles(walk, api.packages, target, known, releases, concurrency, only)
     rubies = await _rubies(walk, ruby_versions, target, releases)
     misses = api.misses + bottles.misses + rubies.misses
     return Coverage(
@@ -212,6 +218,7 @@ async def check_client(
         portable_ruby_expected=rubies.expected,
         misses=tuple(sorted(misses, key=lambda m: (m.what, m.url))),
         known_misses=tuple(sorted(bottles.known_misses, key=lambda m: (m.what, m.url))),
+        outside_subset=bottles.outside if only is not None else None,
     )
 
 
@@ -245,9 +252,10 @@ async def _bottles(
     known: set[str],
     releases: Releases,
     concurrency: int,
+    only: Collection[str] | None = None,
 ) -> _Bottles:
-    """The bottle brew would pour for each formula of the packages file, fetched as brew
-    fetches it; at most ``concurrency`` at once."""
+    """The bottle brew would pour for each formula of the packages file (of ``only``,
+    when given), fetched as brew fetches it; at most ``concurrency`` at once."""
     formulae: list[Formula] = []
     misses: list[Miss] = []
     if packages is not None:
@@ -258,6 +266,9 @@ async def _bottles(
             misses.append(Miss(packages_endpoint(target), "", str(exc)))
         else:
             misses += [Miss(r.name, "", r.reason) for r in rejected]
+    listed = len(formulae)
+    if only is not None:
+        formulae = [f for f in formulae if f.name in only]
     chosen = [(f, file) for f in formulae if (file := select_file(f, target, releases)) is not None]
 
     async def one(pair: tuple[Formula, BottleFile]) -> Miss | None:
@@ -285,6 +296,7 @@ async def _bottles(
         no_bottle=len(formulae) - len(chosen),
         misses=misses,
         known_misses=known_misses,
+        outside=listed - len(formulae),
     )
 
 

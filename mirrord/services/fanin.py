@@ -41,7 +41,13 @@ from mirrord.core.shards import (
 )
 from mirrord.core.tasks import background
 from mirrord.services.checkpoint import Checkpointer, load_hashfile
-from mirrord.services.job import fetch_job_api, load_external, publish_for, record_outcome
+from mirrord.services.job import (
+    fetch_job_api,
+    load_external,
+    publish_for,
+    record_outcome,
+    with_subset,
+)
 from mirrord.services.ports import Adapters
 from mirrord.services.sync import prepare
 
@@ -338,7 +344,9 @@ async def finalize(
             await record.flush()
             hf = record.current
         report = merged_report(job, records, plan, hf, catalog, targets, s.releases)
-        report = replace(report, duration_s=time.monotonic() - started)
+        report = with_subset(
+            app, catalog, job, replace(report, duration_s=time.monotonic() - started)
+        )
         if s.brew_mirror:
             published = await publish_for(app, catalog, job, api, report, stop)
             report = replace(

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import structlog
@@ -22,13 +23,14 @@ from mirrord.adapters.slack import SlackProgress
 from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import fetch_catalog, fetch_untrusted, guarded_session, shown_url
 from mirrord.core.brew import missing_bottles, registry_root
-from mirrord.core.catalog import Catalog
-from mirrord.core.closure import job_selection
+from mirrord.core.catalog import Catalog, select_bottles
+from mirrord.core.closure import Closure, job_closure, select_closure
 from mirrord.core.errors import (
     InputError,
     JobCrashed,
     LockBusy,
     MirrordError,
+    SettingsError,
     UpstreamError,
 )
 from mirrord.core.hashfile import HashFile, parse, utc_now
@@ -36,6 +38,8 @@ from mirrord.core.jobs import Job
 from mirrord.core.messages import failure_message, success_message
 from mirrord.core.report import Failure, Progress, Published, Report, emf
 from mirrord.core.settings import Settings
+from mirrord.core.status import run_record, with_run
+from mirrord.core.subset import SUBSET_OF_FULL, last_job_was_full, subset_of
 from mirrord.services.checkpoint import Checkpointer, load_hashfile
 from mirrord.services.fallback import FallbackMirrors
 from mirrord.services.ports import Adapters
@@ -175,6 +179,8 @@ async def run_job(
         await slack_progress.aclose()
         await record_outcome(app, job, report, route)
     except MirrordError as exc:
+        if not isinstance(exc, SettingsError):  # a usage error says nothing of the mirror
+            await note_run(app, run_record(job, utc_now(), None, str(exc)))
         await _job_failed(app, job, slack_progress, str(exc))
         raise
     except Exception as exc:  # not CancelledError, a BaseException: a stop is no bug
@@ -183,6 +189,7 @@ async def run_job(
             f"{type(exc).__name__}: {str(exc) or '(no message)'} — a bug in mirrord, not in its "
             "input or peers: please report it with the traceback from the log"
         )
+        await note_run(app, run_record(job, utc_now(), None, error))
         await _job_failed(app, job, slack_progress, error)
         raise JobCrashed(error) from exc
     return report
@@ -218,6 +225,7 @@ async def _sync_and_publish(
         releases=s.releases,
         fallbacks=FallbackMirrors.of(s, app.fallback),
     )
+    report = with_subset(app, catalog, job, report)  # status.json records the subset
     if not s.brew_mirror:
         return report
     if report.stopped:  # not a step further; the publication is the next run's
@@ -226,11 +234,41 @@ async def _sync_and_publish(
     published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
     # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
     # the API files went out without it.
-    return replace(
-        report,
-        published=published,
-        failed=(*report.failed, *published.ruby_problems),
-    )
+    return replace(report, published=published, failed=(*report.failed, *published.ruby_problems))
+
+
+def job_subset(app: Adapters, catalog: Catalog, job: Job) -> Closure | None:
+    """The closure of a subset job on its targets; None for a job of every formula."""
+    s = app.settings
+    targets = job_targets(catalog, job, s.platforms, s.releases)
+    return job_closure(catalog, job.formulae, targets, s.releases)
+
+
+def with_subset(app: Adapters, catalog: Catalog, job: Job, report: Report) -> Report:
+    """The report, saying which subset the job mirrored (status.json records it)."""
+    found = job_subset(app, catalog, job)
+    return report if found is None else replace(report, subset=subset_of(found))
+
+
+async def read_status(app: Adapters) -> Any:
+    """status.json, parsed; None when absent or not JSON (a reader never fails on it)."""
+    found = await app.store.get(app.settings.status_key)
+    try:
+        return orjson.loads(found[0]) if found is not None else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def note_run(app: Adapters, run: dict[str, Any]) -> None:
+    """status.json's ``last_run`` after a job that did not complete; the rest stays the
+    last complete job's. Never raises: the job's own outcome is what matters."""
+    try:
+        body = with_run(await read_status(app), run)
+        await app.store.put(
+            app.settings.status_key, orjson.dumps(body), content_type="application/json"
+        )
+    except MirrordError as exc:
+        log.warning("status_not_written", error=str(exc), kind=type(exc).__name__)
 
 
 async def record_outcome(app: Adapters, job: Job, report: Report, route: str) -> None:
@@ -239,23 +277,21 @@ async def record_outcome(app: Adapters, job: Job, report: Report, route: str) ->
     s = app.settings
     if s.emf:  # where CloudWatch reads the log (Lambda, ECS) or MIRRORD_EMF asks for it
         log.info("metrics", **emf(report, route=route, now_ms=int(time.time() * 1000)))
+    now = utc_now()
+    run = run_record(job, now, report)
     if report.complete:
+        body = {k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")}
         await app.store.put(
             s.status_key,
-            orjson.dumps(
-                {
-                    "last_success": utc_now(),
-                    **{
-                        k: v for k, v in report.to_dict().items() if k not in ("failed", "rejected")
-                    },
-                }
-            ),
+            orjson.dumps({"last_success": now, **body, "last_run": run}),
             content_type="application/json",
         )
         await app.slack.send(
             success_message(report, bucket=s.bucket, estimated_bytes=job.estimated_bytes)
         )
-    elif report.failed:
+    else:
+        await note_run(app, run)
+    if not report.complete and report.failed:
         await app.slack.send(
             failure_message(
                 job_id=job.job_id, date=job.date, error=None, report=report, logs_hint=s.logs_hint
@@ -301,13 +337,21 @@ async def publish_for(
     in between) are fetched and recorded first, so the API files can go out."""
     s = app.settings
     targets = job_targets(catalog, job, s.platforms, s.releases)
-    bottles = job_selection(catalog, job.formulae, targets, s.releases).bottles
-    clean = report.complete and job.formulae is None
+    clean = report.complete
     try:
+        found = job_subset(app, catalog, job)
+        if found is None:
+            bottles = select_bottles(catalog.formulae, targets, s.releases).bottles
+        else:
+            bottles = select_closure(catalog, found, s.releases).bottles
+        kept = None
+        if found is not None and api is not None and clean:
+            # A subset sync must not publish over a full mirror's API files.
+            kept = SUBSET_OF_FULL if last_job_was_full(await read_status(app)) else None
         hf, etag = await load_hashfile(app.store, s.hash_key)
         fetched = Fetched()
         root = registry_root(catalog)
-        if api is not None and clean and root is not None:
+        if api is not None and clean and root is not None and found is None:
             missing = missing_bottles(api, targets, hf.by_sha256(), catalog, root, s.releases)
             fetched = await fetch_missing(
                 app.store,
@@ -331,7 +375,7 @@ async def publish_for(
             [*bottles, *fetched.bottles],
             hf,
             targets,
-            api=api,
+            api=None if kept else api,
             clean=clean,
             ruby_versions=s.portable_ruby,
             part_size=s.part_size,
@@ -340,7 +384,10 @@ async def publish_for(
             fetched=fetched,
             releases=s.releases,
             progress=progress,
+            subset=None if found is None else found.by_target,
         )
+        if kept:
+            published.api = kept
     except MirrordError as exc:
         log.warning("publish_failed", error=str(exc), kind=type(exc).__name__)
         published = Published(

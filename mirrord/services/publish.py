@@ -9,7 +9,9 @@ after any crash. Steady state costs one listing of ``v2/`` and no upstream reque
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+import contextlib
+import hashlib
+from collections.abc import Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +55,7 @@ from mirrord.core.oci import (
 from mirrord.core.releases import DEFAULT_RELEASES, Releases
 from mirrord.core.report import Failure, Progress, Published
 from mirrord.core.retry import Backoff
+from mirrord.core.subset import outside_sha256s
 from mirrord.core.tasks import background, bounded
 from mirrord.services.transfer import SizeLimit, transfer
 
@@ -208,10 +211,12 @@ async def publish(
     fetched: Fetched | None = None,
     releases: Releases = DEFAULT_RELEASES,
     progress: Progress | None = None,
+    subset: Mapping[str, Collection[str]] | None = None,
 ) -> Published:
     """Image indexes and blob keys for ``bottles`` (those the hash file holds), portable
-    Ruby, then the API files when ``clean`` (a complete sync of every formula) and all
-    of the above went through. ``stop`` (SIGTERM, a Lambda deadline) cuts it short at
+    Ruby, then the API files when ``clean`` (a complete sync: of every formula, or of a
+    ``subset``, each target's closure, whose API check ignores the formulae outside it,
+    core/subset.py) and all of the above went through. ``stop`` (SIGTERM, a Lambda deadline) cuts it short at
     once, leaving the rest, and the API as it was, for the next run (``finished`` False)."""
     done = Published()
     if fetched is not None:  # fetch_missing's part: its bottles are in ``bottles`` too
@@ -250,16 +255,7 @@ async def publish(
     if not done.finished:
         done.problems.append(Failure("", "stopped before the end: the rest is for the next run"))
     if api is not None:
-        known = {q.expected_sha256 for q in hf.quarantine.values() if q.quarantined}
-        why = api_hold(
-            api,
-            targets,
-            stored,
-            clean=clean,
-            problems=done.problems,
-            known=known,
-            releases=releases,
-        )
+        why = _api_hold(api, targets, hf, clean, done.problems, releases, subset)
         done.api = why or await _publish_api(store, api)
     log.info("published", **{k: v for k, v in done.to_dict().items() if k != "problems"})
     for problem in done.every_problem:
@@ -269,6 +265,34 @@ async def publish(
     # Catalog URLs may carry credentials or a token: never in the report.
     done.problems, done.ruby_problems = _shown(done.problems), _shown(done.ruby_problems)
     return done
+
+
+def _api_hold(
+    api: Mapping[str, bytes],
+    targets: Sequence[str],
+    hf: HashFile,
+    clean: bool,
+    problems: Sequence[Failure],
+    releases: Releases,
+    subset: Mapping[str, Collection[str]] | None,
+) -> str | None:
+    """Why the API files stay as they were (core/brew.py's api_hold), or None. Bottles
+    that are quarantined, or (a ``subset`` job) of formulae outside each target's
+    closure, are no gap."""
+    known = {q.expected_sha256 for q in hf.quarantine.values() if q.quarantined}
+    if subset is not None:
+        # An unusable API file: api_hold meets it again and says why it is kept.
+        with contextlib.suppress(InputError):
+            known |= outside_sha256s(api, subset, targets, releases=releases)
+    return api_hold(
+        api,
+        targets,
+        hf.by_sha256(),
+        clean=clean,
+        problems=problems,
+        known=known,
+        releases=releases,
+    )
 
 
 def _shown(failures: Iterable[Failure]) -> list[Failure]:
@@ -399,5 +423,10 @@ async def _publish_api(store: S3Store, files: Mapping[str, bytes]) -> str:
     # Each PUT replaces one file atomically; the packages files, which brew 6 reads
     # first, go last, so a client never gets one that is newer than the rest.
     for endpoint in sorted(files, key=lambda e: e.startswith("internal/packages.")):
-        await store.put(API_PREFIX + endpoint, files[endpoint], content_type=content_type(endpoint))
+        # The sha256 in the metadata: `mirrord status` compares it with upstream's.
+        body = files[endpoint]
+        digest = {"sha256": hashlib.sha256(body).hexdigest()}
+        await store.put(
+            API_PREFIX + endpoint, body, content_type=content_type(endpoint), metadata=digest
+        )
     return "published"

@@ -184,7 +184,13 @@ async def test_a_given_up_shard_is_reported_by_key_and_the_rest_is_published(
     assert any(name in k for k in published for name in names)
     assert report.published is not None
     assert report.published.api.startswith("kept")
-    assert await world.store.get(world.settings.status_key) is None  # not complete
+    # Not complete: status.json records the run (last_run), and no success.
+    found = await world.store.get(world.settings.status_key)
+    assert found is not None
+    status = orjson.loads(found[0])
+    assert "last_success" not in status
+    assert status["last_run"]["outcome"] == "failed"
+    assert status["last_run"]["failed"] == len(report.failed)
     assert len(receiver.bodies) == 1
     assert "fail" in orjson.dumps(receiver.bodies[0]).decode().lower()
     assert (await finalize_state(world))["state"] == "done"

@@ -74,10 +74,13 @@ async def test_sync_brewfile_stores_exactly_the_closure(world: Any, brewfile: Pa
         env=env(world, MIRRORD_BREW_MIRROR="true"),
     )  # fmt: skip
     assert result.code == 0, result.stderr[-3000:]
-    # brew 6's copies of exactly the closure; the API files (every formula) held back.
-    assert result.json()["published"]["api"].startswith("kept:")
+    # brew 6's copies of exactly the closure; the API files (every formula, signed)
+    # published unchanged, since every bottle of the closure is in the mirror.
+    assert result.json()["published"]["api"] == "published"
+    assert result.json()["subset"]["roots"] == ["wget", "jq"]
+    assert result.json()["subset"]["formulae"] == len(CLOSURE)
     keys = {o.key async for o in world.app.store.list_objects("")}
-    assert not {k for k in keys if k.startswith("api/")}
+    assert "api/formula.jws.json" in keys
     images = {k.split("/manifests/")[0].removeprefix("v2/homebrew/core/")
               for k in keys if "/manifests/" in k} - {"portable-ruby"}  # fmt: skip
     assert images == {"wget", "jq", "openssl/3", "ca-certificates", "oniguruma"}
@@ -120,6 +123,8 @@ async def test_plan_brewfile_shows_the_closure_and_its_size(world: Any, brewfile
     synced = await run_cli("sync", "--json", "--date", DATE, "--brewfile", str(brewfile),
                            env=env(world))  # fmt: skip
     assert synced.code == 0, synced.stderr[-3000:]
+    # Recorded without the brew-6 publication too (MIRRORD_BREW_MIRROR false here).
+    assert synced.json()["subset"]["roots"] == ["wget", "jq"]
     hf, _ = await load_hashfile(world.app.store, "bottles_hash.json")
     sizes = {e.s3_key: e.file_size for e in hf.bottles.values()}
     assert closure["estimated_bytes"] == sum(s or 0 for s in sizes.values()) > 0
