@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import subprocess  # nosec B404  # the runbook's aws CLI lines
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiobotocore.session import get_session
-from conftest import Receiver, days_ago, make_settings, run_cli
+from conftest import ROOT, Receiver, days_ago, make_settings, run_cli
 from mirrord_dev.emulator import Emulator, EmulatorCatalog, catalog_from_entries
 from mirrord_dev.emulator.content import api_file
 
@@ -29,6 +32,8 @@ from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.job import run_job
 from mirrord.services.prune import prune
 from mirrord.services.verify import verify
+
+AWS = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "aws"
 
 GHCR = "https://ghcr.io/v2/homebrew/core"
 TAGS = ("arm64_tahoe", "sonoma")
@@ -162,12 +167,38 @@ async def test_what_the_published_api_files_name_stays(mirror: Mirror) -> None:
         await prune(app, rules(1, 0), dry_run=True, owner="t")
 
 
+def runbook_restore() -> tuple[str, str]:
+    """The runbook's two `aws s3api` lines of the restore, as an operator copies them."""
+    text = (ROOT / "docs" / "operations.md").read_text().split("## Pruning old bottles")[1]
+    lines = [line for line in text.splitlines() if line.startswith("aws s3api ")]
+    find = next(line for line in lines if line.startswith("aws s3api list-object-versions"))
+    restore = next(line for line in lines if line.startswith("aws s3api delete-object"))
+    return find, restore
+
+
+def aws_cli(line: str, **env: str) -> str:
+    """One runbook line under bash, with the test extra's aws CLI against moto."""
+    if not AWS.exists():
+        pytest.fail(f"{AWS} is missing: install the test extra (make venv)")
+    path = f"{AWS.parent}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run(  # bash running a line of our own runbook
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", line],
+        env={**os.environ, "PATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 async def test_a_pruned_bottle_comes_back_from_its_noncurrent_version(
     mirror: Mirror, moto_s3: Any
 ) -> None:
-    """The runbook's restore (docs/operations.md, "Pruning old bottles"), with the same
-    S3 calls as its aws CLI lines: on a versioned bucket a prune leaves delete markers;
-    deleting the marker brings the object back, and rebuild-hash records it again."""
+    """The runbook's restore (docs/operations.md, "Pruning old bottles"), its two aws CLI
+    lines run as written: on a versioned bucket a prune leaves delete markers; deleting
+    the marker brings the object back, and rebuild-hash records it again."""
     app = mirror.app
     moto_s3.put_bucket_versioning(
         Bucket=mirror.bucket, VersioningConfiguration={"Status": "Enabled"}
@@ -177,10 +208,12 @@ async def test_a_pruned_bottle_comes_back_from_its_noncurrent_version(
     old = hf.bottles["jq-1.6-sonoma"]
     assert old.s3_key in result.plan.objects
     assert await app.store.head(old.s3_key) is None
+    find, restore = runbook_restore()
     for key in (old.s3_key, f"v2/homebrew/core/jq/blobs/sha256:{old.sha256}"):
-        listed = moto_s3.list_object_versions(Bucket=mirror.bucket, Prefix=key)
-        [marker] = [m for m in listed["DeleteMarkers"] if m["IsLatest"] and m["Key"] == key]
-        moto_s3.delete_object(Bucket=mirror.bucket, Key=key, VersionId=marker["VersionId"])
+        found = aws_cli(find, BUCKET=mirror.bucket, KEY=key)
+        [(marked, version)] = [line.split("\t") for line in found.splitlines()]
+        assert marked == key
+        aws_cli(restore, BUCKET=mirror.bucket, KEY=key, MARKER_VERSION_ID=version)
         head = await app.store.head(key)
         assert head is not None
         assert head.metadata.get("sha256") == old.sha256
