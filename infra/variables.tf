@@ -393,7 +393,7 @@ variable "fallback_urls" {
 }
 
 variable "prune_after_sync" {
-  description = "MIRRORD_PRUNE_AFTER_SYNC: after each clean scheduled sync of the whole catalog, delete superseded bottles (mirrord prune; docs/operations.md). Gives the syncing roles s3:DeleteObject on the bottle prefixes only. Deleted objects stay recoverable for noncurrent_version_days."
+  description = "MIRRORD_PRUNE_AFTER_SYNC: after each clean scheduled sync (the whole catalog, or the subset formulae names), delete superseded bottles (mirrord prune; docs/operations.md). Gives the syncing roles s3:DeleteObject on the bottle prefixes only. Deleted objects stay recoverable for noncurrent_version_days."
   type        = bool
   default     = false
 }

@@ -283,12 +283,13 @@ async def prune(
 
 
 def due(settings: Settings, job: Job, report: Report) -> bool:
-    """MIRRORD_PRUNE_AFTER_SYNC: after a clean scheduled sync of the whole catalog
-    (``report``: the whole job's; a sharded job's from its fan-in)."""
+    """MIRRORD_PRUNE_AFTER_SYNC: after a clean scheduled sync of what the mirror holds,
+    the whole catalog or a deployed subset's closure (MIRRORD_FORMULAE), never after a
+    job of other names (``report``: the whole job's; a sharded job's from its fan-in)."""
     return (
         settings.prune_after_sync
         and job.reason == "schedule"
-        and job.formulae is None
+        and job.formulae == settings.formulae
         and report.complete
         and not report.failed
         and not report.rejected

@@ -446,6 +446,27 @@ async def test_the_sync_lambda_prunes_after_a_clean_scheduled_sync(mirror: Mirro
     assert {k for k in hf.bottles if k.startswith("jq-")} == jq_keys("1.8")
 
 
+async def test_a_deployed_subset_mirror_prunes_after_its_own_weekly_job(mirror: Mirror) -> None:
+    """With MIRRORD_FORMULAE (config.yaml's brewfile) the weekly job carries the subset's
+    roots: it is what the mirror holds, so a prune follows it; a scheduled job naming
+    other formulae is not followed by one."""
+    settings = make_settings(
+        mirror.bucket,
+        mirror.emu.api_url,
+        platforms=TAGS,
+        formulae=("jq",),
+        prune_after_sync=True,
+        prune_keep_versions=1,
+        prune_keep_days=0,
+    )
+    async with open_app(settings) as app:
+        other = Job("o", days_ago(0), TAGS, formulae=("oniguruma",), reason="schedule")
+        assert (await sync_job(app, other, lambda: 900_000))["pruned"] is None
+        weekly = Job("w", days_ago(0), TAGS, formulae=("jq",), reason="schedule")
+        out = await sync_job(app, weekly, lambda: 900_000)
+        assert sorted(out["pruned"]["entries"]) == sorted(jq_keys("1.6") | jq_keys("1.7"))
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
