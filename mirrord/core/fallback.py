@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from mirrord.core import values as v
 from mirrord.core.errors import SettingsError
 from mirrord.core.models import Bottle
 
@@ -52,20 +53,11 @@ def parse_fallback_urls(text: str, name: str = URLS) -> tuple[str, ...]:
     for item in (i.strip() for i in text.split(",")):
         if not item:
             continue
-        if len(item) > 1024 or not item.isascii() or any(c <= " " or c == "\x7f" for c in item):
-            raise SettingsError(
-                f"{name}: {_shown(item)!r:.80} must be an http(s) URL of printable ASCII"
-            )
-        try:
-            parts = urlsplit(item)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise SettingsError(f"{name}: {_shown(item)!r:.80} is not a URL") from None
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise SettingsError(f"{name}: {_shown(item)!r:.80} must be an http(s) URL")
+        shown = f"{_shown(item)!r:.80}"
+        parts = urlsplit(v.url(item, name, shown=shown, limit=1024))
         if parts.query or parts.fragment or item.endswith(("?", "#")):
             raise SettingsError(
-                f"{name}: {_shown(item)!r:.80} has a query or fragment: give the folder's URL only"
+                f"{name}: {shown} has a query or fragment: give the folder's URL only"
             )
         base = item.rstrip("/")
         if base not in bases:

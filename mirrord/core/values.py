@@ -78,9 +78,14 @@ def printable(text: str) -> bool:
     return all(" " < c != "\x7f" for c in text)
 
 
-def url(text: str, name: str, *, secret: bool = False) -> str:
-    shown = "the value" if secret else f"{text!r:.80}"  # a webhook URL is a credential
-    if len(text) > 2048 or not text.isascii() or not printable(text):
+def url(
+    text: str, name: str, *, secret: bool = False, shown: str | None = None, limit: int = 2048
+) -> str:
+    """An http(s) URL of printable ASCII. An error shows ``shown``, or nothing of a
+    ``secret`` value (a webhook URL is a credential), else the value itself."""
+    if shown is None:
+        shown = "the value" if secret else f"{text!r:.80}"
+    if len(text) > limit or not text.isascii() or not printable(text):
         raise SettingsError(f"{name}: {shown} must be an http(s) URL of printable ASCII")
     try:
         parts = urlsplit(text)
