@@ -162,8 +162,9 @@ async def test_wrong_bytes_from_the_only_fallback_fail_the_bottle_with_both_reas
     assert report.exit_code == 1
     assert await mirrors.app.store.head(OBJECT) is None
     listing = await mirrors.app.s3.list_objects_v2(Bucket=mirrors.app.settings.bucket)
-    # No object, and no hash file: no entry, and no quarantine record counting the bytes.
-    assert listing.get("Contents", []) == []
+    # No object, and no hash file: no entry, and no quarantine record counting the bytes;
+    # status.json says the run failed (its last_run).
+    assert [o["Key"] for o in listing.get("Contents", [])] == ["status.json"]
 
 
 async def test_a_fallback_that_404s_leaves_the_original_failure_with_both_reasons(
