@@ -366,9 +366,31 @@ class BucketLock:
     async def release(self) -> None:
         if self._etag is None:
             return
+        etag = self._etag
         try:
-            await self._put(self._etag, release=True)
-        except PreconditionFailed:
-            log.warning("lock_already_lost", key=self._key)
+            for _ in range(JOIN_ATTEMPTS):
+                try:
+                    await self._put(etag, release=True)
+                    return
+                except PreconditionFailed:
+                    # A renewal cancelled on the way out may land after the ETag we knew:
+                    # if the lock is still ours, release it on the one it has now, or a
+                    # sharded job's last shard takes it for a live sibling and keeps the
+                    # job's lease until it expires.
+                    found = await self._store.read(self._key)
+                    state = None if found is None else read_lock(found, self._ttl, self._clock)
+                    if found is None or not self._ours(state):
+                        log.warning("lock_already_lost", key=self._key)
+                        return
+                    etag = found.etag
+            log.warning("lock_release_failed", key=self._key)  # its lease runs out instead
         finally:
             self._etag = None
+
+    def _ours(self, state: object) -> bool:
+        """A live holder record that this lock wrote (same owner, job and process)."""
+        return (
+            isinstance(state, Holder)
+            and (state.owner, state.job_id) == (self._owner, self._job_id)
+            and (self._shared != "" or state.process == self._process)
+        )

@@ -331,3 +331,27 @@ async def test_a_stopped_shard_writes_no_record_and_leaves_the_lock(bucket_name:
         assert out == b""
         assert await app.store.get(record_key(JOB, Shard(1, 1))) is None
         assert await BucketLock(app.store, "probe", 3).holder() is None
+
+
+async def test_a_release_after_its_renewal_landed_late_still_releases(bucket_name: str) -> None:
+    """A renewal cancelled on the way out may still land after the ETag the lock knew;
+    the release then reads the lock and, still ours, releases it on the ETag it has now
+    (else a sharded job's last shard took it for a live sibling and kept the job's lease
+    until it expired). A lock another took over is left to them."""
+    async with open_app(make_settings(bucket_name, "http://127.0.0.1:9/api/formula.json")) as app:
+        await app.s3.create_bucket(Bucket=bucket_name)
+        key = lock_key("job", Shard(1, 2))
+        for rival in (False, True):
+            lock = BucketLock(app.store, "me", 30, key=key)
+            assert await lock.acquire("job") is None
+            found = await app.store.read(key)
+            assert found is not None
+            body = orjson.loads(found.body)
+            body["expires_at"] += 1  # what a renewal changes (else the ETag, an MD5, would not)
+            if rival:  # a lease that lapsed and was taken by another process
+                body.update(owner="rival", process=None)
+            json = "application/json"
+            await app.store.put_if(key, orjson.dumps(body), etag=found.etag, content_type=json)
+            await lock.release()
+            holder = await lock.holder()
+            assert (holder.owner if holder else None) == ("rival" if rival else None)
