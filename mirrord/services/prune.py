@@ -41,6 +41,7 @@ from mirrord.core.report import Report
 from mirrord.core.settings import Settings
 from mirrord.core.tasks import bounded
 from mirrord.services.checkpoint import SAVE_ATTEMPTS, load_hashfile
+from mirrord.services.job import read_status
 from mirrord.services.ports import Adapters
 from mirrord.services.transfer import Hook, no_hook
 
@@ -257,6 +258,21 @@ def _counts(result: PruneResult) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("entries", "objects", "v2")}
 
 
+async def after_a_clean_sync(app: Adapters) -> None:
+    """``InputError`` unless status.json says the last sync that ended was clean: after a
+    failed or stopped one the mirror may lack what the catalog names, and a prune then
+    would judge a half-updated mirror (a dry run only looks, so it is not asked)."""
+    status = await read_status(app)
+    if not isinstance(status, dict) or not status.get("last_success"):
+        raise InputError(f"{app.settings.status_key}: no complete sync recorded; sync first")
+    run = status.get("last_run")
+    if isinstance(run, dict) and run.get("outcome") not in (None, "complete"):
+        raise InputError(
+            f"the last sync (job {run.get('job_id')!s:.64}) ended {run.get('outcome')!s:.16}: "
+            "prune only after a clean sync (run mirrord sync, then prune)"
+        )
+
+
 async def prune(
     app: Adapters, rules: Rules, *, dry_run: bool, owner: str, hook: Hook = no_hook
 ) -> PruneResult:
@@ -272,6 +288,7 @@ async def prune(
         if holder is not None and (holder.process is None or not holder.process.gone(here)):
             raise LockBusy(holder)
         return await _run(app, catalog, rules, dry_run=True, stop=stop, hook=hook)
+    await after_a_clean_sync(app)
     holder = await lock.acquire(f"prune-{rules.today}")
     if holder is not None:
         raise LockBusy(holder)

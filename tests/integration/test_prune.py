@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiobotocore.session import get_session
 from conftest import ROOT, Receiver, days_ago, make_settings, run_cli
-from mirrord_dev.emulator import Emulator, EmulatorCatalog, catalog_from_entries
+from mirrord_dev.emulator import Emulator, EmulatorCatalog, Fault, catalog_from_entries
 from mirrord_dev.emulator.content import api_file
 
 from mirrord.adapters.lock import BucketLock
@@ -373,6 +373,38 @@ async def test_prune_refuses_a_partial_catalog(mirror: Mirror) -> None:
             with pytest.raises(InputError, match="rejected"):
                 await prune(app, rules(1, 0), dry_run=False, owner="t")
             assert await keys(app) == before
+
+
+async def test_prune_refuses_after_a_sync_that_was_not_clean(mirror: Mirror) -> None:
+    """jq 1.9 comes out and GHCR 404s its bottles: that sync fails, and status.json's
+    last_run says so. A prune then refuses (exit 1, naming the job; a dry run still
+    lists); after a clean sync it goes ahead."""
+    moved = catalog_from_entries([entry("jq", "1.9")], seed=9)
+    same = catalog(2)
+    moved.formulae.extend(f for f in same.formulae if f["name"] == "oniguruma")
+    moved.blobs.update(same.blobs)
+    async with Emulator(moved) as emu:
+        for file in moved.formulae[0]["bottle"]["stable"]["files"].values():
+            emu.set_faults(file["sha256"], [Fault("status", status=404, times=None)])
+        settings = make_settings(mirror.bucket, emu.api_url, platforms=TAGS, max_attempts=1)
+        async with open_app(settings) as app:
+            report = await run_job(app, Job("v3", days_ago(0), reason="schedule"), route="t")
+            assert report.failed
+            before = await keys(app)
+            with pytest.raises(InputError, match="job v3"):
+                await prune(app, rules(1, 0), dry_run=False, owner="t")
+            env = {"MIRRORD_BUCKET": mirror.bucket, "MIRRORD_API_URL": emu.api_url}
+            out = await run_cli("prune", "--keep-versions", "1", "--keep-days", "0", env=env)
+            assert out.code == 1
+            assert b"ended failed: prune only after a clean sync" in out.stderr
+            looked = await prune(app, rules(1, 0), dry_run=True, owner="t")
+            assert looked.plan.entries
+            assert await keys(app) == before
+            emu.clear_faults()
+            report = await run_job(app, Job("v4", days_ago(0), reason="schedule"), route="t")
+            assert report.complete
+            result = await prune(app, rules(1, 0), dry_run=False, owner="t")
+            assert set(result.plan.entries) >= jq_keys("1.8")
 
 
 async def test_prune_refuses_when_the_catalog_cannot_be_fetched(mirror: Mirror) -> None:
