@@ -276,6 +276,7 @@ async def cmd_prune(args: argparse.Namespace, app: App) -> int:
         dry_run=args.dry_run,
         owner=default_owner(),
         hook=crash_hook(app.settings),
+        progress=_progress(args, "key"),
     )
     render.emit(args.json, render.prune_result(result))
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -20,6 +20,7 @@ import structlog
 
 from mirrord.adapters.lock import BucketLock, Process
 from mirrord.adapters.s3 import S3Store
+from mirrord.adapters.terminal import LogProgress
 from mirrord.adapters.web import fetch_catalog
 from mirrord.core.brew import API_PREFIX, jws_document, jws_payload, packages_formulae
 from mirrord.core.catalog import Catalog, parse_catalog
@@ -37,7 +38,7 @@ from mirrord.core.messages import Message, human_size
 from mirrord.core.models import SHA256_RE, HashEntry, is_bottle_key, is_date
 from mirrord.core.oci import OCI_PREFIX
 from mirrord.core.prune import Named, PrunePlan, Rules, held_bottles, joined, named_by, plan_prune
-from mirrord.core.report import Report
+from mirrord.core.report import Progress, Report
 from mirrord.core.settings import Settings
 from mirrord.core.tasks import bounded
 from mirrord.services.checkpoint import SAVE_ATTEMPTS, load_hashfile
@@ -211,6 +212,7 @@ async def _run(
     dry_run: bool,
     stop: asyncio.Event,
     hook: Hook,
+    progress: Progress | None = None,
 ) -> PruneResult:
     s = app.settings
     plan, hf, etag = await plan_for(app, catalog, rules)
@@ -224,16 +226,28 @@ async def _run(
     still = {e.s3_key for e in after.bottles.values()}  # a writer's since: never deleted
     shas = {e.sha256 for e in after.bottles.values()}
     v2 = [k for k in plan.v2 if not ("/blobs/sha256:" in k and k.rpartition(":")[2] in shas)]
-    await _delete(app, v2, result, stop, hook)
-    if not result.problems and not result.stopped:
-        # Only once every brew-6 key is gone: a dated object is how a rerun finds them.
-        await _delete(app, [k for k in plan.objects if k not in still], result, stop, hook)
+    dated = [k for k in plan.objects if k not in still]
+    # A first prune of a mirror a year old deletes tens of thousands of keys.
+    progress = progress or LogProgress(event="prune_progress")
+    progress.start(len(v2) + len(dated))
+    try:
+        await _delete(app, v2, result, stop, hook, progress)
+        if not result.problems and not result.stopped:
+            # Only once every brew-6 key is gone: a dated object is how a rerun finds them.
+            await _delete(app, dated, result, stop, hook, progress)
+    finally:
+        progress.close()
     log.info("pruned", **_counts(result))
     return result
 
 
 async def _delete(
-    app: Adapters, keys: list[str], result: PruneResult, stop: asyncio.Event, hook: Hook
+    app: Adapters,
+    keys: list[str],
+    result: PruneResult,
+    stop: asyncio.Event,
+    hook: Hook,
+    progress: Progress,
 ) -> None:
     """Delete ``keys``, MIRRORD_CONCURRENCY at once, counting what went and its bytes."""
 
@@ -246,9 +260,12 @@ async def _delete(
             await app.store.delete(key)
         except StoreError as exc:
             result.problems.append(f"{key}: {exc}")
+            progress.done(False)
             return
         result.deleted += 1
         result.freed += result.plan.sizes.get(key, 0)
+        progress.add_bytes(result.plan.sizes.get(key, 0))
+        progress.done(True)
 
     await bounded(keys, one, app.settings.concurrency)
 
@@ -274,7 +291,13 @@ async def after_a_clean_sync(app: Adapters) -> None:
 
 
 async def prune(
-    app: Adapters, rules: Rules, *, dry_run: bool, owner: str, hook: Hook = no_hook
+    app: Adapters,
+    rules: Rules,
+    *,
+    dry_run: bool,
+    owner: str,
+    hook: Hook = no_hook,
+    progress: Progress | None = None,
 ) -> PruneResult:
     """Prune under the bucket lock (a dry run only looks that no live sync holds it: it
     writes nothing, not even the lock). ``LockBusy`` while a sync holds the bucket."""
@@ -294,7 +317,9 @@ async def prune(
         raise LockBusy(holder)
     try:
         async with lock.kept(s.heartbeat_seconds, on_lost=stop.set):
-            return await _run(app, catalog, rules, dry_run=False, stop=stop, hook=hook)
+            return await _run(
+                app, catalog, rules, dry_run=False, stop=stop, hook=hook, progress=progress
+            )
     finally:
         await lock.release()
 
