@@ -130,7 +130,9 @@ class TerminalLogger:
 
 
 def progress_for(stream: TextIO, unit: str = "bottle") -> BarProgress | LogProgress:
-    """A bar in a terminal, log lines elsewhere; ``unit`` "version" for the publication."""
+    """A bar in a terminal, log lines elsewhere; ``unit`` "version" for the publication,
+    "key" for a prune's deletes."""
     if stream.isatty():
         return BarProgress(stream, unit)
-    return LogProgress(event="progress" if unit == "bottle" else "publish_progress")
+    events = {"bottle": "progress", "key": "prune_progress"}
+    return LogProgress(event=events.get(unit, "publish_progress"))
