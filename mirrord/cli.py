@@ -33,12 +33,12 @@ from mirrord.core.closure import parse_brewfile
 from mirrord.core.errors import InputError, MirrordError, SettingsError
 from mirrord.core.jobs import Job
 from mirrord.core.messages import deploy_message
+from mirrord.core.plan import estimate
 from mirrord.core.report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from mirrord.core.settings import Settings
 from mirrord.core.shards import Shard
 from mirrord.daemon import Daemon
 from mirrord.health import run as run_health
-from mirrord.render import Estimate
 from mirrord.services.check import check_client
 from mirrord.services.checkpoint import load_hashfile
 from mirrord.services.enqueue import enqueue, index_sizes
@@ -232,12 +232,11 @@ async def cmd_finalize(args: argparse.Namespace, app: App) -> int:
 
 async def cmd_plan(args: argparse.Namespace, app: App) -> int:
     planned = await plan_job(app, await _job(args, app), external=await load_external(app))
-    estimate = None
+    guess, partial = None, None
     if planned.closure is not None:  # a subset: its image indexes are few, ask them
         found = await index_sizes(app.registry, planned.plan, app.settings)
-        sizes = [found.sizes.get(t.bottle.sha256) or t.size_hint for t in planned.plan.transfers]
-        estimate = Estimate(sum(sizes), sum(1 for n in sizes if not n), found.partial)
-    render.emit(args.json, render.plan_result(planned, estimate))
+        guess, partial = estimate(planned.plan, found.sizes), found.partial
+    render.emit(args.json, render.plan_result(planned, guess, partial))
     return EXIT_OK
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,6 +18,7 @@ from mirrord.adapters.terminal import BarProgress, LogProgress, TerminalLogger, 
 from mirrord.adapters.web import source_url
 from mirrord.core.closure import Closure
 from mirrord.core.messages import human_size
+from mirrord.core.plan import Estimate
 from mirrord.core.report import Report
 from mirrord.core.status import Status
 from mirrord.services.check import Coverage
@@ -80,16 +80,11 @@ def sync_result(report: Report, bucket: str) -> Rendered:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A subset's bytes to fetch, from its image indexes, else the hash file's history."""
-
-    bytes: int
-    unknown: int  # bottles neither names a size for
-    partial: str | None  # why the indexes were not all read, or None
-
-
-def _closure(found: Closure, plan_bottles: int, estimate: Estimate | None) -> Rendered:
+def _closure(
+    found: Closure, plan_bottles: int, estimate: Estimate | None, partial: str | None
+) -> Rendered:
+    """``estimate``: the subset's bytes, from its image indexes, else the hash file's
+    history; ``partial``: why the indexes were not all read, or None."""
     body: dict[str, Any] = {
         "roots": list(found.roots),
         "added": list(found.added),
@@ -100,7 +95,7 @@ def _closure(found: Closure, plan_bottles: int, estimate: Estimate | None) -> Re
         "bottles": plan_bottles,
         "estimated_bytes": estimate.bytes if estimate else None,
         "estimate_unknown": estimate.unknown if estimate else None,
-        "estimate_partial": estimate.partial if estimate else None,
+        "estimate_partial": partial if estimate else None,
     }
     lines = [
         f"closure: {len(found.roots)} asked ({', '.join(found.roots)}), "
@@ -109,10 +104,10 @@ def _closure(found: Closure, plan_bottles: int, estimate: Estimate | None) -> Re
     ]
     if estimate is not None:
         unknown = f", {estimate.unknown} of unknown size" if estimate.unknown else ""
-        partial = f" (a lower bound: {estimate.partial})" if estimate.partial else ""
+        bound = f" (a lower bound: {partial})" if partial else ""
         lines.append(
             f"  {plan_bottles} bottles to fetch, estimated {estimate.bytes / 1e6:,.1f} MB"
-            f"{unknown}{partial}"
+            f"{unknown}{bound}"
         )
     lines += [f"  renamed: {a} → {f}" for a, f in found.renamed]
     lines += [f"  MISSING {n} (needed by {by})" for n, by in found.missing]
@@ -120,7 +115,9 @@ def _closure(found: Closure, plan_bottles: int, estimate: Estimate | None) -> Re
     return body, "\n".join(lines)
 
 
-def plan_result(planned: Planned, estimate: Estimate | None = None) -> Rendered:
+def plan_result(
+    planned: Planned, estimate: Estimate | None = None, partial: str | None = None
+) -> Rendered:
     plan, targets = planned.plan, planned.targets
     body: dict[str, Any] = {
         "date": plan.date,
@@ -146,7 +143,7 @@ def plan_result(planned: Planned, estimate: Estimate | None = None) -> Rendered:
     more = len(plan.transfers) - len(lines)
     closure = ""
     if planned.closure is not None:
-        body["closure"], closure = _closure(planned.closure, len(plan.transfers), estimate)
+        body["closure"], closure = _closure(planned.closure, len(plan.transfers), estimate, partial)
         closure += "\n"
     return body, closure + (
         f"{plan.date} for {', '.join(targets)}: {len(plan.transfers)} to fetch "
