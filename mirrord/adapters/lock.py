@@ -123,6 +123,11 @@ class Holder:
     process: Process | None = None
     shared: str = ""  # held by the shards of job_id of this date, who may join it
 
+    def alive(self, here: Process) -> bool:
+        """Whether the holder may still run, as seen from ``here``: a holder whose process
+        on this host is gone is dead (its lease need not run out); any other is alive."""
+        return self.process is None or not self.process.gone(here)
+
 
 def default_owner() -> str:
     """Who holds a lock: host and process, enough to find it in the logs."""
@@ -255,8 +260,9 @@ class BucketLock:
             log.info("lock_joined", key=self._key, job_id=self._job_id, holder=state.owner)
             return None
         if isinstance(state, Holder):
-            if state.process is None or not state.process.gone(self._process):
+            if state.alive(self._process):
                 return state
+            assert state.process is not None  # alive() is False only with a process
             state = f"its process {state.process.pid} on this host is gone"
             previous: str | None = found.body.decode(errors="replace")[:200]
         else:

@@ -198,9 +198,7 @@ class FinalizeLease:
         if state == "done":
             return "done"
         lease = read_lock(found, self._ttl, self._clock)
-        if isinstance(lease, Holder) and (
-            lease.process is None or not lease.process.gone(self._process)
-        ):
+        if isinstance(lease, Holder) and lease.alive(self._process):
             return lease.owner
         try:
             self._etag = await self._put(found.etag, "running", self._ttl)

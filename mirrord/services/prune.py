@@ -308,7 +308,7 @@ async def prune(
     catalog = await whole_catalog(app)
     if dry_run:
         holder = await lock.holder()
-        if holder is not None and (holder.process is None or not holder.process.gone(here)):
+        if holder is not None and holder.alive(here):
             raise LockBusy(holder)
         return await _run(app, catalog, rules, dry_run=True, stop=stop, hook=hook)
     await after_a_clean_sync(app)

@@ -169,6 +169,6 @@ async def _siblings_live(app: Adapters, job: Job, shard: Shard, ttl: float) -> b
             continue
         other = BucketLock(app.store, "", ttl, key=lock_key(job.job_id, Shard(k, shard.count)))
         holder = await other.holder()
-        if holder is not None and (holder.process is None or not holder.process.gone(here)):
+        if holder is not None and holder.alive(here):
             return True
     return False
