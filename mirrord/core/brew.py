@@ -37,7 +37,6 @@ from mirrord.core.models import (
     MAX_NAME_LEN,
     MAX_TAG_LEN,
     MAX_VERSION_LEN,
-    NAME_RE,
     SHA256_RE,
     TAG_RE,
     VERSION_RE,
@@ -45,6 +44,7 @@ from mirrord.core.models import (
     BottleFile,
     Formula,
     HashEntry,
+    is_formula_name,
 )
 from mirrord.core.oci import (
     OCI_PREFIX,
@@ -145,7 +145,7 @@ def packages_formulae(
 
 
 def _packages_formula(name: str, body: Any, tag: str, root: str) -> Formula:
-    if len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+    if not is_formula_name(name):
         raise FormulaError(name[:MAX_NAME_LEN], "name has characters outside [A-Za-z0-9@+._-]")
     if not isinstance(body, dict):
         raise FormulaError(name, f"must be an object, got {type(body).__name__}")

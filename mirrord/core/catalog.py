@@ -20,7 +20,6 @@ from mirrord.core.models import (
     MAX_NAME_LEN,
     MAX_TAG_LEN,
     MAX_VERSION_LEN,
-    NAME_RE,
     SHA256_RE,
     TAG_RE,
     VERSION_RE,
@@ -28,6 +27,7 @@ from mirrord.core.models import (
     BottleFile,
     Formula,
     gc_paused,
+    is_formula_name,
 )
 from mirrord.core.releases import DEFAULT_RELEASES, Releases
 
@@ -92,8 +92,7 @@ def _fast(raw: bytes) -> Catalog | None:
     for e in entries:
         name, version = e.name, e.versions.stable
         if not (
-            len(name) <= MAX_NAME_LEN
-            and NAME_RE.fullmatch(name)
+            is_formula_name(name)
             and len(version) <= MAX_VERSION_LEN
             and VERSION_RE.fullmatch(version)
         ):
@@ -219,7 +218,7 @@ def formula_from_api(entry: Any, index: int = 0) -> Formula:
     raw_name = entry.get("name")
     label = raw_name if isinstance(raw_name, str) else f"#{index}"
     name = _field(entry, "name", str, "", label)
-    if len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+    if not is_formula_name(name):
         raise FormulaError(label[:MAX_NAME_LEN], "name has characters outside [A-Za-z0-9@+._-]")
     versions = _field(entry, "versions", dict, "", name)
     version = _field(versions, "stable", str, "versions.", name)

@@ -25,7 +25,7 @@ import orjson
 
 from mirrord.core.catalog import Catalog, Selection, select_bottles
 from mirrord.core.errors import CatalogError, SettingsError
-from mirrord.core.models import MAX_NAME_LEN, NAME_RE, Bottle, Formula
+from mirrord.core.models import MAX_NAME_LEN, Bottle, Formula, is_formula_name
 from mirrord.core.releases import DEFAULT_RELEASES, Releases
 
 CORE_TAP = "homebrew/core/"
@@ -81,7 +81,7 @@ def parse_brewfile(text: str) -> Brewfile:
         name = value.removeprefix(CORE_TAP)
         if "/" in name:
             skipped.append(f"{shown}: from the tap {name.rsplit('/', 1)[0]}, not homebrew/core")
-        elif len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+        elif not is_formula_name(name):
             skipped.append(f"{shown}: {name[:60]!r} is not a formula name")
         else:
             names.setdefault(name)

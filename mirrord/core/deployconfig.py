@@ -21,7 +21,7 @@ import yaml
 
 from mirrord.core.closure import parse_brewfile
 from mirrord.core.errors import ConfigError, SettingsError
-from mirrord.core.models import BUCKET_RE, MAX_NAME_LEN, NAME_RE
+from mirrord.core.models import BUCKET_RE, is_formula_name
 from mirrord.core.settings import parse_platforms
 
 # An environment's name: its folder infra/environments/<name>, the `environment` variable
@@ -130,9 +130,7 @@ def _sha256_list(v: Any) -> str | None:
 
 
 def _names(v: Any) -> str | None:
-    ok = isinstance(v, list) and all(
-        isinstance(n, str) and len(n) <= MAX_NAME_LEN and NAME_RE.fullmatch(n) for n in v
-    )
+    ok = isinstance(v, list) and all(isinstance(n, str) and is_formula_name(n) for n in v)
     return None if ok else "must be a list of formula names (e.g. [jq, openssl@3])"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from mirrord.core.errors import InputError, JobError, SettingsError
-from mirrord.core.models import MAX_NAME_LEN, NAME_RE
+from mirrord.core.models import is_formula_name
 from mirrord.core.releases import DEFAULT_RELEASES, Releases, validate_targets
 from mirrord.core.shards import Shard, parse_shard
 
@@ -123,7 +123,7 @@ def job_from_dict(
             raise JobError(str(exc).replace("MIRRORD_PLATFORMS", "job.platforms")) from None
     formulae = _strings(data, "formulae")
     for name in formulae or ():
-        if len(name) > MAX_NAME_LEN or not NAME_RE.fullmatch(name):
+        if not is_formula_name(name):
             raise JobError(f"job.formulae: {name[:60]!r} is not a formula name")
     reason = data.get("reason", "manual")
     if not isinstance(reason, str) or len(reason) > 64:

@@ -46,6 +46,11 @@ HASH_KEY_RE = re.compile(rf"{_NAME}-{_VERSION}-{_TAG}")
 BOTTLE_KEY_RE = re.compile(rf"({_DATE})/{_NAME}-{_VERSION}\.{_TAG}\.bottle(?:\.[0-9]+)?\.tar\.gz")
 
 
+def is_formula_name(name: str) -> bool:
+    """A formula name mirrord takes (in a job, a Brewfile, a setting or a catalog)."""
+    return len(name) <= MAX_NAME_LEN and NAME_RE.fullmatch(name) is not None
+
+
 def is_date(text: str) -> bool:
     """YYYY-MM-DD, ASCII digits, and a day that exists."""
     return DATE_RE.fullmatch(text) is not None and _calendar_day(text)

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mirrord.core.errors import SettingsError
-from mirrord.core.models import BUCKET_RE, MAX_NAME_LEN, NAME_RE, VERSION_RE
+from mirrord.core.models import BUCKET_RE, VERSION_RE, is_formula_name
 
 MiB = 2**20
 S3_MIN_PART = 5 * MiB  # S3 refuses smaller parts except the last
@@ -204,6 +204,6 @@ def formula_names(text: str, name: str) -> tuple[str, ...]:
     if not names or len(names) > 10_000:
         raise SettingsError(f"{name}: 1 to 10000 comma-separated formula names")
     for formula in names:
-        if len(formula) > MAX_NAME_LEN or not NAME_RE.fullmatch(formula):
+        if not is_formula_name(formula):
             raise SettingsError(f"{name}: {formula!r:.60} is not a formula name (e.g. jq)")
     return names
