@@ -43,6 +43,7 @@ from mirrord.core.tasks import background
 from mirrord.services.checkpoint import Checkpointer, load_hashfile
 from mirrord.services.job import (
     fetch_job_api,
+    job_subset,
     load_external,
     publish_for,
     record_outcome,
@@ -342,11 +343,10 @@ async def finalize(
             await record.flush()
             hf = record.current
         report = merged_report(job, records, plan, hf, catalog, targets, s.releases)
-        report = with_subset(
-            app, catalog, job, replace(report, duration_s=time.monotonic() - started)
-        )
+        found = job_subset(app, catalog, job)
+        report = with_subset(replace(report, duration_s=time.monotonic() - started), found)
         if s.brew_mirror:
-            published = await publish_for(app, catalog, job, api, report, stop)
+            published = await publish_for(app, catalog, job, found, api, report, stop)
             report = replace(
                 report, published=published, failed=(*report.failed, *published.ruby_problems)
             )

@@ -225,13 +225,14 @@ async def _sync_and_publish(
         releases=s.releases,
         fallbacks=FallbackMirrors.of(s, app.fallback),
     )
-    report = with_subset(app, catalog, job, report)  # status.json records the subset
+    found = job_subset(app, catalog, job)
+    report = with_subset(report, found)  # status.json records the subset
     if not s.brew_mirror:
         return report
     if report.stopped:  # not a step further; the publication is the next run's
         skipped = Published(api="kept: stopped before publication", finished=False)
         return replace(report, published=skipped)
-    published = await publish_for(app, catalog, job, api, report, stop, publish_progress)
+    published = await publish_for(app, catalog, job, found, api, report, stop, publish_progress)
     # A portable Ruby that could not be stored fails the job (exit 1, Slack), while
     # the API files went out without it.
     return replace(report, published=published, failed=(*report.failed, *published.ruby_problems))
@@ -244,9 +245,9 @@ def job_subset(app: Adapters, catalog: Catalog, job: Job) -> Closure | None:
     return job_closure(catalog, job.formulae, targets, s.releases)
 
 
-def with_subset(app: Adapters, catalog: Catalog, job: Job, report: Report) -> Report:
-    """The report, saying which subset the job mirrored (status.json records it)."""
-    found = job_subset(app, catalog, job)
+def with_subset(report: Report, found: Closure | None) -> Report:
+    """The report, saying which subset (``job_subset``) the job mirrored: status.json
+    records it."""
     return report if found is None else replace(report, subset=subset_of(found))
 
 
@@ -326,6 +327,7 @@ async def publish_for(
     app: Adapters,
     catalog: Catalog,
     job: Job,
+    found: Closure | None,
     api: dict[str, bytes] | None,
     report: Report,
     stop: asyncio.Event | None = None,
@@ -334,12 +336,12 @@ async def publish_for(
     """The brew-facing stage after a sync (brew.py); never raises: its problems are in
     the report and the log, and ``mirrord check-client`` shows what a user sees.
     Bottles the API files name that the catalog did not (formulae.brew.sh republished
-    in between) are fetched and recorded first, so the API files can go out."""
+    in between) are fetched and recorded first, so the API files can go out. ``found``:
+    the job's subset (``job_subset``), None for a job of every formula."""
     s = app.settings
     targets = job_targets(catalog, job, s.platforms, s.releases)
     clean = report.complete
     try:
-        found = job_subset(app, catalog, job)
         if found is None:
             bottles = select_bottles(catalog.formulae, targets, s.releases).bottles
         else:
